@@ -1,0 +1,36 @@
+# The two commands a newcomer needs: `make run` and `make test`. Both install what a fresh
+# Debian machine lacks first.
+
+CARGO ?= cargo
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: run test build lint fmt deps check-deps clean
+
+## run: start stigmer-server with zero configuration on 127.0.0.1:50051 (~/.stigmer/stigmer.db)
+run: deps
+	$(CARGO) run --release --locked -p stigmer-server -- $(ARGS)
+
+## test: formatting, lints, then every unit and integration test
+test: deps lint
+	$(CARGO) test --workspace --locked
+
+build: deps
+	$(CARGO) build --workspace --locked
+
+lint: deps
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+## deps: a protoc binary for prost-protovalidate-types' build script, sqlite3 for inspection
+deps:
+	@command -v protoc >/dev/null 2>&1 && command -v sqlite3 >/dev/null 2>&1 || { \
+		echo "installing protobuf-compiler and sqlite3 (Debian packages)"; \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq protobuf-compiler sqlite3 >/dev/null; }
+	@rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt
+
+clean:
+	$(CARGO) clean

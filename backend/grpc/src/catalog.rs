@@ -1,0 +1,252 @@
+//! What the server serves, read once at start-up from the descriptor pool: each kind's message,
+//! id prefix and services (every controller names its kind in the `api_resource_kind` option).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use prost_reflect::{DescriptorPool, DynamicMessage, MessageDescriptor, Value};
+
+use crate::kinds::{KindRegistration, OwnerScopeDefault};
+
+const KIND_ENUM: &str = "ai.stigmer.commons.apiresource.apiresourcekind.ApiResourceKind";
+const KIND_META: &str = "ai.stigmer.commons.apiresource.apiresourcekind.kind_meta";
+const SERVICE_KIND: &str = "ai.stigmer.commons.apiresource.api_resource_kind";
+/// `ApiResourceOwnerScope.organization`.
+const OWNER_SCOPE_ORGANIZATION: i32 = 2;
+
+/// A served kind.
+#[derive(Debug)]
+pub struct KindInfo {
+    /// "Agent".
+    pub name: String,
+    /// Its `ApiResourceKind` number (40).
+    pub number: i32,
+    pub id_prefix: String,
+    pub versioned: bool,
+    /// The envelope message (`ai.stigmer.agentic.agent.v1.Agent`).
+    pub message: MessageDescriptor,
+    /// Kinds reachable by reference (they have getByReference) must have a name or slug.
+    pub named: bool,
+    /// `metadata.owner_scope` to fill in when unspecified.
+    pub default_owner_scope: Option<i32>,
+}
+
+/// What a method does, from its name. Names are the contract's lowerCamel RPC names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verb {
+    Create,
+    Update,
+    Apply,
+    Delete,
+    Get,
+    GetByReference,
+    List,
+    /// An RPC with kind-specific behaviour that this server does not offer yet.
+    NotYet,
+}
+
+impl Verb {
+    fn from_method_name(name: &str) -> Self {
+        match name {
+            "create" => Self::Create,
+            "update" => Self::Update,
+            "apply" => Self::Apply,
+            "delete" => Self::Delete,
+            "get" => Self::Get,
+            "getByReference" => Self::GetByReference,
+            "list" => Self::List,
+            _ => Self::NotYet,
+        }
+    }
+
+    pub fn is_mutation(self) -> bool {
+        matches!(
+            self,
+            Self::Create | Self::Update | Self::Apply | Self::Delete
+        )
+    }
+}
+
+/// One RPC of one controller.
+#[derive(Debug)]
+pub struct Method {
+    /// "/ai.stigmer.agentic.agent.v1.AgentCommandController/create".
+    pub path: String,
+    pub name: String,
+    pub verb: Verb,
+    pub kind: Arc<KindInfo>,
+    pub input: MessageDescriptor,
+    pub output: MessageDescriptor,
+    pub server_streaming: bool,
+}
+
+/// Why the catalog could not be built: a defect in the protos or in the kind registry.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error("descriptor pool lacks {0}")]
+    Missing(String),
+    #[error("no ApiResourceKind value has kind_meta.name {0:?}")]
+    UnknownKind(String),
+}
+
+/// Every served kind and method.
+#[derive(Debug)]
+pub struct Catalog {
+    kinds: Vec<Arc<KindInfo>>,
+    methods: HashMap<String, Arc<Method>>,
+    services: Vec<String>,
+}
+
+impl Catalog {
+    pub fn build(
+        pool: &DescriptorPool,
+        registrations: &[KindRegistration],
+    ) -> Result<Self, CatalogError> {
+        let services_by_kind = services_by_kind(pool)?;
+        let mut kinds = Vec::new();
+        for registration in registrations {
+            let kind = kind_info(pool, registration, &services_by_kind)?;
+            kinds.push(Arc::new(kind));
+        }
+        let mut methods = HashMap::new();
+        let mut services = Vec::new();
+        for kind in &kinds {
+            for service in services_by_kind.get(&kind.number).into_iter().flatten() {
+                services.push(service.full_name().to_string());
+                for method in service.methods() {
+                    let path = format!("/{}/{}", service.full_name(), method.name());
+                    let entry = Method {
+                        path: path.clone(),
+                        name: method.name().to_string(),
+                        verb: Verb::from_method_name(method.name()),
+                        kind: Arc::clone(kind),
+                        input: method.input(),
+                        output: method.output(),
+                        server_streaming: method.is_server_streaming(),
+                    };
+                    methods.insert(path, Arc::new(entry));
+                }
+            }
+        }
+        services.sort();
+        Ok(Self {
+            kinds,
+            methods,
+            services,
+        })
+    }
+
+    pub fn method(&self, path: &str) -> Option<&Arc<Method>> {
+        self.methods.get(path)
+    }
+
+    /// Full names of every controller service served.
+    pub fn services(&self) -> &[String] {
+        &self.services
+    }
+
+    pub fn kinds(&self) -> &[Arc<KindInfo>] {
+        &self.kinds
+    }
+}
+
+fn services_by_kind(
+    pool: &DescriptorPool,
+) -> Result<HashMap<i32, Vec<prost_reflect::ServiceDescriptor>>, CatalogError> {
+    let extension = pool
+        .get_extension_by_name(SERVICE_KIND)
+        .ok_or_else(|| CatalogError::Missing(SERVICE_KIND.into()))?;
+    let mut map: HashMap<i32, Vec<_>> = HashMap::new();
+    for service in pool.services() {
+        let options = service.options();
+        if !options.has_extension(&extension) {
+            continue;
+        }
+        if let Value::EnumNumber(number) = options.get_extension(&extension).as_ref() {
+            map.entry(*number).or_default().push(service);
+        }
+    }
+    Ok(map)
+}
+
+fn kind_info(
+    pool: &DescriptorPool,
+    registration: &KindRegistration,
+    services_by_kind: &HashMap<i32, Vec<prost_reflect::ServiceDescriptor>>,
+) -> Result<KindInfo, CatalogError> {
+    let kinds = pool
+        .get_enum_by_name(KIND_ENUM)
+        .ok_or_else(|| CatalogError::Missing(KIND_ENUM.into()))?;
+    let meta_extension = pool
+        .get_extension_by_name(KIND_META)
+        .ok_or_else(|| CatalogError::Missing(KIND_META.into()))?;
+    let (number, meta) = kinds
+        .values()
+        .find_map(|value| {
+            let options = value.options();
+            let meta = options.get_extension(&meta_extension).as_message()?.clone();
+            (str_of(&meta, "name") == registration.name).then(|| (value.number(), meta))
+        })
+        .ok_or_else(|| CatalogError::UnknownKind(registration.name.into()))?;
+    let message_name = format!(
+        "ai.stigmer.agentic.{}.v1.{}",
+        registration.name.to_lowercase(),
+        registration.name
+    );
+    let message = pool
+        .get_message_by_name(&message_name)
+        .ok_or(CatalogError::Missing(message_name))?;
+    let named = services_by_kind
+        .get(&number)
+        .into_iter()
+        .flatten()
+        .any(|service| service.methods().any(|m| m.name() == "getByReference"));
+    Ok(KindInfo {
+        name: registration.name.to_string(),
+        number,
+        id_prefix: str_of(&meta, "id_prefix"),
+        versioned: matches!(
+            meta.get_field_by_name("is_versioned").as_deref(),
+            Some(Value::Bool(true))
+        ),
+        message,
+        named,
+        default_owner_scope: match registration.owner_scope {
+            OwnerScopeDefault::Organization => Some(OWNER_SCOPE_ORGANIZATION),
+            OwnerScopeDefault::Unspecified => None,
+        },
+    })
+}
+
+fn str_of(message: &DynamicMessage, field: &str) -> String {
+    message
+        .get_field_by_name(field)
+        .and_then(|value| value.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kinds::KINDS;
+
+    #[test]
+    fn every_registered_kind_resolves_with_its_prefix_and_services() {
+        let catalog = Catalog::build(&stigmer_api::DESCRIPTOR_POOL, KINDS).expect("catalog");
+        let prefixes: Vec<(&str, &str)> = catalog
+            .kinds()
+            .iter()
+            .map(|k| (k.name.as_str(), k.id_prefix.as_str()))
+            .collect();
+        assert!(prefixes.contains(&("Agent", "agt")));
+        assert!(prefixes.contains(&("ExecutionContext", "exec")));
+        assert_eq!(catalog.kinds().len(), KINDS.len());
+        // Every kind has a Command and a Query controller.
+        assert_eq!(catalog.services().len(), 2 * KINDS.len());
+        let create = catalog
+            .method("/ai.stigmer.agentic.agent.v1.AgentCommandController/create")
+            .expect("agent create");
+        assert_eq!(create.verb, Verb::Create);
+        assert!(create.kind.named);
+    }
+}

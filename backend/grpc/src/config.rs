@@ -1,0 +1,85 @@
+//! Server settings: flags, each with an environment-variable twin and a documented default.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, ValueEnum};
+
+/// Where the database lives when neither --db nor STIGMER_DB says otherwise.
+pub const DEFAULT_DB: &str = "~/.stigmer/stigmer.db";
+
+/// stigmer-server stores every Stigmer API resource in one SQLite file and serves them over gRPC
+/// (with server reflection and grpc.health.v1). Every flag can also be set through the
+/// environment variable shown with it.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "stigmer-server", version, about, long_about = None)]
+pub struct ServerConfig {
+    /// Address (host:port) to serve gRPC on. Port 0 picks a free port, reported in the log.
+    #[arg(long, env = "STIGMER_LISTEN", default_value = "127.0.0.1:50051")]
+    pub listen: SocketAddr,
+
+    /// SQLite database file. Its directory is created with mode 0700 and the file with 0600
+    /// when missing. A leading "~/" means the home directory.
+    #[arg(long, env = "STIGMER_DB", default_value = DEFAULT_DB)]
+    pub db: PathBuf,
+
+    /// Log filter in tracing-subscriber's EnvFilter syntax, e.g. "info" or
+    /// "info,stigmer_grpc=debug".
+    #[arg(long = "log", env = "RUST_LOG", default_value = "info")]
+    pub log_filter: String,
+
+    /// Log line format: "text" for people, "json" for log collectors.
+    #[arg(long, env = "STIGMER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// Durability of each commit. "full" fsyncs every commit, so an acknowledged write survives
+    /// power loss; "normal" survives a crash of the server process but may lose the last
+    /// commits on power loss, in exchange for faster writes.
+    #[arg(long, env = "STIGMER_SYNCHRONOUS", value_enum, default_value_t = Durability::Full)]
+    pub synchronous: Durability,
+
+    /// Read-only database connections, each on its own thread, serving get and list calls.
+    #[arg(long, env = "STIGMER_READ_CONNECTIONS", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub read_connections: u16,
+
+    /// Seconds to let in-flight calls finish after SIGINT/SIGTERM before closing anyway.
+    #[arg(long, env = "STIGMER_SHUTDOWN_GRACE", default_value_t = 30)]
+    pub shutdown_grace_secs: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Durability {
+    Full,
+    Normal,
+}
+
+impl ServerConfig {
+    /// A configuration with every default, listening on `listen` and storing in `db`.
+    pub fn new(listen: SocketAddr, db: impl Into<PathBuf>) -> Self {
+        let mut config = Self::parse_from(["stigmer-server"]);
+        config.listen = listen;
+        config.db = db.into();
+        config
+    }
+
+    /// The database path with a leading "~/" expanded.
+    pub fn db_path(&self) -> Result<PathBuf, std::io::Error> {
+        match self.db.strip_prefix("~") {
+            Ok(rest) => std::env::home_dir()
+                .map(|home| home.join(rest))
+                .ok_or_else(|| {
+                    std::io::Error::new(
+                        std::io::ErrorKind::NotFound,
+                        "cannot expand ~: no home directory; pass --db or STIGMER_DB",
+                    )
+                }),
+            Err(_) => Ok(self.db.clone()),
+        }
+    }
+}

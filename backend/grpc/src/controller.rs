@@ -1,0 +1,437 @@
+//! The one generic controller: every Command/Query RPC of every kind is
+//! validate → default/derive server-owned fields → store → respond.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use prost_protovalidate::{Validator, ValidatorOption};
+use prost_reflect::{DynamicMessage, Kind, ReflectMessage, Value};
+use stigmer_store::{JsonFilter, ListQuery, NewResource, Scope, Store, StoreError, StoredResource};
+
+use crate::catalog::{Catalog, KindInfo, Method, Verb};
+use crate::error::ApiError;
+use crate::fields::{get_i32, get_i64, get_str, has, set, set_str};
+use crate::json::{from_json, to_json};
+use crate::resource::{
+    self, API_VERSION, Caller, meta, org_of, prepare_create, prepare_update, requested_slug,
+    same_content, set_revision,
+};
+use crate::validation::check;
+
+pub(crate) const DEFAULT_PAGE_SIZE: usize = 100;
+pub(crate) const MAX_PAGE_SIZE: usize = 1000;
+/// Read-modify-write attempts before an update without an expected revision gives up.
+const MAX_ATTEMPTS: usize = 32;
+
+/// Everything a request needs: the store, what is served, and the compiled rules.
+pub struct App {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) catalog: Catalog,
+    pub(crate) validator: Validator,
+}
+
+impl App {
+    pub fn new(store: Arc<dyn Store>, catalog: Catalog) -> Self {
+        Self {
+            store,
+            catalog,
+            // The validator reads rules from descriptors it is given; without our descriptor
+            // set it would see no rules at all and accept everything.
+            validator: Validator::with_options(&[ValidatorOption::AdditionalDescriptorSetBytes(
+                stigmer_api::FILE_DESCRIPTOR_SET.to_vec(),
+            )]),
+        }
+    }
+
+    pub(crate) async fn handle(
+        &self,
+        method: &Method,
+        caller: &Caller,
+        request: DynamicMessage,
+    ) -> Result<DynamicMessage, ApiError> {
+        let kind = &method.kind;
+        match method.verb {
+            Verb::Create => self.create(kind, caller, request).await,
+            Verb::Update => self.update(kind, caller, request).await,
+            Verb::Apply => self.apply(kind, caller, request).await,
+            Verb::Delete => self.delete(kind, caller, request).await,
+            Verb::Get => self.get(kind, caller, request).await,
+            Verb::GetByReference => self.get_by_reference(kind, caller, request).await,
+            Verb::List => self.list(method, caller, request).await,
+            Verb::NotYet => Err(ApiError::Unimplemented(format!(
+                "{} is not offered by this server yet",
+                method.path
+            ))),
+        }
+    }
+
+    async fn create(
+        &self,
+        kind: &KindInfo,
+        caller: &Caller,
+        mut resource: DynamicMessage,
+    ) -> Result<DynamicMessage, ApiError> {
+        let violations = prepare_create(kind, &mut resource, caller, SystemTime::now());
+        check(&self.validator, &resource, violations)?;
+        let stored = self.store.create(new_row(kind, &resource)?).await?;
+        set_revision(&mut resource, stored.revision);
+        Ok(resource)
+    }
+
+    async fn update(
+        &self,
+        kind: &KindInfo,
+        caller: &Caller,
+        resource: DynamicMessage,
+    ) -> Result<DynamicMessage, ApiError> {
+        let id = meta(&resource).id;
+        if id.is_empty() {
+            return Err(ApiError::invalid_field(
+                kind.name.clone(),
+                "metadata.id",
+                "is required by update (use apply to create-or-update by name)",
+            ));
+        }
+        let scope = Scope::new(kind.name.clone(), org_of(&resource, caller));
+        self.update_existing(kind, caller, scope, id, resource)
+            .await
+    }
+
+    /// Read-modify-write with compare-and-swap on the revision. A caller that sent its expected
+    /// revision is told when it is stale; one that did not gets last-writer-wins, retried here.
+    async fn update_existing(
+        &self,
+        kind: &KindInfo,
+        caller: &Caller,
+        scope: Scope,
+        id: String,
+        request: DynamicMessage,
+    ) -> Result<DynamicMessage, ApiError> {
+        let expected = meta(&request).revision;
+        for _ in 0..MAX_ATTEMPTS {
+            let stored_row = self
+                .store
+                .get(scope.clone(), id.clone())
+                .await?
+                .ok_or_else(|| not_found(kind, &id))?;
+            if expected != 0 && stored_row.revision != expected {
+                return Err(ApiError::Aborted {
+                    kind: kind.name.clone(),
+                    id,
+                    expected,
+                    current: stored_row.revision,
+                });
+            }
+            let stored = decode_row(kind, &stored_row)?;
+            let mut updated = request.clone();
+            let violations = prepare_update(kind, &stored, &mut updated, caller, SystemTime::now());
+            check(&self.validator, &updated, violations)?;
+            if same_content(&stored, &updated) {
+                return Ok(stored);
+            }
+            match self
+                .store
+                .replace(new_row(kind, &updated)?, stored_row.revision)
+                .await
+            {
+                Ok(row) => {
+                    set_revision(&mut updated, row.revision);
+                    return Ok(updated);
+                }
+                Err(StoreError::Conflict { .. }) if expected == 0 => continue,
+                Err(err) => return Err(err.into()),
+            }
+        }
+        Err(ApiError::Unavailable(format!(
+            "{} {id} is being changed by many writers at once; retry",
+            kind.name
+        )))
+    }
+
+    async fn apply(
+        &self,
+        kind: &KindInfo,
+        caller: &Caller,
+        resource: DynamicMessage,
+    ) -> Result<DynamicMessage, ApiError> {
+        let slug = requested_slug(kind, &resource)
+            .map_err(|violation| ApiError::invalid(kind.name.clone(), vec![violation]))?;
+        let scope = Scope::new(kind.name.clone(), org_of(&resource, caller));
+        let given_id = meta(&resource).id;
+        for _ in 0..MAX_ATTEMPTS {
+            match self.store.get_by_slug(scope.clone(), slug.clone()).await? {
+                Some(existing) => {
+                    if !given_id.is_empty() && given_id != existing.id {
+                        return Err(ApiError::invalid_field(
+                            kind.name.clone(),
+                            "metadata.id",
+                            format!(
+                                "is {given_id:?} but slug {slug:?} belongs to {}",
+                                existing.id
+                            ),
+                        ));
+                    }
+                    return self
+                        .update_existing(kind, caller, scope, existing.id, resource)
+                        .await;
+                }
+                None => match self.create(kind, caller, resource.clone()).await {
+                    // Someone created it between our lookup and our insert: update theirs.
+                    Err(ApiError::AlreadyExists { .. }) => continue,
+                    other => return other,
+                },
+            }
+        }
+        Err(ApiError::Unavailable(format!(
+            "{} {slug:?} is being created and deleted by many writers at once; retry",
+            kind.name
+        )))
+    }
+
+    async fn delete(
+        &self,
+        kind: &KindInfo,
+        caller: &Caller,
+        request: DynamicMessage,
+    ) -> Result<DynamicMessage, ApiError> {
+        check(&self.validator, &request, Vec::new())?;
+        let id = id_of(&request);
+        let expected = get_i64(&request, "expected_revision");
+        let scope = Scope::new(kind.name.clone(), caller.org.clone());
+        let row = self
+            .store
+            .delete(scope, id, (expected != 0).then_some(expected))
+            .await?;
+        decode_row(kind, &row)
+    }
+
+    async fn get(
+        &self,
+        kind: &KindInfo,
+        caller: &Caller,
+        request: DynamicMessage,
+    ) -> Result<DynamicMessage, ApiError> {
+        check(&self.validator, &request, Vec::new())?;
+        let id = id_of(&request);
+        let scope = Scope::new(kind.name.clone(), caller.org.clone());
+        match self.store.get(scope, id.clone()).await? {
+            Some(row) => decode_row(kind, &row),
+            None => Err(not_found(kind, &id)),
+        }
+    }
+
+    async fn get_by_reference(
+        &self,
+        kind: &KindInfo,
+        caller: &Caller,
+        reference: DynamicMessage,
+    ) -> Result<DynamicMessage, ApiError> {
+        let mut violations = Vec::new();
+        let ref_kind = get_i32(&reference, "kind");
+        if ref_kind != 0 && ref_kind != kind.number {
+            violations.push(crate::error::FieldViolation::new(
+                "kind",
+                format!(
+                    "is {ref_kind} but this service serves {} ({})",
+                    kind.name, kind.number
+                ),
+            ));
+        }
+        let slug = get_str(&reference, "slug");
+        if slug.is_empty() {
+            violations.push(crate::error::FieldViolation::new("slug", "is required"));
+        }
+        let version = get_str(&reference, "version");
+        if !kind.versioned && !version.is_empty() && version != "latest" {
+            violations.push(crate::error::FieldViolation::new(
+                "version",
+                format!(
+                    "{} is not versioned; leave version empty or \"latest\"",
+                    kind.name
+                ),
+            ));
+        }
+        check(&self.validator, &reference, violations)?;
+        let org = match get_str(&reference, "org") {
+            org if org.is_empty() => caller.org.clone(),
+            org => org,
+        };
+        let scope = Scope::new(kind.name.clone(), org.clone());
+        match self.store.get_by_slug(scope, slug.clone()).await? {
+            Some(row) => decode_row(kind, &row),
+            None => Err(ApiError::NotFound {
+                kind: kind.name.clone(),
+                id: format!("{org}/{slug}"),
+            }),
+        }
+    }
+
+    async fn list(
+        &self,
+        method: &Method,
+        caller: &Caller,
+        request: DynamicMessage,
+    ) -> Result<DynamicMessage, ApiError> {
+        check(&self.validator, &request, Vec::new())?;
+        let kind = &method.kind;
+        let scope = Scope::new(kind.name.clone(), caller.org.clone());
+        let limit = match usize::try_from(get_i32(&request, "page_size")) {
+            Ok(0) | Err(_) => DEFAULT_PAGE_SIZE,
+            Ok(size) => size.min(MAX_PAGE_SIZE),
+        };
+        let after_id = page_token::decode(&get_str(&request, "page_token"), &scope)?;
+        let filters = list_filters(&request);
+        let page = self
+            .store
+            .list(ListQuery {
+                scope: scope.clone(),
+                after_id,
+                limit,
+                filters,
+            })
+            .await?;
+        let mut response = DynamicMessage::new(method.output.clone());
+        let items = page
+            .items
+            .iter()
+            .map(|row| decode_row(kind, row).map(Value::Message))
+            .collect::<Result<Vec<_>, _>>()?;
+        let items_field = response
+            .descriptor()
+            .fields()
+            .find(|f| f.is_list() && matches!(f.kind(), Kind::Message(m) if m == kind.message))
+            .ok_or_else(|| {
+                ApiError::internal(format!(
+                    "{} has no list of {}",
+                    method.output.full_name(),
+                    kind.name
+                ))
+            })?;
+        response.set_field(&items_field, Value::List(items));
+        if let Some(after) = page.next_after_id {
+            set_str(
+                &mut response,
+                "next_page_token",
+                page_token::encode(&scope, &after),
+            );
+        }
+        set_str(&mut response, "api_version", API_VERSION);
+        set_str(&mut response, "kind", format!("{}List", kind.name));
+        Ok(response)
+    }
+}
+
+/// Filters that existing upstream list requests carry: `tags` (all must be present) and
+/// `phase` (an execution's status phase).
+fn list_filters(request: &DynamicMessage) -> Vec<JsonFilter> {
+    let mut filters = Vec::new();
+    if let Some(Value::List(tags)) = request.get_field_by_name("tags").as_deref() {
+        filters.extend(
+            tags.iter()
+                .filter_map(Value::as_str)
+                .map(|tag| JsonFilter::Contains {
+                    path: "$.metadata.tags".into(),
+                    value: tag.to_string(),
+                }),
+        );
+    }
+    if has(request, "phase") {
+        let number = get_i32(request, "phase");
+        let name = request
+            .descriptor()
+            .get_field_by_name("phase")
+            .and_then(|f| f.kind().as_enum().and_then(|e| e.get_value(number)))
+            .map(|v| v.name().to_string());
+        if let Some(name) = name {
+            filters.push(JsonFilter::Equals {
+                path: "$.status.phase".into(),
+                value: name,
+            });
+        }
+    }
+    filters
+}
+
+/// The resource id an id-style request carries (`value` in the *Id messages,
+/// `resource_id` in ApiResourceDeleteInput).
+fn id_of(request: &DynamicMessage) -> String {
+    ["value", "resource_id"]
+        .iter()
+        .map(|field| get_str(request, field))
+        .find(|id| !id.is_empty())
+        .unwrap_or_default()
+}
+
+fn not_found(kind: &KindInfo, id: &str) -> ApiError {
+    ApiError::NotFound {
+        kind: kind.name.clone(),
+        id: id.to_string(),
+    }
+}
+
+fn new_row(kind: &KindInfo, resource: &DynamicMessage) -> Result<NewResource, ApiError> {
+    let meta = resource::meta(resource);
+    Ok(NewResource {
+        scope: Scope::new(kind.name.clone(), meta.org),
+        id: meta.id,
+        slug: meta.slug,
+        data: to_json(resource)?,
+    })
+}
+
+fn decode_row(kind: &KindInfo, row: &StoredResource) -> Result<DynamicMessage, ApiError> {
+    let mut resource = from_json(&kind.message, &row.data)?;
+    // The column is authoritative should a hand edit have touched only the JSON.
+    set_revision(&mut resource, row.revision);
+    if let Some(metadata) = crate::fields::child_mut(&mut resource, "metadata") {
+        set(metadata, "id", Value::String(row.id.clone()));
+    }
+    Ok(resource)
+}
+
+/// Opaque page tokens: the listing they belong to and the last id returned, base64url-encoded.
+mod page_token {
+    use super::*;
+
+    const VERSION: &str = "v1";
+
+    pub(super) fn encode(scope: &Scope, after_id: &str) -> String {
+        URL_SAFE_NO_PAD.encode(format!(
+            "{VERSION}\n{}\n{}\n{after_id}",
+            scope.kind, scope.org
+        ))
+    }
+
+    pub(super) fn decode(token: &str, scope: &Scope) -> Result<Option<String>, ApiError> {
+        if token.is_empty() {
+            return Ok(None);
+        }
+        let invalid = |why: &str| {
+            ApiError::invalid_field(
+                "list request",
+                "page_token",
+                format!(
+                    "{why}; pass the next_page_token of the previous page unchanged, or empty to start over"
+                ),
+            )
+        };
+        let bytes = URL_SAFE_NO_PAD
+            .decode(token)
+            .map_err(|_| invalid("is not a token this server issued"))?;
+        let text =
+            String::from_utf8(bytes).map_err(|_| invalid("is not a token this server issued"))?;
+        let mut parts = text.splitn(4, '\n');
+        match (parts.next(), parts.next(), parts.next(), parts.next()) {
+            (Some(VERSION), Some(kind), Some(org), Some(after)) => {
+                if kind != scope.kind || org != scope.org {
+                    Err(invalid("belongs to a different listing"))
+                } else {
+                    Ok(Some(after.to_string()))
+                }
+            }
+            _ => Err(invalid("is not a token this server issued")),
+        }
+    }
+}

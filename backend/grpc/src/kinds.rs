@@ -1,0 +1,48 @@
+//! The kinds this server serves. Adding a kind = its .proto files + one line here.
+
+/// What `metadata.owner_scope` becomes when a client leaves it unspecified.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OwnerScopeDefault {
+    /// `organization`, for kinds whose rules allow it.
+    Organization,
+    /// Left unspecified: the kind's rules require it to stay so.
+    Unspecified,
+}
+
+/// One served kind and its contract-specific settings.
+#[derive(Debug, Clone, Copy)]
+pub struct KindRegistration {
+    /// The kind name as in `ApiResourceKindMeta.name` ("Agent").
+    pub name: &'static str,
+    pub owner_scope: OwnerScopeDefault,
+}
+
+const fn kind(name: &'static str) -> KindRegistration {
+    KindRegistration {
+        name,
+        owner_scope: OwnerScopeDefault::Organization,
+    }
+}
+
+const fn kind_without_owner_scope(name: &'static str) -> KindRegistration {
+    KindRegistration {
+        name,
+        owner_scope: OwnerScopeDefault::Unspecified,
+    }
+}
+
+/// Every kind of CONTRACT.md. The id prefix, message type, services and rules all come from
+/// the .proto files; only what the protos cannot say lives here.
+pub const KINDS: &[KindRegistration] = &[
+    kind("Agent"),
+    kind_without_owner_scope("AgentExecution"),
+    kind("Session"),
+    kind("Skill"),
+    kind("McpServer"),
+    kind("AgentInstance"),
+    kind("Workflow"),
+    kind("WorkflowInstance"),
+    kind("WorkflowExecution"),
+    kind("Environment"),
+    kind_without_owner_scope("ExecutionContext"),
+];

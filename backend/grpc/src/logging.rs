@@ -1,0 +1,149 @@
+//! One log line per call (method, kind, id, code, duration), as a tower layer around every
+//! service, so controllers never log calls themselves.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use http_body::{Body, Frame};
+use tonic::Code;
+use tracing::Span;
+use tracing::field::Empty;
+
+/// Wraps a service so each call is logged when its response ends.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RpcLogLayer;
+
+impl<S> tower_layer::Layer<S> for RpcLogLayer {
+    type Service = RpcLog<S>;
+
+    fn layer(&self, inner: S) -> RpcLog<S> {
+        RpcLog { inner }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RpcLog<S> {
+    inner: S,
+}
+
+impl<S, ReqBody, ResBody> tower_service::Service<http::Request<ReqBody>> for RpcLog<S>
+where
+    S: tower_service::Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
+    S::Future: Send + 'static,
+{
+    type Response = http::Response<LoggedBody<ResBody>>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
+        let span =
+            tracing::info_span!("rpc", method = %request.uri().path(), kind = Empty, id = Empty);
+        let started = Instant::now();
+        let future = {
+            let _entered = span.enter();
+            self.inner.call(request)
+        };
+        Box::pin(async move {
+            let response = tracing::Instrument::instrument(future, span.clone()).await?;
+            let code = grpc_status(response.headers());
+            let pending = PendingLog {
+                span,
+                started,
+                code,
+            };
+            Ok(response.map(|body| LoggedBody {
+                inner: body,
+                pending: Some(pending),
+            }))
+        })
+    }
+}
+
+fn grpc_status(headers: &http::HeaderMap) -> Option<Code> {
+    headers
+        .get("grpc-status")
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<i32>().ok())
+        .map(Code::from_i32)
+}
+
+/// The log line of one call, written when dropped: at the end of the response, or when the
+/// client goes away first.
+struct PendingLog {
+    span: Span,
+    started: Instant,
+    code: Option<Code>,
+}
+
+impl Drop for PendingLog {
+    fn drop(&mut self) {
+        let duration_ms = self.started.elapsed().as_secs_f64() * 1000.0;
+        match self.code {
+            Some(code @ (Code::Internal | Code::Unknown | Code::DataLoss)) => {
+                tracing::error!(parent: &self.span, code = ?code, duration_ms, "rpc")
+            }
+            Some(code) => tracing::info!(parent: &self.span, code = ?code, duration_ms, "rpc"),
+            None => tracing::info!(parent: &self.span, code = "Cancelled", duration_ms, "rpc"),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response body that finishes its call's log line when the trailers (or the end) arrive.
+    pub struct LoggedBody<B> {
+        #[pin]
+        inner: B,
+        pending: Option<PendingLog>,
+    }
+}
+
+impl<B: Body> Body for LoggedBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+        let this = self.project();
+        let polled = this.inner.poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let (Some(trailers), Some(pending)) =
+                    (frame.trailers_ref(), this.pending.as_mut())
+                {
+                    pending.code = grpc_status(trailers).or(pending.code);
+                    this.pending.take();
+                }
+            }
+            Poll::Ready(None) => {
+                if let Some(pending) = this.pending.as_mut() {
+                    pending.code.get_or_insert(Code::Ok);
+                }
+                this.pending.take();
+            }
+            Poll::Ready(Some(Err(_))) => {
+                if let Some(pending) = this.pending.as_mut() {
+                    pending.code.get_or_insert(Code::Unknown);
+                }
+                this.pending.take();
+            }
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -1,0 +1,130 @@
+//! Start-up and shutdown: open the store, build the routes, serve until told to stop, drain,
+//! close the store cleanly.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use stigmer_sqlite::{OpenError, SqliteConfig, SqliteStore, Synchronous};
+use stigmer_store::Store;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::service::Routes;
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+
+use crate::catalog::{Catalog, CatalogError};
+use crate::config::{Durability, ServerConfig};
+use crate::controller::App;
+use crate::kinds::KINDS;
+use crate::logging::RpcLogLayer;
+use crate::service::{MAX_MESSAGE_SIZE, ResourceRpc};
+
+/// Why the server could not start or stop cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("database path: {0}")]
+    DbPath(std::io::Error),
+    #[error(transparent)]
+    Open(#[from] OpenError),
+    #[error("the API descriptors are inconsistent: {0}")]
+    Catalog(#[from] CatalogError),
+    #[error("server reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    #[error("serving gRPC: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    #[error("closing the database: {0}")]
+    Close(#[from] stigmer_store::StoreError),
+    #[error("a start-up task failed: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+/// Opens the store named by `config`.
+pub async fn open_store(config: &ServerConfig) -> Result<Arc<dyn Store>, ServerError> {
+    let mut sqlite = SqliteConfig::new(config.db_path().map_err(ServerError::DbPath)?);
+    sqlite.synchronous = match config.synchronous {
+        Durability::Full => Synchronous::Full,
+        Durability::Normal => Synchronous::Normal,
+    };
+    sqlite.read_connections = usize::from(config.read_connections);
+    let store = tokio::task::spawn_blocking(move || SqliteStore::open(&sqlite)).await??;
+    tracing::info!(db = %config.db_path().map_err(ServerError::DbPath)?.display(), "database open");
+    Ok(Arc::new(store))
+}
+
+/// Serves `listener` until `shutdown` resolves, then drains in-flight calls (for at most the
+/// configured grace period) and closes the store.
+pub async fn run(
+    config: &ServerConfig,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    let store = open_store(config).await?;
+    let catalog = Catalog::build(&stigmer_api::DESCRIPTOR_POOL, KINDS)?;
+    let service_names = catalog.services().to_vec();
+    let app = Arc::new(App::new(Arc::clone(&store), catalog));
+    let (reporter, health) = tonic_health::server::health_reporter();
+    let routes = routes(app, health)?;
+    set_health(&reporter, &service_names, ServingStatus::Serving).await;
+
+    let draining = Arc::new(Notify::new());
+    let signal = {
+        let draining = Arc::clone(&draining);
+        let reporter = reporter.clone();
+        async move {
+            shutdown.await;
+            tracing::info!("shutting down: draining in-flight calls");
+            set_health(&reporter, &service_names, ServingStatus::NotServing).await;
+            draining.notify_one();
+        }
+    };
+    let address = listener.local_addr().ok();
+    tracing::info!(address = ?address, "serving gRPC");
+    let server = tonic::transport::Server::builder()
+        .layer(RpcLogLayer)
+        .add_routes(routes)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal);
+    let grace = Duration::from_secs(config.shutdown_grace_secs);
+    tokio::select! {
+        served = server => served?,
+        () = async { draining.notified().await; tokio::time::sleep(grace).await } => {
+            tracing::warn!(grace_secs = grace.as_secs(), "calls still running after the grace period; closing anyway");
+        }
+    }
+    store.close().await?;
+    tracing::info!("database closed cleanly");
+    Ok(())
+}
+
+async fn set_health(reporter: &HealthReporter, services: &[String], status: ServingStatus) {
+    reporter.set_service_status("", status).await;
+    for service in services {
+        reporter.set_service_status(service, status).await;
+    }
+}
+
+/// Every gRPC route: the resource controllers, health, and reflection (v1 and v1alpha, since
+/// grpcurl 1.8 still asks v1alpha).
+fn routes(
+    app: Arc<App>,
+    health: tonic_health::pb::health_server::HealthServer<
+        impl tonic_health::pb::health_server::Health,
+    >,
+) -> Result<Routes, ServerError> {
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(stigmer_api::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let services = app.catalog.services().to_vec();
+    let rpc = ResourceRpc::new(app);
+    let mut router = Routes::new(health.max_decoding_message_size(MAX_MESSAGE_SIZE))
+        .add_service(reflection().build_v1()?)
+        .add_service(reflection().build_v1alpha()?)
+        .into_axum_router();
+    for service in services {
+        router = router.route_service(&format!("/{service}/{{*method}}"), rpc.clone());
+    }
+    Ok(Routes::from(router))
+}

@@ -1,0 +1,49 @@
+//! stigmer-server: flags and logging, then `stigmer_grpc::run` until SIGINT or SIGTERM.
+#![forbid(unsafe_code)]
+
+use anyhow::Context;
+use clap::Parser;
+use stigmer_grpc::{LogFormat, ServerConfig};
+use tokio::net::TcpListener;
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = ServerConfig::parse();
+    init_logging(&config)?;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    stigmer_grpc::run(&config, listener, shutdown_signal()).await?;
+    Ok(())
+}
+
+fn init_logging(config: &ServerConfig) -> anyhow::Result<()> {
+    let filter = EnvFilter::try_new(&config.log_filter)
+        .with_context(|| format!("invalid log filter {:?}", config.log_filter))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.log_format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+    Ok(())
+}
+
+/// Resolves on the first SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .expect("installing the SIGTERM handler at start-up");
+        tokio::select! {
+            _ = interrupt => {},
+            _ = terminate.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+}

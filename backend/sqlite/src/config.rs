@@ -1,0 +1,49 @@
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How hard SQLite works to make a commit survive power loss.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Synchronous {
+    /// fsync the WAL at every commit: an acknowledged write survives power loss.
+    Full,
+    /// fsync only at checkpoints: survives a process crash, may lose the last commits on power loss.
+    Normal,
+}
+
+impl Synchronous {
+    pub(crate) fn pragma_value(self) -> &'static str {
+        match self {
+            Self::Full => "FULL",
+            Self::Normal => "NORMAL",
+        }
+    }
+}
+
+/// Everything needed to open a [`crate::SqliteStore`].
+#[derive(Debug, Clone)]
+pub struct SqliteConfig {
+    /// The database file. Its directory is created (0700) and the file too (0600) when missing.
+    pub path: PathBuf,
+    pub synchronous: Synchronous,
+    /// Number of read-only connections, each on its own thread.
+    pub read_connections: usize,
+    /// How long a statement waits for a lock held by another process before failing.
+    pub busy_timeout: Duration,
+    /// Most mutations committed in one transaction.
+    pub max_batch: usize,
+    /// Calls that may wait for the writer or for a reader before callers are slowed down.
+    pub queue_depth: usize,
+}
+
+impl SqliteConfig {
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self {
+            path: path.into(),
+            synchronous: Synchronous::Full,
+            read_connections: 4,
+            busy_timeout: Duration::from_secs(5),
+            max_batch: 256,
+            queue_depth: 4096,
+        }
+    }
+}

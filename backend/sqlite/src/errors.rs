@@ -1,0 +1,43 @@
+use std::path::PathBuf;
+
+use rusqlite::ErrorCode;
+use stigmer_store::StoreError;
+use thiserror::Error;
+
+/// Why the store could not be opened. Shown to the operator at start-up, never to a client.
+#[derive(Debug, Error)]
+pub enum OpenError {
+    #[error("cannot prepare {path}: {source}")]
+    Path {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot open SQLite database {path}: {source}")]
+    Sqlite {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error("{path} could not be switched to WAL mode (it reports journal_mode={mode})")]
+    NotWal { path: PathBuf, mode: String },
+    #[error("cannot migrate the database schema: {0}")]
+    Migration(#[from] refinery::Error),
+    #[error("cannot start a storage thread: {0}")]
+    Thread(std::io::Error),
+}
+
+/// Maps a SQLite failure that has no more specific meaning to the store's error.
+pub(crate) fn store_error(err: rusqlite::Error) -> StoreError {
+    match err.sqlite_error_code() {
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => StoreError::Unavailable(
+            "the database is locked by another connection; retry shortly".into(),
+        ),
+        Some(ErrorCode::DiskFull) => StoreError::Full,
+        _ => StoreError::Internal(err.to_string()),
+    }
+}
+
+/// True when the error is a UNIQUE constraint on a secondary index (the slug), not the key.
+pub(crate) fn is_unique_violation(err: &rusqlite::Error) -> bool {
+    const SQLITE_CONSTRAINT_UNIQUE: std::ffi::c_int = 2067;
+    matches!(err, rusqlite::Error::SqliteFailure(e, _) if e.extended_code == SQLITE_CONSTRAINT_UNIQUE)
+}

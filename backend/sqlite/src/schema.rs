@@ -1,0 +1,96 @@
+use std::fs::{DirBuilder, OpenOptions};
+use std::io::ErrorKind;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::Path;
+
+use rusqlite::{Connection, OpenFlags};
+
+use crate::config::SqliteConfig;
+use crate::errors::OpenError;
+
+mod embedded {
+    refinery::embed_migrations!("../../migrations/sqlite");
+}
+
+/// Creates the database's directory (0700) and file (0600) when missing, so that neither the
+/// database nor its -wal/-shm companions (which copy the file's mode) are ever world-readable.
+pub(crate) fn prepare_path(path: &Path) -> Result<(), OpenError> {
+    let wrap = |source| OpenError::Path {
+        path: path.to_path_buf(),
+        source,
+    };
+    if let Some(parent) = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty() && !p.exists())
+    {
+        DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(parent)
+            .map_err(wrap)?;
+    }
+    match OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(err) if err.kind() == ErrorKind::AlreadyExists => Ok(()),
+        Err(err) => Err(wrap(err)),
+    }
+}
+
+pub(crate) fn open_writer_connection(config: &SqliteConfig) -> Result<Connection, OpenError> {
+    let wrap = |source| OpenError::Sqlite {
+        path: config.path.clone(),
+        source,
+    };
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(&config.path, flags).map_err(wrap)?;
+    conn.busy_timeout(config.busy_timeout).map_err(wrap)?;
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
+        .map_err(wrap)?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(OpenError::NotWal {
+            path: config.path.clone(),
+            mode,
+        });
+    }
+    conn.pragma_update(None, "synchronous", config.synchronous.pragma_value())
+        .map_err(wrap)?;
+    conn.pragma_update(None, "foreign_keys", "ON")
+        .map_err(wrap)?;
+    Ok(conn)
+}
+
+pub(crate) fn open_reader_connection(config: &SqliteConfig) -> Result<Connection, OpenError> {
+    let wrap = |source| OpenError::Sqlite {
+        path: config.path.clone(),
+        source,
+    };
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(&config.path, flags).map_err(wrap)?;
+    conn.busy_timeout(config.busy_timeout).map_err(wrap)?;
+    conn.pragma_update(None, "foreign_keys", "ON")
+        .map_err(wrap)?;
+    Ok(conn)
+}
+
+/// Applies every migration the database has not seen yet, each in its own transaction, and
+/// refuses a database that has migrations this binary does not know (a newer server wrote it).
+pub(crate) fn migrate(conn: &mut Connection) -> Result<(), OpenError> {
+    let report = embedded::migrations::runner()
+        .set_abort_divergent(true)
+        .set_abort_missing(true)
+        .run(conn)?;
+    for migration in report.applied_migrations() {
+        tracing::info!(
+            version = migration.version(),
+            name = migration.name(),
+            "applied database migration"
+        );
+    }
+    Ok(())
+}

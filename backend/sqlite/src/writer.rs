@@ -1,0 +1,324 @@
+//! The single writer: takes queued mutations, commits them in batches (group commit) and
+//! answers each caller only once the batch holding its write is durable.
+
+use std::thread::JoinHandle;
+
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use stigmer_store::{NewResource, Scope, StoreError, StoreResult, StoredResource};
+use tokio::sync::oneshot;
+
+use crate::config::SqliteConfig;
+use crate::errors::{OpenError, is_unique_violation, store_error};
+use crate::queries::{current_revision, stored_from_row};
+
+/// One mutation, applied inside its own savepoint.
+pub(crate) enum WriteOp {
+    Insert(NewResource),
+    Replace {
+        resource: NewResource,
+        expected_revision: i64,
+    },
+    Delete {
+        scope: Scope,
+        id: String,
+        expected_revision: Option<i64>,
+    },
+}
+
+struct WriteJob {
+    op: WriteOp,
+    reply: oneshot::Sender<StoreResult<StoredResource>>,
+}
+
+enum WriterMsg {
+    Job(WriteJob),
+    Shutdown(oneshot::Sender<StoreResult<()>>),
+}
+
+pub(crate) struct Writer {
+    queue: flume::Sender<WriterMsg>,
+}
+
+impl Writer {
+    pub(crate) fn spawn(
+        conn: Connection,
+        config: &SqliteConfig,
+        threads: &mut Vec<JoinHandle<()>>,
+    ) -> Result<Self, OpenError> {
+        let revision = last_revision(&conn).map_err(|source| OpenError::Sqlite {
+            path: config.path.clone(),
+            source,
+        })?;
+        let (queue, jobs) = flume::bounded(config.queue_depth);
+        let max_batch = config.max_batch.max(1);
+        let handle = std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || run_writer(conn, jobs, revision, max_batch))
+            .map_err(OpenError::Thread)?;
+        threads.push(handle);
+        Ok(Self { queue })
+    }
+
+    pub(crate) async fn submit(&self, op: WriteOp) -> StoreResult<StoredResource> {
+        let (reply, result) = oneshot::channel();
+        self.queue
+            .send_async(WriterMsg::Job(WriteJob { op, reply }))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        result.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Queues a shutdown behind every write already queued. Returns false if the writer is gone.
+    pub(crate) async fn shutdown(&self, done: oneshot::Sender<StoreResult<()>>) -> bool {
+        self.queue
+            .send_async(WriterMsg::Shutdown(done))
+            .await
+            .is_ok()
+    }
+}
+
+fn last_revision(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.query_row(
+        "SELECT value FROM store_meta WHERE key = 'revision'",
+        [],
+        |row| row.get(0),
+    )
+}
+
+fn run_writer(
+    mut conn: Connection,
+    queue: flume::Receiver<WriterMsg>,
+    mut revision: i64,
+    max_batch: usize,
+) {
+    let mut shutdown = None;
+    while shutdown.is_none() {
+        let Ok(first) = queue.recv() else { break };
+        let mut batch = Vec::new();
+        match first {
+            WriterMsg::Job(job) => batch.push(job),
+            WriterMsg::Shutdown(done) => shutdown = Some(done),
+        }
+        // Whatever queued up while the previous batch was being made durable goes in this one.
+        while shutdown.is_none() && batch.len() < max_batch {
+            match queue.try_recv() {
+                Ok(WriterMsg::Job(job)) => batch.push(job),
+                Ok(WriterMsg::Shutdown(done)) => shutdown = Some(done),
+                Err(_) => break,
+            }
+        }
+        if !batch.is_empty() {
+            commit_batch(&mut conn, batch, &mut revision);
+        }
+    }
+    let closed = close_cleanly(conn);
+    if let Some(done) = shutdown {
+        let _ = done.send(closed);
+    }
+}
+
+/// Checkpoints the WAL into the main file and truncates it, so the database is one
+/// self-contained file after a clean stop.
+fn close_cleanly(conn: Connection) -> StoreResult<()> {
+    let checkpoint = conn
+        .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| {
+            row.get::<_, i64>(0)
+        })
+        .map_err(store_error);
+    match checkpoint {
+        Ok(0) => {}
+        Ok(_) => tracing::warn!("WAL checkpoint was blocked by a reader; the WAL stays"),
+        Err(ref err) => tracing::warn!(error = %err, "WAL checkpoint failed"),
+    }
+    conn.close().map_err(|(_, err)| store_error(err))?;
+    checkpoint.map(|_| ())
+}
+
+fn commit_batch(conn: &mut Connection, batch: Vec<WriteJob>, revision: &mut i64) {
+    let mut next = *revision;
+    let outcome = (|| {
+        let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut results = Vec::with_capacity(batch.len());
+        for job in &batch {
+            let mut savepoint = tx.savepoint()?;
+            let result = apply(&savepoint, &job.op, next + 1);
+            if result.is_ok() {
+                savepoint.commit()?;
+                next += 1;
+            } else {
+                savepoint.rollback()?;
+            }
+            results.push(result);
+        }
+        if next != *revision {
+            tx.execute(
+                "UPDATE store_meta SET value = ?1 WHERE key = 'revision'",
+                params![next],
+            )?;
+        }
+        tx.commit()?;
+        Ok::<_, rusqlite::Error>(results)
+    })();
+    match outcome {
+        Ok(results) => {
+            *revision = next;
+            for (job, result) in batch.into_iter().zip(results) {
+                let _ = job.reply.send(result);
+            }
+        }
+        Err(err) => {
+            tracing::error!(error = %err, writes = batch.len(), "committing a batch failed");
+            let err = store_error(err);
+            for job in batch {
+                let _ = job.reply.send(Err(err.clone()));
+            }
+        }
+    }
+}
+
+fn apply(conn: &Connection, op: &WriteOp, revision: i64) -> StoreResult<StoredResource> {
+    match op {
+        WriteOp::Insert(resource) => insert(conn, resource, revision),
+        WriteOp::Replace {
+            resource,
+            expected_revision,
+        } => replace(conn, resource, *expected_revision, revision),
+        WriteOp::Delete {
+            scope,
+            id,
+            expected_revision,
+        } => delete(conn, scope, id, *expected_revision),
+    }
+}
+
+fn slug_taken(resource: &NewResource) -> StoreError {
+    StoreError::AlreadyExists {
+        kind: resource.scope.kind.clone(),
+        org: resource.scope.org.clone(),
+        slug: resource.slug.clone(),
+    }
+}
+
+fn insert(conn: &Connection, resource: &NewResource, revision: i64) -> StoreResult<StoredResource> {
+    conn.prepare_cached(
+        "INSERT INTO resources (id, kind, org_id, slug, revision, data) \
+         VALUES (?1, ?2, ?3, ?4, ?5, json_set(?6, '$.metadata.revision', ?7)) \
+         RETURNING id, kind, org_id, slug, revision, data",
+    )
+    .and_then(|mut stmt| {
+        stmt.query_row(
+            params![
+                resource.id,
+                resource.scope.kind,
+                resource.scope.org,
+                resource.slug,
+                revision,
+                resource.data,
+                revision.to_string(),
+            ],
+            stored_from_row,
+        )
+    })
+    .map_err(|err| {
+        if is_unique_violation(&err) {
+            slug_taken(resource)
+        } else {
+            store_error(err)
+        }
+    })
+}
+
+fn replace(
+    conn: &Connection,
+    resource: &NewResource,
+    expected: i64,
+    revision: i64,
+) -> StoreResult<StoredResource> {
+    let updated = conn
+        .prepare_cached(
+            "UPDATE resources SET slug = ?4, revision = ?5, \
+               data = json_set(?6, '$.metadata.revision', ?7), \
+               updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') \
+             WHERE id = ?1 AND kind = ?2 AND org_id = ?3 AND revision = ?8 \
+             RETURNING id, kind, org_id, slug, revision, data",
+        )
+        .and_then(|mut stmt| {
+            stmt.query_row(
+                params![
+                    resource.id,
+                    resource.scope.kind,
+                    resource.scope.org,
+                    resource.slug,
+                    revision,
+                    resource.data,
+                    revision.to_string(),
+                    expected,
+                ],
+                stored_from_row,
+            )
+            .optional()
+        })
+        .map_err(|err| {
+            if is_unique_violation(&err) {
+                slug_taken(resource)
+            } else {
+                store_error(err)
+            }
+        })?;
+    match updated {
+        Some(stored) => Ok(stored),
+        None => Err(missing_or_moved(
+            conn,
+            &resource.scope,
+            &resource.id,
+            expected,
+        )),
+    }
+}
+
+fn delete(
+    conn: &Connection,
+    scope: &Scope,
+    id: &str,
+    expected: Option<i64>,
+) -> StoreResult<StoredResource> {
+    let deleted = conn
+        .prepare_cached(
+            "DELETE FROM resources \
+             WHERE id = ?1 AND kind = ?2 AND org_id = ?3 AND (?4 IS NULL OR revision = ?4) \
+             RETURNING id, kind, org_id, slug, revision, data",
+        )
+        .and_then(|mut stmt| {
+            stmt.query_row(
+                params![id, scope.kind, scope.org, expected],
+                stored_from_row,
+            )
+            .optional()
+        })
+        .map_err(store_error)?;
+    match (deleted, expected) {
+        (Some(stored), _) => Ok(stored),
+        (None, Some(expected)) => Err(missing_or_moved(conn, scope, id, expected)),
+        (None, None) => Err(not_found(scope, id)),
+    }
+}
+
+fn not_found(scope: &Scope, id: &str) -> StoreError {
+    StoreError::NotFound {
+        kind: scope.kind.clone(),
+        id: id.to_string(),
+    }
+}
+
+fn missing_or_moved(conn: &Connection, scope: &Scope, id: &str, expected: i64) -> StoreError {
+    match current_revision(conn, scope, id) {
+        Ok(Some(current)) => StoreError::Conflict {
+            kind: scope.kind.clone(),
+            id: id.to_string(),
+            expected,
+            current,
+        },
+        Ok(None) => not_found(scope, id),
+        Err(err) => store_error(err),
+    }
+}
