@@ -79,8 +79,10 @@ pub async fn run(
             draining.notify_one();
         }
     };
-    let address = listener.local_addr().ok();
-    tracing::info!(address = ?address, "serving gRPC");
+    match listener.local_addr() {
+        Ok(address) => tracing::info!(%address, "serving gRPC"),
+        Err(err) => tracing::warn!(error = %err, "serving gRPC on an address the OS will not name"),
+    }
     let server = tonic::transport::Server::builder()
         .layer(RpcLogLayer)
         .add_routes(routes)

@@ -82,13 +82,13 @@ where
 }
 
 /// tonic reports an oversized message as OUT_OF_RANGE; the contract (and grpc-go) say
-/// RESOURCE_EXHAUSTED.
+/// RESOURCE_EXHAUSTED. tonic percent-encodes the message header, spaces included.
 fn oversize_is_resource_exhausted(response: &mut http::Response<tonic::body::Body>) {
     let headers = response.headers_mut();
     let too_large = headers
         .get("grpc-message")
         .and_then(|m| m.to_str().ok())
-        .is_some_and(|m| m.contains("message length too large"));
+        .is_some_and(|m| m.replace("%20", " ").contains("message length too large"));
     let out_of_range = headers
         .get("grpc-status")
         .is_some_and(|s| s.as_bytes() == (Code::OutOfRange as i32).to_string().as_bytes());

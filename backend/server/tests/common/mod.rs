@@ -1,0 +1,247 @@
+//! Shared test harness: the real server on 127.0.0.1:0 with a temporary database, reached
+//! through real tonic clients.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use prost::Message;
+use prost_reflect::{DynamicMessage, MessageDescriptor, ReflectMessage};
+use stigmer_grpc::ServerConfig;
+use tempfile::TempDir;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::transport::Channel;
+use tonic::{Code, Status};
+
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub channel: Channel,
+    pub db: PathBuf,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<(), stigmer_grpc::ServerError>>>,
+    _dir: Option<TempDir>,
+}
+
+impl TestServer {
+    /// A server on a fresh temporary database.
+    pub async fn start() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = dir.path().join("stigmer.db");
+        let mut server = Self::start_at(&db).await;
+        server._dir = Some(dir);
+        server
+    }
+
+    /// A server on the database at `db` (kept when the server stops).
+    pub async fn start_at(db: &Path) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("local addr");
+        let mut config = ServerConfig::new(addr, db);
+        config.shutdown_grace_secs = 5;
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            stigmer_grpc::run(&config, listener, async {
+                let _ = stopped.await;
+            })
+            .await
+        });
+        let channel = Channel::from_shared(format!("http://{addr}"))
+            .expect("uri")
+            .connect_timeout(Duration::from_secs(5))
+            .connect()
+            .await
+            .expect("connect to test server");
+        Self {
+            addr,
+            channel,
+            db: db.to_path_buf(),
+            stop: Some(stop),
+            task: Some(task),
+            _dir: None,
+        }
+    }
+
+    /// Stops the server the way SIGTERM does and waits until the database is closed.
+    pub async fn stop(mut self) -> Option<TempDir> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await
+                .expect("server task")
+                .expect("server stops cleanly");
+        }
+        self._dir.take()
+    }
+
+    /// A read-only view of the database, as the sqlite3 CLI would see it.
+    pub fn sqlite(&self) -> rusqlite::Connection {
+        rusqlite::Connection::open_with_flags(&self.db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .expect("open db read-only")
+    }
+
+    /// The `data` column of one row, parsed.
+    pub fn stored_json(&self, id: &str) -> serde_json::Value {
+        let data: String = self
+            .sqlite()
+            .query_row("SELECT data FROM resources WHERE id = ?1", [id], |row| {
+                row.get(0)
+            })
+            .expect("row exists");
+        serde_json::from_str(&data).expect("data is JSON")
+    }
+
+    /// Calls any method with a message built from JSON, as grpcurl -d would.
+    pub async fn call_json(
+        &self,
+        path: &str,
+        request_json: &str,
+    ) -> Result<DynamicMessage, Status> {
+        let (input, output) = method_types(path);
+        let mut deserializer = serde_json::Deserializer::from_str(request_json);
+        let request = DynamicMessage::deserialize(input, &mut deserializer).expect("request JSON");
+        call(&self.channel, path, request, output).await
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// Input and output message types of `/pkg.Service/method`.
+pub fn method_types(path: &str) -> (MessageDescriptor, MessageDescriptor) {
+    let (service, method) = path
+        .trim_start_matches('/')
+        .split_once('/')
+        .expect("path is /service/method");
+    let service = stigmer_api::DESCRIPTOR_POOL
+        .get_service_by_name(service)
+        .unwrap_or_else(|| panic!("no service {service}"));
+    let method = service
+        .methods()
+        .find(|m| m.name() == method)
+        .unwrap_or_else(|| panic!("no method {method}"));
+    (method.input(), method.output())
+}
+
+/// A unary call through tonic's client with a codec for run-time message types.
+pub async fn call(
+    channel: &Channel,
+    path: &str,
+    request: DynamicMessage,
+    output: MessageDescriptor,
+) -> Result<DynamicMessage, Status> {
+    let mut client = tonic::client::Grpc::new(channel.clone());
+    client
+        .ready()
+        .await
+        .map_err(|err| Status::unavailable(err.to_string()))?;
+    let path = http::uri::PathAndQuery::from_str(path).expect("path");
+    client
+        .unary(tonic::Request::new(request), path, DynamicCodec(output))
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+/// proto3 JSON of a message, as the server stores it.
+pub fn to_json(message: &DynamicMessage) -> serde_json::Value {
+    serde_json::to_value(message).expect("message to JSON")
+}
+
+/// proto3 JSON of a generated message.
+pub fn typed_to_json<M: ReflectMessage>(message: &M) -> serde_json::Value {
+    to_json(&message.transcode_to_dynamic())
+}
+
+/// Asserts the status code and returns the BadRequest violations (field, description).
+pub fn expect_code(result: Result<impl std::fmt::Debug, Status>, code: Code) -> Status {
+    match result {
+        Ok(value) => panic!("expected {code:?}, got success: {value:?}"),
+        Err(status) => {
+            assert_eq!(status.code(), code, "unexpected status: {status:?}");
+            assert_no_leak(&status);
+            status
+        }
+    }
+}
+
+/// Field paths named in the status's google.rpc.BadRequest.
+pub fn violated_fields(status: &Status) -> Vec<String> {
+    use tonic_types::StatusExt;
+    status
+        .get_details_bad_request()
+        .map(|bad| bad.field_violations.into_iter().map(|v| v.field).collect())
+        .unwrap_or_default()
+}
+
+/// No SQL, file path or panic text in what a client sees.
+pub fn assert_no_leak(status: &Status) {
+    let text = status.message().to_lowercase();
+    for word in [
+        "sqlite",
+        "select ",
+        "insert ",
+        "constraint",
+        "/tmp",
+        ".db",
+        "panicked",
+        "rusqlite",
+    ] {
+        assert!(
+            !text.contains(word),
+            "status leaks {word:?}: {}",
+            status.message()
+        );
+    }
+}
+
+pub struct DynamicCodec(pub MessageDescriptor);
+
+impl Codec for DynamicCodec {
+    type Encode = DynamicMessage;
+    type Decode = DynamicMessage;
+    type Encoder = DynamicEncoder;
+    type Decoder = DynamicDecoder;
+
+    fn encoder(&mut self) -> DynamicEncoder {
+        DynamicEncoder
+    }
+
+    fn decoder(&mut self) -> DynamicDecoder {
+        DynamicDecoder(self.0.clone())
+    }
+}
+
+pub struct DynamicEncoder;
+
+impl Encoder for DynamicEncoder {
+    type Item = DynamicMessage;
+    type Error = Status;
+
+    fn encode(&mut self, item: DynamicMessage, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        item.encode(dst)
+            .map_err(|e| Status::internal(e.to_string()))
+    }
+}
+
+pub struct DynamicDecoder(MessageDescriptor);
+
+impl Decoder for DynamicDecoder {
+    type Item = DynamicMessage;
+    type Error = Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<DynamicMessage>, Status> {
+        DynamicMessage::decode(self.0.clone(), src)
+            .map(Some)
+            .map_err(|e| Status::internal(e.to_string()))
+    }
+}

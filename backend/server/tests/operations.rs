@@ -1,0 +1,447 @@
+//! What an operator relies on: reflection for grpcurl, health, restarts that keep everything,
+//! the binary's defaults, its per-call log lines, and clean exits on SIGTERM and survival of
+//! kill -9.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::TestServer;
+use prost::Message;
+use stigmer_api::ai::stigmer::agentic::agent::v1::agent_command_controller_client::AgentCommandControllerClient;
+use stigmer_api::ai::stigmer::agentic::agent::v1::agent_query_controller_client::AgentQueryControllerClient;
+use stigmer_api::ai::stigmer::agentic::agent::v1::{Agent, AgentId, AgentSpec, ListAgentsRequest};
+use stigmer_api::ai::stigmer::commons::apiresource::ApiResourceMetadata;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tonic::transport::Channel;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_reflection::pb::v1 as reflection;
+
+const DEADLINE: Duration = Duration::from_secs(60);
+
+fn agent(name: &str) -> Agent {
+    Agent {
+        metadata: Some(ApiResourceMetadata {
+            name: name.to_string(),
+            ..Default::default()
+        }),
+        spec: Some(AgentSpec {
+            instructions: "Summarise the day's incidents.".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+async fn reflect(
+    channel: &Channel,
+    request: reflection::server_reflection_request::MessageRequest,
+) -> reflection::server_reflection_response::MessageResponse {
+    let mut client =
+        reflection::server_reflection_client::ServerReflectionClient::new(channel.clone());
+    let request = reflection::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(request),
+    };
+    let mut responses = client
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .expect("reflection call")
+        .into_inner();
+    responses
+        .message()
+        .await
+        .expect("reflection response")
+        .expect("one response")
+        .message_response
+        .expect("a message response")
+}
+
+#[tokio::test]
+async fn reflection_lists_every_service_and_describes_messages() {
+    let server = TestServer::start().await;
+    use reflection::server_reflection_request::MessageRequest;
+    use reflection::server_reflection_response::MessageResponse;
+
+    let MessageResponse::ListServicesResponse(list) =
+        reflect(&server.channel, MessageRequest::ListServices(String::new())).await
+    else {
+        panic!("expected a service list");
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    let kinds = [
+        "agent.v1.Agent",
+        "agentexecution.v1.AgentExecution",
+        "session.v1.Session",
+        "skill.v1.Skill",
+        "mcpserver.v1.McpServer",
+        "agentinstance.v1.AgentInstance",
+        "workflow.v1.Workflow",
+        "workflowinstance.v1.WorkflowInstance",
+        "workflowexecution.v1.WorkflowExecution",
+        "environment.v1.Environment",
+        "executioncontext.v1.ExecutionContext",
+    ];
+    for kind in kinds {
+        for role in ["CommandController", "QueryController"] {
+            let service = format!("ai.stigmer.agentic.{kind}{role}");
+            assert!(names.contains(&service), "{service} missing from {names:?}");
+        }
+    }
+    for service in [
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
+    ] {
+        assert!(names.iter().any(|n| n == service), "{service} missing");
+    }
+
+    for symbol in [
+        "ai.stigmer.agentic.agent.v1.Agent",
+        "ai.stigmer.agentic.agent.v1.AgentQueryController",
+        "google.rpc.BadRequest",
+        "grpc.health.v1.Health",
+    ] {
+        let MessageResponse::FileDescriptorResponse(files) = reflect(
+            &server.channel,
+            MessageRequest::FileContainingSymbol(symbol.into()),
+        )
+        .await
+        else {
+            panic!("expected descriptors for {symbol}");
+        };
+        let package = symbol.rsplit_once('.').map(|(p, _)| p).unwrap_or_default();
+        let found = files.file_descriptor_proto.iter().any(|bytes| {
+            prost_types::FileDescriptorProto::decode(bytes.as_slice())
+                .map(|file| file.package() == package)
+                .unwrap_or(false)
+        });
+        assert!(found, "no file of package {package} for {symbol}");
+    }
+
+    // grpcurl 1.8 asks the older v1alpha service.
+    let mut client =
+        tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient::new(
+            server.channel.clone(),
+        );
+    let request = tonic_reflection::pb::v1alpha::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(
+            tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest::ListServices(
+                String::new(),
+            ),
+        ),
+    };
+    let response = client
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .expect("v1alpha call")
+        .into_inner()
+        .message()
+        .await
+        .expect("v1alpha response")
+        .expect("one response");
+    let text = format!("{response:?}");
+    assert!(text.contains("ai.stigmer.agentic.agent.v1.AgentCommandController"));
+}
+
+#[tokio::test]
+async fn health_answers_serving_for_the_server_and_each_service() {
+    let server = TestServer::start().await;
+    let mut health = HealthClient::new(server.channel.clone());
+    for service in ["", "ai.stigmer.agentic.workflow.v1.WorkflowQueryController"] {
+        let response = health
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .expect("health check")
+            .into_inner();
+        assert_eq!(
+            response.status(),
+            ServingStatus::Serving,
+            "service {service:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_restart_on_the_same_file_keeps_everything() {
+    let server = TestServer::start().await;
+    let db = server.db.clone();
+    let mut command = AgentCommandControllerClient::new(server.channel.clone());
+    let mut created = Vec::new();
+    for n in 0..20 {
+        created.push(
+            command
+                .create(agent(&format!("keeper {n}")))
+                .await
+                .expect("create")
+                .into_inner(),
+        );
+    }
+    let dir = server.stop().await;
+
+    let again = TestServer::start_at(&db).await;
+    let mut query = AgentQueryControllerClient::new(again.channel.clone());
+    let listed = query
+        .list(ListAgentsRequest::default())
+        .await
+        .expect("list")
+        .into_inner()
+        .items;
+    assert_eq!(listed, created);
+    // Revisions keep growing after a restart.
+    let mut command = AgentCommandControllerClient::new(again.channel.clone());
+    let newer = command
+        .create(agent("after restart"))
+        .await
+        .expect("create")
+        .into_inner();
+    let last = created
+        .last()
+        .and_then(|a| a.metadata.as_ref())
+        .map(|m| m.revision);
+    assert!(newer.metadata.as_ref().map(|m| m.revision) > last);
+    again.stop().await;
+    drop(dir);
+}
+
+/// The real binary, started as a user would, with its log lines collected.
+struct Binary {
+    child: Child,
+    lines: tokio::sync::mpsc::UnboundedReceiver<serde_json::Value>,
+    address: String,
+}
+
+impl Binary {
+    async fn start(home: &Path, db: Option<&Path>) -> Self {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_stigmer-server"));
+        command
+            .env_clear()
+            .env("HOME", home)
+            .env("STIGMER_LISTEN", "127.0.0.1:0")
+            .env("STIGMER_LOG_FORMAT", "json")
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        if let Some(db) = db {
+            command.env("STIGMER_DB", db);
+        }
+        let mut child = command.spawn().expect("spawn stigmer-server");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, mut lines) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut reader = BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = reader.next_line().await {
+                let value = serde_json::from_str(&line)
+                    .unwrap_or_else(|_| panic!("log line is not JSON: {line}"));
+                if tx.send(value).is_err() {
+                    break;
+                }
+            }
+        });
+        let address = tokio::time::timeout(DEADLINE, async {
+            loop {
+                let line: serde_json::Value =
+                    lines.recv().await.expect("server exited before serving");
+                if line["fields"]["message"] == "serving gRPC" {
+                    return line["fields"]["address"]
+                        .as_str()
+                        .expect("address")
+                        .to_string();
+                }
+            }
+        })
+        .await
+        .expect("server started in time");
+        Self {
+            child,
+            lines,
+            address,
+        }
+    }
+
+    async fn channel(&self) -> Channel {
+        Channel::from_shared(format!("http://{}", self.address))
+            .expect("uri")
+            .connect()
+            .await
+            .expect("connect")
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self.child.id().expect("running").to_string();
+        let status = std::process::Command::new("kill")
+            .args([signal, &pid])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+
+    async fn wait(mut self) -> std::process::ExitStatus {
+        tokio::time::timeout(DEADLINE, self.child.wait())
+            .await
+            .expect("server exited in time")
+            .expect("wait")
+    }
+
+    /// The next log line matching `predicate`.
+    async fn log_line(
+        &mut self,
+        predicate: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        tokio::time::timeout(DEADLINE, async {
+            loop {
+                let line = self.lines.recv().await.expect("log line");
+                if predicate(&line) {
+                    return line;
+                }
+            }
+        })
+        .await
+        .expect("log line in time")
+    }
+}
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path)
+        .expect("metadata")
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+#[tokio::test]
+async fn the_binary_defaults_to_a_private_home_database_logs_each_call_and_exits_cleanly_on_sigterm()
+ {
+    let home = tempfile::tempdir().expect("home");
+    let mut binary = Binary::start(home.path(), None).await;
+    let mut command = AgentCommandControllerClient::new(binary.channel().await);
+    let created = command
+        .create(agent("Logged"))
+        .await
+        .expect("create")
+        .into_inner();
+    let id = created.metadata.as_ref().expect("metadata").id.clone();
+
+    let line = binary
+        .log_line(|line| line["fields"]["message"] == "rpc" && line["span"]["id"] == id.as_str())
+        .await;
+    assert_eq!(
+        line["span"]["method"],
+        "/ai.stigmer.agentic.agent.v1.AgentCommandController/create"
+    );
+    assert_eq!(line["span"]["kind"], "Agent");
+    assert_eq!(line["fields"]["code"], "Ok");
+    assert!(line["fields"]["duration_ms"].as_f64().is_some());
+
+    let status = command
+        .create(agent("Logged"))
+        .await
+        .expect_err("duplicate");
+    assert_eq!(status.code(), tonic::Code::AlreadyExists);
+    let line = binary
+        .log_line(|line| line["fields"]["message"] == "rpc" && line["fields"]["code"] != "Ok")
+        .await;
+    assert_eq!(line["fields"]["code"], "AlreadyExists");
+
+    binary.signal("-TERM");
+    let exit = binary.wait().await;
+    assert!(exit.success(), "exit status {exit:?}");
+
+    let dir = home.path().join(".stigmer");
+    let db = dir.join("stigmer.db");
+    assert_eq!(mode(&dir), 0o700);
+    assert_eq!(mode(&db), 0o600);
+    let wal = dir.join("stigmer.db-wal");
+    assert!(
+        !wal.exists() || std::fs::metadata(&wal).expect("wal").len() == 0,
+        "the WAL was checkpointed into the database"
+    );
+    let stored: i64 = rusqlite::Connection::open(&db)
+        .expect("open")
+        .query_row(
+            "SELECT count(*) FROM resources WHERE id = ?1",
+            [&id],
+            |row| row.get(0),
+        )
+        .expect("count");
+    assert_eq!(stored, 1);
+}
+
+#[tokio::test]
+async fn acknowledged_writes_survive_kill_dash_nine() {
+    let home = tempfile::tempdir().expect("home");
+    let db = home.path().join("crash.db");
+    let binary = Binary::start(home.path(), Some(&db)).await;
+    let channel = binary.channel().await;
+    let tasks: Vec<_> = (0..64)
+        .map(|n| {
+            let mut command = AgentCommandControllerClient::new(channel.clone());
+            tokio::spawn(async move {
+                command
+                    .create(agent(&format!("durable {n}")))
+                    .await
+                    .expect("create")
+                    .into_inner()
+            })
+        })
+        .collect();
+    let mut acknowledged = Vec::new();
+    for task in tasks {
+        acknowledged.push(task.await.expect("task"));
+    }
+    binary.signal("-KILL");
+    let exit = binary.wait().await;
+    assert!(!exit.success());
+
+    let binary = Binary::start(home.path(), Some(&db)).await;
+    let mut query = AgentQueryControllerClient::new(binary.channel().await);
+    for agent in &acknowledged {
+        let id = agent.metadata.as_ref().expect("metadata").id.clone();
+        let found = query
+            .get(AgentId {
+                value: id,
+                ..Default::default()
+            })
+            .await
+            .expect("acknowledged agent survived")
+            .into_inner();
+        assert_eq!(&found, agent);
+    }
+    binary.signal("-TERM");
+    assert!(binary.wait().await.success());
+}
+
+#[test]
+fn help_documents_every_flag_with_its_environment_variable() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_stigmer-server"))
+        .arg("--help")
+        .output()
+        .expect("run --help");
+    assert!(output.status.success());
+    let help = String::from_utf8(output.stdout).expect("utf-8");
+    for needle in [
+        "--listen",
+        "STIGMER_LISTEN",
+        "127.0.0.1:50051",
+        "--db",
+        "STIGMER_DB",
+        "~/.stigmer/stigmer.db",
+        "--log",
+        "RUST_LOG",
+        "--log-format",
+        "STIGMER_LOG_FORMAT",
+        "--synchronous",
+    ] {
+        assert!(help.contains(needle), "--help lacks {needle}:\n{help}");
+    }
+}
