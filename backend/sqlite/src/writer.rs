@@ -161,6 +161,7 @@ fn commit_batch(conn: &mut Connection, batch: Vec<WriteJob>, revision: &mut i64)
     })();
     match outcome {
         Ok(results) => {
+            tracing::debug!(writes = batch.len(), revision = next, "committed a batch");
             *revision = next;
             for (job, result) in batch.into_iter().zip(results) {
                 let _ = job.reply.send(result);

@@ -1,0 +1,263 @@
+//! The SQLite store through its public API: group commit isolates failures, revisions grow,
+//! compare-and-swap refuses stale writes, listing uses the index, and the file is private.
+
+use std::os::unix::fs::PermissionsExt;
+use std::sync::Arc;
+
+use stigmer_sqlite::{SqliteConfig, SqliteStore};
+use stigmer_store::{JsonFilter, ListQuery, NewResource, Scope, Store, StoreError};
+
+fn resource(id: &str, slug: &str) -> NewResource {
+    NewResource {
+        scope: Scope::new("Agent", "local"),
+        id: id.into(),
+        slug: slug.into(),
+        data: format!(r#"{{"metadata":{{"id":"{id}","slug":"{slug}","tags":["t-{slug}"]}}}}"#),
+    }
+}
+
+fn open(dir: &tempfile::TempDir) -> Arc<SqliteStore> {
+    let config = SqliteConfig::new(dir.path().join("nested/dir/test.db"));
+    Arc::new(SqliteStore::open(&config).expect("open"))
+}
+
+#[tokio::test]
+async fn one_failing_write_in_a_batch_does_not_sink_the_others() {
+    let dir = tempfile::tempdir().expect("dir");
+    let store = open(&dir);
+    // 200 concurrent inserts, every fourth reusing a slug: the writer batches them, and each
+    // collision must fail alone.
+    let tasks: Vec<_> = (0..200)
+        .map(|n| {
+            let store = Arc::clone(&store);
+            let slug = if n % 4 == 0 {
+                "shared".to_string()
+            } else {
+                format!("s{n}")
+            };
+            tokio::spawn(async move { store.create(resource(&format!("agt-{n:04}"), &slug)).await })
+        })
+        .collect();
+    let (mut ok, mut taken) = (0, 0);
+    let mut revisions = Vec::new();
+    for task in tasks {
+        match task.await.expect("task") {
+            Ok(stored) => {
+                ok += 1;
+                revisions.push(stored.revision);
+            }
+            Err(StoreError::AlreadyExists { slug, .. }) => {
+                assert_eq!(slug, "shared");
+                taken += 1;
+            }
+            Err(other) => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!((ok, taken), (151, 49));
+    revisions.sort_unstable();
+    revisions.dedup();
+    assert_eq!(
+        revisions.len(),
+        151,
+        "every successful write has its own revision"
+    );
+    assert_eq!(revisions.first(), Some(&1));
+    assert_eq!(
+        revisions.last(),
+        Some(&151),
+        "failed writes consume no revision"
+    );
+    store.close().await.expect("close");
+}
+
+#[tokio::test]
+async fn revision_is_mirrored_in_the_json_and_compare_and_swap_refuses_stale_writes() {
+    let dir = tempfile::tempdir().expect("dir");
+    let store = open(&dir);
+    let first = store
+        .create(resource("agt-1", "one"))
+        .await
+        .expect("create");
+    assert!(
+        first
+            .data
+            .contains(&format!(r#""revision":"{}""#, first.revision)),
+        "{}",
+        first.data
+    );
+
+    let second = store
+        .replace(resource("agt-1", "one"), first.revision)
+        .await
+        .expect("replace");
+    assert!(second.revision > first.revision);
+    match store
+        .replace(resource("agt-1", "one"), first.revision)
+        .await
+    {
+        Err(StoreError::Conflict {
+            expected, current, ..
+        }) => {
+            assert_eq!((expected, current), (first.revision, second.revision));
+        }
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    match store.replace(resource("agt-missing", "x"), 1).await {
+        Err(StoreError::NotFound { .. }) => {}
+        other => panic!("expected not found, got {other:?}"),
+    }
+    let scope = Scope::new("Agent", "local");
+    match store
+        .delete(scope.clone(), "agt-1".into(), Some(first.revision))
+        .await
+    {
+        Err(StoreError::Conflict { .. }) => {}
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    let deleted = store
+        .delete(scope.clone(), "agt-1".into(), None)
+        .await
+        .expect("delete");
+    assert_eq!(
+        deleted.revision, second.revision,
+        "delete returns the resource as it was"
+    );
+    assert!(
+        store
+            .get(scope, "agt-1".into())
+            .await
+            .expect("get")
+            .is_none()
+    );
+
+    // A delete consumed a revision, and the counter survives a reopen.
+    store.close().await.expect("close");
+    let store = open(&dir);
+    let after = store
+        .create(resource("agt-2", "two"))
+        .await
+        .expect("create");
+    assert_eq!(after.revision, second.revision + 2);
+    store.close().await.expect("close");
+}
+
+#[tokio::test]
+async fn listing_pages_by_id_and_filters_on_json() {
+    let dir = tempfile::tempdir().expect("dir");
+    let store = open(&dir);
+    for n in 0..7 {
+        store
+            .create(resource(&format!("agt-{n}"), &format!("s{n}")))
+            .await
+            .expect("create");
+    }
+    let scope = Scope::new("Agent", "local");
+    let mut after_id = None;
+    let mut seen = Vec::new();
+    loop {
+        let page = store
+            .list(ListQuery {
+                scope: scope.clone(),
+                after_id: after_id.clone(),
+                limit: 3,
+                filters: Vec::new(),
+            })
+            .await
+            .expect("list");
+        seen.extend(page.items.iter().map(|r| r.id.clone()));
+        match page.next_after_id {
+            Some(next) => after_id = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(seen, (0..7).map(|n| format!("agt-{n}")).collect::<Vec<_>>());
+
+    let tagged = store
+        .list(ListQuery {
+            scope: scope.clone(),
+            after_id: None,
+            limit: 10,
+            filters: vec![JsonFilter::Contains {
+                path: "$.metadata.tags".into(),
+                value: "t-s3".into(),
+            }],
+        })
+        .await
+        .expect("list");
+    assert_eq!(tagged.items.len(), 1);
+    let by_slug = store
+        .list(ListQuery {
+            scope,
+            after_id: None,
+            limit: 10,
+            filters: vec![JsonFilter::Equals {
+                path: "$.metadata.slug".into(),
+                value: "s5".into(),
+            }],
+        })
+        .await
+        .expect("list");
+    assert_eq!(
+        by_slug
+            .items
+            .iter()
+            .map(|r| r.id.as_str())
+            .collect::<Vec<_>>(),
+        ["agt-5"]
+    );
+    store.close().await.expect("close");
+}
+
+#[tokio::test]
+async fn the_database_is_private_and_listing_uses_the_index() {
+    let dir = tempfile::tempdir().expect("dir");
+    let store = open(&dir);
+    store.close().await.expect("close");
+    let db = dir.path().join("nested/dir/test.db");
+    let mode =
+        |p: &std::path::Path| std::fs::metadata(p).expect("meta").permissions().mode() & 0o777;
+    assert_eq!(mode(&db), 0o600);
+    assert_eq!(mode(&dir.path().join("nested/dir")), 0o700);
+
+    let conn = rusqlite::Connection::open(&db).expect("open");
+    let plan: Vec<String> = conn
+        .prepare(
+            "EXPLAIN QUERY PLAN SELECT id, data FROM resources \
+             WHERE kind = 'Agent' AND org_id = 'local' AND id > '' ORDER BY id LIMIT 101",
+        )
+        .expect("prepare")
+        .query_map([], |row| row.get::<_, String>(3))
+        .expect("plan")
+        .collect::<Result<_, _>>()
+        .expect("rows");
+    let plan = plan.join("\n");
+    assert!(plan.contains("USING INDEX resources_kind_org_id"), "{plan}");
+    assert!(!plan.contains("TEMP B-TREE"), "no sort step: {plan}");
+    let (journal, applied): (String, i64) = (
+        conn.query_row("PRAGMA journal_mode", [], |row| row.get(0))
+            .expect("journal"),
+        conn.query_row("SELECT count(*) FROM refinery_schema_history", [], |row| {
+            row.get(0)
+        })
+        .expect("migrations are recorded"),
+    );
+    assert_eq!(journal, "wal");
+    assert!(applied >= 1);
+}
+
+#[tokio::test]
+async fn calls_after_close_fail_as_closed() {
+    let dir = tempfile::tempdir().expect("dir");
+    let store = open(&dir);
+    store.close().await.expect("close");
+    assert!(matches!(
+        store.create(resource("agt-x", "x")).await,
+        Err(StoreError::Closed)
+    ));
+    assert!(matches!(
+        store
+            .get(Scope::new("Agent", "local"), "agt-x".into())
+            .await,
+        Err(StoreError::Closed)
+    ));
+}
