@@ -8,7 +8,9 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use prost_protovalidate::{Validator, ValidatorOption};
 use prost_reflect::{DynamicMessage, Kind, ReflectMessage, Value};
-use stigmer_store::{JsonFilter, ListQuery, NewResource, Scope, Store, StoreError, StoredResource};
+use stigmer_store::{
+    JsonFilter, ListPage, ListQuery, NewResource, Scope, Store, StoreError, StoredResource,
+};
 
 use crate::catalog::{Catalog, KindInfo, Method, Verb};
 use crate::error::ApiError;
@@ -177,6 +179,13 @@ impl App {
                         .update_existing(kind, caller, scope, existing.id, resource)
                         .await;
                 }
+                None if meta(&resource).revision != 0 => {
+                    // The caller expected a resource at some revision; it is gone.
+                    return Err(ApiError::NotFound {
+                        kind: kind.name.clone(),
+                        id: format!("{}/{slug}", scope.org),
+                    });
+                }
                 None => match self.create(kind, caller, resource.clone()).await {
                     // Someone created it between our lookup and our insert: update theirs.
                     Err(ApiError::AlreadyExists { .. }) => continue,
@@ -292,9 +301,9 @@ impl App {
                 filters,
             })
             .await?;
+        let (rows, next_after_id) = fit_in_response(page);
         let mut response = DynamicMessage::new(method.output.clone());
-        let items = page
-            .items
+        let items = rows
             .iter()
             .map(|row| decode_row(kind, row).map(Value::Message))
             .collect::<Result<Vec<_>, _>>()?;
@@ -310,7 +319,7 @@ impl App {
                 ))
             })?;
         response.set_field(&items_field, Value::List(items));
-        if let Some(after) = page.next_after_id {
+        if let Some(after) = next_after_id {
             set_str(
                 &mut response,
                 "next_page_token",
@@ -321,6 +330,30 @@ impl App {
         set_str(&mut response, "kind", format!("{}List", kind.name));
         Ok(response)
     }
+}
+
+/// Most resource bytes one list response carries, leaving room under the 10 MiB message limit.
+const MAX_PAGE_BYTES: usize = 8 * 1024 * 1024;
+
+/// Ends a page early when its resources would not fit in one response; the next page starts
+/// after the last resource kept. A single resource always fits (the write limit is the same).
+fn fit_in_response(page: ListPage) -> (Vec<StoredResource>, Option<String>) {
+    let mut bytes = 0;
+    let keep = page
+        .items
+        .iter()
+        .position(|row| {
+            bytes += row.data.len();
+            bytes > MAX_PAGE_BYTES
+        })
+        .map_or(page.items.len(), |overflow| overflow.max(1));
+    if keep == page.items.len() {
+        return (page.items, page.next_after_id);
+    }
+    let mut items = page.items;
+    items.truncate(keep);
+    let next = items.last().map(|row| row.id.clone());
+    (items, next)
 }
 
 /// Filters that existing upstream list requests carry: `tags` (all must be present) and
@@ -433,5 +466,70 @@ mod page_token {
             }
             _ => Err(invalid("is not a token this server issued")),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(id: &str, bytes: usize) -> StoredResource {
+        StoredResource {
+            scope: Scope::new("Agent", "local"),
+            id: id.into(),
+            slug: id.into(),
+            revision: 1,
+            data: "x".repeat(bytes),
+        }
+    }
+
+    #[test]
+    fn a_page_ends_early_when_it_would_not_fit_in_one_response() {
+        let mib = 1024 * 1024;
+        let page = ListPage {
+            items: vec![
+                row("a", 3 * mib),
+                row("b", 3 * mib),
+                row("c", 3 * mib),
+                row("d", 1),
+            ],
+            next_after_id: None,
+        };
+        let (items, next) = fit_in_response(page);
+        assert_eq!(
+            items.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+            ["a", "b"]
+        );
+        assert_eq!(next.as_deref(), Some("b"));
+
+        let small = ListPage {
+            items: vec![row("a", 10), row("b", 10)],
+            next_after_id: Some("b".into()),
+        };
+        let (items, next) = fit_in_response(small);
+        assert_eq!(items.len(), 2);
+        assert_eq!(next.as_deref(), Some("b"));
+
+        let huge_first = ListPage {
+            items: vec![row("a", 9 * mib), row("b", 1)],
+            next_after_id: None,
+        };
+        let (items, next) = fit_in_response(huge_first);
+        assert_eq!(items.len(), 1, "one resource always fits");
+        assert_eq!(next.as_deref(), Some("a"));
+    }
+
+    #[test]
+    fn page_tokens_round_trip_and_refuse_other_listings() {
+        let scope = Scope::new("Agent", "local");
+        let token = page_token::encode(&scope, "agt-123");
+        assert_eq!(
+            page_token::decode(&token, &scope).expect("valid"),
+            Some("agt-123".to_string())
+        );
+        assert_eq!(page_token::decode("", &scope).expect("empty"), None);
+        assert!(page_token::decode(&token, &Scope::new("Workflow", "local")).is_err());
+        assert!(page_token::decode(&token, &Scope::new("Agent", "team")).is_err());
+        assert!(page_token::decode("%%%", &scope).is_err());
     }
 }
