@@ -42,6 +42,11 @@ pub struct ServerConfig {
     #[arg(long, env = "STIGMER_READ_CONNECTIONS", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub read_connections: u16,
 
+    /// Milliseconds a write waits for a lock held by another process (say, a sqlite3 session
+    /// in a transaction) before the call fails with UNAVAILABLE.
+    #[arg(long, env = "STIGMER_BUSY_TIMEOUT_MS", default_value_t = 5000)]
+    pub busy_timeout_ms: u64,
+
     /// Seconds to let in-flight calls finish after SIGINT/SIGTERM before closing anyway.
     #[arg(long, env = "STIGMER_SHUTDOWN_GRACE", default_value_t = 30)]
     pub shutdown_grace_secs: u64,

@@ -48,6 +48,7 @@ pub async fn open_store(config: &ServerConfig) -> Result<Arc<dyn Store>, ServerE
         Durability::Normal => Synchronous::Normal,
     };
     sqlite.read_connections = usize::from(config.read_connections);
+    sqlite.busy_timeout = Duration::from_millis(config.busy_timeout_ms);
     let store = tokio::task::spawn_blocking(move || SqliteStore::open(&sqlite)).await??;
     tracing::info!(db = %config.db_path().map_err(ServerError::DbPath)?.display(), "database open");
     Ok(Arc::new(store))

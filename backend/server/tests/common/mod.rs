@@ -37,12 +37,26 @@ impl TestServer {
         server
     }
 
+    /// A server on a fresh temporary database, with settings changed by `configure`.
+    pub async fn start_with(configure: impl FnOnce(&mut ServerConfig)) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = dir.path().join("stigmer.db");
+        let mut server = Self::start_configured(&db, configure).await;
+        server._dir = Some(dir);
+        server
+    }
+
     /// A server on the database at `db` (kept when the server stops).
     pub async fn start_at(db: &Path) -> Self {
+        Self::start_configured(db, |_| {}).await
+    }
+
+    async fn start_configured(db: &Path, configure: impl FnOnce(&mut ServerConfig)) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("local addr");
         let mut config = ServerConfig::new(addr, db);
         config.shutdown_grace_secs = 5;
+        configure(&mut config);
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             stigmer_grpc::run(&config, listener, async {
