@@ -10,9 +10,10 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 run: deps
 	$(CARGO) run --release --locked -p stigmer-server -- $(ARGS)
 
-## test: formatting, lints, then every unit and integration test
+## test: formatting, lints, every unit and integration test, then the README walk-through with grpcurl
 test: deps lint
 	$(CARGO) test --workspace --locked
+	scripts/grpcurl-smoke.sh target/debug/stigmer-server
 
 build: deps
 	$(CARGO) build --workspace --locked

