@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod catalog;
+pub mod codec;
 pub mod config;
 mod controller;
 mod error;

@@ -8,15 +8,14 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::HeaderValue;
-use prost::Message;
-use prost_reflect::{DynamicMessage, MessageDescriptor};
-use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use prost_reflect::DynamicMessage;
 use tonic::codegen::{Bytes, StdError};
 use tonic::server::{Grpc, UnaryService};
 use tonic::{Code, Status};
 use tracing::Span;
 
 use crate::catalog::Method;
+use crate::codec::DynamicCodec;
 use crate::controller::App;
 use crate::error::ApiError;
 use crate::naming::is_valid_slug;
@@ -69,9 +68,7 @@ where
                         .into();
                 return Ok(status.into_http());
             }
-            let codec = DynamicCodec {
-                input: method.input.clone(),
-            };
+            let codec = DynamicCodec::new(method.input.clone());
             let mut grpc = Grpc::new(codec)
                 .apply_max_message_size_config(Some(MAX_MESSAGE_SIZE), Some(MAX_MESSAGE_SIZE));
             let mut response = grpc.unary(UnaryCall { app, method }, request).await;
@@ -155,55 +152,4 @@ fn caller_of(metadata: &tonic::metadata::MetadataMap) -> Result<Caller, Status> 
         org,
         identity: LOCAL.to_string(),
     })
-}
-
-/// Protobuf codec for messages known only at run time.
-#[derive(Clone)]
-pub(crate) struct DynamicCodec {
-    pub(crate) input: MessageDescriptor,
-}
-
-impl Codec for DynamicCodec {
-    type Encode = DynamicMessage;
-    type Decode = DynamicMessage;
-    type Encoder = DynamicEncoder;
-    type Decoder = DynamicDecoder;
-
-    fn encoder(&mut self) -> DynamicEncoder {
-        DynamicEncoder
-    }
-
-    fn decoder(&mut self) -> DynamicDecoder {
-        DynamicDecoder(self.input.clone())
-    }
-}
-
-pub(crate) struct DynamicEncoder;
-
-impl Encoder for DynamicEncoder {
-    type Item = DynamicMessage;
-    type Error = Status;
-
-    fn encode(&mut self, item: DynamicMessage, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        item.encode(dst)
-            .map_err(|err| ApiError::internal(format!("encoding a response: {err}")).into())
-    }
-}
-
-pub(crate) struct DynamicDecoder(MessageDescriptor);
-
-impl Decoder for DynamicDecoder {
-    type Item = DynamicMessage;
-    type Error = Status;
-
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<DynamicMessage>, Status> {
-        DynamicMessage::decode(self.0.clone(), src)
-            .map(Some)
-            .map_err(|err| {
-                Status::invalid_argument(format!(
-                    "the request is not a valid {}: {err}",
-                    self.0.full_name()
-                ))
-            })
-    }
 }

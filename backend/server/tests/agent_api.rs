@@ -5,31 +5,15 @@ mod common;
 
 use std::collections::HashMap;
 
-use common::{TestServer, expect_code, typed_to_json, violated_fields};
+use common::{TestServer, agent, expect_code, typed_to_json, violated_fields};
 use stigmer_api::ai::stigmer::agentic::agent::v1::agent_command_controller_client::AgentCommandControllerClient;
 use stigmer_api::ai::stigmer::agentic::agent::v1::agent_query_controller_client::AgentQueryControllerClient;
 use stigmer_api::ai::stigmer::agentic::agent::v1::{
-    Agent, AgentId, AgentSpec, AgentStatus, ListAgentsRequest,
+    Agent, AgentId, AgentStatus, ListAgentsRequest,
 };
 use stigmer_api::ai::stigmer::commons::apiresource::{ApiResourceMetadata, ApiResourceReference};
 use tonic::transport::Channel;
 use tonic::{Code, Request};
-
-const INSTRUCTIONS: &str = "You review pull requests carefully.";
-
-fn agent(name: &str) -> Agent {
-    Agent {
-        metadata: Some(ApiResourceMetadata {
-            name: name.to_string(),
-            ..Default::default()
-        }),
-        spec: Some(AgentSpec {
-            instructions: INSTRUCTIONS.to_string(),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
 
 fn clients(
     server: &TestServer,

@@ -9,12 +9,11 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::TestServer;
+use common::{TestServer, agent};
 use prost::Message;
 use stigmer_api::ai::stigmer::agentic::agent::v1::agent_command_controller_client::AgentCommandControllerClient;
 use stigmer_api::ai::stigmer::agentic::agent::v1::agent_query_controller_client::AgentQueryControllerClient;
-use stigmer_api::ai::stigmer::agentic::agent::v1::{Agent, AgentId, AgentSpec, ListAgentsRequest};
-use stigmer_api::ai::stigmer::commons::apiresource::ApiResourceMetadata;
+use stigmer_api::ai::stigmer::agentic::agent::v1::{AgentId, ListAgentsRequest};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tonic::transport::Channel;
@@ -24,20 +23,6 @@ use tonic_health::pb::health_client::HealthClient;
 use tonic_reflection::pb::v1 as reflection;
 
 const DEADLINE: Duration = Duration::from_secs(60);
-
-fn agent(name: &str) -> Agent {
-    Agent {
-        metadata: Some(ApiResourceMetadata {
-            name: name.to_string(),
-            ..Default::default()
-        }),
-        spec: Some(AgentSpec {
-            instructions: "Summarise the day's incidents.".into(),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
 
 async fn reflect(
     channel: &Channel,

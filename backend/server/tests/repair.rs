@@ -3,26 +3,11 @@
 
 mod common;
 
-use common::{TestServer, assert_no_leak, expect_code};
+use common::{TestServer, agent, assert_no_leak, expect_code};
+use stigmer_api::ai::stigmer::agentic::agent::v1::AgentId;
 use stigmer_api::ai::stigmer::agentic::agent::v1::agent_command_controller_client::AgentCommandControllerClient;
 use stigmer_api::ai::stigmer::agentic::agent::v1::agent_query_controller_client::AgentQueryControllerClient;
-use stigmer_api::ai::stigmer::agentic::agent::v1::{Agent, AgentId, AgentSpec};
-use stigmer_api::ai::stigmer::commons::apiresource::ApiResourceMetadata;
 use tonic::Code;
-
-fn agent(name: &str) -> Agent {
-    Agent {
-        metadata: Some(ApiResourceMetadata {
-            name: name.to_string(),
-            ..Default::default()
-        }),
-        spec: Some(AgentSpec {
-            instructions: "Keep the on-call rota tidy.".into(),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
 
 #[tokio::test]
 async fn a_write_blocked_by_another_process_is_unavailable_with_a_retry_hint_and_loses_nothing() {

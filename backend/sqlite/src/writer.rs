@@ -3,7 +3,8 @@
 
 use std::thread::JoinHandle;
 
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use rusqlite::ToSql;
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params, params_from_iter};
 use stigmer_store::{NewResource, Scope, StoreError, StoreResult, StoredResource};
 use tokio::sync::oneshot;
 
@@ -192,15 +193,8 @@ fn apply(conn: &Connection, op: &WriteOp, revision: i64) -> StoreResult<StoredRe
     }
 }
 
-fn slug_taken(resource: &NewResource) -> StoreError {
-    StoreError::AlreadyExists {
-        kind: resource.scope.kind.clone(),
-        org: resource.scope.org.clone(),
-        slug: resource.slug.clone(),
-    }
-}
-
 fn insert(conn: &Connection, resource: &NewResource, revision: i64) -> StoreResult<StoredResource> {
+    let revision_text = revision.to_string();
     conn.prepare_cached(
         "INSERT INTO resources (id, kind, org_id, slug, revision, data) \
          VALUES (?1, ?2, ?3, ?4, ?5, json_set(?6, '$.metadata.revision', ?7)) \
@@ -208,25 +202,11 @@ fn insert(conn: &Connection, resource: &NewResource, revision: i64) -> StoreResu
     )
     .and_then(|mut stmt| {
         stmt.query_row(
-            params![
-                resource.id,
-                resource.scope.kind,
-                resource.scope.org,
-                resource.slug,
-                revision,
-                resource.data,
-                revision.to_string(),
-            ],
+            params_from_iter(row_params(resource, &revision, &revision_text)),
             stored_from_row,
         )
     })
-    .map_err(|err| {
-        if is_unique_violation(&err) {
-            slug_taken(resource)
-        } else {
-            store_error(err)
-        }
-    })
+    .map_err(|err| write_error(err, resource))
 }
 
 fn replace(
@@ -235,6 +215,9 @@ fn replace(
     expected: i64,
     revision: i64,
 ) -> StoreResult<StoredResource> {
+    let revision_text = revision.to_string();
+    let mut values = row_params(resource, &revision, &revision_text);
+    values.push(&expected);
     let updated = conn
         .prepare_cached(
             "UPDATE resources SET slug = ?4, revision = ?5, \
@@ -244,28 +227,10 @@ fn replace(
              RETURNING id, kind, org_id, slug, revision, data",
         )
         .and_then(|mut stmt| {
-            stmt.query_row(
-                params![
-                    resource.id,
-                    resource.scope.kind,
-                    resource.scope.org,
-                    resource.slug,
-                    revision,
-                    resource.data,
-                    revision.to_string(),
-                    expected,
-                ],
-                stored_from_row,
-            )
-            .optional()
+            stmt.query_row(params_from_iter(values), stored_from_row)
+                .optional()
         })
-        .map_err(|err| {
-            if is_unique_violation(&err) {
-                slug_taken(resource)
-            } else {
-                store_error(err)
-            }
-        })?;
+        .map_err(|err| write_error(err, resource))?;
     match updated {
         Some(stored) => Ok(stored),
         None => Err(missing_or_moved(
@@ -274,6 +239,36 @@ fn replace(
             &resource.id,
             expected,
         )),
+    }
+}
+
+/// ?1..?7 of a row write: the columns, then the revision again as the proto3 JSON string that
+/// goes into `$.metadata.revision`.
+fn row_params<'a>(
+    resource: &'a NewResource,
+    revision: &'a i64,
+    revision_text: &'a dyn ToSql,
+) -> Vec<&'a dyn ToSql> {
+    vec![
+        &resource.id,
+        &resource.scope.kind,
+        &resource.scope.org,
+        &resource.slug,
+        revision,
+        &resource.data,
+        revision_text,
+    ]
+}
+
+fn write_error(err: rusqlite::Error, resource: &NewResource) -> StoreError {
+    if is_unique_violation(&err) {
+        StoreError::AlreadyExists {
+            kind: resource.scope.kind.clone(),
+            org: resource.scope.org.clone(),
+            slug: resource.slug.clone(),
+        }
+    } else {
+        store_error(err)
     }
 }
 
