@@ -150,13 +150,10 @@ pub(crate) fn prepare_create(
     fill_type_fields(kind, resource);
     let org = org_of(resource, caller);
     let id = new_id(&kind.id_prefix);
-    let slug = match resolve_slug(kind, &meta(resource), &id) {
-        Ok(slug) => slug,
-        Err(violation) => {
-            violations.push(violation);
-            String::new()
-        }
-    };
+    let slug = resolve_slug(kind, &meta(resource), &id).unwrap_or_else(|violation| {
+        violations.push(violation);
+        String::new()
+    });
     if let Some(metadata) = metadata_mut(resource) {
         set_str(metadata, "id", id);
         set_str(metadata, "org", org);
@@ -196,13 +193,10 @@ pub(crate) fn prepare_update(
     if requested.slug.is_empty() {
         requested.slug = before.slug.clone();
     }
-    let slug = match resolve_slug(kind, &requested, &before.id) {
-        Ok(slug) => slug,
-        Err(violation) => {
-            violations.push(violation);
-            before.slug.clone()
-        }
-    };
+    let slug = resolve_slug(kind, &requested, &before.id).unwrap_or_else(|violation| {
+        violations.push(violation);
+        before.slug.clone()
+    });
     let stored_scope = child(stored, "metadata")
         .map(|m| get_i32(&m, "owner_scope"))
         .unwrap_or_default();
