@@ -237,9 +237,3 @@ pub fn assert_no_leak(status: &Status) {
         );
     }
 }
-
-// TEMPORARY shim for every_kind.rs while it is being written; remove at integration.
-#[allow(non_snake_case)]
-pub fn DynamicCodec(decodes: MessageDescriptor) -> stigmer_grpc::codec::DynamicCodec {
-    stigmer_grpc::codec::DynamicCodec::new(decodes)
-}
