@@ -17,6 +17,7 @@ pub use config::{SqliteConfig, Synchronous};
 pub use errors::OpenError;
 
 use std::sync::Mutex;
+use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
 
 use async_trait::async_trait;
@@ -27,6 +28,15 @@ use tokio::sync::oneshot;
 
 use crate::reader::ReaderPool;
 use crate::writer::{WriteOp, Writer};
+
+/// See [`SqliteStore::stats`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriterStats {
+    pub batches: u64,
+    pub writes: u64,
+    pub queued: usize,
+    pub committing: u64,
+}
 
 /// A store backed by one SQLite database file.
 pub struct SqliteStore {
@@ -50,6 +60,18 @@ impl SqliteStore {
             readers,
             threads: Mutex::new(threads),
         })
+    }
+
+    /// Counters of the writer: committed transactions (batches), the writes they held, the
+    /// writes waiting now and those in the transaction being committed. writes / batches is the group-commit factor.
+    pub fn stats(&self) -> WriterStats {
+        let counters = self.writer.counters();
+        WriterStats {
+            batches: counters.batches.load(Ordering::Relaxed),
+            writes: counters.writes.load(Ordering::Relaxed),
+            queued: self.writer.queued(),
+            committing: counters.committing.load(Ordering::Relaxed),
+        }
     }
 
     async fn write(&self, op: WriteOp) -> StoreResult<StoredResource> {

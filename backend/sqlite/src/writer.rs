@@ -1,6 +1,8 @@
 //! The single writer: takes queued mutations, commits them in batches (group commit) and
 //! answers each caller only once the batch holding its write is durable.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
 
 use rusqlite::ToSql;
@@ -38,6 +40,16 @@ enum WriterMsg {
 
 pub(crate) struct Writer {
     queue: flume::Sender<WriterMsg>,
+    counters: Arc<Counters>,
+}
+
+/// What the writer has done so far, for operators and tests.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) batches: AtomicU64,
+    pub(crate) writes: AtomicU64,
+    /// Writes in the transaction being committed now.
+    pub(crate) committing: AtomicU64,
 }
 
 impl Writer {
@@ -52,12 +64,23 @@ impl Writer {
         })?;
         let (queue, jobs) = flume::bounded(config.queue_depth);
         let max_batch = config.max_batch.max(1);
+        let counters = Arc::new(Counters::default());
+        let thread_counters = Arc::clone(&counters);
         let handle = std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || run_writer(conn, jobs, revision, max_batch))
+            .spawn(move || run_writer(conn, jobs, revision, max_batch, &thread_counters))
             .map_err(OpenError::Thread)?;
         threads.push(handle);
-        Ok(Self { queue })
+        Ok(Self { queue, counters })
+    }
+
+    pub(crate) fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// Writes waiting for the writer thread.
+    pub(crate) fn queued(&self) -> usize {
+        self.queue.len()
     }
 
     pub(crate) async fn submit(&self, op: WriteOp) -> StoreResult<StoredResource> {
@@ -91,6 +114,7 @@ fn run_writer(
     queue: flume::Receiver<WriterMsg>,
     mut revision: i64,
     max_batch: usize,
+    counters: &Counters,
 ) {
     let mut shutdown = None;
     while shutdown.is_none() {
@@ -109,7 +133,7 @@ fn run_writer(
             }
         }
         if !batch.is_empty() {
-            commit_batch(&mut conn, batch, &mut revision);
+            commit_batch(&mut conn, batch, &mut revision, counters);
         }
     }
     let closed = close_cleanly(conn);
@@ -135,7 +159,15 @@ fn close_cleanly(conn: Connection) -> StoreResult<()> {
     checkpoint.map(|_| ())
 }
 
-fn commit_batch(conn: &mut Connection, batch: Vec<WriteJob>, revision: &mut i64) {
+/// Commits one batch, then answers its callers.
+fn commit_batch(
+    conn: &mut Connection,
+    batch: Vec<WriteJob>,
+    revision: &mut i64,
+    counters: &Counters,
+) {
+    let size = batch.len() as u64;
+    counters.committing.store(size, Ordering::Relaxed);
     let mut next = *revision;
     let outcome = (|| {
         let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -164,6 +196,9 @@ fn commit_batch(conn: &mut Connection, batch: Vec<WriteJob>, revision: &mut i64)
         Ok(results) => {
             tracing::debug!(writes = batch.len(), revision = next, "committed a batch");
             *revision = next;
+            counters.batches.fetch_add(1, Ordering::Relaxed);
+            counters.writes.fetch_add(size, Ordering::Relaxed);
+            counters.committing.store(0, Ordering::Relaxed);
             for (job, result) in batch.into_iter().zip(results) {
                 let _ = job.reply.send(result);
             }
@@ -171,6 +206,7 @@ fn commit_batch(conn: &mut Connection, batch: Vec<WriteJob>, revision: &mut i64)
         Err(err) => {
             tracing::error!(error = %err, writes = batch.len(), "committing a batch failed");
             let err = store_error(err);
+            counters.committing.store(0, Ordering::Relaxed);
             for job in batch {
                 let _ = job.reply.send(Err(err.clone()));
             }

@@ -261,3 +261,50 @@ async fn calls_after_close_fail_as_closed() {
         Err(StoreError::Closed)
     ));
 }
+
+#[tokio::test]
+async fn writes_that_queue_up_behind_a_commit_share_one_transaction() {
+    let dir = tempfile::tempdir().expect("dir");
+    let store = open(&dir);
+    let db = dir.path().join("nested/dir/test.db");
+    // Another process holds the write lock, so the writer's first transaction waits on it
+    // while the other writes queue up behind it.
+    let mut outsider = rusqlite::Connection::open(&db).expect("open");
+    let lock = outsider
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .expect("lock");
+    let writes = 50;
+    let tasks: Vec<_> = (0..writes)
+        .map(|n| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move {
+                store
+                    .create(resource(&format!("agt-{n:03}"), &format!("s{n}")))
+                    .await
+            })
+        })
+        .collect();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(4);
+    let waiting = |s: stigmer_sqlite::WriterStats| s.queued as u64 + s.committing;
+    while waiting(store.stats()) < writes as u64 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "writes did not queue: {:?}",
+            store.stats()
+        );
+        tokio::task::yield_now().await;
+    }
+    drop(lock);
+    for task in tasks {
+        task.await.expect("task").expect("create");
+    }
+    let stats = store.stats();
+    assert_eq!(stats.writes, writes as u64);
+    // The blocked transaction holds the first write (or every write, if the writer thread only
+    // got to the queue once all were there); everything else shares the next one.
+    assert!(
+        (1..=2).contains(&stats.batches),
+        "50 writes in at most two transactions: {stats:?}"
+    );
+    store.close().await.expect("close");
+}
