@@ -80,6 +80,25 @@ pub struct Method {
     pub server_streaming: bool,
 }
 
+/// The backend-wide service (ours): the change feed and facts about the server.
+pub const BACKEND_SERVICE: &str = "ai.stigmer.backend.v1.ResourceService";
+
+/// What a backend-wide method does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendVerb {
+    Watch,
+    GetAtRevision,
+    Info,
+}
+
+/// One RPC of the backend-wide service.
+#[derive(Debug)]
+pub struct BackendMethod {
+    pub verb: BackendVerb,
+    pub input: MessageDescriptor,
+    pub output: MessageDescriptor,
+}
+
 /// Why the catalog could not be built: a defect in the protos or in the kind registry.
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
@@ -94,6 +113,7 @@ pub enum CatalogError {
 pub struct Catalog {
     kinds: Vec<Arc<KindInfo>>,
     methods: HashMap<String, Arc<Method>>,
+    backend: HashMap<String, Arc<BackendMethod>>,
     services: Vec<String>,
 }
 
@@ -128,12 +148,23 @@ impl Catalog {
                 }
             }
         }
+        let backend = backend_methods(pool)?;
+        services.push(BACKEND_SERVICE.to_string());
         services.sort();
         Ok(Self {
             kinds,
             methods,
+            backend,
             services,
         })
+    }
+
+    pub fn backend_method(&self, path: &str) -> Option<&Arc<BackendMethod>> {
+        self.backend.get(path)
+    }
+
+    pub fn kind_by_name(&self, name: &str) -> Option<&Arc<KindInfo>> {
+        self.kinds.iter().find(|kind| kind.name == name)
     }
 
     pub fn method(&self, path: &str) -> Option<&Arc<Method>> {
@@ -148,6 +179,37 @@ impl Catalog {
     pub fn kinds(&self) -> &[Arc<KindInfo>] {
         &self.kinds
     }
+}
+
+fn backend_methods(
+    pool: &DescriptorPool,
+) -> Result<HashMap<String, Arc<BackendMethod>>, CatalogError> {
+    let service = pool
+        .get_service_by_name(BACKEND_SERVICE)
+        .ok_or_else(|| CatalogError::Missing(BACKEND_SERVICE.into()))?;
+    let mut methods = HashMap::new();
+    for method in service.methods() {
+        let verb = match method.name() {
+            "watch" => BackendVerb::Watch,
+            "getAtRevision" => BackendVerb::GetAtRevision,
+            "info" => BackendVerb::Info,
+            other => {
+                return Err(CatalogError::Missing(format!(
+                    "a handler for {BACKEND_SERVICE}/{other}"
+                )));
+            }
+        };
+        let entry = BackendMethod {
+            verb,
+            input: method.input(),
+            output: method.output(),
+        };
+        methods.insert(
+            format!("/{BACKEND_SERVICE}/{}", method.name()),
+            Arc::new(entry),
+        );
+    }
+    Ok(methods)
 }
 
 fn services_by_kind(
@@ -241,8 +303,13 @@ mod tests {
         assert!(prefixes.contains(&("Agent", "agt")));
         assert!(prefixes.contains(&("ExecutionContext", "exec")));
         assert_eq!(catalog.kinds().len(), KINDS.len());
-        // Every kind has a Command and a Query controller.
-        assert_eq!(catalog.services().len(), 2 * KINDS.len());
+        // Every kind has a Command and a Query controller, plus the backend-wide service.
+        assert_eq!(catalog.services().len(), 2 * KINDS.len() + 1);
+        assert!(
+            catalog
+                .backend_method("/ai.stigmer.backend.v1.ResourceService/watch")
+                .is_some()
+        );
         let create = catalog
             .method("/ai.stigmer.agentic.agent.v1.AgentCommandController/create")
             .expect("agent create");

@@ -47,6 +47,19 @@ pub struct ServerConfig {
     #[arg(long, env = "STIGMER_BUSY_TIMEOUT_MS", default_value_t = 5000)]
     pub busy_timeout_ms: u64,
 
+    /// Change-log entries always kept (the last N revisions), whatever their age. Watches and
+    /// getAtRevision can reach back this far at least.
+    #[arg(long, env = "STIGMER_RETAIN_REVISIONS", default_value_t = 10_000)]
+    pub retain_revisions: i64,
+
+    /// Seconds of change-log history always kept, however many revisions that is.
+    #[arg(long, env = "STIGMER_RETAIN_SECS", default_value_t = 3600)]
+    pub retain_secs: u64,
+
+    /// Seconds between background compactions of the change log (0 = never compact).
+    #[arg(long, env = "STIGMER_COMPACT_EVERY_SECS", default_value_t = 60)]
+    pub compact_every_secs: u64,
+
     /// Seconds to let in-flight calls finish after SIGINT/SIGTERM before closing anyway.
     #[arg(long, env = "STIGMER_SHUTDOWN_GRACE", default_value_t = 30)]
     pub shutdown_grace_secs: u64,

@@ -291,7 +291,7 @@ impl App {
             Ok(size) => size.min(MAX_PAGE_SIZE),
         };
         let after_id = page_token::decode(&get_str(&request, "page_token"), &scope)?;
-        let filters = list_filters(&request);
+        let filters = list_filters(&request)?;
         let page = self
             .store
             .list(ListQuery {
@@ -301,6 +301,7 @@ impl App {
                 filters,
             })
             .await?;
+        let revision = page.revision;
         let (rows, next_after_id) = fit_in_response(page);
         let mut response = DynamicMessage::new(method.output.clone());
         let items = rows
@@ -328,6 +329,7 @@ impl App {
         }
         set_str(&mut response, "api_version", API_VERSION);
         set_str(&mut response, "kind", format!("{}List", kind.name));
+        set(&mut response, "revision", Value::I64(revision));
         Ok(response)
     }
 }
@@ -356,9 +358,9 @@ fn fit_in_response(page: ListPage) -> (Vec<StoredResource>, Option<String>) {
     (items, next)
 }
 
-/// Filters that existing upstream list requests carry: `tags` (all must be present) and
-/// `phase` (an execution's status phase).
-fn list_filters(request: &DynamicMessage) -> Vec<JsonFilter> {
+/// Filters a list request asks for: upstream's `tags` (all must be present) and `phase` (an
+/// execution's status phase), and our `label_selector` and `name_prefix`.
+fn list_filters(request: &DynamicMessage) -> Result<Vec<JsonFilter>, ApiError> {
     let mut filters = Vec::new();
     if let Some(Value::List(tags)) = request.get_field_by_name("tags").as_deref() {
         filters.extend(
@@ -384,7 +386,19 @@ fn list_filters(request: &DynamicMessage) -> Vec<JsonFilter> {
             });
         }
     }
-    filters
+    let selector = get_str(request, "label_selector");
+    filters.extend(
+        crate::selector::parse(&selector)
+            .map_err(|why| ApiError::invalid_field("list request", "label_selector", why))?,
+    );
+    let prefix = get_str(request, "name_prefix");
+    if !prefix.is_empty() {
+        filters.push(JsonFilter::Prefix {
+            path: "$.metadata.name".into(),
+            prefix,
+        });
+    }
+    Ok(filters)
 }
 
 /// The resource id an id-style request carries (`value` in the *Id messages,
@@ -494,6 +508,7 @@ mod tests {
                 row("d", 1),
             ],
             next_after_id: None,
+            revision: 1,
         };
         let (items, next) = fit_in_response(page);
         assert_eq!(
@@ -505,6 +520,7 @@ mod tests {
         let small = ListPage {
             items: vec![row("a", 10), row("b", 10)],
             next_after_id: Some("b".into()),
+            revision: 1,
         };
         let (items, next) = fit_in_response(small);
         assert_eq!(items.len(), 2);
@@ -513,6 +529,7 @@ mod tests {
         let huge_first = ListPage {
             items: vec![row("a", 9 * mib), row("b", 1)],
             next_after_id: None,
+            revision: 1,
         };
         let (items, next) = fit_in_response(huge_first);
         assert_eq!(items.len(), 1, "one resource always fits");

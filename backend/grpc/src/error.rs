@@ -45,6 +45,9 @@ pub enum ApiError {
         expected: i64,
         current: i64,
     },
+    /// A revision outside what the change log holds.
+    #[error("{0}")]
+    OutOfRange(String),
     #[error("{0}")]
     Unimplemented(String),
     #[error("{0}")]
@@ -104,6 +107,8 @@ impl From<StoreError> for ApiError {
                 expected,
                 current,
             },
+            err @ StoreError::Compacted { .. } => Self::OutOfRange(err.to_string()),
+            err @ StoreError::WatchLagged { .. } => Self::ResourceExhausted(err.to_string()),
             StoreError::Unavailable(reason) => Self::Unavailable(reason),
             StoreError::Full => Self::ResourceExhausted(
                 "the server's storage is full; free disk space and retry".into(),
@@ -146,6 +151,7 @@ impl From<ApiError> for Status {
                 );
                 Status::with_error_details(Code::Aborted, message, details)
             }
+            ApiError::OutOfRange(_) => Status::new(Code::OutOfRange, message),
             ApiError::Unimplemented(_) => Status::new(Code::Unimplemented, message),
             ApiError::Unavailable(_) => {
                 let mut details = ErrorDetails::new();

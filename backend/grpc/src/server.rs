@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use stigmer_sqlite::{OpenError, SqliteConfig, SqliteStore, Synchronous};
-use stigmer_store::Store;
+use stigmer_store::{Retention, Store};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -62,6 +62,12 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     let store = open_store(config).await?;
+    let (stop_compactor, compactor_stopped) = tokio::sync::watch::channel(false);
+    let compactor = tokio::spawn(compact_periodically(
+        Arc::clone(&store),
+        config.clone(),
+        compactor_stopped,
+    ));
     let catalog = Catalog::build(&stigmer_api::DESCRIPTOR_POOL, KINDS)?;
     let service_names = catalog.services().to_vec();
     let app = Arc::new(App::new(Arc::clone(&store), catalog));
@@ -95,9 +101,44 @@ pub async fn run(
             tracing::warn!(grace_secs = grace.as_secs(), "calls still running after the grace period; closing anyway");
         }
     }
+    let _ = stop_compactor.send(true);
+    compactor.await?;
     store.close().await?;
     tracing::info!("database closed cleanly");
     Ok(())
+}
+
+/// Trims the change log to the configured retention every `compact_every_secs`, in small
+/// steps queued between writes, until told to stop.
+async fn compact_periodically(
+    store: Arc<dyn Store>,
+    config: ServerConfig,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    if config.compact_every_secs == 0 {
+        return;
+    }
+    let retention = Retention {
+        revisions: config.retain_revisions,
+        age: Duration::from_secs(config.retain_secs),
+    };
+    let mut every = tokio::time::interval(Duration::from_secs(config.compact_every_secs));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = every.tick() => {}
+        }
+        match store.compact(retention).await {
+            Ok(done) if done.removed > 0 => tracing::info!(
+                removed = done.removed,
+                compacted = done.compacted,
+                "compacted the change log"
+            ),
+            Ok(_) => {}
+            Err(err) => tracing::warn!(error = %err, "compacting the change log failed"),
+        }
+    }
 }
 
 async fn set_health(reporter: &HealthReporter, services: &[String], status: ServingStatus) {

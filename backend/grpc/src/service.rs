@@ -10,14 +10,15 @@ use std::task::{Context, Poll};
 use http::HeaderValue;
 use prost_reflect::DynamicMessage;
 use tonic::codegen::{Bytes, StdError};
-use tonic::server::{Grpc, UnaryService};
+use tonic::server::{Grpc, ServerStreamingService, UnaryService};
 use tonic::{Code, Status};
 use tracing::Span;
 
-use crate::catalog::Method;
+use crate::catalog::{BackendMethod, BackendVerb, Method};
 use crate::codec::DynamicCodec;
 use crate::controller::App;
 use crate::error::ApiError;
+use crate::feed::EventStream;
 use crate::naming::is_valid_slug;
 use crate::resource::{Caller, meta};
 
@@ -59,21 +60,117 @@ where
         let app = Arc::clone(&self.app);
         Box::pin(async move {
             let path = request.uri().path().to_string();
-            let Some(method) = app.catalog.method(&path).cloned() else {
-                return Ok(Status::unimplemented(format!("unknown method {path}")).into_http());
+            let mut response = if let Some(method) = app.catalog.method(&path).cloned() {
+                serve_kind_method(app, method, request).await
+            } else if let Some(method) = app.catalog.backend_method(&path).cloned() {
+                serve_backend_method(app, method, request).await
+            } else {
+                Status::unimplemented(format!("unknown method {path}")).into_http()
             };
-            if method.server_streaming {
-                let status: Status =
-                    ApiError::Unimplemented(format!("{path} is not offered by this server yet"))
-                        .into();
-                return Ok(status.into_http());
-            }
-            let codec = DynamicCodec::new(method.input.clone());
-            let mut grpc = Grpc::new(codec)
-                .apply_max_message_size_config(Some(MAX_MESSAGE_SIZE), Some(MAX_MESSAGE_SIZE));
-            let mut response = grpc.unary(UnaryCall { app, method }, request).await;
             oversize_is_resource_exhausted(&mut response);
             Ok(response)
+        })
+    }
+}
+
+fn grpc_for(input: &prost_reflect::MessageDescriptor) -> Grpc<DynamicCodec> {
+    Grpc::new(DynamicCodec::new(input.clone()))
+        .apply_max_message_size_config(Some(MAX_MESSAGE_SIZE), Some(MAX_MESSAGE_SIZE))
+}
+
+async fn serve_kind_method<B>(
+    app: Arc<App>,
+    method: Arc<Method>,
+    request: http::Request<B>,
+) -> http::Response<tonic::body::Body>
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<StdError> + Send + 'static,
+{
+    if method.server_streaming {
+        let status: Status =
+            ApiError::Unimplemented(format!("{} is not offered by this server yet", method.path))
+                .into();
+        return status.into_http();
+    }
+    grpc_for(&method.input)
+        .unary(UnaryCall { app, method }, request)
+        .await
+}
+
+async fn serve_backend_method<B>(
+    app: Arc<App>,
+    method: Arc<BackendMethod>,
+    request: http::Request<B>,
+) -> http::Response<tonic::body::Body>
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<StdError> + Send + 'static,
+{
+    let mut grpc = grpc_for(&method.input);
+    match method.verb {
+        BackendVerb::Watch => {
+            grpc.server_streaming(WatchCall { app, method }, request)
+                .await
+        }
+        BackendVerb::GetAtRevision | BackendVerb::Info => {
+            grpc.unary(BackendCall { app, method }, request).await
+        }
+    }
+}
+
+struct BackendCall {
+    app: Arc<App>,
+    method: Arc<BackendMethod>,
+}
+
+impl UnaryService<DynamicMessage> for BackendCall {
+    type Response = DynamicMessage;
+    type Future = BoxFuture<Result<tonic::Response<DynamicMessage>, Status>>;
+
+    fn call(&mut self, request: tonic::Request<DynamicMessage>) -> Self::Future {
+        let app = Arc::clone(&self.app);
+        let method = Arc::clone(&self.method);
+        Box::pin(async move {
+            let caller = caller_of(request.metadata())?;
+            let request = request.into_inner();
+            let response = match method.verb {
+                BackendVerb::GetAtRevision => {
+                    Span::current()
+                        .record("kind", crate::fields::get_str(&request, "kind").as_str());
+                    record_id(&Span::current(), &request);
+                    app.get_at_revision(&caller, request, &method.output)
+                        .await?
+                }
+                BackendVerb::Info | BackendVerb::Watch => app.info(&caller, &method.output).await?,
+            };
+            Ok(tonic::Response::new(response))
+        })
+    }
+}
+
+struct WatchCall {
+    app: Arc<App>,
+    method: Arc<BackendMethod>,
+}
+
+impl ServerStreamingService<DynamicMessage> for WatchCall {
+    type Response = DynamicMessage;
+    type ResponseStream = EventStream;
+    type Future = BoxFuture<Result<tonic::Response<EventStream>, Status>>;
+
+    fn call(&mut self, request: tonic::Request<DynamicMessage>) -> Self::Future {
+        let app = Arc::clone(&self.app);
+        let method = Arc::clone(&self.method);
+        Box::pin(async move {
+            let caller = caller_of(request.metadata())?;
+            let request = request.into_inner();
+            let kind = crate::fields::get_str(&request, "kind");
+            if !kind.is_empty() {
+                Span::current().record("kind", kind.as_str());
+            }
+            let events = app.watch(&caller, request, method.output.clone()).await?;
+            Ok(tonic::Response::new(events))
         })
     }
 }
@@ -123,7 +220,7 @@ impl UnaryService<DynamicMessage> for UnaryCall {
 }
 
 fn record_id(span: &Span, message: &DynamicMessage) {
-    let id = ["value", "resource_id"]
+    let id = ["value", "resource_id", "id"]
         .iter()
         .map(|field| crate::fields::get_str(message, field))
         .find(|id| !id.is_empty())

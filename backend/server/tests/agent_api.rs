@@ -513,6 +513,7 @@ async fn list_pages_through_the_orgs_agents_in_creation_order() {
             .list(ListAgentsRequest {
                 page_size: 10,
                 page_token: token.clone(),
+                ..Default::default()
             })
             .await
             .expect("list")

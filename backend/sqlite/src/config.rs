@@ -11,7 +11,7 @@ pub enum Synchronous {
 }
 
 impl Synchronous {
-    pub(crate) fn pragma_value(self) -> &'static str {
+    pub fn pragma_value(self) -> &'static str {
         match self {
             Self::Full => "FULL",
             Self::Normal => "NORMAL",
@@ -33,6 +33,10 @@ pub struct SqliteConfig {
     pub max_batch: usize,
     /// Calls that may wait for the writer or for a reader before callers are slowed down.
     pub queue_depth: usize,
+    /// Committed changes buffered for live watchers; a watcher further behind is ended.
+    pub watch_buffer: usize,
+    /// Watch snapshots that may be read at once, each on its own read-only connection.
+    pub max_snapshots: usize,
 }
 
 impl SqliteConfig {
@@ -44,6 +48,8 @@ impl SqliteConfig {
             busy_timeout: Duration::from_secs(5),
             max_batch: 256,
             queue_depth: 4096,
+            watch_buffer: 8192,
+            max_snapshots: 32,
         }
     }
 }

@@ -11,23 +11,26 @@ mod errors;
 mod queries;
 mod reader;
 mod schema;
+mod snapshot;
 mod writer;
 
 pub use config::{SqliteConfig, Synchronous};
 pub use errors::OpenError;
 
-use std::sync::Mutex;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use async_trait::async_trait;
 use stigmer_store::{
-    ListPage, ListQuery, NewResource, Scope, Store, StoreError, StoreResult, StoredResource,
+    AtRevision, Change, ChangeFilter, Compaction, ListPage, ListQuery, LogBounds, NewResource,
+    Retention, Scope, Snapshot, Store, StoreError, StoreInfo, StoreResult, StoredResource,
 };
-use tokio::sync::oneshot;
+use tokio::sync::{Semaphore, broadcast, oneshot};
 
 use crate::reader::ReaderPool;
-use crate::writer::{WriteOp, Writer};
+use crate::snapshot::SqliteSnapshot;
+use crate::writer::{Applied, WriteOp, Writer};
 
 /// See [`SqliteStore::stats`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,8 +43,10 @@ pub struct WriterStats {
 
 /// A store backed by one SQLite database file.
 pub struct SqliteStore {
+    config: SqliteConfig,
     writer: Writer,
     readers: ReaderPool,
+    snapshots: Arc<Semaphore>,
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -56,8 +61,10 @@ impl SqliteStore {
         let writer = Writer::spawn(conn, config, &mut threads)?;
         let readers = ReaderPool::spawn(config, &mut threads)?;
         Ok(Self {
+            config: config.clone(),
             writer,
             readers,
+            snapshots: Arc::new(Semaphore::new(config.max_snapshots.max(1))),
             threads: Mutex::new(threads),
         })
     }
@@ -75,7 +82,12 @@ impl SqliteStore {
     }
 
     async fn write(&self, op: WriteOp) -> StoreResult<StoredResource> {
-        self.writer.submit(op).await
+        match self.writer.submit(op).await? {
+            Applied::Write(stored) => Ok(stored),
+            Applied::Compacted(_) => Err(StoreError::Internal(
+                "a write was answered as a compaction".into(),
+            )),
+        }
     }
 }
 
@@ -126,6 +138,77 @@ impl Store for SqliteStore {
     async fn list(&self, query: ListQuery) -> StoreResult<ListPage> {
         self.readers
             .run(move |conn| queries::list(conn, &query))
+            .await
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<Arc<Change>> {
+        self.writer.subscribe()
+    }
+
+    async fn changes(
+        &self,
+        filter: ChangeFilter,
+        after: i64,
+        limit: usize,
+    ) -> StoreResult<Vec<Change>> {
+        self.readers
+            .run(move |conn| queries::changes(conn, &filter, after, limit))
+            .await
+    }
+
+    async fn snapshot(&self, filter: ChangeFilter) -> StoreResult<Box<dyn Snapshot>> {
+        let snapshot = SqliteSnapshot::open(&self.config, &self.snapshots, filter).await?;
+        Ok(Box::new(snapshot))
+    }
+
+    async fn log_bounds(&self) -> StoreResult<LogBounds> {
+        self.readers.run(queries::log_bounds).await
+    }
+
+    async fn at_revision(
+        &self,
+        scope: Scope,
+        id: String,
+        revision: i64,
+    ) -> StoreResult<AtRevision> {
+        self.readers
+            .run(move |conn| queries::at_revision(conn, &scope, &id, revision))
+            .await
+    }
+
+    async fn compact(&self, retention: Retention) -> StoreResult<Compaction> {
+        let mut total = Compaction::default();
+        loop {
+            let Applied::Compacted(step) = self.writer.submit(WriteOp::Compact(retention)).await?
+            else {
+                return Err(StoreError::Internal(
+                    "a compaction was answered as a write".into(),
+                ));
+            };
+            total.removed += step.removed;
+            total.compacted = step.compacted;
+            if step.removed == 0 {
+                return Ok(total);
+            }
+        }
+    }
+
+    async fn info(&self, org: String) -> StoreResult<StoreInfo> {
+        let database = format!(
+            "SQLite {}, WAL, synchronous={}",
+            rusqlite::version(),
+            self.config.synchronous.pragma_value()
+        );
+        self.readers
+            .run(move |conn| {
+                let tx = conn.unchecked_transaction().map_err(errors::store_error)?;
+                Ok(StoreInfo {
+                    backend: "sqlite",
+                    database,
+                    bounds: queries::log_bounds(&tx)?,
+                    counts: queries::counts(&tx, &org)?,
+                })
+            })
             .await
     }
 

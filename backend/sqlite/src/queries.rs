@@ -2,7 +2,10 @@
 
 use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
-use stigmer_store::{JsonFilter, ListPage, ListQuery, Scope, StoreResult, StoredResource};
+use stigmer_store::{
+    AtRevision, Change, ChangeFilter, ChangeType, JsonFilter, ListPage, ListQuery, LogBounds,
+    Scope, StoreError, StoreResult, StoredResource,
+};
 
 use crate::errors::store_error;
 
@@ -54,6 +57,9 @@ pub(crate) fn get_by_slug(
 /// Keyset pagination over the (kind, org_id, id) index: reads `limit + 1` rows to learn
 /// whether another page follows, never an OFFSET scan.
 pub(crate) fn list(conn: &Connection, query: &ListQuery) -> StoreResult<ListPage> {
+    // One read transaction: the page and its revision come from the same snapshot.
+    let tx = conn.unchecked_transaction().map_err(store_error)?;
+    let revision = log_bounds(&tx)?.current;
     let mut sql =
         format!("SELECT {COLUMNS} FROM resources WHERE kind = ?1 AND org_id = ?2 AND id > ?3");
     let after = query.after_id.clone().unwrap_or_default();
@@ -65,24 +71,8 @@ pub(crate) fn list(conn: &Connection, query: &ListQuery) -> StoreResult<ListPage
         fetch.into(),
     ];
     for filter in &query.filters {
-        let (path, value, condition) = match filter {
-            JsonFilter::Equals { path, value } => (path, value, "json_extract(data, ?{p}) = ?{v}"),
-            JsonFilter::Contains { path, value } => (
-                path,
-                value,
-                "EXISTS (SELECT 1 FROM json_each(data, ?{p}) WHERE json_each.value = ?{v})",
-            ),
-        };
-        values.push(path.clone().into());
-        let p = values.len();
-        values.push(value.clone().into());
-        let v = values.len();
         sql.push_str(" AND ");
-        sql.push_str(
-            &condition
-                .replace("{p}", &p.to_string())
-                .replace("{v}", &v.to_string()),
-        );
+        sql.push_str(&filter_sql(filter, &mut values));
     }
     sql.push_str(" ORDER BY id LIMIT ?4");
     let mut items = conn
@@ -101,7 +91,51 @@ pub(crate) fn list(conn: &Connection, query: &ListQuery) -> StoreResult<ListPage
     Ok(ListPage {
         items,
         next_after_id,
+        revision,
     })
+}
+
+/// One filter as SQL, its parameters appended to `values`. Paths and values are always bound
+/// parameters, never spliced into the SQL text.
+fn filter_sql(filter: &JsonFilter, values: &mut Vec<Value>) -> String {
+    let mut bind = |value: &str| {
+        values.push(value.to_string().into());
+        format!("?{}", values.len())
+    };
+    match filter {
+        JsonFilter::Equals { path, value } => {
+            format!("json_extract(data, {}) = {}", bind(path), bind(value))
+        }
+        JsonFilter::NotEquals { path, value } => {
+            let path = bind(path);
+            format!(
+                "(json_extract(data, {path}) IS NULL OR json_extract(data, {path}) != {})",
+                bind(value)
+            )
+        }
+        JsonFilter::In { path, values: list } | JsonFilter::NotIn { path, values: list } => {
+            let path = bind(path);
+            let list: Vec<String> = list.iter().map(|v| bind(v)).collect();
+            let test = format!("json_extract(data, {path}) IN ({})", list.join(", "));
+            if matches!(filter, JsonFilter::In { .. }) {
+                test
+            } else {
+                format!("(json_extract(data, {path}) IS NULL OR NOT {test})")
+            }
+        }
+        JsonFilter::Exists { path } => format!("json_type(data, {}) IS NOT NULL", bind(path)),
+        JsonFilter::Missing { path } => format!("json_type(data, {}) IS NULL", bind(path)),
+        JsonFilter::Prefix { path, prefix } => {
+            let path = bind(path);
+            let prefix = bind(prefix);
+            format!("substr(json_extract(data, {path}), 1, length({prefix})) = {prefix}")
+        }
+        JsonFilter::Contains { path, value } => format!(
+            "EXISTS (SELECT 1 FROM json_each(data, {}) WHERE json_each.value = {})",
+            bind(path),
+            bind(value)
+        ),
+    }
 }
 
 /// The revision of a row, used to tell "not found" from "changed meanwhile".
@@ -115,4 +149,175 @@ pub(crate) fn current_revision(
     )?
     .query_row(params![id, scope.kind, scope.org], |row| row.get(0))
     .optional()
+}
+
+pub(crate) fn log_bounds(conn: &Connection) -> StoreResult<LogBounds> {
+    let read = |key: &str| {
+        conn.prepare_cached("SELECT value FROM store_meta WHERE key = ?1")?
+            .query_row([key], |row| row.get::<_, i64>(0))
+    };
+    Ok(LogBounds {
+        compacted: read("compacted").map_err(store_error)?,
+        current: read("revision").map_err(store_error)?,
+    })
+}
+
+fn change_from_row(row: &Row<'_>) -> rusqlite::Result<Change> {
+    let text: String = row.get(1)?;
+    let change_type = ChangeType::parse(&text).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            1,
+            rusqlite::types::Type::Text,
+            format!("unknown change type {text:?}").into(),
+        )
+    })?;
+    Ok(Change {
+        revision: row.get(0)?,
+        change_type,
+        scope: Scope {
+            kind: row.get(2)?,
+            org: row.get(3)?,
+        },
+        id: row.get(4)?,
+        data: row.get(5)?,
+    })
+}
+
+/// Appends `AND column = ?` for each part of the filter that is set.
+fn filter_scope(filter: &ChangeFilter, sql: &mut String, values: &mut Vec<Value>) {
+    values.push(filter.org.clone().into());
+    sql.push_str(&format!(" AND org_id = ?{}", values.len()));
+    if let Some(kind) = &filter.kind {
+        values.push(kind.clone().into());
+        sql.push_str(&format!(" AND kind = ?{}", values.len()));
+    }
+    if let Some(id) = &filter.id {
+        values.push(id.clone().into());
+        sql.push_str(&format!(" AND id = ?{}", values.len()));
+    }
+}
+
+/// The log after `after`, filtered, in revision order.
+pub(crate) fn changes(
+    conn: &Connection,
+    filter: &ChangeFilter,
+    after: i64,
+    limit: usize,
+) -> StoreResult<Vec<Change>> {
+    let tx = conn.unchecked_transaction().map_err(store_error)?;
+    let bounds = log_bounds(&tx)?;
+    if after < bounds.compacted {
+        return Err(StoreError::Compacted {
+            requested: after,
+            compacted: bounds.compacted,
+        });
+    }
+    let mut values: Vec<Value> = vec![after.into()];
+    let mut sql = String::from(
+        "SELECT revision, type, kind, org_id, id, data FROM changes WHERE revision > ?1",
+    );
+    filter_scope(filter, &mut sql, &mut values);
+    values.push(i64::try_from(limit).unwrap_or(i64::MAX).into());
+    sql.push_str(&format!(" ORDER BY revision LIMIT ?{}", values.len()));
+    tx.prepare_cached(&sql)
+        .and_then(|mut stmt| {
+            stmt.query_map(params_from_iter(values.iter()), change_from_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+        })
+        .map_err(store_error)
+}
+
+/// Current resources matching `filter` after `after_id`, in id order (one snapshot page).
+pub(crate) fn matching_resources(
+    conn: &Connection,
+    filter: &ChangeFilter,
+    after_id: &str,
+    limit: usize,
+) -> StoreResult<Vec<StoredResource>> {
+    let mut values: Vec<Value> = vec![after_id.to_string().into()];
+    let mut sql = format!("SELECT {COLUMNS} FROM resources WHERE id > ?1");
+    filter_scope(filter, &mut sql, &mut values);
+    values.push(i64::try_from(limit).unwrap_or(i64::MAX).into());
+    sql.push_str(&format!(" ORDER BY id LIMIT ?{}", values.len()));
+    conn.prepare_cached(&sql)
+        .and_then(|mut stmt| {
+            stmt.query_map(params_from_iter(values.iter()), stored_from_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+        })
+        .map_err(store_error)
+}
+
+/// A resource as it was at `revision`, from the log and, when the log has nothing on it since
+/// its compaction point, from the current row.
+pub(crate) fn at_revision(
+    conn: &Connection,
+    scope: &Scope,
+    id: &str,
+    revision: i64,
+) -> StoreResult<AtRevision> {
+    let tx = conn.unchecked_transaction().map_err(store_error)?;
+    let bounds = log_bounds(&tx)?;
+    if revision <= bounds.compacted || revision > bounds.current {
+        return Ok(AtRevision::OutOfRange(bounds));
+    }
+    let entry = |sql: &str| {
+        tx.prepare_cached(sql)?
+            .query_row(params![id, scope.kind, scope.org, revision], |row| {
+                Ok((
+                    row.get::<_, i64>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, String>(2)?,
+                ))
+            })
+            .optional()
+    };
+    let at_or_before = entry(
+        "SELECT revision, type, data FROM changes \
+         WHERE id = ?1 AND kind = ?2 AND org_id = ?3 AND revision <= ?4 \
+         ORDER BY revision DESC LIMIT 1",
+    )
+    .map_err(store_error)?;
+    if let Some((changed_at, change_type, data)) = at_or_before {
+        return Ok(if change_type == ChangeType::Deleted.as_str() {
+            AtRevision::Absent
+        } else {
+            AtRevision::Existed {
+                revision: changed_at,
+                data,
+            }
+        });
+    }
+    // No change between the compaction point and `revision`: the next change (if any) says
+    // whether it existed then; without one, the current row is still that version.
+    let next = entry(
+        "SELECT revision, type, data FROM changes \
+         WHERE id = ?1 AND kind = ?2 AND org_id = ?3 AND revision > ?4 \
+         ORDER BY revision LIMIT 1",
+    )
+    .map_err(store_error)?;
+    match next {
+        Some((_, change_type, _)) if change_type == ChangeType::Created.as_str() => {
+            Ok(AtRevision::Absent)
+        }
+        Some(_) => Ok(AtRevision::OutOfRange(bounds)),
+        None => Ok(match get_by_id(&tx, scope, id)? {
+            Some(row) => AtRevision::Existed {
+                revision: row.revision,
+                data: row.data,
+            },
+            None => AtRevision::Absent,
+        }),
+    }
+}
+
+/// Resource counts per kind in one org.
+pub(crate) fn counts(conn: &Connection, org: &str) -> StoreResult<Vec<(String, i64)>> {
+    conn.prepare_cached(
+        "SELECT kind, count(*) FROM resources WHERE org_id = ?1 GROUP BY kind ORDER BY kind",
+    )
+    .and_then(|mut stmt| {
+        stmt.query_map([org], |row| Ok((row.get(0)?, row.get(1)?)))?
+            .collect::<rusqlite::Result<Vec<_>>>()
+    })
+    .map_err(store_error)
 }

@@ -7,8 +7,11 @@ use std::thread::JoinHandle;
 
 use rusqlite::ToSql;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params, params_from_iter};
-use stigmer_store::{NewResource, Scope, StoreError, StoreResult, StoredResource};
-use tokio::sync::oneshot;
+use stigmer_store::{
+    Change, ChangeType, Compaction, NewResource, Retention, Scope, StoreError, StoreResult,
+    StoredResource,
+};
+use tokio::sync::{broadcast, oneshot};
 
 use crate::config::SqliteConfig;
 use crate::errors::{OpenError, is_unique_violation, store_error};
@@ -26,12 +29,24 @@ pub(crate) enum WriteOp {
         id: String,
         expected_revision: Option<i64>,
     },
+    /// Removes one step of the change log's oldest entries that `retention` no longer keeps.
+    /// Consumes no revision.
+    Compact(Retention),
+}
+
+/// What an applied operation produced.
+pub(crate) enum Applied {
+    Write(StoredResource),
+    Compacted(Compaction),
 }
 
 struct WriteJob {
     op: WriteOp,
-    reply: oneshot::Sender<StoreResult<StoredResource>>,
+    reply: oneshot::Sender<StoreResult<Applied>>,
 }
+
+/// Change-log entries removed per compaction step, so that one step never holds up writes for long.
+const COMPACTION_STEP: i64 = 1000;
 
 enum WriterMsg {
     Job(WriteJob),
@@ -41,6 +56,7 @@ enum WriterMsg {
 pub(crate) struct Writer {
     queue: flume::Sender<WriterMsg>,
     counters: Arc<Counters>,
+    changes: broadcast::Sender<Arc<Change>>,
 }
 
 /// What the writer has done so far, for operators and tests.
@@ -65,13 +81,26 @@ impl Writer {
         let (queue, jobs) = flume::bounded(config.queue_depth);
         let max_batch = config.max_batch.max(1);
         let counters = Arc::new(Counters::default());
-        let thread_counters = Arc::clone(&counters);
+        let (changes, _) = broadcast::channel(config.watch_buffer.max(1));
+        let state = WriterState {
+            revision,
+            counters: Arc::clone(&counters),
+            changes: changes.clone(),
+        };
         let handle = std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || run_writer(conn, jobs, revision, max_batch, &thread_counters))
+            .spawn(move || run_writer(conn, jobs, state, max_batch))
             .map_err(OpenError::Thread)?;
         threads.push(handle);
-        Ok(Self { queue, counters })
+        Ok(Self {
+            queue,
+            counters,
+            changes,
+        })
+    }
+
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<Arc<Change>> {
+        self.changes.subscribe()
     }
 
     pub(crate) fn counters(&self) -> &Counters {
@@ -83,7 +112,7 @@ impl Writer {
         self.queue.len()
     }
 
-    pub(crate) async fn submit(&self, op: WriteOp) -> StoreResult<StoredResource> {
+    pub(crate) async fn submit(&self, op: WriteOp) -> StoreResult<Applied> {
         let (reply, result) = oneshot::channel();
         self.queue
             .send_async(WriterMsg::Job(WriteJob { op, reply }))
@@ -109,12 +138,19 @@ fn last_revision(conn: &Connection) -> rusqlite::Result<i64> {
     )
 }
 
+/// What the writer thread carries from batch to batch.
+struct WriterState {
+    /// The last revision handed out.
+    revision: i64,
+    counters: Arc<Counters>,
+    changes: broadcast::Sender<Arc<Change>>,
+}
+
 fn run_writer(
     mut conn: Connection,
     queue: flume::Receiver<WriterMsg>,
-    mut revision: i64,
+    mut state: WriterState,
     max_batch: usize,
-    counters: &Counters,
 ) {
     let mut shutdown = None;
     while shutdown.is_none() {
@@ -133,7 +169,7 @@ fn run_writer(
             }
         }
         if !batch.is_empty() {
-            commit_batch(&mut conn, batch, &mut revision, counters);
+            commit_batch(&mut conn, batch, &mut state);
         }
     }
     let closed = close_cleanly(conn);
@@ -159,46 +195,54 @@ fn close_cleanly(conn: Connection) -> StoreResult<()> {
     checkpoint.map(|_| ())
 }
 
-/// Commits one batch, then answers its callers.
-fn commit_batch(
-    conn: &mut Connection,
-    batch: Vec<WriteJob>,
-    revision: &mut i64,
-    counters: &Counters,
-) {
+/// Commits one batch, publishes its changes, then answers its callers.
+fn commit_batch(conn: &mut Connection, batch: Vec<WriteJob>, state: &mut WriterState) {
     let size = batch.len() as u64;
+    let counters = Arc::clone(&state.counters);
     counters.committing.store(size, Ordering::Relaxed);
-    let mut next = *revision;
+    let mut next = state.revision;
     let outcome = (|| {
         let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut results = Vec::with_capacity(batch.len());
+        let mut changes = Vec::new();
         for job in &batch {
             let mut savepoint = tx.savepoint()?;
             let result = apply(&savepoint, &job.op, next + 1);
-            if result.is_ok() {
-                savepoint.commit()?;
-                next += 1;
-            } else {
-                savepoint.rollback()?;
+            match result {
+                Ok((applied, change)) => {
+                    savepoint.commit()?;
+                    if let Some(change) = change {
+                        next = change.revision;
+                        changes.push(Arc::new(change));
+                    }
+                    results.push(Ok(applied));
+                }
+                Err(err) => {
+                    savepoint.rollback()?;
+                    results.push(Err(err));
+                }
             }
-            results.push(result);
         }
-        if next != *revision {
+        if next != state.revision {
             tx.execute(
                 "UPDATE store_meta SET value = ?1 WHERE key = 'revision'",
                 params![next],
             )?;
         }
         tx.commit()?;
-        Ok::<_, rusqlite::Error>(results)
+        Ok::<_, rusqlite::Error>((results, changes))
     })();
+    counters.committing.store(0, Ordering::Relaxed);
     match outcome {
-        Ok(results) => {
+        Ok((results, changes)) => {
             tracing::debug!(writes = batch.len(), revision = next, "committed a batch");
-            *revision = next;
+            state.revision = next;
             counters.batches.fetch_add(1, Ordering::Relaxed);
             counters.writes.fetch_add(size, Ordering::Relaxed);
-            counters.committing.store(0, Ordering::Relaxed);
+            // Watchers hear of a change before its writer is answered.
+            for change in changes {
+                let _ = state.changes.send(change);
+            }
             for (job, result) in batch.into_iter().zip(results) {
                 let _ = job.reply.send(result);
             }
@@ -206,7 +250,6 @@ fn commit_batch(
         Err(err) => {
             tracing::error!(error = %err, writes = batch.len(), "committing a batch failed");
             let err = store_error(err);
-            counters.committing.store(0, Ordering::Relaxed);
             for job in batch {
                 let _ = job.reply.send(Err(err.clone()));
             }
@@ -214,19 +257,111 @@ fn commit_batch(
     }
 }
 
-fn apply(conn: &Connection, op: &WriteOp, revision: i64) -> StoreResult<StoredResource> {
-    match op {
-        WriteOp::Insert(resource) => insert(conn, resource, revision),
+/// Applies one operation; a write returns its change-log entry, already appended.
+fn apply(conn: &Connection, op: &WriteOp, revision: i64) -> StoreResult<(Applied, Option<Change>)> {
+    let (stored, change_type) = match op {
+        WriteOp::Insert(resource) => (insert(conn, resource, revision)?, ChangeType::Created),
         WriteOp::Replace {
             resource,
             expected_revision,
-        } => replace(conn, resource, *expected_revision, revision),
+        } => (
+            replace(conn, resource, *expected_revision, revision)?,
+            ChangeType::Updated,
+        ),
         WriteOp::Delete {
             scope,
             id,
             expected_revision,
-        } => delete(conn, scope, id, *expected_revision),
-    }
+        } => (
+            delete(conn, scope, id, *expected_revision)?,
+            ChangeType::Deleted,
+        ),
+        WriteOp::Compact(retention) => {
+            return Ok((
+                Applied::Compacted(compact_step(conn, *retention, revision - 1)?),
+                None,
+            ));
+        }
+    };
+    let change = Change {
+        revision,
+        change_type,
+        scope: stored.scope.clone(),
+        id: stored.id.clone(),
+        data: stored.data.clone(),
+    };
+    append_change(conn, &change).map_err(store_error)?;
+    Ok((Applied::Write(stored), Some(change)))
+}
+
+fn append_change(conn: &Connection, change: &Change) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO changes (revision, type, kind, org_id, id, committed_at, data) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?
+    .execute(params![
+        change.revision,
+        change.change_type.as_str(),
+        change.scope.kind,
+        change.scope.org,
+        change.id,
+        unix_millis(std::time::SystemTime::now()),
+        change.data,
+    ])?;
+    Ok(())
+}
+
+fn unix_millis(time: std::time::SystemTime) -> i64 {
+    time.duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// Removes the oldest log entries that are both outside the last `retention.revisions`
+/// revisions and older than `retention.age`, at most one step's worth, always a prefix of the
+/// log so that "everything at or below `compacted` is gone" stays true.
+fn compact_step(conn: &Connection, retention: Retention, current: i64) -> StoreResult<Compaction> {
+    let run = || -> rusqlite::Result<Compaction> {
+        let compacted: i64 = conn.query_row(
+            "SELECT value FROM store_meta WHERE key = 'compacted'",
+            [],
+            |row| row.get(0),
+        )?;
+        let through = current.saturating_sub(retention.revisions.max(0));
+        let cutoff = unix_millis(std::time::SystemTime::now())
+            .saturating_sub(i64::try_from(retention.age.as_millis()).unwrap_or(i64::MAX));
+        let mut stmt = conn.prepare_cached(
+            "SELECT revision, committed_at FROM changes WHERE revision > ?1 \
+             ORDER BY revision LIMIT ?2",
+        )?;
+        let mut last = compacted;
+        let mut rows = stmt.query(params![compacted, COMPACTION_STEP])?;
+        while let Some(row) = rows.next()? {
+            let (revision, committed_at): (i64, i64) = (row.get(0)?, row.get(1)?);
+            if revision > through || committed_at >= cutoff {
+                break;
+            }
+            last = revision;
+        }
+        if last == compacted {
+            return Ok(Compaction {
+                removed: 0,
+                compacted,
+            });
+        }
+        let removed = conn
+            .prepare_cached("DELETE FROM changes WHERE revision > ?1 AND revision <= ?2")?
+            .execute(params![compacted, last])?;
+        conn.execute(
+            "UPDATE store_meta SET value = ?1 WHERE key = 'compacted'",
+            params![last],
+        )?;
+        Ok(Compaction {
+            removed: removed as u64,
+            compacted: last,
+        })
+    };
+    run().map_err(store_error)
 }
 
 fn insert(conn: &Connection, resource: &NewResource, revision: i64) -> StoreResult<StoredResource> {

@@ -28,6 +28,18 @@ pub enum StoreError {
         current: i64,
     },
 
+    /// The changes asked for were removed from the log by compaction.
+    #[error(
+        "revision {requested} is older than the retained change log (it starts after revision {compacted}); list again and watch from the list's revision"
+    )]
+    Compacted { requested: i64, compacted: i64 },
+
+    /// A watcher fell too far behind the writers and was ended.
+    #[error(
+        "the watch fell too far behind the writers and was ended; watch again from revision {last_revision}, the last one it received"
+    )]
+    WatchLagged { last_revision: i64 },
+
     /// The database cannot take the call now (locked by another process, I/O hiccup); retrying may work.
     #[error("storage is temporarily unavailable: {0}")]
     Unavailable(String),

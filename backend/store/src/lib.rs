@@ -4,11 +4,29 @@
 
 mod error;
 mod types;
+mod watch;
 
 pub use error::{StoreError, StoreResult};
-pub use types::{JsonFilter, ListPage, ListQuery, NewResource, Scope, StoredResource};
+pub use types::{
+    AtRevision, Change, ChangeFilter, ChangeType, Compaction, JsonFilter, ListPage, ListQuery,
+    LogBounds, NewResource, Retention, Scope, StoreInfo, StoredResource,
+};
+pub use watch::{WatchItem, WatchOptions, watch};
+
+use std::sync::Arc;
 
 use async_trait::async_trait;
+use tokio::sync::broadcast;
+
+/// A consistent read of many resources at one revision, page by page.
+#[async_trait]
+pub trait Snapshot: Send {
+    /// The revision every page is read at.
+    fn revision(&self) -> i64;
+
+    /// Up to `limit` more resources in id order; empty when done.
+    async fn next_page(&mut self, limit: usize) -> StoreResult<Vec<StoredResource>>;
+}
 
 /// A resource store. Every mutation is atomic and durable once its future resolves `Ok`.
 ///
@@ -44,6 +62,35 @@ pub trait Store: Send + Sync + 'static {
 
     /// Reads one page of resources in id order.
     async fn list(&self, query: ListQuery) -> StoreResult<ListPage>;
+
+    /// Live changes, published after they commit, in revision order. A receiver that falls
+    /// behind by more than the store's buffer gets `RecvError::Lagged`.
+    fn subscribe(&self) -> broadcast::Receiver<Arc<Change>>;
+
+    /// Changes with a revision greater than `after` that match `filter`, in revision order, at
+    /// most `limit`. Fails with [`StoreError::Compacted`] when `after` is older than the log.
+    async fn changes(
+        &self,
+        filter: ChangeFilter,
+        after: i64,
+        limit: usize,
+    ) -> StoreResult<Vec<Change>>;
+
+    /// Starts a consistent read of the current resources matching `filter`.
+    async fn snapshot(&self, filter: ChangeFilter) -> StoreResult<Box<dyn Snapshot>>;
+
+    /// What the change log spans now.
+    async fn log_bounds(&self) -> StoreResult<LogBounds>;
+
+    /// A resource as it was at `revision`.
+    async fn at_revision(&self, scope: Scope, id: String, revision: i64)
+    -> StoreResult<AtRevision>;
+
+    /// Removes changes the retention no longer requires, in small steps between writes.
+    async fn compact(&self, retention: Retention) -> StoreResult<Compaction>;
+
+    /// Backend facts and resource counts per kind in `org`.
+    async fn info(&self, org: String) -> StoreResult<StoreInfo>;
 
     /// Flushes and closes the store. Calls made afterwards fail with [`StoreError::Closed`].
     async fn close(&self) -> StoreResult<()>;

@@ -45,19 +45,131 @@ pub struct ListQuery {
     pub filters: Vec<JsonFilter>,
 }
 
+/// What one committed mutation did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeType {
+    Created,
+    Updated,
+    Deleted,
+}
+
+impl ChangeType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Created => "created",
+            Self::Updated => "updated",
+            Self::Deleted => "deleted",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "created" => Some(Self::Created),
+            "updated" => Some(Self::Updated),
+            "deleted" => Some(Self::Deleted),
+            _ => None,
+        }
+    }
+}
+
+/// One entry of the change log: the resource after the change, or before it for a delete.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub revision: i64,
+    pub change_type: ChangeType,
+    pub scope: Scope,
+    pub id: String,
+    pub data: String,
+}
+
+/// Which changes (or current resources) a watcher wants: one org, optionally one kind and one id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChangeFilter {
+    pub org: String,
+    pub kind: Option<String>,
+    pub id: Option<String>,
+}
+
+impl ChangeFilter {
+    pub fn matches(&self, change: &Change) -> bool {
+        change.scope.org == self.org
+            && self
+                .kind
+                .as_ref()
+                .is_none_or(|kind| *kind == change.scope.kind)
+            && self.id.as_ref().is_none_or(|id| *id == change.id)
+    }
+}
+
+/// The span of the change log: changes with a revision in `(compacted, current]` are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogBounds {
+    pub compacted: i64,
+    pub current: i64,
+}
+
+/// What a resource was at some revision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AtRevision {
+    /// It existed; `revision` is the revision of its last change at or before the one asked.
+    Existed { revision: i64, data: String },
+    /// It did not exist then.
+    Absent,
+    /// The log no longer says (compacted), or the revision is in the future.
+    OutOfRange(LogBounds),
+}
+
+/// How much of the change log to keep: a change goes only once it is both older than the
+/// last `revisions` revisions and older than `age`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    pub revisions: i64,
+    pub age: std::time::Duration,
+}
+
+/// What a compaction did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Compaction {
+    pub removed: u64,
+    pub compacted: i64,
+}
+
+/// Resource counts per kind at one revision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreInfo {
+    pub backend: &'static str,
+    pub database: String,
+    pub bounds: LogBounds,
+    pub counts: Vec<(String, i64)>,
+}
+
 /// A condition on the JSON document. Paths are SQLite/PostgreSQL JSON paths such as
 /// `$.status.phase`; they come from server code, never from clients.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JsonFilter {
     /// The scalar at `path` equals `value`.
     Equals { path: String, value: String },
+    /// The value at `path` is missing or differs from `value`.
+    NotEquals { path: String, value: String },
+    /// The scalar at `path` is one of `values`.
+    In { path: String, values: Vec<String> },
+    /// The value at `path` is missing or none of `values`.
+    NotIn { path: String, values: Vec<String> },
+    /// Something is at `path`.
+    Exists { path: String },
+    /// Nothing is at `path`.
+    Missing { path: String },
+    /// The string at `path` starts with `prefix` (case-sensitive).
+    Prefix { path: String, prefix: String },
     /// The array at `path` has an element equal to `value`.
     Contains { path: String, value: String },
 }
 
-/// What a listing returns: the items and, when more remain, the id to continue after.
+/// What a listing returns: the items, the revision they were read at and, when more remain,
+/// the id to continue after.
 #[derive(Debug, Clone)]
 pub struct ListPage {
     pub items: Vec<StoredResource>,
     pub next_after_id: Option<String>,
+    pub revision: i64,
 }

@@ -1,0 +1,141 @@
+//! The change feed's guarantees, built once for every backend from three primitives:
+//! live changes (`subscribe`), the change log (`changes`) and consistent reads (`snapshot`).
+//!
+//! A watcher subscribes before it reads anything, so every change committed after that is in
+//! its live queue; whatever committed before is in the snapshot or the log. It then delivers
+//! in revision order and drops any live change at or below the last revision it delivered, so
+//! nothing is lost and nothing is repeated, even for changes that commit during the replay.
+
+use std::sync::Arc;
+
+use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::mpsc;
+
+use crate::{Change, ChangeFilter, Store, StoreError, StoreResult, StoredResource};
+
+/// Where a watch starts and what it follows.
+#[derive(Debug, Clone)]
+pub struct WatchOptions {
+    pub filter: ChangeFilter,
+    /// Replay changes after this revision; 0 starts with a snapshot of the current matches.
+    pub since_revision: i64,
+    /// Rows read per step of the snapshot and the replay.
+    pub page_size: usize,
+    /// Items buffered for a slow consumer before the watcher waits.
+    pub buffer: usize,
+}
+
+/// One item of a watch, in delivery order.
+#[derive(Debug, Clone)]
+pub enum WatchItem {
+    /// A current resource, read at `revision`.
+    Snapshot {
+        revision: i64,
+        resource: StoredResource,
+    },
+    Change(Arc<Change>),
+}
+
+/// Starts a watch. Items arrive on the returned channel until the consumer drops it, the store
+/// closes, or an error (compacted start, lagging behind) ends it as the last item.
+pub fn watch(
+    store: Arc<dyn Store>,
+    options: WatchOptions,
+) -> mpsc::Receiver<StoreResult<WatchItem>> {
+    let (tx, rx) = mpsc::channel(options.buffer.max(1));
+    tokio::spawn(async move {
+        if let Err(err) = run(store.as_ref(), &options, &tx).await {
+            let _ = tx.send(Err(err)).await;
+        }
+    });
+    rx
+}
+
+/// The consumer went away: stop quietly.
+struct Gone;
+
+async fn send(tx: &mpsc::Sender<StoreResult<WatchItem>>, item: WatchItem) -> Result<(), Gone> {
+    tx.send(Ok(item)).await.map_err(|_| Gone)
+}
+
+async fn run(
+    store: &dyn Store,
+    options: &WatchOptions,
+    tx: &mpsc::Sender<StoreResult<WatchItem>>,
+) -> StoreResult<()> {
+    let mut live = store.subscribe();
+    let page = options.page_size.max(1);
+    let mut last = if options.since_revision == 0 {
+        match send_snapshot(store, options, tx).await {
+            Ok(revision) => revision,
+            Err(SnapshotError::Gone) => return Ok(()),
+            Err(SnapshotError::Store(err)) => return Err(err),
+        }
+    } else {
+        options.since_revision
+    };
+    // Catch up from the log: everything committed before (or while) we subscribed.
+    loop {
+        let changes = store.changes(options.filter.clone(), last, page).await?;
+        let done = changes.len() < page;
+        for change in changes {
+            last = change.revision;
+            if send(tx, WatchItem::Change(Arc::new(change))).await.is_err() {
+                return Ok(());
+            }
+        }
+        if done {
+            break;
+        }
+    }
+    loop {
+        let change = match live.recv().await {
+            Ok(change) => change,
+            Err(RecvError::Lagged(_)) => {
+                return Err(StoreError::WatchLagged {
+                    last_revision: last,
+                });
+            }
+            Err(RecvError::Closed) => return Err(StoreError::Closed),
+        };
+        if change.revision <= last || !options.filter.matches(&change) {
+            continue;
+        }
+        last = change.revision;
+        if send(tx, WatchItem::Change(change)).await.is_err() {
+            return Ok(());
+        }
+    }
+}
+
+enum SnapshotError {
+    Gone,
+    Store(StoreError),
+}
+
+impl From<StoreError> for SnapshotError {
+    fn from(err: StoreError) -> Self {
+        Self::Store(err)
+    }
+}
+
+/// Sends the current matches, all read at one revision, and returns that revision.
+async fn send_snapshot(
+    store: &dyn Store,
+    options: &WatchOptions,
+    tx: &mpsc::Sender<StoreResult<WatchItem>>,
+) -> Result<i64, SnapshotError> {
+    let mut snapshot = store.snapshot(options.filter.clone()).await?;
+    let revision = snapshot.revision();
+    loop {
+        let resources = snapshot.next_page(options.page_size.max(1)).await?;
+        if resources.is_empty() {
+            return Ok(revision);
+        }
+        for resource in resources {
+            send(tx, WatchItem::Snapshot { revision, resource })
+                .await
+                .map_err(|Gone| SnapshotError::Gone)?;
+        }
+    }
+}
