@@ -60,6 +60,11 @@ pub struct ServerConfig {
     #[arg(long, env = "STIGMER_COMPACT_EVERY_SECS", default_value_t = 60)]
     pub compact_every_secs: u64,
 
+    /// Committed changes buffered for live watchers. A watcher that falls further behind is
+    /// ended with RESOURCE_EXHAUSTED and told the revision to watch again from.
+    #[arg(long, env = "STIGMER_WATCH_BUFFER", default_value_t = 8192, value_parser = clap::value_parser!(u32).range(1..))]
+    pub watch_buffer: u32,
+
     /// Seconds to let in-flight calls finish after SIGINT/SIGTERM before closing anyway.
     #[arg(long, env = "STIGMER_SHUTDOWN_GRACE", default_value_t = 30)]
     pub shutdown_grace_secs: u64,

@@ -9,8 +9,8 @@ use stigmer_sqlite::{OpenError, SqliteConfig, SqliteStore, Synchronous};
 use stigmer_store::{Retention, Store};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::service::Routes;
+use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
@@ -49,6 +49,7 @@ pub async fn open_store(config: &ServerConfig) -> Result<Arc<dyn Store>, ServerE
     };
     sqlite.read_connections = usize::from(config.read_connections);
     sqlite.busy_timeout = Duration::from_millis(config.busy_timeout_ms);
+    sqlite.watch_buffer = config.watch_buffer as usize;
     let store = tokio::task::spawn_blocking(move || SqliteStore::open(&sqlite)).await??;
     tracing::info!(db = %config.db_path().map_err(ServerError::DbPath)?.display(), "database open");
     Ok(Arc::new(store))
@@ -93,7 +94,7 @@ pub async fn run(
     let server = tonic::transport::Server::builder()
         .layer(RpcLogLayer)
         .add_routes(routes)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal);
+        .serve_with_incoming_shutdown(incoming(listener), signal);
     let grace = Duration::from_secs(config.shutdown_grace_secs);
     tokio::select! {
         served = server => served?,
@@ -139,6 +140,14 @@ async fn compact_periodically(
             Err(err) => tracing::warn!(error = %err, "compacting the change log failed"),
         }
     }
+}
+
+/// Accepted connections with TCP_NODELAY: without it, Nagle's algorithm holds back the last
+/// frame of a response until the client's delayed ACK, adding ~40 ms to larger replies.
+fn incoming(listener: TcpListener) -> TcpIncoming {
+    TcpIncoming::from(listener)
+        .with_nodelay(Some(true))
+        .with_keepalive(Some(Duration::from_secs(60)))
 }
 
 async fn set_health(reporter: &HealthReporter, services: &[String], status: ServingStatus) {
