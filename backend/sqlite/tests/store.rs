@@ -308,3 +308,129 @@ async fn writes_that_queue_up_behind_a_commit_share_one_transaction() {
     );
     store.close().await.expect("close");
 }
+
+#[tokio::test]
+async fn the_log_answers_past_revisions_and_compaction_keeps_a_prefix_invariant() {
+    use stigmer_store::{AtRevision, ChangeFilter, ChangeType, Retention};
+    let dir = tempfile::tempdir().expect("dir");
+    let store = open(&dir);
+    let scope = Scope::new("Agent", "local");
+    let old = store
+        .create(resource("agt-old", "old"))
+        .await
+        .expect("create");
+    let churn = store
+        .create(resource("agt-churn", "churn"))
+        .await
+        .expect("create");
+    let mut last = churn.clone();
+    for _ in 0..20 {
+        last = store
+            .replace(resource("agt-churn", "churn"), last.revision)
+            .await
+            .expect("replace");
+    }
+    let all = ChangeFilter {
+        org: "local".into(),
+        kind: None,
+        id: None,
+    };
+    let log = store.changes(all.clone(), 0, 100).await.expect("changes");
+    assert_eq!(log.len(), 22);
+    assert!(log.windows(2).all(|w| w[1].revision == w[0].revision + 1));
+    assert_eq!(log[0].change_type, ChangeType::Created);
+    assert_eq!(log[21].change_type, ChangeType::Updated);
+
+    let done = store
+        .compact(Retention {
+            revisions: 5,
+            age: std::time::Duration::ZERO,
+        })
+        .await
+        .expect("compact");
+    assert_eq!(done.compacted, last.revision - 5);
+    assert_eq!(done.removed, (last.revision - 5) as u64);
+    let bounds = store.log_bounds().await.expect("bounds");
+    assert_eq!(
+        (bounds.compacted, bounds.current),
+        (last.revision - 5, last.revision)
+    );
+    match store.changes(all.clone(), 1, 100).await {
+        Err(StoreError::Compacted { compacted, .. }) => assert_eq!(compacted, bounds.compacted),
+        other => panic!("expected Compacted, got {other:?}"),
+    }
+    assert_eq!(
+        store
+            .changes(all, bounds.compacted, 100)
+            .await
+            .expect("kept")
+            .len(),
+        5
+    );
+
+    // "old" has not changed since before the compaction point: its current row still answers.
+    match store
+        .at_revision(scope.clone(), "agt-old".into(), bounds.current)
+        .await
+        .expect("at")
+    {
+        AtRevision::Existed { revision, .. } => assert_eq!(revision, old.revision),
+        other => panic!("expected the unchanged row, got {other:?}"),
+    }
+    // "churn" changed at every retained revision: the log answers with that version.
+    match store
+        .at_revision(scope.clone(), "agt-churn".into(), bounds.compacted + 1)
+        .await
+        .expect("at")
+    {
+        AtRevision::Existed { revision, .. } => assert_eq!(revision, bounds.compacted + 1),
+        other => panic!("expected a retained version, got {other:?}"),
+    }
+    // At the compaction point itself its state is gone.
+    assert!(matches!(
+        store
+            .at_revision(scope.clone(), "agt-churn".into(), bounds.compacted)
+            .await
+            .expect("at"),
+        AtRevision::OutOfRange(_)
+    ));
+    assert!(matches!(
+        store
+            .at_revision(scope, "agt-never".into(), bounds.current)
+            .await
+            .expect("at"),
+        AtRevision::Absent
+    ));
+    // A second compaction with nothing to do removes nothing.
+    let again = store
+        .compact(Retention {
+            revisions: 5,
+            age: std::time::Duration::ZERO,
+        })
+        .await
+        .expect("compact");
+    assert_eq!(again.removed, 0);
+    store.close().await.expect("close");
+}
+
+#[tokio::test]
+async fn age_based_retention_keeps_recent_changes_whatever_their_number() {
+    use stigmer_store::Retention;
+    let dir = tempfile::tempdir().expect("dir");
+    let store = open(&dir);
+    for n in 0..10 {
+        store
+            .create(resource(&format!("agt-{n}"), &format!("s{n}")))
+            .await
+            .expect("create");
+    }
+    let done = store
+        .compact(Retention {
+            revisions: 0,
+            age: std::time::Duration::from_secs(3600),
+        })
+        .await
+        .expect("compact");
+    assert_eq!(done.removed, 0, "everything is younger than an hour");
+    store.close().await.expect("close");
+}
