@@ -23,7 +23,7 @@ use std::thread::JoinHandle;
 
 use async_trait::async_trait;
 use stigmer_store::{
-    AtRevision, Change, ChangeFilter, Compaction, ListPage, ListQuery, LogBounds, NewResource,
+    AtRevision, Change, ChangeFilter, Compaction, ListPage, ListQuery, LogBounds, Mutation,
     Retention, Scope, Snapshot, Store, StoreError, StoreInfo, StoreResult, StoredResource,
 };
 use tokio::sync::{Semaphore, broadcast, oneshot};
@@ -80,47 +80,17 @@ impl SqliteStore {
             committing: counters.committing.load(Ordering::Relaxed),
         }
     }
-
-    async fn write(&self, op: WriteOp) -> StoreResult<StoredResource> {
-        match self.writer.submit(op).await? {
-            Applied::Write(stored) => Ok(stored),
-            Applied::Compacted(_) => Err(StoreError::Internal(
-                "a write was answered as a compaction".into(),
-            )),
-        }
-    }
 }
 
 #[async_trait]
 impl Store for SqliteStore {
-    async fn create(&self, resource: NewResource) -> StoreResult<StoredResource> {
-        self.write(WriteOp::Insert(resource)).await
-    }
-
-    async fn replace(
-        &self,
-        resource: NewResource,
-        expected_revision: i64,
-    ) -> StoreResult<StoredResource> {
-        self.write(WriteOp::Replace {
-            resource,
-            expected_revision,
-        })
-        .await
-    }
-
-    async fn delete(
-        &self,
-        scope: Scope,
-        id: String,
-        expected_revision: Option<i64>,
-    ) -> StoreResult<StoredResource> {
-        self.write(WriteOp::Delete {
-            scope,
-            id,
-            expected_revision,
-        })
-        .await
+    async fn transact(&self, mutations: Vec<Mutation>) -> StoreResult<Vec<StoredResource>> {
+        match self.writer.submit(WriteOp::Transact(mutations)).await? {
+            Applied::Written(stored) => Ok(stored),
+            Applied::Compacted(_) => Err(StoreError::Internal(
+                "a write was answered as a compaction".into(),
+            )),
+        }
     }
 
     async fn get(&self, scope: Scope, id: String) -> StoreResult<Option<StoredResource>> {

@@ -8,8 +8,8 @@ use std::thread::JoinHandle;
 use rusqlite::ToSql;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params, params_from_iter};
 use stigmer_store::{
-    Change, ChangeType, Compaction, NewResource, Retention, Scope, StoreError, StoreResult,
-    StoredResource,
+    Change, ChangeType, Compaction, Mutation, NewResource, Retention, Scope, StoreError,
+    StoreResult, StoredResource,
 };
 use tokio::sync::{broadcast, oneshot};
 
@@ -17,18 +17,10 @@ use crate::config::SqliteConfig;
 use crate::errors::{OpenError, is_unique_violation, store_error};
 use crate::queries::{current_revision, stored_from_row};
 
-/// One mutation, applied inside its own savepoint.
+/// One caller's work, applied inside its own savepoint.
 pub(crate) enum WriteOp {
-    Insert(NewResource),
-    Replace {
-        resource: NewResource,
-        expected_revision: i64,
-    },
-    Delete {
-        scope: Scope,
-        id: String,
-        expected_revision: Option<i64>,
-    },
+    /// Mutations that succeed or fail together.
+    Transact(Vec<Mutation>),
     /// Removes one step of the change log's oldest entries that `retention` no longer keeps.
     /// Consumes no revision.
     Compact(Retention),
@@ -36,7 +28,7 @@ pub(crate) enum WriteOp {
 
 /// What an applied operation produced.
 pub(crate) enum Applied {
-    Write(StoredResource),
+    Written(Vec<StoredResource>),
     Compacted(Compaction),
 }
 
@@ -207,14 +199,14 @@ fn commit_batch(conn: &mut Connection, batch: Vec<WriteJob>, state: &mut WriterS
         let mut changes = Vec::new();
         for job in &batch {
             let mut savepoint = tx.savepoint()?;
-            let result = apply(&savepoint, &job.op, next + 1);
+            let result = apply(&savepoint, &job.op, next);
             match result {
-                Ok((applied, change)) => {
+                Ok((applied, applied_changes)) => {
                     savepoint.commit()?;
-                    if let Some(change) = change {
-                        next = change.revision;
-                        changes.push(Arc::new(change));
+                    if let Some(last) = applied_changes.last() {
+                        next = last.revision;
                     }
+                    changes.extend(applied_changes.into_iter().map(Arc::new));
                     results.push(Ok(applied));
                 }
                 Err(err) => {
@@ -257,18 +249,51 @@ fn commit_batch(conn: &mut Connection, batch: Vec<WriteJob>, state: &mut WriterS
     }
 }
 
-/// Applies one operation; a write returns its change-log entry, already appended.
-fn apply(conn: &Connection, op: &WriteOp, revision: i64) -> StoreResult<(Applied, Option<Change>)> {
-    let (stored, change_type) = match op {
-        WriteOp::Insert(resource) => (insert(conn, resource, revision)?, ChangeType::Created),
-        WriteOp::Replace {
+/// Applies one operation after revision `last`; writes return their change-log entries,
+/// already appended, with the revisions they took.
+fn apply(conn: &Connection, op: &WriteOp, last: i64) -> StoreResult<(Applied, Vec<Change>)> {
+    let mutations = match op {
+        WriteOp::Transact(mutations) => mutations,
+        WriteOp::Compact(retention) => {
+            return Ok((
+                Applied::Compacted(compact_step(conn, *retention, last)?),
+                Vec::new(),
+            ));
+        }
+    };
+    let mut stored = Vec::with_capacity(mutations.len());
+    let mut changes = Vec::with_capacity(mutations.len());
+    for (revision, mutation) in (last + 1..).zip(mutations) {
+        let (row, change_type) = apply_mutation(conn, mutation, revision)?;
+        let change = Change {
+            revision,
+            change_type,
+            scope: row.scope.clone(),
+            id: row.id.clone(),
+            data: row.data.clone(),
+        };
+        append_change(conn, &change).map_err(store_error)?;
+        stored.push(row);
+        changes.push(change);
+    }
+    Ok((Applied::Written(stored), changes))
+}
+
+fn apply_mutation(
+    conn: &Connection,
+    mutation: &Mutation,
+    revision: i64,
+) -> StoreResult<(StoredResource, ChangeType)> {
+    Ok(match mutation {
+        Mutation::Create(resource) => (insert(conn, resource, revision)?, ChangeType::Created),
+        Mutation::Replace {
             resource,
             expected_revision,
         } => (
             replace(conn, resource, *expected_revision, revision)?,
             ChangeType::Updated,
         ),
-        WriteOp::Delete {
+        Mutation::Delete {
             scope,
             id,
             expected_revision,
@@ -276,22 +301,7 @@ fn apply(conn: &Connection, op: &WriteOp, revision: i64) -> StoreResult<(Applied
             delete(conn, scope, id, *expected_revision)?,
             ChangeType::Deleted,
         ),
-        WriteOp::Compact(retention) => {
-            return Ok((
-                Applied::Compacted(compact_step(conn, *retention, revision - 1)?),
-                None,
-            ));
-        }
-    };
-    let change = Change {
-        revision,
-        change_type,
-        scope: stored.scope.clone(),
-        id: stored.id.clone(),
-        data: stored.data.clone(),
-    };
-    append_change(conn, &change).map_err(store_error)?;
-    Ok((Applied::Write(stored), Some(change)))
+    })
 }
 
 fn append_change(conn: &Connection, change: &Change) -> rusqlite::Result<()> {

@@ -434,3 +434,57 @@ async fn age_based_retention_keeps_recent_changes_whatever_their_number() {
     assert_eq!(done.removed, 0, "everything is younger than an hour");
     store.close().await.expect("close");
 }
+
+#[tokio::test]
+async fn a_transaction_applies_all_of_its_mutations_or_none() {
+    use stigmer_store::Mutation;
+    let dir = tempfile::tempdir().expect("dir");
+    let store = open(&dir);
+    store
+        .create(resource("agt-taken", "taken"))
+        .await
+        .expect("create");
+    let failed = store
+        .transact(vec![
+            Mutation::Create(resource("agt-a", "a")),
+            Mutation::Create(resource("agt-b", "taken")),
+        ])
+        .await;
+    assert!(
+        matches!(failed, Err(StoreError::AlreadyExists { .. })),
+        "{failed:?}"
+    );
+    let scope = Scope::new("Agent", "local");
+    assert!(
+        store
+            .get(scope.clone(), "agt-a".into())
+            .await
+            .expect("get")
+            .is_none(),
+        "rolled back"
+    );
+    assert_eq!(
+        store.log_bounds().await.expect("bounds").current,
+        1,
+        "no revision consumed"
+    );
+
+    let done = store
+        .transact(vec![
+            Mutation::Create(resource("agt-a", "a")),
+            Mutation::Delete {
+                scope: scope.clone(),
+                id: "agt-taken".into(),
+                expected_revision: Some(1),
+            },
+        ])
+        .await
+        .expect("both");
+    assert_eq!(done.iter().map(|r| r.revision).collect::<Vec<_>>(), [2, 1]);
+    assert_eq!(
+        store.log_bounds().await.expect("bounds").current,
+        3,
+        "one revision each"
+    );
+    store.close().await.expect("close");
+}

@@ -9,7 +9,7 @@ mod watch;
 pub use error::{StoreError, StoreResult};
 pub use types::{
     AtRevision, Change, ChangeFilter, ChangeType, Compaction, JsonFilter, ListPage, ListQuery,
-    LogBounds, NewResource, Retention, Scope, StoreInfo, StoredResource,
+    LogBounds, Mutation, NewResource, Retention, Scope, StoreInfo, StoredResource,
 };
 pub use watch::{WatchItem, WatchOptions, watch};
 
@@ -34,9 +34,16 @@ pub trait Snapshot: Send {
 /// revision; the store writes it into the row and into `data` at `$.metadata.revision`.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
+    /// Applies every mutation or none, atomically and durably. Each one takes the next
+    /// revision, in order; the result holds each mutated resource (as it was, for a delete).
+    /// The first failing mutation fails the whole call with its error.
+    async fn transact(&self, mutations: Vec<Mutation>) -> StoreResult<Vec<StoredResource>>;
+
     /// Inserts a new resource. Fails with [`StoreError::AlreadyExists`] when another resource
     /// of the same kind and org already uses the slug.
-    async fn create(&self, resource: NewResource) -> StoreResult<StoredResource>;
+    async fn create(&self, resource: NewResource) -> StoreResult<StoredResource> {
+        single(self.transact(vec![Mutation::Create(resource)]).await)
+    }
 
     /// Replaces the resource with `resource.id`, only if its revision is still `expected_revision`
     /// (otherwise [`StoreError::Conflict`]).
@@ -44,7 +51,15 @@ pub trait Store: Send + Sync + 'static {
         &self,
         resource: NewResource,
         expected_revision: i64,
-    ) -> StoreResult<StoredResource>;
+    ) -> StoreResult<StoredResource> {
+        single(
+            self.transact(vec![Mutation::Replace {
+                resource,
+                expected_revision,
+            }])
+            .await,
+        )
+    }
 
     /// Deletes a resource and returns it as it was. `expected_revision` of `None` skips the check.
     async fn delete(
@@ -52,7 +67,16 @@ pub trait Store: Send + Sync + 'static {
         scope: Scope,
         id: String,
         expected_revision: Option<i64>,
-    ) -> StoreResult<StoredResource>;
+    ) -> StoreResult<StoredResource> {
+        single(
+            self.transact(vec![Mutation::Delete {
+                scope,
+                id,
+                expected_revision,
+            }])
+            .await,
+        )
+    }
 
     /// Reads one resource by id.
     async fn get(&self, scope: Scope, id: String) -> StoreResult<Option<StoredResource>>;
@@ -94,4 +118,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// Flushes and closes the store. Calls made afterwards fail with [`StoreError::Closed`].
     async fn close(&self) -> StoreResult<()>;
+}
+
+fn single(result: StoreResult<Vec<StoredResource>>) -> StoreResult<StoredResource> {
+    result?
+        .pop()
+        .ok_or_else(|| StoreError::Internal("a one-mutation transaction returned nothing".into()))
 }

@@ -24,6 +24,24 @@ pub struct NewResource {
     pub data: String,
 }
 
+/// One change to make as part of a transaction (see [`crate::Store::transact`]).
+#[derive(Debug, Clone)]
+pub enum Mutation {
+    /// Insert a new resource; its slug must be free in its kind and org.
+    Create(NewResource),
+    /// Replace `resource.id`, only if it is still at `expected_revision`.
+    Replace {
+        resource: NewResource,
+        expected_revision: i64,
+    },
+    /// Delete a resource; `expected_revision` of `None` skips the check.
+    Delete {
+        scope: Scope,
+        id: String,
+        expected_revision: Option<i64>,
+    },
+}
+
 /// A resource as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredResource {
