@@ -41,6 +41,16 @@ pub enum Verb {
     Get,
     GetByReference,
     List,
+    /// A list of the resources of one parent (listBySession, getByAgent, ...).
+    ListBy,
+    /// An execution's status change along its lifecycle.
+    UpdateStatus,
+    /// An execution's current state, then every change until it ends.
+    Subscribe,
+    /// A new version of a Skill from its zip artifact.
+    Push,
+    /// An artifact's bytes.
+    GetArtifact,
     /// An RPC with kind-specific behaviour that this server does not offer yet.
     NotYet,
 }
@@ -55,6 +65,11 @@ impl Verb {
             "get" => Self::Get,
             "getByReference" => Self::GetByReference,
             "list" => Self::List,
+            "updateStatus" => Self::UpdateStatus,
+            "subscribe" => Self::Subscribe,
+            "push" => Self::Push,
+            "getArtifact" => Self::GetArtifact,
+            name if name.starts_with("listBy") || name.starts_with("getBy") => Self::ListBy,
             _ => Self::NotYet,
         }
     }
@@ -78,6 +93,8 @@ pub struct Method {
     pub input: MessageDescriptor,
     pub output: MessageDescriptor,
     pub server_streaming: bool,
+    /// For [`Verb::ListBy`]: the request field naming the parent and its JSON path.
+    pub list_by: Option<crate::kinds::ListBy>,
 }
 
 /// The backend-wide service (ours): the change feed and facts about the server.
@@ -135,10 +152,19 @@ impl Catalog {
                 services.push(service.full_name().to_string());
                 for method in service.methods() {
                     let path = format!("/{}/{}", service.full_name(), method.name());
+                    let list_by = crate::kinds::LIST_BY
+                        .iter()
+                        .find(|l| l.kind == kind.name && l.method == method.name())
+                        .copied();
+                    let verb = match Verb::from_method_name(method.name()) {
+                        Verb::ListBy if list_by.is_none() => Verb::NotYet,
+                        verb => verb,
+                    };
                     let entry = Method {
                         path: path.clone(),
                         name: method.name().to_string(),
-                        verb: Verb::from_method_name(method.name()),
+                        verb,
+                        list_by,
                         kind: Arc::clone(kind),
                         input: method.input(),
                         output: method.output(),

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::{Parser, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
 
 /// Where the database lives when neither --db nor STIGMER_DB says otherwise.
 pub const DEFAULT_DB: &str = "~/.stigmer/stigmer.db";
@@ -65,9 +65,31 @@ pub struct ServerConfig {
     #[arg(long, env = "STIGMER_WATCH_BUFFER", default_value_t = 8192, value_parser = clap::value_parser!(u32).range(1..))]
     pub watch_buffer: u32,
 
+    /// Master key sealing secret values: base64 of 32 random bytes. Prefer the environment
+    /// variable to the flag (flags show in process lists). Without it, the key file is used.
+    #[arg(long, env = "STIGMER_MASTER_KEY", hide_env_values = true)]
+    pub master_key: Option<String>,
+
+    /// Key file used when no master key is given; created (0600) on a database's first start.
+    /// Default: next to the database, with the extension .key.
+    #[arg(long, env = "STIGMER_MASTER_KEY_FILE")]
+    pub master_key_file: Option<PathBuf>,
+
+    /// What to do; without a command, serve.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// Seconds to let in-flight calls finish after SIGINT/SIGTERM before closing anyway.
     #[arg(long, env = "STIGMER_SHUTDOWN_GRACE", default_value_t = 30)]
     pub shutdown_grace_secs: u64,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// Re-seal every secret (in resources and the change log) under a new master key, in one
+    /// transaction, then retire the old key. Stop the server first. With STIGMER_MASTER_KEY
+    /// set, the new key is printed once and must replace it before the next start.
+    RotateMasterKey,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -89,6 +111,14 @@ impl ServerConfig {
         config.listen = listen;
         config.db = db.into();
         config
+    }
+
+    /// Where the master key file is (or will be).
+    pub fn key_file_path(&self) -> Result<PathBuf, std::io::Error> {
+        match &self.master_key_file {
+            Some(path) => Ok(path.clone()),
+            None => Ok(self.db_path()?.with_extension("key")),
+        }
     }
 
     /// The database path with a leading "~/" expanded.

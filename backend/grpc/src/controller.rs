@@ -9,7 +9,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use prost_protovalidate::{Validator, ValidatorOption};
 use prost_reflect::{DynamicMessage, Kind, ReflectMessage, Value};
 use stigmer_store::{
-    JsonFilter, ListPage, ListQuery, NewResource, Scope, Store, StoreError, StoredResource,
+    JsonFilter, ListPage, ListQuery, Mutation, NewResource, Scope, Store, StoreError,
+    StoredResource,
 };
 
 use crate::catalog::{Catalog, KindInfo, Method, Verb};
@@ -20,25 +21,31 @@ use crate::resource::{
     self, API_VERSION, Caller, meta, org_of, prepare_create, prepare_update, requested_slug,
     same_content, set_revision,
 };
+use crate::secrets::SecretMap;
 use crate::validation::check;
+use stigmer_secrets::Keyring;
 
 pub(crate) const DEFAULT_PAGE_SIZE: usize = 100;
 pub(crate) const MAX_PAGE_SIZE: usize = 1000;
 /// Read-modify-write attempts before an update without an expected revision gives up.
-const MAX_ATTEMPTS: usize = 32;
+pub(crate) const MAX_ATTEMPTS: usize = 32;
 
 /// Everything a request needs: the store, what is served, and the compiled rules.
 pub struct App {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) catalog: Catalog,
     pub(crate) validator: Validator,
+    pub(crate) keyring: Keyring,
+    pub(crate) secrets: SecretMap,
 }
 
 impl App {
-    pub fn new(store: Arc<dyn Store>, catalog: Catalog) -> Self {
+    pub fn new(store: Arc<dyn Store>, catalog: Catalog, keyring: Keyring) -> Self {
         Self {
             store,
             catalog,
+            keyring,
+            secrets: SecretMap::new(&stigmer_api::DESCRIPTOR_POOL),
             // The validator reads rules from descriptors it is given; without our descriptor
             // set it would see no rules at all and accept everything.
             validator: Validator::with_options(&[ValidatorOption::AdditionalDescriptorSetBytes(
@@ -54,6 +61,23 @@ impl App {
         request: DynamicMessage,
     ) -> Result<DynamicMessage, ApiError> {
         let kind = &method.kind;
+        let mut response = self.dispatch(method, caller, request).await?;
+        // Secrets leave the server only on the just-in-time path (ExecutionContext reads).
+        let just_in_time = kind.name == "ExecutionContext"
+            && matches!(method.verb, Verb::Get | Verb::GetByReference);
+        if !just_in_time {
+            self.secrets.redact(&mut response);
+        }
+        Ok(response)
+    }
+
+    async fn dispatch(
+        &self,
+        method: &Method,
+        caller: &Caller,
+        request: DynamicMessage,
+    ) -> Result<DynamicMessage, ApiError> {
+        let kind = &method.kind;
         match method.verb {
             Verb::Create => self.create(kind, caller, request).await,
             Verb::Update => self.update(kind, caller, request).await,
@@ -61,8 +85,11 @@ impl App {
             Verb::Delete => self.delete(kind, caller, request).await,
             Verb::Get => self.get(kind, caller, request).await,
             Verb::GetByReference => self.get_by_reference(kind, caller, request).await,
-            Verb::List => self.list(method, caller, request).await,
-            Verb::NotYet => Err(ApiError::Unimplemented(format!(
+            Verb::List | Verb::ListBy => self.list(method, caller, request).await,
+            Verb::UpdateStatus => self.update_status(kind, caller, request).await,
+            Verb::Push => self.push_skill(kind, caller, request).await,
+            Verb::GetArtifact => self.get_artifact(method, request).await,
+            Verb::Subscribe | Verb::NotYet => Err(ApiError::Unimplemented(format!(
                 "{} is not offered by this server yet",
                 method.path
             ))),
@@ -75,10 +102,28 @@ impl App {
         caller: &Caller,
         mut resource: DynamicMessage,
     ) -> Result<DynamicMessage, ApiError> {
-        let violations = prepare_create(kind, &mut resource, caller, SystemTime::now());
+        let mut violations = prepare_create(kind, &mut resource, caller, SystemTime::now());
+        let (more, related) = self.before_create(kind, caller, &mut resource).await?;
+        violations.extend(more);
+        violations.extend(self.secrets.seal(&self.keyring, &mut resource, None)?);
         check(&self.validator, &resource, violations)?;
-        let stored = self.store.create(new_row(kind, &resource)?).await?;
-        set_revision(&mut resource, stored.revision);
+        // Related writes (a new session) come first, then the resource, then its children.
+        let id = meta(&resource).id;
+        let mut mutations = related;
+        let at = mutations
+            .iter()
+            .position(|m| matches!(m, Mutation::Create(child) if child.scope.kind != "Session"))
+            .unwrap_or(mutations.len());
+        mutations.insert(at, Mutation::Create(new_row(kind, &resource)?));
+        let stored = self.store.transact(mutations).await?;
+        let revision = stored
+            .iter()
+            .find(|row| row.id == id)
+            .map(|row| row.revision)
+            .ok_or_else(|| {
+                ApiError::internal("the created resource is missing from its transaction")
+            })?;
+        set_revision(&mut resource, revision);
         Ok(resource)
     }
 
@@ -128,7 +173,13 @@ impl App {
             }
             let stored = decode_row(kind, &stored_row)?;
             let mut updated = request.clone();
-            let violations = prepare_update(kind, &stored, &mut updated, caller, SystemTime::now());
+            let mut violations =
+                prepare_update(kind, &stored, &mut updated, caller, SystemTime::now());
+            violations.extend(self.before_update(kind, &mut updated).await?);
+            violations.extend(
+                self.secrets
+                    .seal(&self.keyring, &mut updated, Some(&stored))?,
+            );
             check(&self.validator, &updated, violations)?;
             if same_content(&stored, &updated) {
                 return Ok(stored);
@@ -209,11 +260,39 @@ impl App {
         let id = id_of(&request);
         let expected = get_i64(&request, "expected_revision");
         let scope = Scope::new(kind.name.clone(), caller.org.clone());
-        let row = self
-            .store
-            .delete(scope, id, (expected != 0).then_some(expected))
-            .await?;
-        decode_row(kind, &row)
+        for _ in 0..MAX_ATTEMPTS {
+            let row = self
+                .store
+                .get(scope.clone(), id.clone())
+                .await?
+                .ok_or_else(|| not_found(kind, &id))?;
+            if expected != 0 && row.revision != expected {
+                return Err(ApiError::Aborted {
+                    kind: kind.name.clone(),
+                    id,
+                    expected,
+                    current: row.revision,
+                });
+            }
+            let stored = decode_row(kind, &row)?;
+            let mut mutations = vec![Mutation::Delete {
+                scope: scope.clone(),
+                id: id.clone(),
+                expected_revision: Some(row.revision),
+            }];
+            mutations.extend(self.before_delete(kind, &stored).await?);
+            match self.store.transact(mutations).await {
+                Ok(_) => return Ok(stored),
+                Err(StoreError::Conflict { .. } | StoreError::NotFound { .. }) if expected == 0 => {
+                    continue;
+                }
+                Err(err) => return Err(err.into()),
+            }
+        }
+        Err(ApiError::Unavailable(format!(
+            "{} {id} is being changed by many writers at once; retry",
+            kind.name
+        )))
     }
 
     async fn get(
@@ -226,7 +305,7 @@ impl App {
         let id = id_of(&request);
         let scope = Scope::new(kind.name.clone(), caller.org.clone());
         match self.store.get(scope, id.clone()).await? {
-            Some(row) => decode_row(kind, &row),
+            Some(row) => self.readable(kind, decode_row(kind, &row)?).await,
             None => Err(not_found(kind, &id)),
         }
     }
@@ -269,11 +348,29 @@ impl App {
         };
         let scope = Scope::new(kind.name.clone(), org.clone());
         match self.store.get_by_slug(scope, slug.clone()).await? {
-            Some(row) => decode_row(kind, &row),
+            Some(row) if kind.versioned && !version.is_empty() && version != "latest" => {
+                self.version_of(kind, &decode_row(kind, &row)?, &version)
+                    .await
+            }
+            Some(row) => self.readable(kind, decode_row(kind, &row)?).await,
             None => Err(ApiError::NotFound {
                 kind: kind.name.clone(),
                 id: format!("{org}/{slug}"),
             }),
+        }
+    }
+
+    /// What a read returns: the resource itself, except an ExecutionContext, whose secrets
+    /// are resolved just in time.
+    async fn readable(
+        &self,
+        kind: &KindInfo,
+        resource: DynamicMessage,
+    ) -> Result<DynamicMessage, ApiError> {
+        if kind.name == "ExecutionContext" {
+            self.resolve_context(resource).await
+        } else {
+            Ok(resource)
         }
     }
 
@@ -286,12 +383,16 @@ impl App {
         check(&self.validator, &request, Vec::new())?;
         let kind = &method.kind;
         let scope = Scope::new(kind.name.clone(), caller.org.clone());
-        let limit = match usize::try_from(get_i32(&request, "page_size")) {
-            Ok(0) | Err(_) => DEFAULT_PAGE_SIZE,
-            Ok(size) => size.min(MAX_PAGE_SIZE),
-        };
+        let limit = page_size(&request);
         let after_id = page_token::decode(&get_str(&request, "page_token"), &scope)?;
-        let filters = list_filters(&request)?;
+        let mut filters = list_filters(&request)?;
+        if let Some(by) = &method.list_by {
+            // The parent id is a required field of these requests; its rule ran above.
+            filters.push(JsonFilter::Equals {
+                path: by.path.into(),
+                value: get_str(&request, by.field),
+            });
+        }
         let page = self
             .store
             .list(ListQuery {
@@ -331,6 +432,24 @@ impl App {
         set_str(&mut response, "kind", format!("{}List", kind.name));
         set(&mut response, "revision", Value::I64(revision));
         Ok(response)
+    }
+}
+
+/// `page_size`, else the deprecated `page_info.size` some upstream requests still carry, else
+/// the default; never more than the maximum.
+fn page_size(request: &DynamicMessage) -> usize {
+    let from_page_info = || {
+        crate::fields::child(request, "page_info")
+            .map(|info| get_i32(&info, "size"))
+            .unwrap_or_default()
+    };
+    let size = match get_i32(request, "page_size") {
+        0 => from_page_info(),
+        size => size,
+    };
+    match usize::try_from(size) {
+        Ok(0) | Err(_) => DEFAULT_PAGE_SIZE,
+        Ok(size) => size.min(MAX_PAGE_SIZE),
     }
 }
 
@@ -418,7 +537,7 @@ fn not_found(kind: &KindInfo, id: &str) -> ApiError {
     }
 }
 
-fn new_row(kind: &KindInfo, resource: &DynamicMessage) -> Result<NewResource, ApiError> {
+pub(crate) fn new_row(kind: &KindInfo, resource: &DynamicMessage) -> Result<NewResource, ApiError> {
     let meta = resource::meta(resource);
     Ok(NewResource {
         scope: Scope::new(kind.name.clone(), meta.org),
@@ -428,7 +547,10 @@ fn new_row(kind: &KindInfo, resource: &DynamicMessage) -> Result<NewResource, Ap
     })
 }
 
-fn decode_row(kind: &KindInfo, row: &StoredResource) -> Result<DynamicMessage, ApiError> {
+pub(crate) fn decode_row(
+    kind: &KindInfo,
+    row: &StoredResource,
+) -> Result<DynamicMessage, ApiError> {
     let mut resource = from_json(&kind.message, &row.data)?;
     // The column is authoritative should a hand edit have touched only the JSON.
     set_revision(&mut resource, row.revision);

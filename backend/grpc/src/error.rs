@@ -45,6 +45,9 @@ pub enum ApiError {
         expected: i64,
         current: i64,
     },
+    /// The resource is not in the state the call needs (a phase, no dependents).
+    #[error("{0}")]
+    FailedPrecondition(String),
     /// A revision outside what the change log holds.
     #[error("{0}")]
     OutOfRange(String),
@@ -152,6 +155,7 @@ impl From<ApiError> for Status {
                 Status::with_error_details(Code::Aborted, message, details)
             }
             ApiError::OutOfRange(_) => Status::new(Code::OutOfRange, message),
+            ApiError::FailedPrecondition(_) => Status::new(Code::FailedPrecondition, message),
             ApiError::Unimplemented(_) => Status::new(Code::Unimplemented, message),
             ApiError::Unavailable(_) => {
                 let mut details = ErrorDetails::new();

@@ -116,8 +116,37 @@ impl App {
         set(&mut event, "type", Value::EnumNumber(event_type));
         set_str(&mut event, "kind", kind);
         set_str(&mut event, "id", id);
-        set(&mut event, "resource", Value::Message(any(info, data)?));
+        set(
+            &mut event,
+            "resource",
+            Value::Message(self.any(info, data)?),
+        );
         Ok(event)
+    }
+
+    /// A stored resource, its secrets redacted, as `google.protobuf.Any`, so grpcurl and typed clients can unpack it.
+    fn any(&self, kind: &KindInfo, data: &str) -> Result<DynamicMessage, ApiError> {
+        let mut resource = from_json(&kind.message, data)?;
+        self.secrets.redact(&mut resource);
+        let descriptor = kind
+            .message
+            .parent_pool()
+            .get_message_by_name("google.protobuf.Any")
+            .ok_or_else(|| {
+                ApiError::internal("google.protobuf.Any is not in the descriptor pool")
+            })?;
+        let mut any = DynamicMessage::new(descriptor);
+        set_str(
+            &mut any,
+            "type_url",
+            format!("type.googleapis.com/{}", kind.message.full_name()),
+        );
+        set(
+            &mut any,
+            "value",
+            Value::Bytes(resource.encode_to_vec().into()),
+        );
+        Ok(any)
     }
 
     pub(crate) async fn get_at_revision(
@@ -203,26 +232,4 @@ fn optional_kind<'a>(
     };
     check(&app.validator, request, violations)?;
     Ok(kind)
-}
-
-/// A stored resource as `google.protobuf.Any`, so grpcurl and typed clients can unpack it.
-fn any(kind: &KindInfo, data: &str) -> Result<DynamicMessage, ApiError> {
-    let resource = from_json(&kind.message, data)?;
-    let descriptor = kind
-        .message
-        .parent_pool()
-        .get_message_by_name("google.protobuf.Any")
-        .ok_or_else(|| ApiError::internal("google.protobuf.Any is not in the descriptor pool"))?;
-    let mut any = DynamicMessage::new(descriptor);
-    set_str(
-        &mut any,
-        "type_url",
-        format!("type.googleapis.com/{}", kind.message.full_name()),
-    );
-    set(
-        &mut any,
-        "value",
-        Value::Bytes(resource.encode_to_vec().into()),
-    );
-    Ok(any)
 }

@@ -46,3 +46,48 @@ pub const KINDS: &[KindRegistration] = &[
     kind("Environment"),
     kind_without_owner_scope("ExecutionContext"),
 ];
+
+/// A list of one kind's resources that belong to one parent: the request field naming the
+/// parent, and where that parent's id sits in the child's JSON.
+#[derive(Debug, Clone, Copy)]
+pub struct ListBy {
+    pub kind: &'static str,
+    pub method: &'static str,
+    pub field: &'static str,
+    pub path: &'static str,
+}
+
+/// Every listBy*/getBy* RPC of CONTRACT.md. Sessions do not name their agent, so the server
+/// labels each Session with it (see `lifecycle::SESSION_AGENT_LABEL`).
+pub const LIST_BY: &[ListBy] = &[
+    ListBy {
+        kind: "AgentExecution",
+        method: "listBySession",
+        field: "session_id",
+        path: "$.spec.sessionId",
+    },
+    ListBy {
+        kind: "Session",
+        method: "listByAgent",
+        field: "agent_id",
+        path: "$.metadata.labels.\"stigmer.ai/agent-id\"",
+    },
+    ListBy {
+        kind: "AgentInstance",
+        method: "getByAgent",
+        field: "agent_id",
+        path: "$.spec.agentId",
+    },
+    ListBy {
+        kind: "WorkflowInstance",
+        method: "getByWorkflow",
+        field: "workflow_id",
+        path: "$.spec.workflowId",
+    },
+    ListBy {
+        kind: "WorkflowExecution",
+        method: "listByWorkflow",
+        field: "workflow_id",
+        path: "$.spec.workflowId",
+    },
+];

@@ -242,7 +242,7 @@ pub(crate) fn set_revision(resource: &mut DynamicMessage, revision: i64) {
     }
 }
 
-fn stamp_audit(
+pub(crate) fn stamp_audit(
     resource: &mut DynamicMessage,
     which: &[&str],
     created: bool,

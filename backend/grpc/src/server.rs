@@ -5,6 +5,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use stigmer_secrets::{KeyFile, KeySource, Keyring, SEALED_PREFIX};
 use stigmer_sqlite::{OpenError, SqliteConfig, SqliteStore, Synchronous};
 use stigmer_store::{Retention, Store};
 use tokio::net::TcpListener;
@@ -38,6 +39,94 @@ pub enum ServerError {
     Close(#[from] stigmer_store::StoreError),
     #[error("a start-up task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
+    #[error("master key: {0}")]
+    Secrets(#[from] stigmer_secrets::SecretError),
+    #[error(
+        "the master key is wrong: this database's secrets are sealed with key {recorded}, but the key loaded (from {origin}) is {loaded}; set STIGMER_MASTER_KEY or restore the key file that holds key {recorded}"
+    )]
+    WrongKey {
+        recorded: String,
+        loaded: String,
+        origin: &'static str,
+    },
+}
+
+/// The setting naming the master key this database's secrets are sealed with (never the key).
+const KEY_SETTING: &str = "master_key_id";
+
+/// Loads the master key, creating the key file on a database's first start, and refuses a key
+/// that is not the one the database's secrets were sealed with.
+pub async fn load_keyring(
+    config: &ServerConfig,
+    store: &dyn Store,
+) -> Result<Keyring, ServerError> {
+    let recorded = store.setting(KEY_SETTING.into()).await?;
+    let key_file = config.key_file_path().map_err(ServerError::DbPath)?;
+    let (keyring, source) =
+        stigmer_secrets::load_keyring(config.master_key.as_deref(), &key_file, recorded.is_none())?;
+    let source_name = match source {
+        KeySource::Environment => "STIGMER_MASTER_KEY",
+        KeySource::File => "the key file",
+        KeySource::Created => "a new key file",
+    };
+    match recorded {
+        Some(recorded) if !keyring.contains(&recorded) => Err(ServerError::WrongKey {
+            recorded,
+            loaded: keyring.current_id().to_string(),
+            origin: source_name,
+        }),
+        Some(_) => Ok(keyring),
+        None => {
+            store
+                .put_setting(KEY_SETTING.into(), keyring.current_id().to_string())
+                .await?;
+            if source == KeySource::Created {
+                tracing::info!(key_file = %key_file.display(), key_id = keyring.current_id(), "created the master key file; back it up with the database");
+            }
+            Ok(keyring)
+        }
+    }
+}
+
+/// What a key rotation did.
+#[derive(Debug)]
+pub struct Rotation {
+    pub resealed: u64,
+    pub key_id: String,
+    /// The new key, when it came from STIGMER_MASTER_KEY and so must be handed back.
+    pub new_key: Option<String>,
+}
+
+/// Re-seals every secret under a new master key in one transaction. The old key stays in the
+/// key file until the database no longer needs it, so a crash at any point loses nothing.
+pub async fn rotate_master_key(config: &ServerConfig) -> Result<Rotation, ServerError> {
+    let store = open_store(config).await?;
+    let keyring = load_keyring(config, store.as_ref()).await?;
+    let (rotated, new_key) = keyring.rotated()?;
+    let key_file = config.key_file_path().map_err(ServerError::DbPath)?;
+    let in_file = config.master_key.is_none();
+    if in_file {
+        KeyFile::write(&key_file, &rotated)?;
+    }
+    let ring = Arc::new(rotated.clone());
+    let resealed = store
+        .rewrite_tokens(
+            SEALED_PREFIX.to_string(),
+            Arc::new(move |token: &str| ring.reseal(token).map_err(|err| err.to_string())),
+        )
+        .await?;
+    store
+        .put_setting(KEY_SETTING.into(), rotated.current_id().to_string())
+        .await?;
+    if in_file {
+        KeyFile::write(&key_file, &rotated.without_old_keys())?;
+    }
+    store.close().await?;
+    Ok(Rotation {
+        resealed,
+        key_id: rotated.current_id().to_string(),
+        new_key: (!in_file).then(|| new_key.to_base64()),
+    })
 }
 
 /// Opens the store named by `config`.
@@ -63,6 +152,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     let store = open_store(config).await?;
+    let keyring = load_keyring(config, store.as_ref()).await?;
     let (stop_compactor, compactor_stopped) = tokio::sync::watch::channel(false);
     let compactor = tokio::spawn(compact_periodically(
         Arc::clone(&store),
@@ -71,7 +161,7 @@ pub async fn run(
     ));
     let catalog = Catalog::build(&stigmer_api::DESCRIPTOR_POOL, KINDS)?;
     let service_names = catalog.services().to_vec();
-    let app = Arc::new(App::new(Arc::clone(&store), catalog));
+    let app = Arc::new(App::new(Arc::clone(&store), catalog, keyring));
     let (reporter, health) = tonic_health::server::health_reporter();
     let routes = routes(app, health)?;
     set_health(&reporter, &service_names, ServingStatus::Serving).await;

@@ -14,7 +14,7 @@ use tonic::server::{Grpc, ServerStreamingService, UnaryService};
 use tonic::{Code, Status};
 use tracing::Span;
 
-use crate::catalog::{BackendMethod, BackendVerb, Method};
+use crate::catalog::{BackendMethod, BackendVerb, Method, Verb};
 use crate::codec::DynamicCodec;
 use crate::controller::App;
 use crate::error::ApiError;
@@ -88,6 +88,11 @@ where
     B::Error: Into<StdError> + Send + 'static,
 {
     if method.server_streaming {
+        if method.verb == Verb::Subscribe {
+            return grpc_for(&method.input)
+                .server_streaming(SubscribeCall { app, method }, request)
+                .await;
+        }
         let status: Status =
             ApiError::Unimplemented(format!("{} is not offered by this server yet", method.path))
                 .into();
@@ -145,6 +150,31 @@ impl UnaryService<DynamicMessage> for BackendCall {
                 BackendVerb::Info | BackendVerb::Watch => app.info(&caller, &method.output).await?,
             };
             Ok(tonic::Response::new(response))
+        })
+    }
+}
+
+struct SubscribeCall {
+    app: Arc<App>,
+    method: Arc<Method>,
+}
+
+impl ServerStreamingService<DynamicMessage> for SubscribeCall {
+    type Response = DynamicMessage;
+    type ResponseStream = EventStream;
+    type Future = BoxFuture<Result<tonic::Response<EventStream>, Status>>;
+
+    fn call(&mut self, request: tonic::Request<DynamicMessage>) -> Self::Future {
+        let app = Arc::clone(&self.app);
+        let method = Arc::clone(&self.method);
+        Box::pin(async move {
+            let span = Span::current();
+            span.record("kind", method.kind.name.as_str());
+            let caller = caller_of(request.metadata())?;
+            let request = request.into_inner();
+            record_id(&span, &request);
+            let stream = app.subscribe(&method.kind, &caller, request).await?;
+            Ok(tonic::Response::new(stream))
         })
     }
 }
@@ -220,7 +250,7 @@ impl UnaryService<DynamicMessage> for UnaryCall {
 }
 
 fn record_id(span: &Span, message: &DynamicMessage) {
-    let id = ["value", "resource_id", "id"]
+    let id = ["value", "resource_id", "id", "execution_id"]
         .iter()
         .map(|field| crate::fields::get_str(message, field))
         .find(|id| !id.is_empty())

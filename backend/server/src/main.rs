@@ -3,7 +3,7 @@
 
 use anyhow::Context;
 use clap::Parser;
-use stigmer_grpc::{LogFormat, ServerConfig};
+use stigmer_grpc::{Command, LogFormat, ServerConfig};
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
@@ -11,6 +11,19 @@ use tracing_subscriber::EnvFilter;
 async fn main() -> anyhow::Result<()> {
     let config = ServerConfig::parse();
     init_logging(&config)?;
+    if let Some(Command::RotateMasterKey) = config.command {
+        let rotation = stigmer_grpc::rotate_master_key(&config).await?;
+        println!(
+            "re-sealed {} secret values under master key {}",
+            rotation.resealed, rotation.key_id
+        );
+        if let Some(key) = rotation.new_key {
+            println!(
+                "set STIGMER_MASTER_KEY={key} before the next start; the old key no longer opens them"
+            );
+        }
+        return Ok(());
+    }
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;

@@ -2,13 +2,18 @@
 //! delete cycle and the same negative checks, run against the real server for each of the
 //! eleven kinds of CONTRACT.md, through real gRPC calls with proto3 JSON requests.
 //!
-//! The table (`cases()`) says, per kind, its package, id prefix, which RPCs it has, a minimal
-//! valid spec, a changed spec for update/apply, and rule-breaking patches with the field path
-//! the server must name. `per_kind!` turns it into one test module per kind
+//! The table (`cases()`) says, per kind, its package, id prefix, which RPCs it has, the parents
+//! it needs on the server, a minimal valid spec, a changed spec for update/apply, rule-breaking
+//! patches with the field path the server must name, and references to missing resources with
+//! the exact violation. `per_kind!` turns it into one test module per kind
 //! (`cargo test --test every_kind agent::`).
+//!
+//! Specs name their parents by placeholder (`"{agent}"`); each test first creates the parents in
+//! every org it uses (a `Fixture`) and substitutes their real ids.
 
 mod common;
 
+use std::collections::HashMap;
 use std::str::FromStr;
 
 use common::{TestServer, expect_code, violated_fields};
@@ -22,6 +27,8 @@ const ORG_HEADER: &str = "x-stigmer-org";
 const OTHER_ORG: &str = "other-org";
 /// Crockford base32 as the server writes ULIDs: lowercase, no i l o u.
 const ULID_ALPHABET: &str = "0123456789abcdefghjkmnpqrstvwxyz";
+/// The label the server puts on every Session: the agent of its instance.
+const SESSION_AGENT_LABEL: &str = "stigmer.ai/agent-id";
 
 // ---------------------------------------------------------------------------------------------
 // The table
@@ -91,6 +98,98 @@ struct KindCase {
     /// Patches over a valid create request that break one rule each, with the field path the
     /// BadRequest must name. A `null` in a patch removes that key.
     invalid: Vec<(Value, &'static str)>,
+    /// Resources the specs above name (as `"{placeholder}"`), created before each test.
+    parents: &'static [Parent],
+    /// Spec fields (proto3 JSON names) the server fills in on create when the client leaves
+    /// them out; their values are checked by the kind's `Lifecycle`.
+    derived: &'static [&'static str],
+    /// Specs naming resources that do not exist (in the caller's org): refused with exactly
+    /// this violation.
+    refusals: Vec<Refusal>,
+    /// What the server does beyond the generic verbs for this kind.
+    lifecycle: Lifecycle,
+}
+
+/// Parents a kind's specs name. Each brings its placeholders (see `Fixture::build_in`):
+/// Agent → `{agent}` and its default instance `{agentInstance}`; Session → `{session}` on
+/// `{agentInstance}`; Workflow → `{workflow}`, `{workflowInstance}`; Environment → slug "prod"
+/// (`{environment}`); AgentExecution → `{agentExecution}` (on `{agent}`); WorkflowExecution →
+/// `{workflowExecution}` (on `{workflowInstance}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Parent {
+    Environment,
+    Agent,
+    Session,
+    Workflow,
+    AgentExecution,
+    WorkflowExecution,
+}
+
+/// A write the server must refuse because of other resources (a parent or a reference).
+#[derive(Clone)]
+struct Refusal {
+    /// Merged over a valid create request (or over the created resource, for update).
+    patch: Value,
+    field: &'static str,
+    /// The violation's exact description (placeholders substituted), or None to check only
+    /// the field.
+    description: Option<String>,
+    /// Also refused by update (the kinds whose update re-checks its parent).
+    on_update: bool,
+}
+
+impl Refusal {
+    fn new(patch: Value, field: &'static str, description: Option<&str>, on_update: bool) -> Self {
+        Self {
+            patch,
+            field,
+            description: description.map(str::to_string),
+            on_update,
+        }
+    }
+
+    /// A parent that is missing from the caller's org ("local"): a made-up id, and then the
+    /// same kind of parent but from the other org (placeholder `{other:<name>}`).
+    fn missing_parent(
+        key: &'static str,
+        field: &'static str,
+        kind: &str,
+        made_up: &str,
+        other: &str,
+        on_update: bool,
+    ) -> Vec<Self> {
+        [made_up.to_string(), format!("{{other:{other}}}")]
+            .into_iter()
+            .map(|id| Self {
+                patch: json!({ "spec": { key: id } }),
+                field,
+                description: Some(format!("{kind} \"{id}\" does not exist in org \"local\"")),
+                on_update,
+            })
+            .collect()
+    }
+}
+
+/// The server's behaviour beyond the generic verbs, checked by the full cycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lifecycle {
+    None,
+    /// Create also creates a default `instance` (whose `spec.<parent_key>` is the parent),
+    /// delete deletes it, and refuses while another instance refers to the parent.
+    DefaultInstance {
+        instance: &'static str,
+        parent_key: &'static str,
+    },
+    /// Labelled with the agent of its instance.
+    Session,
+    /// Starts PENDING, in a Session (a new one when only agent_id is given); its
+    /// ExecutionContexts are deleted with it.
+    AgentExecution,
+    /// Starts PENDING on a workflow instance (the default one when only workflow_id is given);
+    /// its ExecutionContexts are deleted with it.
+    WorkflowExecution,
+    /// Ends with its execution, whichever kind that is.
+    ExecutionContext,
 }
 
 impl KindCase {
@@ -130,23 +229,28 @@ impl KindCase {
     }
 }
 
+/// A valid Workflow spec.
+fn workflow_spec(description: &str, value: &str) -> Value {
+    json!({
+        "description": description,
+        "document": {
+            "dsl": "1.0.0",
+            "namespace": "tests",
+            "name": "every-kind",
+            "version": "1.0.0"
+        },
+        "tasks": [{
+            "name": "init",
+            "kind": "WORKFLOW_TASK_KIND_SET",
+            "taskConfig": { "variables": { "x": value } }
+        }]
+    })
+}
+
 fn cases() -> Vec<KindCase> {
     use Rpc::*;
-    let workflow_spec = |description: &str, value: &str| {
-        json!({
-            "description": description,
-            "document": {
-                "dsl": "1.0.0",
-                "namespace": "tests",
-                "name": "every-kind",
-                "version": "1.0.0"
-            },
-            "tasks": [{
-                "name": "init",
-                "kind": "WORKFLOW_TASK_KIND_SET",
-                "taskConfig": { "variables": { "x": value } }
-            }]
-        })
+    let missing_ref = |patch: Value, field: &'static str, description: &str| {
+        Refusal::new(patch, field, Some(description), true)
     };
     vec![
         KindCase {
@@ -178,6 +282,28 @@ fn cases() -> Vec<KindCase> {
                     "metadata",
                 ),
             ],
+            parents: &[],
+            derived: &[],
+            refusals: vec![
+                missing_ref(
+                    json!({ "spec": { "skillRefs": [{ "kind": "skill", "slug": "no-such-skill" }] } }),
+                    "spec.skill_refs[0]",
+                    r#"Skill "no-such-skill" does not exist in org "local""#,
+                ),
+                missing_ref(
+                    json!({ "spec": { "subAgents": [{
+                        "name": "helper",
+                        "instructions": "You help the main agent.",
+                        "skillRefs": [{ "kind": "skill", "slug": "ghost", "org": OTHER_ORG }]
+                    }] } }),
+                    "spec.sub_agents[0].skill_refs[0]",
+                    r#"Skill "ghost" does not exist in org "other-org""#,
+                ),
+            ],
+            lifecycle: Lifecycle::DefaultInstance {
+                instance: "AgentInstance",
+                parent_key: "agentId",
+            },
         },
         KindCase {
             name: "AgentExecution",
@@ -187,8 +313,8 @@ fn cases() -> Vec<KindCase> {
             rpcs: &[Create, Update, List],
             list_field: "entries",
             owner_scope: None,
-            spec: json!({ "message": "hello", "agentId": "agt-test" }),
-            changed_spec: json!({ "message": "hello again", "agentId": "agt-test" }),
+            spec: json!({ "message": "hello", "agentId": "{agent}" }),
+            changed_spec: json!({ "message": "hello again", "agentId": "{agent}" }),
             forged_status: json!({ "phase": "EXECUTION_COMPLETED", "error": "forged" }),
             invalid: vec![
                 (json!({ "spec": { "message": null } }), "spec.message"),
@@ -197,6 +323,35 @@ fn cases() -> Vec<KindCase> {
                     "metadata",
                 ),
             ],
+            parents: &[Parent::Agent, Parent::Session],
+            derived: &["sessionId"],
+            // Checked on create only: update does not re-check an execution's session or agent.
+            refusals: [
+                Refusal::missing_parent(
+                    "agentId",
+                    "spec.agent_id",
+                    "Agent",
+                    "agt-00000000000000000000000000",
+                    "agent",
+                    false,
+                ),
+                Refusal::missing_parent(
+                    "sessionId",
+                    "spec.session_id",
+                    "Session",
+                    "ses-00000000000000000000000000",
+                    "session",
+                    false,
+                ),
+                vec![Refusal::new(
+                    json!({ "spec": { "agentId": null } }),
+                    "spec.session_id",
+                    None,
+                    false,
+                )],
+            ]
+            .concat(),
+            lifecycle: Lifecycle::AgentExecution,
         },
         KindCase {
             name: "Session",
@@ -206,8 +361,8 @@ fn cases() -> Vec<KindCase> {
             rpcs: &[Create, Update, Apply, List],
             list_field: "entries",
             owner_scope: Some("organization"),
-            spec: json!({ "agentInstanceId": "ain-test", "subject": "first" }),
-            changed_spec: json!({ "agentInstanceId": "ain-test", "subject": "second" }),
+            spec: json!({ "agentInstanceId": "{agentInstance}", "subject": "first" }),
+            changed_spec: json!({ "agentInstanceId": "{agentInstance}", "subject": "second" }),
             forged_status: json!({}),
             invalid: vec![
                 (
@@ -219,6 +374,17 @@ fn cases() -> Vec<KindCase> {
                     "metadata",
                 ),
             ],
+            parents: &[Parent::Agent],
+            derived: &[],
+            refusals: Refusal::missing_parent(
+                "agentInstanceId",
+                "spec.agent_instance_id",
+                "AgentInstance",
+                "ain-00000000000000000000000000",
+                "agentInstance",
+                true,
+            ),
+            lifecycle: Lifecycle::Session,
         },
         KindCase {
             name: "Skill",
@@ -232,6 +398,10 @@ fn cases() -> Vec<KindCase> {
             changed_spec: Value::Null,
             forged_status: json!({}),
             invalid: vec![],
+            parents: &[],
+            derived: &[],
+            refusals: vec![],
+            lifecycle: Lifecycle::None,
         },
         KindCase {
             name: "McpServer",
@@ -251,6 +421,10 @@ fn cases() -> Vec<KindCase> {
                     "spec.stdio.command",
                 ),
             ],
+            parents: &[],
+            derived: &[],
+            refusals: vec![],
+            lifecycle: Lifecycle::None,
         },
         KindCase {
             name: "AgentInstance",
@@ -260,9 +434,9 @@ fn cases() -> Vec<KindCase> {
             rpcs: ALL_RPCS,
             list_field: "items",
             owner_scope: Some("organization"),
-            spec: json!({ "agentId": "agt-test" }),
+            spec: json!({ "agentId": "{agent}" }),
             changed_spec: json!({
-                "agentId": "agt-test",
+                "agentId": "{agent}",
                 "description": "second",
                 "environmentRefs": [{ "kind": "environment", "slug": "prod" }]
             }),
@@ -274,6 +448,45 @@ fn cases() -> Vec<KindCase> {
                     "spec.environment_refs[0]",
                 ),
             ],
+            parents: &[Parent::Agent, Parent::Environment],
+            derived: &[],
+            refusals: [
+                Refusal::missing_parent(
+                    "agentId",
+                    "spec.agent_id",
+                    "Agent",
+                    "agt-00000000000000000000000000",
+                    "agent",
+                    true,
+                ),
+                vec![
+                    missing_ref(
+                        json!({ "spec": { "environmentRefs": [
+                            { "kind": "environment", "slug": "prod" },
+                            { "kind": "environment", "slug": "nope" }
+                        ] } }),
+                        "spec.environment_refs[1]",
+                        r#"Environment "nope" does not exist in org "local""#,
+                    ),
+                    missing_ref(
+                        json!({ "spec": { "environmentRefs": [
+                            { "kind": "environment", "slug": "prod", "org": "no-such-org" }
+                        ] } }),
+                        "spec.environment_refs[0]",
+                        r#"Environment "prod" does not exist in org "no-such-org""#,
+                    ),
+                    // A reference of the wrong kind gets the kind rule's violation, whether or
+                    // not something of that kind happens to exist.
+                    Refusal::new(
+                        json!({ "spec": { "environmentRefs": [{ "kind": "agent", "slug": "{agentSlug}" }] } }),
+                        "spec.environment_refs[0]",
+                        Some("environment_refs must reference environments (kind environment = 53)"),
+                        true,
+                    ),
+                ],
+            ]
+            .concat(),
+            lifecycle: Lifecycle::None,
         },
         KindCase {
             name: "Workflow",
@@ -294,6 +507,13 @@ fn cases() -> Vec<KindCase> {
                 ),
                 (json!({ "spec": { "document": null } }), "spec.document"),
             ],
+            parents: &[],
+            derived: &[],
+            refusals: vec![],
+            lifecycle: Lifecycle::DefaultInstance {
+                instance: "WorkflowInstance",
+                parent_key: "workflowId",
+            },
         },
         KindCase {
             name: "WorkflowInstance",
@@ -303,13 +523,36 @@ fn cases() -> Vec<KindCase> {
             rpcs: ALL_RPCS,
             list_field: "entries",
             owner_scope: Some("organization"),
-            spec: json!({ "workflowId": "wfl-test" }),
-            changed_spec: json!({ "workflowId": "wfl-test", "description": "second" }),
+            spec: json!({ "workflowId": "{workflow}" }),
+            changed_spec: json!({
+                "workflowId": "{workflow}",
+                "description": "second",
+                "envRefs": [{ "kind": "environment", "slug": "prod" }]
+            }),
             forged_status: json!({}),
             invalid: vec![(
                 json!({ "spec": { "workflowId": null } }),
                 "spec.workflow_id",
             )],
+            parents: &[Parent::Workflow, Parent::Environment],
+            derived: &[],
+            refusals: [
+                Refusal::missing_parent(
+                    "workflowId",
+                    "spec.workflow_id",
+                    "Workflow",
+                    "wfl-00000000000000000000000000",
+                    "workflow",
+                    true,
+                ),
+                vec![missing_ref(
+                    json!({ "spec": { "envRefs": [{ "kind": "environment", "slug": "nope" }] } }),
+                    "spec.env_refs[0]",
+                    r#"Environment "nope" does not exist in org "local""#,
+                )],
+            ]
+            .concat(),
+            lifecycle: Lifecycle::None,
         },
         KindCase {
             name: "WorkflowExecution",
@@ -319,13 +562,48 @@ fn cases() -> Vec<KindCase> {
             rpcs: &[Create, Update, List],
             list_field: "entries",
             owner_scope: Some("organization"),
-            spec: json!({ "workflowInstanceId": "win-test", "triggerMessage": "go" }),
-            changed_spec: json!({ "workflowInstanceId": "win-test", "triggerMessage": "go again" }),
+            spec: json!({ "workflowInstanceId": "{workflowInstance}", "triggerMessage": "go" }),
+            changed_spec: json!({ "workflowInstanceId": "{workflowInstance}", "triggerMessage": "go again" }),
             forged_status: json!({ "phase": "EXECUTION_COMPLETED", "error": "forged" }),
             invalid: vec![(
                 json!({ "metadata": { "ownerScope": "platform" } }),
                 "metadata",
             )],
+            parents: &[Parent::Workflow],
+            derived: &["workflowId"],
+            // Checked on create only: update does not re-check an execution's instance or workflow.
+            refusals: [
+                Refusal::missing_parent(
+                    "workflowInstanceId",
+                    "spec.workflow_instance_id",
+                    "WorkflowInstance",
+                    "win-00000000000000000000000000",
+                    "workflowInstance",
+                    false,
+                ),
+                Refusal::missing_parent(
+                    "workflowId",
+                    "spec.workflow_id",
+                    "Workflow",
+                    "wfl-00000000000000000000000000",
+                    "workflow",
+                    false,
+                )
+                .into_iter()
+                .map(|mut refusal| {
+                    refusal.patch["spec"]["workflowInstanceId"] = Value::Null;
+                    refusal
+                })
+                .collect(),
+                vec![Refusal::new(
+                    json!({ "spec": { "workflowInstanceId": null } }),
+                    "spec.workflow_instance_id",
+                    None,
+                    false,
+                )],
+            ]
+            .concat(),
+            lifecycle: Lifecycle::WorkflowExecution,
         },
         KindCase {
             name: "Environment",
@@ -345,6 +623,10 @@ fn cases() -> Vec<KindCase> {
                 json!({ "metadata": { "ownerScope": "platform" } }),
                 "metadata",
             )],
+            parents: &[],
+            derived: &[],
+            refusals: vec![],
+            lifecycle: Lifecycle::None,
         },
         KindCase {
             name: "ExecutionContext",
@@ -354,8 +636,8 @@ fn cases() -> Vec<KindCase> {
             rpcs: &[Create, Apply, GetByReference],
             list_field: "",
             owner_scope: None,
-            spec: json!({ "executionId": "aex-test", "data": { "K": { "value": "v" } } }),
-            changed_spec: json!({ "executionId": "aex-test", "data": { "K": { "value": "w" } } }),
+            spec: json!({ "executionId": "{agentExecution}", "data": { "K": { "value": "v" } } }),
+            changed_spec: json!({ "executionId": "{agentExecution}", "data": { "K": { "value": "w" } } }),
             forged_status: json!({}),
             invalid: vec![
                 (
@@ -367,6 +649,29 @@ fn cases() -> Vec<KindCase> {
                     "metadata",
                 ),
             ],
+            parents: &[Parent::AgentExecution, Parent::WorkflowExecution],
+            derived: &[],
+            // The parent's kind follows from the id: "wex-…" is a WorkflowExecution.
+            refusals: [
+                Refusal::missing_parent(
+                    "executionId",
+                    "spec.execution_id",
+                    "AgentExecution",
+                    "aex-00000000000000000000000000",
+                    "agentExecution",
+                    true,
+                ),
+                Refusal::missing_parent(
+                    "executionId",
+                    "spec.execution_id",
+                    "WorkflowExecution",
+                    "wex-00000000000000000000000000",
+                    "workflowExecution",
+                    true,
+                ),
+            ]
+            .concat(),
+            lifecycle: Lifecycle::ExecutionContext,
         },
     ]
 }
@@ -382,19 +687,236 @@ fn case(name: &str) -> KindCase {
 // Calls
 // ---------------------------------------------------------------------------------------------
 
-/// One kind's RPCs on one server, as the caller in `org` (None = no header = "local").
+/// Parents created on the server before a test, in every org the test uses, with everything
+/// their creation wrote (default instances, sessions).
+struct Fixture {
+    /// (org, placeholder name) → id (or slug, for `agentSlug`).
+    ids: HashMap<(String, String), String>,
+    /// (kind, org, id) of every resource on the server once the fixture was built: the
+    /// parents and whatever the server wrote with them (default instances, sessions, ...).
+    made: Vec<(String, String, String)>,
+}
+
+impl Fixture {
+    fn empty() -> Self {
+        Self {
+            ids: HashMap::new(),
+            made: Vec::new(),
+        }
+    }
+
+    /// The case's parents in "local" and in OTHER_ORG.
+    async fn build(server: &TestServer, parents: &[Parent]) -> Self {
+        let mut fixture = Self::empty();
+        if parents.is_empty() {
+            // Nothing to make (and the server may not have opened its database yet).
+            return fixture;
+        }
+        for org in [None, Some(OTHER_ORG)] {
+            fixture.build_in(server, org, parents).await;
+        }
+        let db = server.sqlite();
+        let mut query = db
+            .prepare("SELECT kind, org_id, id FROM resources")
+            .expect("prepare");
+        fixture.made = query
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+            .expect("query rows")
+            .collect::<Result<_, _>>()
+            .expect("read rows");
+        fixture
+    }
+
+    async fn build_in(
+        &mut self,
+        server: &TestServer,
+        org: Option<&'static str>,
+        parents: &[Parent],
+    ) {
+        let org_name = org.unwrap_or("local");
+        let needs = |parent: Parent| parents.contains(&parent);
+        if needs(Parent::Environment) {
+            let environment = self
+                .make(
+                    server,
+                    org,
+                    "Environment",
+                    json!({ "metadata": { "name": "prod" }, "spec": { "data": { "REGION": { "value": "eu" } } } }),
+                )
+                .await;
+            self.put(org_name, "environment", id_of(&environment));
+        }
+        if needs(Parent::Agent) || needs(Parent::Session) || needs(Parent::AgentExecution) {
+            let agent = self
+                .make(
+                    server,
+                    org,
+                    "Agent",
+                    json!({
+                        "metadata": { "name": "Parent Agent" },
+                        "spec": { "instructions": "You are the parent of the resources under test." }
+                    }),
+                )
+                .await;
+            let instance = default_instance_of(&agent);
+            self.put(org_name, "agent", id_of(&agent));
+            self.put(org_name, "agentSlug", slug_of(&agent));
+            self.put(org_name, "agentInstance", instance);
+        }
+        if needs(Parent::Session) {
+            let instance = self.id(org_name, "agentInstance").to_string();
+            let session = self
+                .make(
+                    server,
+                    org,
+                    "Session",
+                    json!({ "metadata": { "name": "Parent Session" }, "spec": { "agentInstanceId": instance } }),
+                )
+                .await;
+            self.put(org_name, "session", id_of(&session));
+        }
+        if needs(Parent::Workflow) || needs(Parent::WorkflowExecution) {
+            let workflow = self
+                .make(
+                    server,
+                    org,
+                    "Workflow",
+                    json!({ "metadata": { "name": "Parent Workflow" }, "spec": workflow_spec("parent", "0") }),
+                )
+                .await;
+            let instance = default_instance_of(&workflow);
+            self.put(org_name, "workflow", id_of(&workflow));
+            self.put(org_name, "workflowInstance", instance);
+        }
+        if needs(Parent::AgentExecution) {
+            let agent = self.id(org_name, "agent").to_string();
+            let execution = self
+                .make(
+                    server,
+                    org,
+                    "AgentExecution",
+                    json!({ "metadata": {}, "spec": { "message": "parent", "agentId": agent } }),
+                )
+                .await;
+            self.put(org_name, "agentExecution", id_of(&execution));
+        }
+        if needs(Parent::WorkflowExecution) {
+            let instance = self.id(org_name, "workflowInstance").to_string();
+            let execution = self
+                .make(
+                    server,
+                    org,
+                    "WorkflowExecution",
+                    json!({ "metadata": {}, "spec": { "workflowInstanceId": instance, "triggerMessage": "parent" } }),
+                )
+                .await;
+            self.put(org_name, "workflowExecution", id_of(&execution));
+        }
+    }
+
+    async fn make(
+        &self,
+        server: &TestServer,
+        org: Option<&'static str>,
+        kind: &str,
+        request: Value,
+    ) -> Value {
+        let path = case(kind).command("create");
+        call(server, org, &path, &request)
+            .await
+            .unwrap_or_else(|s| panic!("fixture: create {kind} in {org:?} failed: {s:?}"))
+    }
+
+    fn put(&mut self, org: &str, name: &str, id: String) {
+        self.ids.insert((org.to_string(), name.to_string()), id);
+    }
+
+    fn id(&self, org: &str, name: &str) -> &str {
+        self.ids
+            .get(&(org.to_string(), name.to_string()))
+            .unwrap_or_else(|| {
+                panic!("the fixture has no {{{name}}} in org {org:?}; add its Parent")
+            })
+    }
+
+    /// `value` with every `"{name}"` string replaced by the id of that parent in `org`, and
+    /// every `"{other:name}"` by the one in OTHER_ORG.
+    fn resolve(&self, value: &Value, org: &str) -> Value {
+        match value {
+            Value::String(text) => match placeholder(text) {
+                Some(name) => match name.strip_prefix("other:") {
+                    Some(name) => json!(self.id(OTHER_ORG, name)),
+                    None => json!(self.id(org, name)),
+                },
+                None => value.clone(),
+            },
+            Value::Array(items) => {
+                Value::Array(items.iter().map(|v| self.resolve(v, org)).collect())
+            }
+            Value::Object(fields) => Value::Object(
+                fields
+                    .iter()
+                    .map(|(k, v)| (k.clone(), self.resolve(v, org)))
+                    .collect(),
+            ),
+            other => other.clone(),
+        }
+    }
+
+    /// `text` with the placeholders in it replaced as `resolve` does.
+    fn resolve_text(&self, text: &str, org: &str) -> String {
+        let mut text = text.to_string();
+        for ((owner, name), id) in &self.ids {
+            if owner == org {
+                text = text.replace(&format!("{{{name}}}"), id);
+            }
+            if owner == OTHER_ORG {
+                text = text.replace(&format!("{{other:{name}}}"), id);
+            }
+        }
+        text
+    }
+
+    /// Ids of the fixture's resources of `kind` in `org`, ascending.
+    fn ids_of(&self, kind: &str, org: &str) -> Vec<String> {
+        let mut ids: Vec<String> = self
+            .made
+            .iter()
+            .filter(|(k, o, _)| k == kind && o == org)
+            .map(|(_, _, id)| id.clone())
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    fn contains(&self, id: &str) -> bool {
+        self.made.iter().any(|(_, _, made)| made == id)
+    }
+}
+
+/// "name" of a `"{name}"` placeholder.
+fn placeholder(text: &str) -> Option<&str> {
+    let name = text.strip_prefix('{')?.strip_suffix('}')?;
+    (!name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == ':'))
+        .then_some(name)
+}
+
+/// One kind's RPCs on one server, as the caller in `org` (None = no header = "local"), with
+/// the parents of `fixture`.
 struct Api<'a> {
     server: &'a TestServer,
     case: &'a KindCase,
     org: Option<&'static str>,
+    fixture: &'a Fixture,
 }
 
 impl<'a> Api<'a> {
-    fn new(server: &'a TestServer, case: &'a KindCase) -> Self {
+    fn new(server: &'a TestServer, case: &'a KindCase, fixture: &'a Fixture) -> Self {
         Self {
             server,
             case,
             org: None,
+            fixture,
         }
     }
 
@@ -403,18 +925,52 @@ impl<'a> Api<'a> {
             server: self.server,
             case: self.case,
             org: Some(org),
+            fixture: self.fixture,
         }
     }
 
-    async fn call(&self, path: &str, body: &Value) -> Result<Value, Status> {
-        match self.org {
-            None => self
-                .server
-                .call_json(path, &body.to_string())
-                .await
-                .map(|message| common::to_json(&message)),
-            Some(org) => call_as_org(self.server, org, path, body).await,
+    /// Another kind's RPCs, as the same caller.
+    fn of<'b>(&self, case: &'b KindCase) -> Api<'b>
+    where
+        'a: 'b,
+    {
+        Api {
+            server: self.server,
+            case,
+            org: self.org,
+            fixture: self.fixture,
         }
+    }
+
+    fn org_name(&self) -> &'static str {
+        self.org.unwrap_or("local")
+    }
+
+    /// A value of the table with this org's parents substituted.
+    fn resolve(&self, value: &Value) -> Value {
+        self.fixture.resolve(value, self.org_name())
+    }
+
+    fn spec(&self) -> Value {
+        self.resolve(&self.case.spec)
+    }
+
+    fn changed_spec(&self) -> Value {
+        self.resolve(&self.case.changed_spec)
+    }
+
+    /// `case.request` with this org's parents substituted in `spec`.
+    fn request(&self, name: Option<&str>, spec: &Value) -> Value {
+        self.case.request(name, &self.resolve(spec))
+    }
+
+    /// Resources of this kind the fixture wrote in this org (they come first in a listing).
+    fn preexisting(&self) -> Vec<String> {
+        self.fixture.ids_of(self.case.name, self.org_name())
+    }
+
+    async fn call(&self, path: &str, body: &Value) -> Result<Value, Status> {
+        call(self.server, self.org, path, body).await
     }
 
     async fn create(&self, request: &Value) -> Result<Value, Status> {
@@ -492,15 +1048,35 @@ impl<'a> Api<'a> {
         panic!("{k}: listing never ended (100 pages of size {page_size})");
     }
 
+    /// Rows of this kind (in any org) besides the fixture's.
     fn rows(&self) -> i64 {
-        self.server
-            .sqlite()
-            .query_row(
-                "SELECT COUNT(*) FROM resources WHERE kind = ?1",
-                [self.case.name],
-                |row| row.get(0),
-            )
-            .expect("count rows")
+        self.ids_where("kind = ?1", &[self.case.name])
+    }
+
+    /// Rows of this kind in `org` besides the fixture's.
+    fn rows_in(&self, org: &str) -> i64 {
+        self.ids_where("kind = ?1 AND org_id = ?2", &[self.case.name, org])
+    }
+
+    /// Rows of every kind (in any org) besides the fixture's.
+    fn all_rows(&self) -> i64 {
+        self.ids_where("1 = 1", &[])
+    }
+
+    fn ids_where(&self, condition: &str, parameters: &[&str]) -> i64 {
+        let db = self.server.sqlite();
+        let mut query = db
+            .prepare(&format!("SELECT id FROM resources WHERE {condition}"))
+            .expect("prepare");
+        let ids = query
+            .query_map(rusqlite::params_from_iter(parameters), |row| {
+                row.get::<_, String>(0)
+            })
+            .expect("query ids")
+            .collect::<Result<Vec<_>, _>>()
+            .expect("read ids");
+        let count = ids.iter().filter(|id| !self.fixture.contains(id)).count();
+        i64::try_from(count).expect("row count")
     }
 
     fn row_exists(&self, id: &str) -> bool {
@@ -514,6 +1090,22 @@ impl<'a> Api<'a> {
             )
             .expect("count rows");
         count == 1
+    }
+}
+
+/// A call as the caller in `org` (None = no header).
+async fn call(
+    server: &TestServer,
+    org: Option<&str>,
+    path: &str,
+    body: &Value,
+) -> Result<Value, Status> {
+    match org {
+        None => server
+            .call_json(path, &body.to_string())
+            .await
+            .map(|message| common::to_json(&message)),
+        Some(org) => call_as_org(server, org, path, body).await,
     }
 }
 
@@ -562,6 +1154,59 @@ fn slug_of(resource: &Value) -> String {
         .as_str()
         .unwrap_or_else(|| panic!("no metadata.slug in {resource}"))
         .to_string()
+}
+
+/// `status.defaultInstanceId` of an Agent or a Workflow.
+fn default_instance_of(resource: &Value) -> String {
+    resource["status"]["defaultInstanceId"]
+        .as_str()
+        .filter(|id| !id.is_empty())
+        .unwrap_or_else(|| panic!("no status.defaultInstanceId in {resource}"))
+        .to_string()
+}
+
+/// A string field of the spec ("" when unset).
+fn spec_str(resource: &Value, key: &str) -> String {
+    resource["spec"][key]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn label_of(resource: &Value, key: &str) -> Value {
+    resource["metadata"]["labels"][key].clone()
+}
+
+/// `spec` with the derived fields of `from` (a stored resource) added where `spec` lacks them,
+/// as a client sends back what it read.
+fn with_derived(case: &KindCase, spec: &Value, from: &Value) -> Value {
+    let mut spec = spec.clone();
+    for key in case.derived {
+        if spec.get(*key).is_none() {
+            spec[*key] = from["spec"][*key].clone();
+        }
+    }
+    spec
+}
+
+/// The spec a write stored equals the one sent, but for the derived fields the client left
+/// out, which the server must have filled in.
+fn assert_spec(case: &KindCase, stored: &Value, sent: &Value, what: &str) {
+    let k = case.name;
+    let mut stored_spec = stored["spec"].clone();
+    for key in case.derived {
+        if sent.get(*key).is_none() {
+            let derived = stored_spec
+                .as_object_mut()
+                .and_then(|spec| spec.remove(*key))
+                .unwrap_or(Value::Null);
+            assert!(
+                derived.as_str().is_some_and(|v| !v.is_empty()),
+                "{k}: {what}: the server fills in spec.{key}: {stored}"
+            );
+        }
+    }
+    assert_eq!(&stored_spec, sent, "{k}: {what}: spec stored as sent");
 }
 
 /// `metadata.revision`, an int64 and so a JSON string.
@@ -671,6 +1316,44 @@ fn assert_invalid(case: &KindCase, result: Result<Value, Status>, field: &str, w
     );
 }
 
+/// INVALID_ARGUMENT with a violation at `field` whose description is exactly `description`
+/// (or any, when None).
+fn assert_refused(
+    case: &KindCase,
+    result: Result<Value, Status>,
+    field: &str,
+    description: Option<&str>,
+    what: &str,
+) {
+    let k = case.name;
+    let status = match result {
+        Ok(value) => panic!("{k}: {what}: expected INVALID_ARGUMENT naming {field}, got {value}"),
+        Err(status) => status,
+    };
+    assert_eq!(
+        status.code(),
+        Code::InvalidArgument,
+        "{k}: {what}: expected INVALID_ARGUMENT naming {field}, got {status:?}"
+    );
+    common::assert_no_leak(&status);
+    let violations: Vec<(String, String)> = status
+        .get_details_bad_request()
+        .map(|bad| {
+            bad.field_violations
+                .into_iter()
+                .map(|v| (v.field, v.description))
+                .collect()
+        })
+        .unwrap_or_default();
+    let found = violations
+        .iter()
+        .any(|(f, d)| f == field && description.is_none_or(|want| d == want));
+    assert!(
+        found,
+        "{k}: {what}: no violation ({field:?}, {description:?}) among {violations:?}"
+    );
+}
+
 fn assert_aborted(case: &KindCase, result: Result<Value, Status>, current: i64, what: &str) {
     let k = case.name;
     let status = match result {
@@ -764,7 +1447,10 @@ fn grows(case: &KindCase, last: &mut i64, resource: &Value, what: &str) {
 async fn full_cycle(case: &KindCase) {
     let k = case.name;
     let server = TestServer::start().await;
-    let api = Api::new(&server, case);
+    let fixture = Fixture::build(&server, case.parents).await;
+    let api = Api::new(&server, case, &fixture);
+    let spec = api.spec();
+    let changed_spec = api.changed_spec();
     let mut last_revision = 0;
 
     // --- create: server-owned fields are filled in, client-sent ones ignored ---
@@ -786,7 +1472,7 @@ async fn full_cycle(case: &KindCase) {
         "apiVersion": API_VERSION,
         "kind": k,
         "metadata": { "name": name, "id": forged_id },
-        "spec": case.spec,
+        "spec": spec,
         "status": forged_status,
     });
     let created = api
@@ -799,7 +1485,8 @@ async fn full_cycle(case: &KindCase) {
         id, forged_id,
         "{k}: a client-sent id must be ignored on create"
     );
-    assert_eq!(created["spec"], case.spec, "{k}: spec stored as sent");
+    // Stored as sent, except the parent fields the server derives (case.derived).
+    assert_spec(case, &created, &spec, "create");
     if let Some(fields) = case.forged_status.as_object() {
         for (field, forged) in fields {
             assert_ne!(
@@ -810,6 +1497,7 @@ async fn full_cycle(case: &KindCase) {
     }
     grows(case, &mut last_revision, &created, "create");
     let created_revision = revision_of(&created);
+    check_lifecycle_created(&api, &created).await;
 
     // --- get returns exactly what create returned; the data column is the same JSON ---
     let got = api
@@ -854,16 +1542,16 @@ async fn full_cycle(case: &KindCase) {
             &current,
             &json!({ "status": { "audit": { "statusAudit": { "event": "forged" } } } }),
         );
-        request["spec"] = case.changed_spec.clone();
+        // A client sends back the fields the server derived on create (an execution's
+        // session or workflow), as it read them.
+        let changed = with_derived(case, &changed_spec, &current);
+        request["spec"] = changed.clone();
         let updated = api
             .update(&request)
             .await
             .unwrap_or_else(|s| panic!("{k}: update failed: {s:?}"));
         assert_eq!(id_of(&updated), id, "{k}: update keeps the id");
-        assert_eq!(
-            updated["spec"], case.changed_spec,
-            "{k}: update replaces spec"
-        );
+        assert_eq!(updated["spec"], changed, "{k}: update replaces spec");
         assert_eq!(
             updated["metadata"]["slug"], slug,
             "{k}: update keeps the slug"
@@ -918,7 +1606,7 @@ async fn full_cycle(case: &KindCase) {
 
         // A stale expected revision is refused and changes nothing.
         let mut stale = updated.clone();
-        stale["spec"] = case.spec.clone();
+        stale["spec"] = with_derived(case, &spec, &current);
         stale["metadata"]["revision"] = json!(created_revision.to_string());
         let result = api.update(&stale).await;
         assert_aborted(
@@ -950,7 +1638,8 @@ async fn full_cycle(case: &KindCase) {
 
         // Without an expected revision (0 = don't check) an update goes through.
         let mut unchecked = updated.clone();
-        unchecked["spec"] = case.spec.clone();
+        let first_spec = with_derived(case, &spec, &current);
+        unchecked["spec"] = first_spec.clone();
         unchecked["metadata"]
             .as_object_mut()
             .expect("metadata")
@@ -959,7 +1648,7 @@ async fn full_cycle(case: &KindCase) {
             .update(&unchecked)
             .await
             .unwrap_or_else(|s| panic!("{k}: update without revision failed: {s:?}"));
-        assert_eq!(back["spec"], case.spec, "{k}: spec back to the first one");
+        assert_eq!(back["spec"], first_spec, "{k}: spec back to the first one");
         assert_eq!(id_of(&back), id, "{k}: same id");
         grows(case, &mut last_revision, &back, "update without revision");
 
@@ -998,12 +1687,13 @@ async fn full_cycle(case: &KindCase) {
         let apply_name = format!("Applied {k}");
         let apply_slug = format!("applied-{}", k.to_lowercase());
         let first = api
-            .apply(&case.request(Some(&apply_name), &case.spec))
+            .apply(&api.request(Some(&apply_name), &spec))
             .await
             .unwrap_or_else(|s| panic!("{k}: first apply failed: {s:?}"));
         check_created(case, &first, Some(&apply_name), Some(&apply_slug));
-        assert_eq!(first["spec"], case.spec, "{k}: first apply stores the spec");
+        assert_spec(case, &first, &spec, "first apply");
         grows(case, &mut last_revision, &first, "first apply");
+        check_lifecycle_created(&api, &first).await;
         let applied_id = id_of(&first);
         assert_ne!(
             applied_id, id,
@@ -1015,8 +1705,9 @@ async fn full_cycle(case: &KindCase) {
             "{k}: get after apply"
         );
 
+        let changed = with_derived(case, &changed_spec, &first);
         let second = api
-            .apply(&case.request(Some(&apply_name), &case.changed_spec))
+            .apply(&api.request(Some(&apply_name), &changed))
             .await
             .unwrap_or_else(|s| panic!("{k}: second apply failed: {s:?}"));
         assert_eq!(
@@ -1024,10 +1715,7 @@ async fn full_cycle(case: &KindCase) {
             applied_id,
             "{k}: second apply updates the same id"
         );
-        assert_eq!(
-            second["spec"], case.changed_spec,
-            "{k}: second apply changes spec"
-        );
+        assert_eq!(second["spec"], changed, "{k}: second apply changes spec");
         assert_eq!(
             second["status"]["audit"]["specAudit"]["createdAt"],
             first["status"]["audit"]["specAudit"]["createdAt"],
@@ -1047,7 +1735,7 @@ async fn full_cycle(case: &KindCase) {
 
         // Applying the same thing again changes nothing.
         let third = api
-            .apply(&case.request(Some(&apply_name), &case.changed_spec))
+            .apply(&api.request(Some(&apply_name), &changed))
             .await
             .unwrap_or_else(|s| panic!("{k}: third apply failed: {s:?}"));
         assert_eq!(
@@ -1056,7 +1744,7 @@ async fn full_cycle(case: &KindCase) {
         );
 
         // A stale expected revision is refused.
-        let mut stale = case.request(Some(&apply_name), &case.spec);
+        let mut stale = api.request(Some(&apply_name), &spec);
         stale["metadata"]["revision"] = json!(revision_of(&first).to_string());
         let result = api.apply(&stale).await;
         assert_aborted(
@@ -1084,7 +1772,7 @@ async fn full_cycle(case: &KindCase) {
         // Unnamed kinds get slug = id; named kinds need a name.
         let name = case.named().then(|| format!("List {k} {i}"));
         let made = api
-            .create(&case.request(name.as_deref(), &case.spec))
+            .create(&api.request(name.as_deref(), &spec))
             .await
             .unwrap_or_else(|s| panic!("{k}: create #{i} for list failed: {s:?}"));
         let slug = name
@@ -1092,6 +1780,7 @@ async fn full_cycle(case: &KindCase) {
             .map(|_| format!("list-{}-{i}", k.to_lowercase()));
         check_created(case, &made, name.as_deref(), slug.as_deref());
         grows(case, &mut last_revision, &made, "create for list");
+        check_lifecycle_created(&api, &made).await;
         alive.push(id_of(&made));
     }
     let mut sorted = alive.clone();
@@ -1100,7 +1789,7 @@ async fn full_cycle(case: &KindCase) {
     // A resource of another org must not show up.
     let other = api.as_org(OTHER_ORG);
     let foreign = other
-        .create(&case.request(Some(&format!("Foreign {k}")), &case.spec))
+        .create(&other.request(Some(&format!("Foreign {k}")), &case.spec))
         .await
         .unwrap_or_else(|s| panic!("{k}: create in {OTHER_ORG} failed: {s:?}"));
     let foreign_id = id_of(&foreign);
@@ -1108,6 +1797,7 @@ async fn full_cycle(case: &KindCase) {
         foreign["metadata"]["org"], OTHER_ORG,
         "{k}: org from the caller"
     );
+    check_lifecycle_created(&other, &foreign).await;
     assert_not_found(
         case,
         api.get(&foreign_id).await,
@@ -1120,13 +1810,16 @@ async fn full_cycle(case: &KindCase) {
         "{k}: the other org sees its own resource"
     );
 
+    // The fixture's resources of this kind (an Agent's default instance) were made first.
+    let listed = |alive: &[String]| [api.preexisting(), alive.to_vec()].concat();
     if case.has(Rpc::List) {
         let (ids, pages) = api.list_all(2).await;
         assert_eq!(
-            ids, alive,
+            ids,
+            listed(&alive),
             "{k}: list (page_size 2) = this org's ids ascending"
         );
-        let n = alive.len();
+        let n = ids.len();
         assert_eq!(
             pages.len(),
             n.div_ceil(2),
@@ -1134,14 +1827,15 @@ async fn full_cycle(case: &KindCase) {
         );
         let (ids, pages) = api.list_all(0).await;
         assert_eq!(
-            ids, alive,
+            ids,
+            listed(&alive),
             "{k}: page_size 0 lists everything (default 100)"
         );
         assert_eq!(pages, vec![n], "{k}: page_size 0 → one page");
         let (ids, _) = other.list_all(2).await;
         assert_eq!(
             ids,
-            vec![foreign_id.clone()],
+            [other.preexisting(), vec![foreign_id.clone()]].concat(),
             "{k}: the other org lists only its own"
         );
         // Items are the same resources get returns.
@@ -1167,12 +1861,15 @@ async fn full_cycle(case: &KindCase) {
         "delete with a stale expected revision",
     );
     assert!(api.row_exists(&id), "{k}: ABORTED delete removed the row");
+    refuse_delete_while_referred(&api, &current).await;
+    let cascade = cascade_of(&api, &current, alive.get(1).map(String::as_str)).await;
     let deleted = api
         .delete(&id, current_revision)
         .await
         .unwrap_or_else(|s| panic!("{k}: delete failed: {s:?}"));
     assert_eq!(deleted, current, "{k}: delete returns the deleted resource");
     assert!(!api.row_exists(&id), "{k}: the row is gone after delete");
+    check_cascade(&api, &cascade, "delete").await;
     assert_not_found(case, api.get(&id).await, &id, "get after delete");
     assert_not_found(case, api.delete(&id, 0).await, &id, "delete after delete");
     if case.has(Rpc::GetByReference) {
@@ -1183,7 +1880,7 @@ async fn full_cycle(case: &KindCase) {
         let (ids, _) = api.list_all(2).await;
         assert_eq!(
             ids,
-            alive[1..].to_vec(),
+            listed(&alive[1..]),
             "{k}: the deleted resource left the list"
         );
     }
@@ -1196,9 +1893,10 @@ async fn full_cycle(case: &KindCase) {
     );
     // The slug is free again.
     let again = api
-        .create(&case.request(Some(&name), &case.spec))
+        .create(&api.request(Some(&name), &spec))
         .await
         .unwrap_or_else(|s| panic!("{k}: re-create after delete failed: {s:?}"));
+    check_lifecycle_created(&api, &again).await;
     assert_eq!(
         slug_of(&again),
         slug,
@@ -1211,12 +1909,379 @@ async fn full_cycle(case: &KindCase) {
     );
     grows(case, &mut last_revision, &again, "create after delete");
     // Zero = don't check the revision.
+    let cascade = cascade_of(&api, &again, None).await;
     let gone = api
         .delete(&id_of(&again), 0)
         .await
         .unwrap_or_else(|s| panic!("{k}: delete without expected revision failed: {s:?}"));
     assert_eq!(gone, again, "{k}: delete(expected 0) returns the resource");
     assert!(!api.row_exists(&id_of(&again)), "{k}: row gone");
+    check_cascade(&api, &cascade, "delete without expected revision").await;
+
+    lifecycle_scenarios(&api).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Lifecycle: what the server does beyond the generic verbs
+// ---------------------------------------------------------------------------------------------
+
+/// What the server derives when it creates a resource from the table's spec, checked on
+/// `created` (made through create or apply by `api`'s caller).
+async fn check_lifecycle_created(api: &Api<'_>, created: &Value) {
+    let k = api.case.name;
+    let org = api.org_name();
+    let fixture = api.fixture;
+    let id = id_of(created);
+    match api.case.lifecycle {
+        Lifecycle::None | Lifecycle::ExecutionContext => {}
+        Lifecycle::DefaultInstance {
+            instance,
+            parent_key,
+        } => {
+            let instance_case = crate::case(instance);
+            let instances = api.of(&instance_case);
+            let default_id = default_instance_of(created);
+            assert_id(&instance_case, &default_id);
+            let default = instances.get(&default_id).await.unwrap_or_else(|s| {
+                panic!("{k}: the default {instance} {default_id} of {id} is missing: {s:?}")
+            });
+            assert_eq!(
+                default["spec"][parent_key],
+                json!(id),
+                "{k}: the default {instance} belongs to its parent"
+            );
+            let default_slug = format!("{}-default", slug_of(created));
+            assert_eq!(
+                slug_of(&default),
+                default_slug,
+                "{k}: default instance slug"
+            );
+            assert_eq!(
+                default["metadata"]["org"],
+                json!(org),
+                "{k}: default instance org"
+            );
+            assert_eq!(
+                default["metadata"]["ownerScope"], "organization",
+                "{k}: default instance owner scope"
+            );
+            // Written in the parent's transaction, right after it: the parent's revision is
+            // the first of the two.
+            assert_eq!(
+                revision_of(&default),
+                revision_of(created) + 1,
+                "{k}: the default instance is written right after its parent"
+            );
+            let found = instances
+                .get_by_reference(&json!({ "slug": default_slug }))
+                .await
+                .unwrap_or_else(|s| panic!("{k}: getByReference of the default instance: {s:?}"));
+            assert_eq!(found, default, "{k}: the default instance by its slug");
+        }
+        Lifecycle::Session => {
+            assert_eq!(
+                label_of(created, SESSION_AGENT_LABEL),
+                json!(fixture.id(org, "agent")),
+                "{k}: a session is labelled with the agent of its instance: {created}"
+            );
+        }
+        Lifecycle::AgentExecution => {
+            assert_eq!(
+                created["status"]["phase"], "EXECUTION_PENDING",
+                "{k}: an execution starts pending"
+            );
+            // The table's spec names only the agent: the server started a new Session on the
+            // agent's default instance, in the same transaction.
+            let session_id = spec_str(created, "sessionId");
+            assert_ne!(
+                session_id,
+                fixture.id(org, "session"),
+                "{k}: a new session, not an existing one"
+            );
+            let sessions_case = crate::case("Session");
+            let session = api
+                .of(&sessions_case)
+                .get(&session_id)
+                .await
+                .unwrap_or_else(|s| panic!("{k}: the new session {session_id} is missing: {s:?}"));
+            assert_id(&sessions_case, &session_id);
+            assert_eq!(
+                spec_str(&session, "agentInstanceId"),
+                fixture.id(org, "agentInstance"),
+                "{k}: the new session runs on the agent's default instance"
+            );
+            assert_eq!(
+                label_of(&session, SESSION_AGENT_LABEL),
+                json!(fixture.id(org, "agent")),
+                "{k}: the new session is labelled with the agent"
+            );
+            assert_eq!(session["metadata"]["org"], json!(org), "{k}: session org");
+            assert_eq!(
+                (revision_of(created) - revision_of(&session)).abs(),
+                1,
+                "{k}: the session is written in the execution's transaction"
+            );
+            assert_eq!(
+                spec_str(created, "agentId"),
+                fixture.id(org, "agent"),
+                "{k}: agent_id kept"
+            );
+        }
+        Lifecycle::WorkflowExecution => {
+            assert_eq!(
+                created["status"]["phase"], "EXECUTION_PENDING",
+                "{k}: an execution starts pending"
+            );
+            assert_eq!(
+                spec_str(created, "workflowId"),
+                fixture.id(org, "workflow"),
+                "{k}: workflow_id filled in from the instance"
+            );
+            assert_eq!(
+                spec_str(created, "workflowInstanceId"),
+                fixture.id(org, "workflowInstance"),
+                "{k}: workflow_instance_id kept"
+            );
+        }
+    }
+}
+
+/// A parent that another (non-default) instance refers to cannot be deleted: FAILED_PRECONDITION
+/// naming that instance, and nothing is deleted. The instance is deleted again afterwards.
+async fn refuse_delete_while_referred(api: &Api<'_>, parent: &Value) {
+    let Lifecycle::DefaultInstance {
+        instance,
+        parent_key,
+    } = api.case.lifecycle
+    else {
+        return;
+    };
+    let k = api.case.name;
+    let id = id_of(parent);
+    let instance_case = crate::case(instance);
+    let instances = api.of(&instance_case);
+    let extra = instances
+        .create(&json!({ "metadata": { "name": "Extra Instance" }, "spec": { parent_key: id } }))
+        .await
+        .unwrap_or_else(|s| panic!("{k}: create of another {instance} failed: {s:?}"));
+    let extra_id = id_of(&extra);
+    let status = expect_code(
+        api.delete(&id, revision_of(parent)).await,
+        Code::FailedPrecondition,
+    );
+    assert!(
+        status.message().contains(&extra_id),
+        "{k}: FAILED_PRECONDITION should name the instance in the way: {:?}",
+        status.message()
+    );
+    assert!(
+        api.row_exists(&id),
+        "{k}: the refused delete kept the parent"
+    );
+    assert!(
+        api.row_exists(&default_instance_of(parent)),
+        "{k}: the refused delete kept the default instance"
+    );
+    assert_eq!(
+        api.get(&id).await.expect("get"),
+        *parent,
+        "{k}: the refused delete changed nothing"
+    );
+    instances
+        .delete(&extra_id, 0)
+        .await
+        .unwrap_or_else(|s| panic!("{k}: delete of the other {instance} failed: {s:?}"));
+}
+
+/// Resources (kind, id) that must be deleted with a resource, and some that must survive it.
+struct Cascade {
+    gone: Vec<(&'static str, String)>,
+    kept: Vec<(&'static str, String)>,
+}
+
+/// What deleting `resource` must take with it: an Agent's or Workflow's default instance, an
+/// execution's ExecutionContexts (made here). `sibling` is another resource of the kind whose
+/// dependents must stay.
+async fn cascade_of(api: &Api<'_>, resource: &Value, sibling: Option<&str>) -> Cascade {
+    let mut cascade = Cascade {
+        gone: Vec::new(),
+        kept: Vec::new(),
+    };
+    match api.case.lifecycle {
+        Lifecycle::DefaultInstance { instance, .. } => {
+            cascade.gone.push((instance, default_instance_of(resource)));
+            if let Some(sibling) = sibling {
+                let sibling = api.get(sibling).await.expect("get sibling");
+                cascade.kept.push((instance, default_instance_of(&sibling)));
+            }
+        }
+        Lifecycle::AgentExecution | Lifecycle::WorkflowExecution => {
+            let context = context_of(api, &id_of(resource), "Own Context").await;
+            cascade.gone.push(("ExecutionContext", context));
+            if let Some(sibling) = sibling {
+                let context = context_of(api, sibling, "Sibling Context").await;
+                cascade.kept.push(("ExecutionContext", context));
+            }
+        }
+        Lifecycle::None | Lifecycle::Session | Lifecycle::ExecutionContext => {}
+    }
+    cascade
+}
+
+/// A new ExecutionContext of `execution_id` in `api`'s org.
+async fn context_of(api: &Api<'_>, execution_id: &str, name: &str) -> String {
+    let contexts_case = crate::case("ExecutionContext");
+    let made = api
+        .of(&contexts_case)
+        .create(&json!({
+            "metadata": { "name": name },
+            "spec": { "executionId": execution_id, "data": { "K": { "value": "v" } } }
+        }))
+        .await
+        .unwrap_or_else(|s| panic!("create of a context of {execution_id} failed: {s:?}"));
+    id_of(&made)
+}
+
+async fn check_cascade(api: &Api<'_>, cascade: &Cascade, what: &str) {
+    let k = api.case.name;
+    for (kind, id) in &cascade.gone {
+        assert!(
+            !api.row_exists(id),
+            "{k}: {what}: {kind} {id} must be deleted with it"
+        );
+        let kind_case = crate::case(kind);
+        let result = api.of(&kind_case).get(id).await;
+        assert_not_found(&kind_case, result, id, &format!("{k}: {what}: get"));
+    }
+    for (kind, id) in &cascade.kept {
+        let kind_case = crate::case(kind);
+        assert!(
+            api.of(&kind_case).get(id).await.is_ok(),
+            "{k}: {what}: {kind} {id} of another resource must survive"
+        );
+    }
+}
+
+/// The kind's other ways to be created, and the cascades the cycle does not reach.
+async fn lifecycle_scenarios(api: &Api<'_>) {
+    let k = api.case.name;
+    let org = api.org_name();
+    let fixture = api.fixture;
+    match api.case.lifecycle {
+        Lifecycle::None | Lifecycle::DefaultInstance { .. } => {}
+        Lifecycle::AgentExecution => {
+            let sessions_case = crate::case("Session");
+            let sessions = api.of(&sessions_case);
+            let before = sessions.rows();
+            // In an existing session: no new one, and the agent is the session's.
+            let made = api
+                .create(&api.request(
+                    None,
+                    &json!({ "message": "go on", "sessionId": "{session}" }),
+                ))
+                .await
+                .unwrap_or_else(|s| panic!("{k}: create in a session failed: {s:?}"));
+            assert_eq!(
+                spec_str(&made, "sessionId"),
+                fixture.id(org, "session"),
+                "{k}: runs in the session named"
+            );
+            assert_eq!(
+                spec_str(&made, "agentId"),
+                fixture.id(org, "agent"),
+                "{k}: agent_id filled in from the session"
+            );
+            assert_eq!(made["status"]["phase"], "EXECUTION_PENDING", "{k}: pending");
+            assert_eq!(sessions.rows(), before, "{k}: no new session");
+            // With only an agent, a new session every time.
+            let made = api
+                .create(&api.request(None, &json!({ "message": "start", "agentId": "{agent}" })))
+                .await
+                .unwrap_or_else(|s| panic!("{k}: create with an agent failed: {s:?}"));
+            check_lifecycle_created(api, &made).await;
+            assert_eq!(sessions.rows(), before + 1, "{k}: one new session");
+        }
+        Lifecycle::WorkflowExecution => {
+            // With only a workflow: its default instance runs.
+            let made = api
+                .create(&api.request(
+                    None,
+                    &json!({ "workflowId": "{workflow}", "triggerMessage": "by workflow" }),
+                ))
+                .await
+                .unwrap_or_else(|s| panic!("{k}: create with a workflow failed: {s:?}"));
+            assert_eq!(
+                spec_str(&made, "workflowInstanceId"),
+                fixture.id(org, "workflowInstance"),
+                "{k}: the workflow's default instance"
+            );
+            assert_eq!(
+                spec_str(&made, "workflowId"),
+                fixture.id(org, "workflow"),
+                "{k}: workflow_id kept"
+            );
+            assert_eq!(made["status"]["phase"], "EXECUTION_PENDING", "{k}: pending");
+        }
+        Lifecycle::Session => {
+            // The agent label is the server's: a client's value is replaced, on create and on
+            // update; other labels are the client's.
+            let agent = json!(fixture.id(org, "agent"));
+            let mut request = api.request(Some("Forged Label"), &api.case.spec);
+            request["metadata"]["labels"] =
+                json!({ SESSION_AGENT_LABEL: "agt-forged", "team": "qa" });
+            let made = api
+                .create(&request)
+                .await
+                .unwrap_or_else(|s| panic!("{k}: create with labels failed: {s:?}"));
+            assert_eq!(label_of(&made, SESSION_AGENT_LABEL), agent, "{k}: create");
+            assert_eq!(
+                label_of(&made, "team"),
+                json!("qa"),
+                "{k}: other labels kept"
+            );
+            let mut forged = made.clone();
+            forged["metadata"]["labels"][SESSION_AGENT_LABEL] = json!("agt-forged");
+            let updated = api
+                .update(&forged)
+                .await
+                .unwrap_or_else(|s| panic!("{k}: update with a forged label failed: {s:?}"));
+            assert_eq!(
+                label_of(&updated, SESSION_AGENT_LABEL),
+                agent,
+                "{k}: update"
+            );
+        }
+        Lifecycle::ExecutionContext => {
+            // A context of a WorkflowExecution ("wex-…") is accepted too, and ends with it.
+            let made = api
+                .create(&api.request(
+                    Some("Workflow Context"),
+                    &json!({ "executionId": "{workflowExecution}", "data": { "K": { "value": "v" } } }),
+                ))
+                .await
+                .unwrap_or_else(|s| panic!("{k}: create for a workflow execution failed: {s:?}"));
+            let workflow_executions = crate::case("WorkflowExecution");
+            api.of(&workflow_executions)
+                .delete(fixture.id(org, "workflowExecution"), 0)
+                .await
+                .unwrap_or_else(|s| panic!("{k}: delete of the workflow execution failed: {s:?}"));
+            assert!(
+                !api.row_exists(&id_of(&made)),
+                "{k}: deleted with its workflow execution"
+            );
+            // Every context the cycle left in this org belongs to one AgentExecution: they all
+            // go with it. The other org's (of its own execution) stay.
+            let others = api.rows_in(OTHER_ORG);
+            assert!(api.rows_in(org) > 0, "{k}: the cycle left contexts");
+            let agent_executions = crate::case("AgentExecution");
+            api.of(&agent_executions)
+                .delete(fixture.id(org, "agentExecution"), 0)
+                .await
+                .unwrap_or_else(|s| panic!("{k}: delete of the agent execution failed: {s:?}"));
+            assert_eq!(api.rows_in(org), 0, "{k}: deleted with their execution");
+            assert_eq!(api.rows_in(OTHER_ORG), others, "{k}: the other org's stay");
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1226,8 +2291,9 @@ async fn full_cycle(case: &KindCase) {
 async fn rejects_invalid(case: &KindCase) {
     let k = case.name;
     let server = TestServer::start().await;
-    let api = Api::new(&server, case);
-    let valid = case.request(Some(&format!("Invalid {k}")), &case.spec);
+    let fixture = Fixture::build(&server, case.parents).await;
+    let api = Api::new(&server, case, &fixture);
+    let valid = api.request(Some(&format!("Invalid {k}")), &case.spec);
 
     let other_kind = if k == "Agent" { "Workflow" } else { "Agent" };
     let mut patches: Vec<(Value, &str, String)> = case
@@ -1286,10 +2352,42 @@ async fn rejects_invalid(case: &KindCase) {
             );
         }
     }
+    // Parents and references that do not exist (in this org): the exact violation.
+    for refusal in &case.refusals {
+        let request = patched(&valid, &api.resolve(&refusal.patch));
+        let description = refusal
+            .description
+            .as_ref()
+            .map(|d| fixture.resolve_text(d, "local"));
+        let what = format!("refused {}", refusal.patch);
+        let result = api.create(&request).await;
+        assert_refused(
+            case,
+            result,
+            refusal.field,
+            description.as_deref(),
+            &format!("create, {what}"),
+        );
+        if case.has(Rpc::Apply) {
+            let result = api.apply(&request).await;
+            assert_refused(
+                case,
+                result,
+                refusal.field,
+                description.as_deref(),
+                &format!("apply, {what}"),
+            );
+        }
+    }
     assert_eq!(
         api.rows(),
         0,
         "{k}: nothing may be stored by rejected writes"
+    );
+    assert_eq!(
+        api.all_rows(),
+        0,
+        "{k}: rejected writes store nothing of another kind either (default instance, session)"
     );
 
     // The valid request itself is accepted (so the rejections above were about the patch).
@@ -1301,19 +2399,19 @@ async fn rejects_invalid(case: &KindCase) {
     if !case.named() {
         // Kinds never addressed by reference accept a resource without a name: slug = id.
         let unnamed = api
-            .create(&case.request(None, &case.spec))
+            .create(&api.request(None, &case.spec))
             .await
             .unwrap_or_else(|s| panic!("{k}: unnamed create failed: {s:?}"));
         check_created(case, &unnamed, None, None);
         // apply finds its target by the name's slug, so it needs one even here.
         if case.has(Rpc::Apply) {
-            let result = api.apply(&case.request(None, &case.spec)).await;
+            let result = api.apply(&api.request(None, &case.spec)).await;
             assert_invalid(case, result, "metadata.name", "apply without a name");
         }
     }
     // A slug alone is enough, and a given slug wins over the name.
     let slug_only = patched(
-        &case.request(None, &case.spec),
+        &api.request(None, &case.spec),
         &json!({ "metadata": { "slug": "only-a-slug" } }),
     );
     let created_slug_only = api
@@ -1322,7 +2420,7 @@ async fn rejects_invalid(case: &KindCase) {
         .unwrap_or_else(|s| panic!("{k}: create with only a slug failed: {s:?}"));
     check_created(case, &created_slug_only, None, Some("only-a-slug"));
     let both = patched(
-        &case.request(Some("Some Name"), &case.spec),
+        &api.request(Some("Some Name"), &case.spec),
         &json!({ "metadata": { "slug": "chosen-slug" } }),
     );
     let created_both = api
@@ -1342,6 +2440,21 @@ async fn rejects_invalid(case: &KindCase) {
                 api.update(&request).await,
                 field,
                 &format!("update, {what}"),
+            );
+        }
+        for refusal in case.refusals.iter().filter(|r| r.on_update) {
+            let request = patched(&created, &api.resolve(&refusal.patch));
+            let description = refusal
+                .description
+                .as_ref()
+                .map(|d| fixture.resolve_text(d, "local"));
+            let result = api.update(&request).await;
+            assert_refused(
+                case,
+                result,
+                refusal.field,
+                description.as_deref(),
+                &format!("update, refused {}", refusal.patch),
             );
         }
         assert_eq!(
@@ -1376,7 +2489,7 @@ async fn rejects_invalid(case: &KindCase) {
         let other = api.as_org(OTHER_ORG);
         for i in 0..3 {
             other
-                .create(&case.request(Some(&format!("Other {k} {i}")), &case.spec))
+                .create(&other.request(Some(&format!("Other {k} {i}")), &case.spec))
                 .await
                 .unwrap_or_else(|s| panic!("{k}: create in {OTHER_ORG} failed: {s:?}"));
         }
@@ -1398,9 +2511,9 @@ async fn rejects_invalid(case: &KindCase) {
     }
 }
 
-/// Skill resources only come from push, which a later issue brings: until then it must say so
-/// instead of pretending to work.
-async fn push_is_not_offered_yet(case: &KindCase) {
+/// Skill resources only come from push (tests/skills.rs covers it): an archive without
+/// SKILL.md is refused on its artifact field, and stores nothing.
+async fn an_empty_push_is_refused(case: &KindCase) {
     let server = TestServer::start().await;
     let path = format!(
         "/ai.stigmer.agentic.{}.v1.SkillCommandController/push",
@@ -1412,27 +2525,35 @@ async fn push_is_not_offered_yet(case: &KindCase) {
             r#"{"name":"my-skill","artifact":"UEsFBgAAAAAAAAAAAAAAAAAAAAAAAA=="}"#,
         )
         .await;
-    let status = expect_code(result, Code::Unimplemented);
-    assert!(status.message().contains(&path), "{}", status.message());
+    let status = expect_code(result, Code::InvalidArgument);
+    assert_eq!(violated_fields(&status), vec!["artifact".to_string()]);
+    assert!(
+        status.message().contains("SKILL.md"),
+        "{}",
+        status.message()
+    );
 }
 
 async fn duplicate_slug(case: &KindCase) {
     let k = case.name;
     let server = TestServer::start().await;
-    let api = Api::new(&server, case);
+    let fixture = Fixture::build(&server, case.parents).await;
+    let api = Api::new(&server, case, &fixture);
     let name = format!("Dup {k}");
     let slug = format!("dup-{}", k.to_lowercase());
     let first = api
-        .create(&case.request(Some(&name), &case.spec))
+        .create(&api.request(Some(&name), &case.spec))
         .await
         .unwrap_or_else(|s| panic!("{k}: create failed: {s:?}"));
+    // With its default instance or its session, when the kind makes one.
+    let stored = api.all_rows();
     assert_eq!(slug_of(&first), slug, "{k}: slug");
 
     let same_slug = [
-        case.request(Some(&name), &case.changed_spec),
-        case.request(Some(&format!("  dup   {}  ", k.to_uppercase())), &case.spec),
+        api.request(Some(&name), &case.changed_spec),
+        api.request(Some(&format!("  dup   {}  ", k.to_uppercase())), &case.spec),
         patched(
-            &case.request(Some("Something Else"), &case.spec),
+            &api.request(Some("Something Else"), &case.spec),
             &json!({ "metadata": { "slug": slug } }),
         ),
     ];
@@ -1447,15 +2568,20 @@ async fn duplicate_slug(case: &KindCase) {
     }
     assert_eq!(api.rows(), 1, "{k}: duplicates stored nothing");
     assert_eq!(
+        api.all_rows(),
+        stored,
+        "{k}: a refused create leaves nothing of another kind behind (default instance, session)"
+    );
+    assert_eq!(
         api.get(&id_of(&first)).await.expect("get"),
         first,
         "{k}: the first resource is unchanged"
     );
 
     // The same slug in another org is fine.
-    let foreign = api
-        .as_org(OTHER_ORG)
-        .create(&case.request(Some(&name), &case.spec))
+    let other = api.as_org(OTHER_ORG);
+    let foreign = other
+        .create(&other.request(Some(&name), &case.spec))
         .await
         .unwrap_or_else(|s| panic!("{k}: same slug in another org failed: {s:?}"));
     assert_eq!(slug_of(&foreign), slug, "{k}: same slug in {OTHER_ORG}");
@@ -1464,7 +2590,7 @@ async fn duplicate_slug(case: &KindCase) {
     // Renaming another resource onto the taken slug is refused as well.
     if case.has(Rpc::Update) {
         let second = api
-            .create(&case.request(Some(&format!("Second {k}")), &case.spec))
+            .create(&api.request(Some(&format!("Second {k}")), &case.spec))
             .await
             .unwrap_or_else(|s| panic!("{k}: second create failed: {s:?}"));
         let onto = patched(&second, &json!({ "metadata": { "slug": slug } }));
@@ -1481,7 +2607,8 @@ async fn duplicate_slug(case: &KindCase) {
 async fn skill_reads(case: &KindCase) {
     let k = case.name;
     let server = TestServer::start().await;
-    let api = Api::new(&server, case);
+    let fixture = Fixture::empty();
+    let api = Api::new(&server, case, &fixture);
     let ghost = format!("{}-00000000000000000000000000", case.prefix);
     assert_not_found(
         case,
@@ -1519,7 +2646,8 @@ async fn skill_reads(case: &KindCase) {
 /// Skill's read paths check their requests like every other kind's.
 async fn skill_rejects_invalid_requests(case: &KindCase) {
     let server = TestServer::start().await;
-    let api = Api::new(&server, case);
+    let fixture = Fixture::empty();
+    let api = Api::new(&server, case, &fixture);
     assert_invalid(
         case,
         api.list(1001, "").await,
@@ -1577,7 +2705,7 @@ macro_rules! per_kind {
                     if case.has(Rpc::Create) {
                         duplicate_slug(&case).await;
                     } else {
-                        push_is_not_offered_yet(&case).await;
+                        an_empty_push_is_refused(&case).await;
                     }
                 }
             }
@@ -1649,6 +2777,23 @@ fn the_table_matches_the_protos() {
                 DynamicMessage::deserialize(input.clone(), case.request(Some("x"), spec))
                     .unwrap_or_else(|e| panic!("{k}: spec does not fit {}: {e}", input.name()));
             }
+            // Unknown JSON names would be refused for the wrong reason.
+            let valid = case.request(Some("x"), &case.spec);
+            for refusal in &case.refusals {
+                DynamicMessage::deserialize(input.clone(), patched(&valid, &refusal.patch))
+                    .unwrap_or_else(|e| panic!("{k}: {} does not fit: {e}", refusal.patch));
+            }
+            let spec_type = input
+                .get_field_by_name("spec")
+                .and_then(|f| f.kind().as_message().cloned())
+                .expect("spec message");
+            for key in case.derived {
+                assert!(
+                    spec_type.fields().any(|f| f.json_name() == *key),
+                    "{k}: derived field {key} is not in {}",
+                    spec_type.name()
+                );
+            }
         }
     }
 }
@@ -1658,28 +2803,59 @@ fn the_table_matches_the_protos() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_slug_in_every_kind() {
     let server = TestServer::start().await;
+    let all_parents = [
+        Parent::Environment,
+        Parent::Agent,
+        Parent::Session,
+        Parent::Workflow,
+        Parent::AgentExecution,
+        Parent::WorkflowExecution,
+    ];
+    let fixture = Fixture::build(&server, &all_parents).await;
     let cases = cases();
     let mut ids = Vec::new();
+    // What the server created along with them (default instances, sessions): listed with
+    // their kind, but under other slugs.
+    let mut made_along: Vec<(&str, String)> = Vec::new();
     for case in cases.iter().filter(|c| c.has(Rpc::Create)) {
-        let api = Api::new(&server, case);
+        let api = Api::new(&server, case, &fixture);
         let created = api
-            .create(&case.request(Some("Shared Name"), &case.spec))
+            .create(&api.request(Some("Shared Name"), &case.spec))
             .await
             .unwrap_or_else(|s| panic!("{}: create of a shared slug failed: {s:?}", case.name));
         assert_eq!(slug_of(&created), "shared-name", "{}", case.name);
         ids.push((case.name, id_of(&created)));
+        match case.lifecycle {
+            Lifecycle::DefaultInstance { instance, .. } => {
+                made_along.push((instance, default_instance_of(&created)));
+            }
+            Lifecycle::AgentExecution => {
+                made_along.push(("Session", spec_str(&created, "sessionId")));
+            }
+            _ => {}
+        }
     }
     for case in &cases {
         let k = case.name;
-        let api = Api::new(&server, case);
+        let api = Api::new(&server, case, &fixture);
         let own: Vec<String> = ids
             .iter()
             .filter(|(kind, _)| *kind == k)
             .map(|(_, id)| id.clone())
             .collect();
         if case.has(Rpc::List) {
+            // The fixture's parents of this kind, ours, and those made along: nothing else.
+            let mut expected: Vec<String> = api.preexisting();
+            expected.extend(own.iter().cloned());
+            expected.extend(
+                made_along
+                    .iter()
+                    .filter(|(kind, _)| *kind == k)
+                    .map(|(_, id)| id.clone()),
+            );
+            expected.sort();
             let (listed, _) = api.list_all(2).await;
-            assert_eq!(listed, own, "{k}: the list shows only this kind");
+            assert_eq!(listed, expected, "{k}: the list shows only this kind");
         }
         if case.has(Rpc::GetByReference) {
             let result = api
@@ -1695,11 +2871,15 @@ async fn the_same_slug_in_every_kind() {
         }
         // An id of another kind is not found through this kind's get.
         // Nor updated or deleted through it.
-        for (kind, id) in ids.iter().filter(|(kind, _)| *kind != k) {
+        for (kind, id) in ids
+            .iter()
+            .chain(made_along.iter())
+            .filter(|(kind, _)| *kind != k)
+        {
             let result = api.get(id).await;
             assert_not_found(case, result, id, &format!("get of a {kind} id"));
             if case.has(Rpc::Update) {
-                let mut request = case.request(Some("Shared Name"), &case.spec);
+                let mut request = api.request(Some("Shared Name"), &case.spec);
                 request["metadata"]["id"] = json!(id);
                 let result = api.update(&request).await;
                 assert_not_found(case, result, id, &format!("update of a {kind} id"));

@@ -7,21 +7,49 @@ mod common;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
-use common::{TestServer, agent, expect_code};
+use common::{TestServer, expect_code};
 use prost::Message;
-use stigmer_api::ai::stigmer::agentic::agent::v1::agent_command_controller_client::AgentCommandControllerClient;
-use stigmer_api::ai::stigmer::agentic::agent::v1::agent_query_controller_client::AgentQueryControllerClient;
-use stigmer_api::ai::stigmer::agentic::agent::v1::{Agent, AgentId, ListAgentsRequest};
+use stigmer_api::ai::stigmer::agentic::environment::v1::environment_command_controller_client::EnvironmentCommandControllerClient;
+use stigmer_api::ai::stigmer::agentic::environment::v1::environment_query_controller_client::EnvironmentQueryControllerClient;
+use stigmer_api::ai::stigmer::agentic::environment::v1::{
+    Environment, EnvironmentSpec, ListEnvironmentsRequest,
+};
 use stigmer_api::ai::stigmer::backend::v1::resource_service_client::ResourceServiceClient;
 use stigmer_api::ai::stigmer::backend::v1::{
     EventType, GetAtRevisionRequest, InfoRequest, WatchEvent, WatchRequest,
 };
+use stigmer_api::ai::stigmer::commons::apiresource::{ApiResourceDeleteInput, ApiResourceMetadata};
 use tonic::transport::Channel;
 use tonic::{Code, Streaming};
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
-type Commands = AgentCommandControllerClient<Channel>;
+// Environments have no parents and no children, so each write is exactly one change.
+type Commands = EnvironmentCommandControllerClient<Channel>;
+type Queries = EnvironmentQueryControllerClient<Channel>;
+type Agent = Environment;
+const KIND: &str = "Environment";
+
+fn agent(name: &str) -> Environment {
+    Environment {
+        metadata: Some(ApiResourceMetadata {
+            name: name.to_string(),
+            ..Default::default()
+        }),
+        spec: Some(EnvironmentSpec {
+            description: "A place to run things.".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn delete_input(id: String) -> ApiResourceDeleteInput {
+    ApiResourceDeleteInput {
+        resource_id: id,
+        ..Default::default()
+    }
+}
 
 fn id_of(agent: &Agent) -> String {
     agent.metadata.as_ref().expect("metadata").id.clone()
@@ -35,9 +63,9 @@ fn unpack(event: &WatchEvent) -> Agent {
     let any = event.resource.as_ref().expect("resource");
     assert_eq!(
         any.type_url,
-        "type.googleapis.com/ai.stigmer.agentic.agent.v1.Agent"
+        "type.googleapis.com/ai.stigmer.agentic.environment.v1.Environment"
     );
-    Agent::decode(any.value.as_slice()).expect("an Agent")
+    Agent::decode(any.value.as_slice()).expect("an Environment")
 }
 
 async fn watch(server: &TestServer, request: WatchRequest) -> Streaming<WatchEvent> {
@@ -113,10 +141,7 @@ async fn mixed_writes(server: &TestServer, writers: usize, count: usize) -> Vec<
                     } else {
                         let gone = live.remove(0);
                         let deleted = command
-                            .delete(AgentId {
-                                value: id_of(&gone),
-                                ..Default::default()
-                            })
+                            .delete(delete_input(id_of(&gone)))
                             .await
                             .expect("delete")
                             .into_inner();
@@ -188,7 +213,7 @@ async fn a_watch_from_a_revision_replays_a_thousand_mixed_writes_exactly_then_go
             _ => {
                 let event = by_revision[&seen.revision];
                 assert_eq!(event.r#type(), seen.event);
-                assert_eq!(event.kind, "Agent");
+                assert_eq!(event.kind, KIND);
                 assert_eq!(event.id, seen.id);
                 assert_eq!(unpack(event), seen.resource);
             }
@@ -211,9 +236,9 @@ async fn a_watch_from_a_revision_replays_a_thousand_mixed_writes_exactly_then_go
 
     // A watch from 0 starts with a snapshot that is exactly the current state.
     let mut stream = watch(&server, WatchRequest::default()).await;
-    let mut query = AgentQueryControllerClient::new(server.channel.clone());
+    let mut query = Queries::new(server.channel.clone());
     let listed = query
-        .list(ListAgentsRequest {
+        .list(ListEnvironmentsRequest {
             page_size: 1000,
             ..Default::default()
         })
@@ -272,7 +297,7 @@ async fn watches_started_while_writes_run_see_each_write_exactly_once_in_order()
         &server,
         WatchRequest {
             since_revision: mid,
-            kind: "Agent".into(),
+            kind: KIND.into(),
             ..Default::default()
         },
     )
@@ -357,13 +382,7 @@ async fn pages_stay_exact_while_rows_are_inserted_and_deleted() {
         let doomed = doomed.clone();
         tokio::spawn(async move {
             for (n, id) in doomed.into_iter().enumerate() {
-                command
-                    .delete(AgentId {
-                        value: id,
-                        ..Default::default()
-                    })
-                    .await
-                    .expect("delete");
+                command.delete(delete_input(id)).await.expect("delete");
                 command
                     .create(agent(&format!("newcomer {n}")))
                     .await
@@ -371,13 +390,13 @@ async fn pages_stay_exact_while_rows_are_inserted_and_deleted() {
             }
         })
     };
-    let mut query = AgentQueryControllerClient::new(server.channel.clone());
+    let mut query = Queries::new(server.channel.clone());
     let mut seen: BTreeMap<String, usize> = BTreeMap::new();
     let mut token = String::new();
     let mut pages = 0;
     loop {
         let page = query
-            .list(ListAgentsRequest {
+            .list(ListEnvironmentsRequest {
                 page_size: 7,
                 page_token: token.clone(),
                 ..Default::default()
@@ -428,16 +447,13 @@ async fn past_revisions_are_readable_until_compacted() {
     change.spec.as_mut().expect("spec").description = "second".into();
     let v2 = command.update(change).await.expect("update").into_inner();
     let deleted = command
-        .delete(AgentId {
-            value: id_of(&v1),
-            ..Default::default()
-        })
+        .delete(delete_input(id_of(&v1)))
         .await
         .expect("delete")
         .into_inner();
     assert_eq!(deleted, v2);
     let at = |revision: i64| GetAtRevisionRequest {
-        kind: "Agent".into(),
+        kind: KIND.into(),
         id: id_of(&v1),
         revision,
     };
@@ -553,7 +569,7 @@ async fn a_watcher_that_falls_behind_is_ended_and_can_resume_without_losing_anyt
         .into_inner();
     let mut command = Commands::new(server.channel.clone());
     let mut big = agent("big");
-    big.spec.as_mut().expect("spec").instructions = "x".repeat(4096);
+    big.spec.as_mut().expect("spec").description = "x".repeat(4096);
     for n in 0..600 {
         let mut next_agent = big.clone();
         next_agent.metadata.as_mut().expect("metadata").name = format!("big {n}");
@@ -621,10 +637,10 @@ async fn lists_filter_by_label_selector_and_name_prefix_and_report_their_revisio
             .collect();
         command.create(a).await.expect("create");
     }
-    let mut query = AgentQueryControllerClient::new(server.channel.clone());
+    let mut query = Queries::new(server.channel.clone());
     let mut names = async |selector: &str, prefix: &str| -> Vec<String> {
         let page = query
-            .list(ListAgentsRequest {
+            .list(ListEnvironmentsRequest {
                 label_selector: selector.into(),
                 name_prefix: prefix.into(),
                 ..Default::default()
@@ -655,7 +671,7 @@ async fn lists_filter_by_label_selector_and_name_prefix_and_report_their_revisio
 
     let status = expect_code(
         query
-            .list(ListAgentsRequest {
+            .list(ListEnvironmentsRequest {
                 label_selector: "tier in web".into(),
                 ..Default::default()
             })
@@ -668,7 +684,7 @@ async fn lists_filter_by_label_selector_and_name_prefix_and_report_their_revisio
     );
 
     let page = query
-        .list(ListAgentsRequest::default())
+        .list(ListEnvironmentsRequest::default())
         .await
         .expect("list")
         .into_inner();
@@ -699,7 +715,7 @@ async fn watches_filter_by_kind_org_and_id_and_refuse_unknown_kinds() {
         &server,
         WatchRequest {
             since_revision: start,
-            kind: "Agent".into(),
+            kind: KIND.into(),
             id: id_of(&watched),
             ..Default::default()
         },
@@ -720,25 +736,25 @@ async fn watches_filter_by_kind_org_and_id_and_refuse_unknown_kinds() {
     let event = next(&mut team).await;
     assert_eq!(unpack(&event).metadata.expect("metadata").name, "elsewhere");
 
-    let mut sessions = watch(
+    let mut tools = watch(
         &server,
         WatchRequest {
             since_revision: start,
-            kind: "Session".into(),
+            kind: "McpServer".into(),
             ..Default::default()
         },
     )
     .await;
-    let session = common::TestServer::call_json(
+    let tool = common::TestServer::call_json(
         &server,
-        "/ai.stigmer.agentic.session.v1.SessionCommandController/create",
-        r#"{"spec":{"agentInstanceId":"ain-x"}}"#,
+        "/ai.stigmer.agentic.mcpserver.v1.McpServerCommandController/create",
+        r#"{"metadata":{"name":"files"},"spec":{"stdio":{"command":"npx"}}}"#,
     )
     .await
-    .expect("session");
-    let event = next(&mut sessions).await;
-    assert_eq!(event.kind, "Session");
-    assert_eq!(event.id, common::to_json(&session)["metadata"]["id"]);
+    .expect("mcp server");
+    let event = next(&mut tools).await;
+    assert_eq!(event.kind, "McpServer");
+    assert_eq!(event.id, common::to_json(&tool)["metadata"]["id"]);
 
     let mut refused = ResourceServiceClient::new(server.channel.clone());
     let status = match refused
@@ -776,7 +792,7 @@ async fn info_reports_the_revision_backend_and_counts() {
         .into_inner();
     assert_eq!(info.backend, "sqlite");
     assert_eq!(info.revision, 3);
-    assert_eq!(info.counts.get("Agent"), Some(&3));
+    assert_eq!(info.counts.get(KIND), Some(&3));
     assert_eq!(info.compacted_revision, 0);
     assert!(info.database.starts_with("SQLite 3."), "{}", info.database);
     assert!(

@@ -21,6 +21,10 @@ pub enum OpenError {
     NotWal { path: PathBuf, mode: String },
     #[error("cannot migrate the database schema: {0}")]
     Migration(#[from] refinery::Error),
+    #[error(
+        "{path} is in use by another stigmer-server (or a key rotation); stop it first, or point this one at another database"
+    )]
+    InUse { path: PathBuf },
     #[error("cannot start a storage thread: {0}")]
     Thread(std::io::Error),
 }

@@ -25,6 +25,7 @@ use async_trait::async_trait;
 use stigmer_store::{
     AtRevision, Change, ChangeFilter, Compaction, ListPage, ListQuery, LogBounds, Mutation,
     Retention, Scope, Snapshot, Store, StoreError, StoreInfo, StoreResult, StoredResource,
+    TokenRewrite, VersionSelector,
 };
 use tokio::sync::{Semaphore, broadcast, oneshot};
 
@@ -48,6 +49,8 @@ pub struct SqliteStore {
     readers: ReaderPool,
     snapshots: Arc<Semaphore>,
     threads: Mutex<Vec<JoinHandle<()>>>,
+    /// Held until the store closes (see `schema::lock`).
+    lock: Mutex<Option<std::fs::File>>,
 }
 
 impl SqliteStore {
@@ -55,6 +58,7 @@ impl SqliteStore {
     /// writer and reader threads.
     pub fn open(config: &SqliteConfig) -> Result<Self, OpenError> {
         schema::prepare_path(&config.path)?;
+        let lock = schema::lock(&config.path)?;
         let mut conn = schema::open_writer_connection(config)?;
         schema::migrate(&mut conn)?;
         let mut threads = Vec::new();
@@ -66,6 +70,7 @@ impl SqliteStore {
             readers,
             snapshots: Arc::new(Semaphore::new(config.max_snapshots.max(1))),
             threads: Mutex::new(threads),
+            lock: Mutex::new(Some(lock)),
         })
     }
 
@@ -87,8 +92,8 @@ impl Store for SqliteStore {
     async fn transact(&self, mutations: Vec<Mutation>) -> StoreResult<Vec<StoredResource>> {
         match self.writer.submit(WriteOp::Transact(mutations)).await? {
             Applied::Written(stored) => Ok(stored),
-            Applied::Compacted(_) => Err(StoreError::Internal(
-                "a write was answered as a compaction".into(),
+            _ => Err(StoreError::Internal(
+                "a write was answered as something else".into(),
             )),
         }
     }
@@ -182,6 +187,48 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn artifact(&self, hash: String) -> StoreResult<Option<Vec<u8>>> {
+        self.readers
+            .run(move |conn| queries::artifact(conn, &hash))
+            .await
+    }
+
+    async fn version(
+        &self,
+        resource_id: String,
+        selector: VersionSelector,
+    ) -> StoreResult<Option<StoredResource>> {
+        self.readers
+            .run(move |conn| queries::version(conn, &resource_id, &selector))
+            .await
+    }
+
+    async fn setting(&self, key: String) -> StoreResult<Option<String>> {
+        self.readers
+            .run(move |conn| queries::setting(conn, &key))
+            .await
+    }
+
+    async fn put_setting(&self, key: String, value: String) -> StoreResult<()> {
+        self.writer
+            .submit(WriteOp::PutSetting { key, value })
+            .await
+            .map(|_| ())
+    }
+
+    async fn rewrite_tokens(&self, prefix: String, rewrite: TokenRewrite) -> StoreResult<u64> {
+        match self
+            .writer
+            .submit(WriteOp::RewriteTokens { prefix, rewrite })
+            .await?
+        {
+            Applied::Maintained(count) => Ok(count),
+            _ => Err(StoreError::Internal(
+                "a rewrite was answered as something else".into(),
+            )),
+        }
+    }
+
     async fn close(&self) -> StoreResult<()> {
         self.readers.shutdown().await;
         let (done_tx, done_rx) = oneshot::channel();
@@ -192,12 +239,18 @@ impl Store for SqliteStore {
             Ok(mut threads) => std::mem::take(&mut *threads),
             Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
         };
+        let lock = match self.lock.lock() {
+            Ok(mut lock) => lock.take(),
+            Err(poisoned) => poisoned.into_inner().take(),
+        };
         tokio::task::spawn_blocking(move || {
             for thread in threads {
                 if thread.join().is_err() {
                     tracing::error!("a storage thread panicked before shutdown");
                 }
             }
+            // Only once every connection is closed may another process take the database.
+            drop(lock);
         })
         .await
         .map_err(|err| StoreError::Internal(format!("joining storage threads: {err}")))

@@ -4,7 +4,7 @@ use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
 use stigmer_store::{
     AtRevision, Change, ChangeFilter, ChangeType, JsonFilter, ListPage, ListQuery, LogBounds,
-    Scope, StoreError, StoreResult, StoredResource,
+    Scope, StoreError, StoreResult, StoredResource, VersionSelector,
 };
 
 use crate::errors::store_error;
@@ -320,4 +320,55 @@ pub(crate) fn counts(conn: &Connection, org: &str) -> StoreResult<Vec<(String, i
             .collect::<rusqlite::Result<Vec<_>>>()
     })
     .map_err(store_error)
+}
+
+pub(crate) fn setting(conn: &Connection, key: &str) -> StoreResult<Option<String>> {
+    conn.prepare_cached("SELECT value FROM settings WHERE key = ?1")
+        .and_then(|mut stmt| stmt.query_row([key], |row| row.get(0)).optional())
+        .map_err(store_error)
+}
+
+pub(crate) fn artifact(conn: &Connection, hash: &str) -> StoreResult<Option<Vec<u8>>> {
+    conn.prepare_cached("SELECT data FROM artifacts WHERE hash = ?1")
+        .and_then(|mut stmt| stmt.query_row([hash], |row| row.get(0)).optional())
+        .map_err(store_error)
+}
+
+/// A version row as a stored resource (scope and slug from the current row).
+pub(crate) fn version(
+    conn: &Connection,
+    resource_id: &str,
+    selector: &VersionSelector,
+) -> StoreResult<Option<StoredResource>> {
+    let (sql, key) = match selector {
+        VersionSelector::Hash(hash) => (
+            "SELECT v.revision, v.data, r.kind, r.org_id, r.slug FROM resource_versions v \
+             JOIN resources r ON r.id = v.resource_id \
+             WHERE v.resource_id = ?1 AND v.version_hash = ?2",
+            hash,
+        ),
+        VersionSelector::Tag(tag) => (
+            "SELECT v.revision, v.data, r.kind, r.org_id, r.slug FROM resource_versions v \
+             JOIN resources r ON r.id = v.resource_id \
+             WHERE v.resource_id = ?1 AND v.tag = ?2 ORDER BY v.revision DESC LIMIT 1",
+            tag,
+        ),
+    };
+    conn.prepare_cached(sql)
+        .and_then(|mut stmt| {
+            stmt.query_row(params![resource_id, key], |row| {
+                Ok(StoredResource {
+                    id: resource_id.to_string(),
+                    revision: row.get(0)?,
+                    data: row.get(1)?,
+                    scope: Scope {
+                        kind: row.get(2)?,
+                        org: row.get(3)?,
+                    },
+                    slug: row.get(4)?,
+                })
+            })
+            .optional()
+        })
+        .map_err(store_error)
 }

@@ -94,3 +94,32 @@ pub(crate) fn migrate(conn: &mut Connection) -> Result<(), OpenError> {
     }
     Ok(())
 }
+
+/// Takes the database's lock file for as long as the returned handle lives, so that two servers
+/// (or a server and a key rotation) never share one database: its single-writer design and
+/// in-memory state assume they are alone.
+pub(crate) fn lock(path: &Path) -> Result<std::fs::File, OpenError> {
+    let mut lock_path = path.as_os_str().to_owned();
+    lock_path.push(".lock");
+    let lock_path = std::path::PathBuf::from(lock_path);
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&lock_path)
+        .map_err(|source| OpenError::Path {
+            path: lock_path.clone(),
+            source,
+        })?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(OpenError::InUse {
+            path: path.to_path_buf(),
+        }),
+        Err(std::fs::TryLockError::Error(source)) => Err(OpenError::Path {
+            path: lock_path,
+            source,
+        }),
+    }
+}

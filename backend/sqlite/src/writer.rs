@@ -9,7 +9,7 @@ use rusqlite::ToSql;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params, params_from_iter};
 use stigmer_store::{
     Change, ChangeType, Compaction, Mutation, NewResource, Retention, Scope, StoreError,
-    StoreResult, StoredResource,
+    StoreResult, StoredResource, TokenRewrite,
 };
 use tokio::sync::{broadcast, oneshot};
 
@@ -24,12 +24,21 @@ pub(crate) enum WriteOp {
     /// Removes one step of the change log's oldest entries that `retention` no longer keeps.
     /// Consumes no revision.
     Compact(Retention),
+    /// Sets a text setting. Consumes no revision.
+    PutSetting { key: String, value: String },
+    /// Rewrites stored tokens (re-sealing secrets). Consumes no revision.
+    RewriteTokens {
+        prefix: String,
+        rewrite: TokenRewrite,
+    },
 }
 
 /// What an applied operation produced.
 pub(crate) enum Applied {
     Written(Vec<StoredResource>),
     Compacted(Compaction),
+    /// A maintenance operation, with how many rows or tokens it touched.
+    Maintained(u64),
 }
 
 struct WriteJob {
@@ -260,11 +269,29 @@ fn apply(conn: &Connection, op: &WriteOp, last: i64) -> StoreResult<(Applied, Ve
                 Vec::new(),
             ));
         }
+        WriteOp::PutSetting { key, value } => {
+            conn.prepare_cached(
+                "INSERT INTO settings (key, value) VALUES (?1, ?2) \
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            )
+            .and_then(|mut stmt| stmt.execute(params![key, value]))
+            .map_err(store_error)?;
+            return Ok((Applied::Maintained(1), Vec::new()));
+        }
+        WriteOp::RewriteTokens { prefix, rewrite } => {
+            let count = rewrite_tokens(conn, prefix, rewrite)?;
+            return Ok((Applied::Maintained(count), Vec::new()));
+        }
     };
     let mut stored = Vec::with_capacity(mutations.len());
     let mut changes = Vec::with_capacity(mutations.len());
-    for (revision, mutation) in (last + 1..).zip(mutations) {
-        let (row, change_type) = apply_mutation(conn, mutation, revision)?;
+    let mut revision = last;
+    for mutation in mutations {
+        let Some((row, change_type)) = apply_mutation(conn, mutation, revision + 1, revision)?
+        else {
+            continue;
+        };
+        revision += 1;
         let change = Change {
             revision,
             change_type,
@@ -279,12 +306,16 @@ fn apply(conn: &Connection, op: &WriteOp, last: i64) -> StoreResult<(Applied, Ve
     Ok((Applied::Written(stored), changes))
 }
 
+/// Applies one mutation. Resource writes take `revision` and return the row and its change;
+/// the others (artifacts, versions) take none and return `None`. `last` is the revision of the
+/// transaction's latest resource write, which a version records.
 fn apply_mutation(
     conn: &Connection,
     mutation: &Mutation,
     revision: i64,
-) -> StoreResult<(StoredResource, ChangeType)> {
-    Ok(match mutation {
+    last: i64,
+) -> StoreResult<Option<(StoredResource, ChangeType)>> {
+    Ok(Some(match mutation {
         Mutation::Create(resource) => (insert(conn, resource, revision)?, ChangeType::Created),
         Mutation::Replace {
             resource,
@@ -301,7 +332,54 @@ fn apply_mutation(
             delete(conn, scope, id, *expected_revision)?,
             ChangeType::Deleted,
         ),
-    })
+        Mutation::PutArtifact { hash, bytes } => {
+            conn.prepare_cached(
+                "INSERT INTO artifacts (hash, size, data) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (hash) DO NOTHING",
+            )
+            .and_then(|mut stmt| stmt.execute(params![hash, bytes.len() as i64, bytes]))
+            .map_err(store_error)?;
+            return Ok(None);
+        }
+        Mutation::PutVersion {
+            resource_id,
+            version_hash,
+            tag,
+            data,
+        } => {
+            conn.prepare_cached(
+                "INSERT INTO resource_versions (resource_id, version_hash, tag, revision, data) \
+                 VALUES (?1, ?2, ?3, ?4, json_set(?5, '$.metadata.revision', ?6)) \
+                 ON CONFLICT (resource_id, version_hash) DO UPDATE SET \
+                   tag = excluded.tag, revision = excluded.revision, data = excluded.data",
+            )
+            .and_then(|mut stmt| {
+                stmt.execute(params![
+                    resource_id,
+                    version_hash,
+                    tag,
+                    last,
+                    data,
+                    last.to_string()
+                ])
+            })
+            .map_err(store_error)?;
+            return Ok(None);
+        }
+        Mutation::DeleteVersions { resource_id } => {
+            conn.prepare_cached("DELETE FROM resource_versions WHERE resource_id = ?1")
+                .and_then(|mut stmt| stmt.execute([resource_id]))
+                .and_then(|_| {
+                    conn.execute(
+                        "DELETE FROM artifacts WHERE hash NOT IN \
+                         (SELECT version_hash FROM resource_versions)",
+                        [],
+                    )
+                })
+                .map_err(store_error)?;
+            return Ok(None);
+        }
+    }))
 }
 
 fn append_change(conn: &Connection, change: &Change) -> rusqlite::Result<()> {
@@ -498,4 +576,53 @@ fn missing_or_moved(conn: &Connection, scope: &Scope, id: &str, expected: i64) -
         Ok(None) => not_found(scope, id),
         Err(err) => store_error(err),
     }
+}
+
+/// Tables and columns that hold resource JSON.
+const DATA_COLUMNS: &[(&str, &str)] = &[
+    ("resources", "id"),
+    ("changes", "revision"),
+    ("resource_versions", "rowid"),
+];
+
+fn rewrite_tokens(conn: &Connection, prefix: &str, rewrite: &TokenRewrite) -> StoreResult<u64> {
+    let mut count = 0;
+    for (table, key) in DATA_COLUMNS {
+        let rows: Vec<(rusqlite::types::Value, String)> = conn
+            .prepare(&format!(
+                "SELECT {key}, data FROM {table} WHERE instr(data, ?1) > 0"
+            ))
+            .and_then(|mut stmt| {
+                stmt.query_map([prefix], |row| Ok((row.get(0)?, row.get(1)?)))?
+                    .collect()
+            })
+            .map_err(store_error)?;
+        for (row_key, data) in rows {
+            let (rewritten, n) = rewrite_text(&data, prefix, rewrite)?;
+            conn.execute(
+                &format!("UPDATE {table} SET data = ?1 WHERE {key} = ?2"),
+                params![rewritten, row_key],
+            )
+            .map_err(store_error)?;
+            count += n;
+        }
+    }
+    Ok(count)
+}
+
+/// Replaces each `prefix…` token (up to the closing quote of its JSON string) in `text`.
+fn rewrite_text(text: &str, prefix: &str, rewrite: &TokenRewrite) -> StoreResult<(String, u64)> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    let mut count = 0;
+    while let Some(at) = rest.find(prefix) {
+        out.push_str(&rest[..at]);
+        let token_len = rest[at..].find('"').unwrap_or(rest.len() - at);
+        let token = &rest[at..at + token_len];
+        out.push_str(&rewrite(token).map_err(StoreError::Internal)?);
+        rest = &rest[at + token_len..];
+        count += 1;
+    }
+    out.push_str(rest);
+    Ok((out, count))
 }

@@ -9,7 +9,7 @@ mod watch;
 pub use error::{StoreError, StoreResult};
 pub use types::{
     AtRevision, Change, ChangeFilter, ChangeType, Compaction, JsonFilter, ListPage, ListQuery,
-    LogBounds, Mutation, NewResource, Retention, Scope, StoreInfo, StoredResource,
+    LogBounds, Mutation, NewResource, Retention, Scope, StoreInfo, StoredResource, VersionSelector,
 };
 pub use watch::{WatchItem, WatchOptions, watch};
 
@@ -17,6 +17,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use tokio::sync::broadcast;
+
+/// Turns one stored token into its replacement; an `Err` aborts the whole rewrite.
+pub type TokenRewrite = Arc<dyn Fn(&str) -> Result<String, String> + Send + Sync>;
 
 /// A consistent read of many resources at one revision, page by page.
 #[async_trait]
@@ -115,6 +118,28 @@ pub trait Store: Send + Sync + 'static {
 
     /// Backend facts and resource counts per kind in `org`.
     async fn info(&self, org: String) -> StoreResult<StoreInfo>;
+
+    /// The bytes of an artifact, by SHA-256 (hex).
+    async fn artifact(&self, hash: String) -> StoreResult<Option<Vec<u8>>>;
+
+    /// One version of a versioned resource, as it was when written.
+    async fn version(
+        &self,
+        resource_id: String,
+        selector: VersionSelector,
+    ) -> StoreResult<Option<StoredResource>>;
+
+    /// A store-wide text setting.
+    async fn setting(&self, key: String) -> StoreResult<Option<String>>;
+
+    /// Sets a store-wide text setting, durably.
+    async fn put_setting(&self, key: String, value: String) -> StoreResult<()>;
+
+    /// Rewrites, in one transaction, every stored token that starts with `prefix` (in current
+    /// resources, the change log and anything else that keeps resource data) with what
+    /// `rewrite` makes of it. Tokens end at the next `"`. Returns how many were rewritten.
+    /// Used to re-seal secrets under a new key.
+    async fn rewrite_tokens(&self, prefix: String, rewrite: TokenRewrite) -> StoreResult<u64>;
 
     /// Flushes and closes the store. Calls made afterwards fail with [`StoreError::Closed`].
     async fn close(&self) -> StoreResult<()>;

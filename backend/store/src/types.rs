@@ -40,6 +40,27 @@ pub enum Mutation {
         id: String,
         expected_revision: Option<i64>,
     },
+    /// Store an artifact under its SHA-256 (hex), once. Takes no revision.
+    PutArtifact { hash: String, bytes: Vec<u8> },
+    /// Record a version of the resource written just before in the same transaction; `data`
+    /// gets that write's revision. Takes no revision of its own.
+    PutVersion {
+        resource_id: String,
+        version_hash: String,
+        tag: String,
+        data: String,
+    },
+    /// Forget every version of a resource, and every artifact no version needs any more.
+    DeleteVersions { resource_id: String },
+}
+
+/// Which version of a versioned resource to read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VersionSelector {
+    /// The 64-hex content hash.
+    Hash(String),
+    /// The newest version pushed with this tag.
+    Tag(String),
 }
 
 /// A resource as stored.

@@ -1,0 +1,476 @@
+//! Execution lifecycle over gRPC: default instances, sessions made on demand, phases that only
+//! move forward, concurrent status updates, subscribe from several clients, lists by parent.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{TestServer, agent, expect_code, violated_fields};
+use stigmer_api::ai::stigmer::agentic::agent::v1::agent_command_controller_client::AgentCommandControllerClient;
+use stigmer_api::ai::stigmer::agentic::agent::v1::{Agent, AgentId};
+use stigmer_api::ai::stigmer::agentic::agentexecution::v1::agent_execution_command_controller_client::AgentExecutionCommandControllerClient;
+use stigmer_api::ai::stigmer::agentic::agentexecution::v1::agent_execution_query_controller_client::AgentExecutionQueryControllerClient;
+use stigmer_api::ai::stigmer::agentic::agentexecution::v1::{
+    AgentExecution, AgentExecutionId, AgentExecutionSpec, AgentExecutionStatus,
+    AgentExecutionUpdateStatusInput, AgentMessage, ExecutionPhase,
+    ListAgentExecutionsBySessionRequest,
+};
+use stigmer_api::ai::stigmer::agentic::agentinstance::v1::agent_instance_query_controller_client::AgentInstanceQueryControllerClient;
+use stigmer_api::ai::stigmer::agentic::agentinstance::v1::{AgentInstanceId, GetAgentInstancesByAgentRequest};
+use stigmer_api::ai::stigmer::agentic::session::v1::session_query_controller_client::SessionQueryControllerClient;
+use stigmer_api::ai::stigmer::agentic::session::v1::{ListSessionsByAgentRequest, SessionId};
+use tonic::Code;
+use tonic::transport::Channel;
+
+const DEADLINE: Duration = Duration::from_secs(30);
+
+type Executions = AgentExecutionCommandControllerClient<Channel>;
+
+fn id(agent: &Agent) -> String {
+    agent.metadata.as_ref().expect("metadata").id.clone()
+}
+
+fn exec_id(execution: &AgentExecution) -> String {
+    execution.metadata.as_ref().expect("metadata").id.clone()
+}
+
+fn phase(execution: &AgentExecution) -> ExecutionPhase {
+    execution.status.as_ref().expect("status").phase()
+}
+
+fn run(agent_id: &str, message: &str) -> AgentExecution {
+    AgentExecution {
+        spec: Some(AgentExecutionSpec {
+            agent_id: agent_id.into(),
+            message: message.into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn to_phase(execution_id: &str, phase: ExecutionPhase) -> AgentExecutionUpdateStatusInput {
+    AgentExecutionUpdateStatusInput {
+        execution_id: execution_id.into(),
+        status: Some(AgentExecutionStatus {
+            phase: phase as i32,
+            ..Default::default()
+        }),
+    }
+}
+
+async fn started(server: &TestServer) -> (Agent, AgentExecution) {
+    let mut agents = AgentCommandControllerClient::new(server.channel.clone());
+    let created = agents
+        .create(agent("Runner"))
+        .await
+        .expect("agent")
+        .into_inner();
+    let mut executions = Executions::new(server.channel.clone());
+    let execution = executions
+        .create(run(&id(&created), "Summarise the open incidents."))
+        .await
+        .expect("execution")
+        .into_inner();
+    (created, execution)
+}
+
+#[tokio::test]
+async fn an_agent_brings_its_default_instance_and_takes_it_away() {
+    let server = TestServer::start().await;
+    let mut agents = AgentCommandControllerClient::new(server.channel.clone());
+    let created = agents
+        .create(agent("Parent"))
+        .await
+        .expect("agent")
+        .into_inner();
+    let instance_id = created
+        .status
+        .as_ref()
+        .expect("status")
+        .default_instance_id
+        .clone();
+    let mut instances = AgentInstanceQueryControllerClient::new(server.channel.clone());
+    let instance = instances
+        .get(AgentInstanceId {
+            value: instance_id.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect("default instance")
+        .into_inner();
+    assert_eq!(instance.spec.as_ref().expect("spec").agent_id, id(&created));
+    assert_eq!(
+        instance.metadata.as_ref().expect("metadata").slug,
+        "parent-default"
+    );
+    let listed = instances
+        .get_by_agent(GetAgentInstancesByAgentRequest {
+            agent_id: id(&created),
+            ..Default::default()
+        })
+        .await
+        .expect("getByAgent")
+        .into_inner();
+    assert_eq!(listed.items, vec![instance]);
+
+    let mut instance_commands =
+        stigmer_api::ai::stigmer::agentic::agentinstance::v1::agent_instance_command_controller_client::AgentInstanceCommandControllerClient::new(server.channel.clone());
+    let status = expect_code(
+        instance_commands
+            .delete(AgentInstanceId {
+                value: instance_id.clone(),
+                ..Default::default()
+            })
+            .await,
+        Code::FailedPrecondition,
+    );
+    assert!(
+        status.message().contains("default instance"),
+        "{}",
+        status.message()
+    );
+
+    agents
+        .delete(AgentId {
+            value: id(&created),
+            ..Default::default()
+        })
+        .await
+        .expect("delete");
+    expect_code(
+        instances
+            .get(AgentInstanceId {
+                value: instance_id,
+                ..Default::default()
+            })
+            .await,
+        Code::NotFound,
+    );
+}
+
+#[tokio::test]
+async fn references_to_missing_resources_are_refused() {
+    let server = TestServer::start().await;
+    let mut executions = Executions::new(server.channel.clone());
+    let status = expect_code(
+        executions
+            .create(run("agt-01jz0000000000000000000000", "hello"))
+            .await,
+        Code::InvalidArgument,
+    );
+    assert_eq!(violated_fields(&status), vec!["spec.agent_id".to_string()]);
+    assert!(
+        status.message().contains("does not exist"),
+        "{}",
+        status.message()
+    );
+    let status = expect_code(
+        executions
+            .create(AgentExecution {
+                spec: Some(AgentExecutionSpec {
+                    message: "no target".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .await,
+        Code::InvalidArgument,
+    );
+    assert_eq!(
+        violated_fields(&status),
+        vec!["spec.session_id".to_string()]
+    );
+}
+
+#[tokio::test]
+async fn an_execution_starts_pending_in_a_new_session_and_lists_by_it() {
+    let server = TestServer::start().await;
+    let (agent, execution) = started(&server).await;
+    assert_eq!(phase(&execution), ExecutionPhase::ExecutionPending);
+    let session_id = execution.spec.as_ref().expect("spec").session_id.clone();
+    assert!(session_id.starts_with("ses-"), "{session_id}");
+
+    let mut sessions = SessionQueryControllerClient::new(server.channel.clone());
+    let session = sessions
+        .get(SessionId {
+            value: session_id.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect("the new session")
+        .into_inner();
+    assert_eq!(
+        session.spec.as_ref().expect("spec").agent_instance_id,
+        agent.status.as_ref().expect("status").default_instance_id
+    );
+    let by_agent = sessions
+        .list_by_agent(ListSessionsByAgentRequest {
+            agent_id: id(&agent),
+            ..Default::default()
+        })
+        .await
+        .expect("listByAgent")
+        .into_inner();
+    assert_eq!(by_agent.entries, vec![session]);
+
+    // A second execution in the same session, then list the session's executions.
+    let mut executions = Executions::new(server.channel.clone());
+    let second = executions
+        .create(AgentExecution {
+            spec: Some(AgentExecutionSpec {
+                session_id: session_id.clone(),
+                message: "And the closed ones?".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .expect("second")
+        .into_inner();
+    assert_eq!(
+        second.spec.as_ref().expect("spec").agent_id,
+        id(&agent),
+        "derived from the session"
+    );
+    let mut query = AgentExecutionQueryControllerClient::new(server.channel.clone());
+    let listed = query
+        .list_by_session(ListAgentExecutionsBySessionRequest {
+            session_id,
+            page_size: 1,
+            ..Default::default()
+        })
+        .await
+        .expect("listBySession")
+        .into_inner();
+    assert_eq!(listed.entries.len(), 1);
+    assert_eq!(exec_id(&listed.entries[0]), exec_id(&execution));
+    assert!(
+        !listed.next_page_token.is_empty(),
+        "the page holds one of two"
+    );
+}
+
+#[tokio::test]
+async fn phases_only_move_forward_and_a_final_phase_never_changes() {
+    let server = TestServer::start().await;
+    let (_, execution) = started(&server).await;
+    let id = exec_id(&execution);
+    let mut executions = Executions::new(server.channel.clone());
+
+    let status = expect_code(
+        executions
+            .update_status(to_phase(&id, ExecutionPhase::ExecutionCompleted))
+            .await,
+        Code::FailedPrecondition,
+    );
+    assert!(
+        status.message().contains("EXECUTION_PENDING")
+            && status.message().contains("EXECUTION_COMPLETED"),
+        "names both phases: {}",
+        status.message()
+    );
+    let running = executions
+        .update_status(to_phase(&id, ExecutionPhase::ExecutionInProgress))
+        .await
+        .expect("start")
+        .into_inner();
+    let running_status = running.status.as_ref().expect("status");
+    assert_eq!(running_status.phase(), ExecutionPhase::ExecutionInProgress);
+    assert!(!running_status.started_at.is_empty(), "started_at is set");
+
+    // A progress report keeps the phase.
+    let mut progress = to_phase(&id, ExecutionPhase::Unspecified);
+    progress.status.as_mut().expect("status").messages = vec![AgentMessage {
+        content: "Looking at the incidents…".into(),
+        ..Default::default()
+    }];
+    let reported = executions
+        .update_status(progress)
+        .await
+        .expect("progress")
+        .into_inner();
+    assert_eq!(phase(&reported), ExecutionPhase::ExecutionInProgress);
+    assert_eq!(reported.status.as_ref().expect("status").messages.len(), 1);
+    assert_eq!(
+        reported.status.as_ref().expect("status").started_at,
+        running_status.started_at
+    );
+
+    let done = executions
+        .update_status(to_phase(&id, ExecutionPhase::ExecutionCompleted))
+        .await
+        .expect("complete")
+        .into_inner();
+    assert!(
+        !done
+            .status
+            .as_ref()
+            .expect("status")
+            .completed_at
+            .is_empty()
+    );
+    for next in [
+        ExecutionPhase::ExecutionInProgress,
+        ExecutionPhase::ExecutionCancelled,
+        ExecutionPhase::ExecutionCompleted,
+    ] {
+        let status = expect_code(
+            executions.update_status(to_phase(&id, next)).await,
+            Code::FailedPrecondition,
+        );
+        assert!(
+            status.message().contains("never changes"),
+            "{}",
+            status.message()
+        );
+    }
+    expect_code(
+        executions
+            .update_status(to_phase(
+                "aex-01jz0000000000000000000000",
+                ExecutionPhase::ExecutionCancelled,
+            ))
+            .await,
+        Code::NotFound,
+    );
+}
+
+#[tokio::test]
+async fn concurrent_status_updates_end_in_exactly_one_final_phase() {
+    let server = TestServer::start().await;
+    let (_, execution) = started(&server).await;
+    let id = exec_id(&execution);
+    let mut executions = Executions::new(server.channel.clone());
+    executions
+        .update_status(to_phase(&id, ExecutionPhase::ExecutionInProgress))
+        .await
+        .expect("start");
+    let finals = [
+        ExecutionPhase::ExecutionCompleted,
+        ExecutionPhase::ExecutionFailed,
+        ExecutionPhase::ExecutionCancelled,
+    ];
+    let tasks: Vec<_> = (0..24)
+        .map(|n| {
+            let mut client = Executions::new(server.channel.clone());
+            let target = finals[n % finals.len()];
+            let id = id.clone();
+            tokio::spawn(async move {
+                client
+                    .update_status(to_phase(&id, target))
+                    .await
+                    .map(|r| r.into_inner())
+            })
+        })
+        .collect();
+    let mut winners = Vec::new();
+    for task in tasks {
+        match task.await.expect("task") {
+            Ok(execution) => winners.push(phase(&execution)),
+            Err(status) => assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}"),
+        }
+    }
+    assert_eq!(
+        winners.len(),
+        1,
+        "exactly one update reaches a final phase: {winners:?}"
+    );
+    let mut query = AgentExecutionQueryControllerClient::new(server.channel.clone());
+    let stored = query
+        .get(AgentExecutionId { value: id })
+        .await
+        .expect("get")
+        .into_inner();
+    assert_eq!(phase(&stored), winners[0]);
+}
+
+#[tokio::test]
+async fn subscribers_all_see_the_same_sequence_and_the_stream_ends_when_the_execution_does() {
+    let server = TestServer::start().await;
+    let (_, execution) = started(&server).await;
+    let id = exec_id(&execution);
+    let mut subscribers = Vec::new();
+    for _ in 0..3 {
+        let mut query = AgentExecutionQueryControllerClient::new(server.channel.clone());
+        subscribers.push(
+            query
+                .subscribe(AgentExecutionId { value: id.clone() })
+                .await
+                .expect("subscribe")
+                .into_inner(),
+        );
+    }
+    // Each subscriber has seen the current state before the updates start.
+    for stream in &mut subscribers {
+        let first = tokio::time::timeout(DEADLINE, stream.message())
+            .await
+            .expect("in time")
+            .expect("ok")
+            .expect("an item");
+        assert_eq!(phase(&first), ExecutionPhase::ExecutionPending);
+    }
+    let mut executions = Executions::new(server.channel.clone());
+    for target in [
+        ExecutionPhase::ExecutionInProgress,
+        ExecutionPhase::ExecutionInProgress,
+        ExecutionPhase::ExecutionFailed,
+    ] {
+        let mut input = to_phase(&id, target);
+        input.status.as_mut().expect("status").error = format!("{target:?}");
+        executions.update_status(input).await.expect("update");
+    }
+    let mut sequences = Vec::new();
+    for mut stream in subscribers {
+        let mut seen = Vec::new();
+        while let Some(item) = tokio::time::timeout(DEADLINE, stream.message())
+            .await
+            .expect("in time")
+            .expect("ok")
+        {
+            seen.push((
+                item.metadata.as_ref().expect("metadata").revision,
+                phase(&item),
+            ));
+        }
+        sequences.push(seen);
+    }
+    assert_eq!(sequences[0].len(), 3, "{:?}", sequences[0]);
+    assert_eq!(
+        sequences[0].last().map(|s| s.1),
+        Some(ExecutionPhase::ExecutionFailed)
+    );
+    assert!(
+        sequences.iter().all(|s| *s == sequences[0]),
+        "{sequences:?}"
+    );
+
+    // Subscribing to a finished execution returns it once and ends.
+    let mut query = AgentExecutionQueryControllerClient::new(server.channel.clone());
+    let mut late = query
+        .subscribe(AgentExecutionId { value: id })
+        .await
+        .expect("subscribe")
+        .into_inner();
+    let only = late.message().await.expect("ok").expect("the execution");
+    assert_eq!(phase(&only), ExecutionPhase::ExecutionFailed);
+    assert!(
+        late.message().await.expect("ok").is_none(),
+        "then the stream ends"
+    );
+
+    let status = match query
+        .subscribe(AgentExecutionId {
+            value: "aex-01jz0000000000000000000000".into(),
+        })
+        .await
+    {
+        Ok(response) => response
+            .into_inner()
+            .message()
+            .await
+            .expect_err("missing execution"),
+        Err(status) => status,
+    };
+    assert_eq!(status.code(), Code::NotFound);
+}
