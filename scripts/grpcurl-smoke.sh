@@ -53,7 +53,7 @@ check "list returns it" "$(rpc -d '{"page_size":10}' "$addr" ai.stigmer.agentic.
 check "a bad field is named" "$(rpc -d '{"metadata":{"name":"x"},"spec":{"instructions":"short"}}' "$addr" ai.stigmer.agentic.agent.v1.AgentCommandController/create)" '"field":"spec.instructions"'
 check "a duplicate is AlreadyExists" "$(rpc -d "$agent" "$addr" ai.stigmer.agentic.agent.v1.AgentCommandController/create)" "Code: AlreadyExists"
 check "sqlite3 sees the JSON" "$(sqlite3 "$home/.stigmer/stigmer.db" "select kind, org_id, json_extract(data,'\$.metadata.name') from resources where id='$id'")" "Agent|local|Code Reviewer"
-check "info reports the revision" "$(rpc "$addr" ai.stigmer.backend.v1.ResourceService/info)" '"revision": "1"'
+check "info reports the backend" "$(rpc "$addr" ai.stigmer.backend.v1.ResourceService/info)" '"backend": "sqlite"'
 check "watch from 0 starts with a snapshot" "$(rpc -max-time 2 -d '{"kind":"Agent"}' "$addr" ai.stigmer.backend.v1.ResourceService/watch)" '"type": "EVENT_TYPE_SNAPSHOT"'
 check "delete returns the agent" "$(rpc -d "{\"value\":\"$id\"}" "$addr" ai.stigmer.agentic.agent.v1.AgentCommandController/delete)" "\"id\": \"$id\""
 check "then get is NotFound" "$(rpc -d "{\"value\":\"$id\"}" "$addr" ai.stigmer.agentic.agent.v1.AgentQueryController/get)" "Code: NotFound"
