@@ -474,3 +474,40 @@ async fn subscribers_all_see_the_same_sequence_and_the_stream_ends_when_the_exec
     };
     assert_eq!(status.code(), Code::NotFound);
 }
+
+#[tokio::test]
+async fn workflow_tasks_are_checked_beyond_field_rules_with_exact_paths() {
+    let server = TestServer::start().await;
+    let path = "/ai.stigmer.agentic.workflow.v1.WorkflowCommandController/create";
+    let workflow = r#"{"metadata":{"name":"deploy"},"spec":{
+        "document":{"dsl":"1.0.0","namespace":"ops","name":"deploy","version":"1"},
+        "tasks":[
+          {"name":"fetch","kind":"WORKFLOW_TASK_KIND_HTTP_CALL",
+           "taskConfig":{"method":"FETCH","endpoint":{"uri":"https://example.test"},"timeoutSeconds":10},
+           "flow":{"then":"nowhere"}},
+          {"name":"fetch","kind":"WORKFLOW_TASK_KIND_WAIT","taskConfig":{"seconds":5}},
+          {"name":"loop","kind":"WORKFLOW_TASK_KIND_FOR","taskConfig":{"each":"x","in":"${.items}",
+            "do":[{"name":"inner","kind":"WORKFLOW_TASK_KIND_WAIT","taskConfig":{"secnds":1}}]}}
+        ]}}"#;
+    let status = expect_code(
+        server.call_json(path, workflow).await,
+        Code::InvalidArgument,
+    );
+    let fields = violated_fields(&status);
+    for expected in [
+        "spec.tasks[0].task_config.method",
+        "spec.tasks[0].flow.then",
+        "spec.tasks[1].name",
+        "spec.tasks[2].task_config.do[0].task_config.secnds",
+    ] {
+        assert!(
+            fields.iter().any(|f| f == expected),
+            "{expected} not in {fields:?}"
+        );
+    }
+    let count: i64 = server
+        .sqlite()
+        .query_row("SELECT count(*) FROM resources", [], |row| row.get(0))
+        .expect("count");
+    assert_eq!(count, 0, "nothing stored, not even a default instance");
+}
