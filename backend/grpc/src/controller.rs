@@ -158,20 +158,7 @@ impl App {
     ) -> Result<DynamicMessage, ApiError> {
         let expected = meta(&request).revision;
         for _ in 0..MAX_ATTEMPTS {
-            let stored_row = self
-                .store
-                .get(scope.clone(), id.clone())
-                .await?
-                .ok_or_else(|| not_found(kind, &id))?;
-            if expected != 0 && stored_row.revision != expected {
-                return Err(ApiError::Aborted {
-                    kind: kind.name.clone(),
-                    id,
-                    expected,
-                    current: stored_row.revision,
-                });
-            }
-            let stored = decode_row(kind, &stored_row)?;
+            let (stored_row, stored) = self.load(kind, &scope, &id, expected).await?;
             let mut updated = request.clone();
             let mut violations =
                 prepare_update(kind, &stored, &mut updated, caller, SystemTime::now());
@@ -201,6 +188,32 @@ impl App {
             "{} {id} is being changed by many writers at once; retry",
             kind.name
         )))
+    }
+
+    /// The stored row and resource `id`, refused as ABORTED when `expected` (non-zero) is not
+    /// its revision.
+    pub(crate) async fn load(
+        &self,
+        kind: &KindInfo,
+        scope: &Scope,
+        id: &str,
+        expected: i64,
+    ) -> Result<(StoredResource, DynamicMessage), ApiError> {
+        let row = self
+            .store
+            .get(scope.clone(), id.to_string())
+            .await?
+            .ok_or_else(|| not_found(kind, id))?;
+        if expected != 0 && row.revision != expected {
+            return Err(ApiError::Aborted {
+                kind: kind.name.clone(),
+                id: id.to_string(),
+                expected,
+                current: row.revision,
+            });
+        }
+        let resource = decode_row(kind, &row)?;
+        Ok((row, resource))
     }
 
     async fn apply(
@@ -261,20 +274,7 @@ impl App {
         let expected = get_i64(&request, "expected_revision");
         let scope = Scope::new(kind.name.clone(), caller.org.clone());
         for _ in 0..MAX_ATTEMPTS {
-            let row = self
-                .store
-                .get(scope.clone(), id.clone())
-                .await?
-                .ok_or_else(|| not_found(kind, &id))?;
-            if expected != 0 && row.revision != expected {
-                return Err(ApiError::Aborted {
-                    kind: kind.name.clone(),
-                    id,
-                    expected,
-                    current: row.revision,
-                });
-            }
-            let stored = decode_row(kind, &row)?;
+            let (row, stored) = self.load(kind, &scope, &id, expected).await?;
             let mut mutations = vec![Mutation::Delete {
                 scope: scope.clone(),
                 id: id.clone(),

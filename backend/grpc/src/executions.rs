@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::catalog::KindInfo;
-use crate::controller::{App, MAX_ATTEMPTS, decode_row, new_row};
+use crate::controller::{App, MAX_ATTEMPTS, new_row};
 use crate::error::ApiError;
 use crate::feed::EventStream;
 use crate::fields::{child, get_i32, get_str, set, set_str};
@@ -73,15 +73,7 @@ impl App {
             .ok_or_else(|| ApiError::invalid_field("status update", "status", "is required"))?;
         let scope = Scope::new(kind.name.clone(), caller.org.clone());
         for _ in 0..MAX_ATTEMPTS {
-            let row = self
-                .store
-                .get(scope.clone(), id.clone())
-                .await?
-                .ok_or_else(|| ApiError::NotFound {
-                    kind: kind.name.clone(),
-                    id: id.clone(),
-                })?;
-            let stored = decode_row(kind, &row)?;
+            let (row, stored) = self.load(kind, &scope, &id, 0).await?;
             let updated = self.next_status(&stored, &reported, caller)?;
             if same_content(&stored, &updated) {
                 return Ok(stored);
