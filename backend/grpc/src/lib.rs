@@ -16,7 +16,7 @@ mod json;
 pub mod kinds;
 mod lifecycle;
 pub mod logging;
-mod naming;
+pub mod naming;
 mod resource;
 mod secrets;
 mod selector;
@@ -30,5 +30,8 @@ mod workflow_rules;
 pub use config::{Command, DEFAULT_DB, Durability, LogFormat, ServerConfig};
 pub use controller::App;
 pub use error::{ApiError, FieldViolation};
-pub use server::{Rotation, ServerError, load_keyring, open_store, rotate_master_key, run};
+pub use server::{
+    InProcessServer, InProcessService, Rotation, ServerError, load_keyring, open_store,
+    rotate_master_key, run,
+};
 pub use service::{LOCAL, MAX_MESSAGE_SIZE, ORG_HEADER};

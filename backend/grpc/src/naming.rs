@@ -1,4 +1,4 @@
-//! Server-owned names: ids and slugs.
+//! Server-owned names: ids and slugs. Clients use the slug rules to find what they apply.
 
 use std::sync::Mutex;
 
@@ -19,7 +19,7 @@ pub(crate) fn new_id(prefix: &str) -> String {
 
 /// The contract's slug of a name: lowercase; spaces become `-`; anything but a-z, 0-9 and `-`
 /// is dropped; runs of `-` collapse; leading and trailing `-` go.
-pub(crate) fn slug_from_name(name: &str) -> String {
+pub fn slug_from_name(name: &str) -> String {
     let mut slug = String::with_capacity(name.len());
     for c in name.chars().flat_map(char::to_lowercase) {
         let c = if c == ' ' { '-' } else { c };
@@ -36,10 +36,10 @@ pub(crate) fn slug_from_name(name: &str) -> String {
 }
 
 /// Longest slug the contract allows (a DNS label).
-pub(crate) const MAX_SLUG_LEN: usize = 63;
+pub const MAX_SLUG_LEN: usize = 63;
 
 /// `^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`
-pub(crate) fn is_valid_slug(slug: &str) -> bool {
+pub fn is_valid_slug(slug: &str) -> bool {
     let bytes = slug.as_bytes();
     let alnum = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit();
     match (bytes.first(), bytes.last()) {

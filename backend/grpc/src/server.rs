@@ -144,6 +144,52 @@ pub async fn open_store(config: &ServerConfig) -> Result<Arc<dyn Store>, ServerE
     Ok(Arc::new(store))
 }
 
+/// Everything a server needs besides its transport: the open store and its background
+/// compaction, the routes, and health.
+struct Parts {
+    store: Arc<dyn Store>,
+    routes: Routes,
+    reporter: HealthReporter,
+    service_names: Vec<String>,
+    stop_compactor: tokio::sync::watch::Sender<bool>,
+    compactor: tokio::task::JoinHandle<()>,
+}
+
+impl Parts {
+    async fn start(config: &ServerConfig) -> Result<Self, ServerError> {
+        let store = open_store(config).await?;
+        let keyring = load_keyring(config, store.as_ref()).await?;
+        let (stop_compactor, compactor_stopped) = tokio::sync::watch::channel(false);
+        let compactor = tokio::spawn(compact_periodically(
+            Arc::clone(&store),
+            config.clone(),
+            compactor_stopped,
+        ));
+        let catalog = Catalog::build(&stigmer_api::DESCRIPTOR_POOL, KINDS)?;
+        let service_names = catalog.services().to_vec();
+        let app = Arc::new(App::new(Arc::clone(&store), catalog, keyring));
+        let (reporter, health) = tonic_health::server::health_reporter();
+        let routes = routes(app, health)?;
+        set_health(&reporter, &service_names, ServingStatus::Serving).await;
+        Ok(Self {
+            store,
+            routes,
+            reporter,
+            service_names,
+            stop_compactor,
+            compactor,
+        })
+    }
+
+    async fn close(store: Arc<dyn Store>, stop: tokio::sync::watch::Sender<bool>, compactor: tokio::task::JoinHandle<()>) -> Result<(), ServerError> {
+        let _ = stop.send(true);
+        compactor.await?;
+        store.close().await?;
+        tracing::info!("database closed cleanly");
+        Ok(())
+    }
+}
+
 /// Serves `listener` until `shutdown` resolves, then drains in-flight calls (for at most the
 /// configured grace period) and closes the store.
 pub async fn run(
@@ -151,25 +197,17 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
-    let store = open_store(config).await?;
-    let keyring = load_keyring(config, store.as_ref()).await?;
-    let (stop_compactor, compactor_stopped) = tokio::sync::watch::channel(false);
-    let compactor = tokio::spawn(compact_periodically(
-        Arc::clone(&store),
-        config.clone(),
-        compactor_stopped,
-    ));
-    let catalog = Catalog::build(&stigmer_api::DESCRIPTOR_POOL, KINDS)?;
-    let service_names = catalog.services().to_vec();
-    let app = Arc::new(App::new(Arc::clone(&store), catalog, keyring));
-    let (reporter, health) = tonic_health::server::health_reporter();
-    let routes = routes(app, health)?;
-    set_health(&reporter, &service_names, ServingStatus::Serving).await;
-
+    let Parts {
+        store,
+        routes,
+        reporter,
+        service_names,
+        stop_compactor,
+        compactor,
+    } = Parts::start(config).await?;
     let draining = Arc::new(Notify::new());
     let signal = {
         let draining = Arc::clone(&draining);
-        let reporter = reporter.clone();
         async move {
             shutdown.await;
             tracing::info!("shutting down: draining in-flight calls");
@@ -192,11 +230,42 @@ pub async fn run(
             tracing::warn!(grace_secs = grace.as_secs(), "calls still running after the grace period; closing anyway");
         }
     }
-    let _ = stop_compactor.send(true);
-    compactor.await?;
-    store.close().await?;
-    tracing::info!("database closed cleanly");
-    Ok(())
+    Parts::close(store, stop_compactor, compactor).await
+}
+
+/// The tower service of an in-process server: every route behind the same logging layer as
+/// over TCP, called directly, with no socket and no port.
+pub type InProcessService = crate::logging::RpcLog<axum::Router>;
+
+/// A server in this process, reached by calling its service (see [`InProcessService`]).
+pub struct InProcessServer {
+    service: InProcessService,
+    store: Arc<dyn Store>,
+    stop_compactor: tokio::sync::watch::Sender<bool>,
+    compactor: tokio::task::JoinHandle<()>,
+}
+
+impl InProcessServer {
+    /// Opens the database of `config` and builds every route; `config.listen` is not used.
+    pub async fn start(config: &ServerConfig) -> Result<Self, ServerError> {
+        let parts = Parts::start(config).await?;
+        let router = parts.routes.prepare().into_axum_router();
+        Ok(Self {
+            service: tower_layer::Layer::layer(&RpcLogLayer, router),
+            store: parts.store,
+            stop_compactor: parts.stop_compactor,
+            compactor: parts.compactor,
+        })
+    }
+
+    pub fn service(&self) -> InProcessService {
+        self.service.clone()
+    }
+
+    /// Stops background work and closes the database cleanly.
+    pub async fn close(self) -> Result<(), ServerError> {
+        Parts::close(self.store, self.stop_compactor, self.compactor).await
+    }
 }
 
 /// Trims the change log to the configured retention every `compact_every_secs`, in small

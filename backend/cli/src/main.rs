@@ -1,0 +1,4 @@
+//! stigmer: the command line over stigmer-client. (Being written.)
+#![forbid(unsafe_code)]
+
+fn main() {}

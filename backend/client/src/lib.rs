@@ -1,0 +1,185 @@
+//! The Stigmer client: one interface to every RPC of every kind, whether the server runs in
+//! this process, as a local daemon, or remotely. [`connect`] picks the transport from
+//! configuration; typed generated clients and the generic, kind-by-name calls the CLI uses
+//! both go through the same [`Transport`].
+#![forbid(unsafe_code)]
+
+mod config;
+mod resources;
+mod transport;
+
+use std::str::FromStr;
+use std::sync::Arc;
+
+use prost_reflect::{DynamicMessage, MessageDescriptor};
+use stigmer_grpc::codec::DynamicCodec;
+use stigmer_grpc::{InProcessServer, ServerConfig};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+
+pub use config::{
+    BackendConfig, BackendType, ClientConfig, CloudConfig, DEFAULT_LOCAL_ENDPOINT, LocalConfig,
+    LocalTransport,
+};
+pub use resources::{Applied, Outcome, WatchStream};
+pub use transport::Transport;
+
+/// What can go wrong on the client side. Server answers keep their gRPC status.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("configuration: {0}")]
+    Config(String),
+    #[error("cannot reach {endpoint}: {reason}")]
+    Connect { endpoint: String, reason: String },
+    #[error("cannot start the in-process server: {0}")]
+    InProcess(String),
+    #[error("{0}")]
+    Usage(String),
+    #[error("{}", .0.message())]
+    Status(#[from] tonic::Status),
+}
+
+/// A connection to a Stigmer backend.
+pub struct Client {
+    transport: Transport,
+    catalog: Arc<stigmer_grpc::catalog::Catalog>,
+    in_process: Option<InProcessServer>,
+    endpoint: String,
+}
+
+/// The factory: a client over the transport `config` names.
+pub async fn connect(config: &ClientConfig) -> Result<Client, ClientError> {
+    let catalog = Arc::new(
+        stigmer_grpc::catalog::Catalog::build(&stigmer_api::DESCRIPTOR_POOL, stigmer_grpc::kinds::KINDS)
+            .map_err(|err| ClientError::Config(err.to_string()))?,
+    );
+    let org = config
+        .org()
+        .map(|org| org.parse().map_err(|_| ClientError::Config(format!("org {org:?} is not a valid header value"))))
+        .transpose()?;
+    let (transport, in_process, endpoint) = match config.backend.kind {
+        BackendType::Local if config.backend.local.transport == LocalTransport::InProcess => {
+            let database = match &config.backend.local.database {
+                Some(path) => path.clone(),
+                None => ServerConfig::new(DEFAULT_LOCAL_ENDPOINT.parse().map_err(|_| ClientError::Config("bad default endpoint".into()))?, stigmer_grpc::DEFAULT_DB)
+                    .db_path()
+                    .map_err(|err| ClientError::Config(err.to_string()))?,
+            };
+            let server_config = ServerConfig::new(
+                DEFAULT_LOCAL_ENDPOINT.parse().map_err(|_| ClientError::Config("bad default endpoint".into()))?,
+                &database,
+            );
+            let server = InProcessServer::start(&server_config)
+                .await
+                .map_err(|err| ClientError::InProcess(err.to_string()))?;
+            let transport = Transport::in_process(server.service());
+            (transport, Some(server), format!("in-process ({})", database.display()))
+        }
+        BackendType::Local => {
+            let endpoint = config.backend.local.endpoint.clone();
+            (Transport::remote(channel(&endpoint).await?), None, endpoint)
+        }
+        BackendType::Cloud => {
+            let cloud = config.backend.cloud.clone().unwrap_or_default();
+            if cloud.endpoint.is_empty() {
+                return Err(ClientError::Config(
+                    "cloud mode needs an endpoint: run `stigmer login --endpoint HOST:PORT --token TOKEN --org ORG`".into(),
+                ));
+            }
+            let token = (!cloud.token.is_empty())
+                .then(|| format!("Bearer {}", cloud.token).parse())
+                .transpose()
+                .map_err(|_| ClientError::Config("the token is not a valid header value".into()))?;
+            let transport = Transport::remote(channel(&cloud.endpoint).await?).with_token(token);
+            (transport, None, cloud.endpoint)
+        }
+    };
+    Ok(Client {
+        transport: transport.with_org(org),
+        catalog,
+        in_process,
+        endpoint,
+    })
+}
+
+/// A channel to `endpoint` (`host:port`, or a URL; `https://` and port 443 use TLS).
+async fn channel(endpoint: &str) -> Result<Channel, ClientError> {
+    let url = if endpoint.contains("://") {
+        endpoint.to_string()
+    } else if endpoint.ends_with(":443") {
+        format!("https://{endpoint}")
+    } else {
+        format!("http://{endpoint}")
+    };
+    let fail = |reason: String| ClientError::Connect {
+        endpoint: endpoint.to_string(),
+        reason,
+    };
+    let mut builder = Endpoint::from_str(&url)
+        .map_err(|err| fail(err.to_string()))?
+        .connect_timeout(std::time::Duration::from_secs(5));
+    if url.starts_with("https://") {
+        builder = builder
+            .tls_config(ClientTlsConfig::new().with_webpki_roots())
+            .map_err(|err| fail(err.to_string()))?;
+    }
+    Ok(builder.connect_lazy())
+}
+
+impl Client {
+    /// The transport, for generated clients: `AgentQueryControllerClient::new(client.transport())`.
+    pub fn transport(&self) -> Transport {
+        self.transport.clone()
+    }
+
+    /// Where calls go, for people.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    pub(crate) fn catalog(&self) -> &stigmer_grpc::catalog::Catalog {
+        &self.catalog
+    }
+
+    /// Calls any unary RPC with a message of its input type.
+    pub async fn call(
+        &self,
+        path: &str,
+        request: DynamicMessage,
+        output: MessageDescriptor,
+    ) -> Result<DynamicMessage, tonic::Status> {
+        let mut grpc = tonic::client::Grpc::new(self.transport.clone())
+            .max_decoding_message_size(stigmer_grpc::MAX_MESSAGE_SIZE)
+            .max_encoding_message_size(stigmer_grpc::MAX_MESSAGE_SIZE);
+        grpc.ready()
+            .await
+            .map_err(|err| tonic::Status::unavailable(err.to_string()))?;
+        let path = http::uri::PathAndQuery::from_str(path)
+            .map_err(|err| tonic::Status::invalid_argument(err.to_string()))?;
+        grpc.unary(tonic::Request::new(request), path, DynamicCodec::new(output))
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    /// Whether the server answers health checks with SERVING.
+    pub async fn is_serving(&self) -> bool {
+        let mut health = tonic_health::pb::health_client::HealthClient::new(self.transport.clone());
+        matches!(
+            health
+                .check(tonic_health::pb::HealthCheckRequest::default())
+                .await
+                .map(|r| r.into_inner().status()),
+            Ok(tonic_health::pb::health_check_response::ServingStatus::Serving)
+        )
+    }
+
+    /// Closes the in-process server, if this client runs one; a no-op otherwise.
+    pub async fn close(self) -> Result<(), ClientError> {
+        if let Some(server) = self.in_process {
+            server
+                .close()
+                .await
+                .map_err(|err| ClientError::InProcess(err.to_string()))?;
+        }
+        Ok(())
+    }
+}

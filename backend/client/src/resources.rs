@@ -1,0 +1,236 @@
+//! Resources by kind name, as people and manifests name them ("agents", "Agent", "agt"), over
+//! the generic RPCs every kind shares.
+
+use std::pin::Pin;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use prost_reflect::{DynamicMessage, Value as Field};
+use serde_json::Value;
+use stigmer_grpc::catalog::{KindInfo, Method};
+use stigmer_grpc::codec::DynamicCodec;
+use stigmer_grpc::naming::slug_from_name;
+use tokio_stream::{Stream, StreamExt};
+
+use crate::{Client, ClientError};
+
+/// What `apply` did to one resource.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Created,
+    Updated,
+    Unchanged,
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Created => "created",
+            Self::Updated => "updated",
+            Self::Unchanged => "unchanged",
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Applied {
+    pub outcome: Outcome,
+    pub resource: Value,
+}
+
+/// Watch events as JSON: `{revision, type, kind, id, resource}`.
+pub type WatchStream = Pin<Box<dyn Stream<Item = Result<Value, tonic::Status>> + Send>>;
+
+const WATCH: &str = "/ai.stigmer.backend.v1.ResourceService/watch";
+const INFO: &str = "/ai.stigmer.backend.v1.ResourceService/info";
+
+fn to_json(message: &DynamicMessage) -> Value {
+    serde_json::to_value(message).unwrap_or(Value::Null)
+}
+
+impl Client {
+    /// A kind by name, case-insensitive, singular or plural, or by id prefix.
+    pub fn kind(&self, name: &str) -> Result<&Arc<KindInfo>, ClientError> {
+        let wanted = name.to_lowercase();
+        self.catalog()
+            .kinds()
+            .iter()
+            .find(|kind| {
+                let lower = kind.name.to_lowercase();
+                wanted == lower || wanted == format!("{lower}s") || wanted == kind.id_prefix
+            })
+            .ok_or_else(|| {
+                let known: Vec<String> = self.catalog().kinds().iter().map(|k| k.name.to_lowercase()).collect();
+                ClientError::Usage(format!("unknown kind {name:?}; use one of {}", known.join(", ")))
+            })
+    }
+
+    fn method(&self, kind: &KindInfo, role: &str, name: &str) -> Option<&Arc<Method>> {
+        let path = format!(
+            "/ai.stigmer.agentic.{}.v1.{}{role}Controller/{name}",
+            kind.name.to_lowercase(),
+            kind.name
+        );
+        self.catalog().method(&path)
+    }
+
+    fn required(&self, kind: &KindInfo, role: &str, name: &str) -> Result<&Arc<Method>, ClientError> {
+        self.method(kind, role, name).ok_or_else(|| {
+            ClientError::Usage(format!("{} has no {name} operation", kind.name))
+        })
+    }
+
+    async fn invoke(&self, method: &Method, request: DynamicMessage) -> Result<DynamicMessage, ClientError> {
+        Ok(self.call(&method.path, request, method.output.clone()).await?)
+    }
+
+    /// Parses a manifest (apiVersion/kind/metadata/spec) into its kind's message.
+    pub fn parse_manifest(&self, manifest: &Value) -> Result<(Arc<KindInfo>, DynamicMessage), ClientError> {
+        let name = manifest
+            .get("kind")
+            .and_then(Value::as_str)
+            .ok_or_else(|| ClientError::Usage("kind: missing; every document needs apiVersion, kind, metadata and spec".into()))?;
+        let kind = Arc::clone(self.kind(name)?);
+        let message = DynamicMessage::deserialize(kind.message.clone(), manifest)
+            .map_err(|err| ClientError::Usage(format!("not a valid {}: {err}", kind.name)))?;
+        Ok((kind, message))
+    }
+
+    /// Creates or updates the resource a manifest describes, and says which it was.
+    pub async fn apply(&self, manifest: &Value) -> Result<Applied, ClientError> {
+        let (kind, message) = self.parse_manifest(manifest)?;
+        let metadata = manifest.get("metadata");
+        let slug = metadata
+            .and_then(|m| m.get("slug"))
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .or_else(|| metadata.and_then(|m| m.get("name")).and_then(Value::as_str).map(slug_from_name))
+            .unwrap_or_default();
+        let before = match self.method(&kind, "Query", "getByReference") {
+            Some(_) if !slug.is_empty() => self.find_by_slug(&kind, &slug).await?,
+            _ => None,
+        };
+        let verb = if self.method(&kind, "Command", "apply").is_some() { "apply" } else { "create" };
+        let method = self.required(&kind, "Command", verb)?;
+        let resource = to_json(&self.invoke(method, message).await?);
+        let outcome = match before {
+            None => Outcome::Created,
+            Some(before) if before["metadata"]["revision"] == resource["metadata"]["revision"] => Outcome::Unchanged,
+            Some(_) => Outcome::Updated,
+        };
+        Ok(Applied { outcome, resource })
+    }
+
+    async fn find_by_slug(&self, kind: &KindInfo, slug: &str) -> Result<Option<Value>, ClientError> {
+        let method = self.required(kind, "Query", "getByReference")?;
+        let mut request = DynamicMessage::new(method.input.clone());
+        request.set_field_by_name("slug", Field::String(slug.to_string()));
+        match self.invoke(method, request).await {
+            Ok(found) => Ok(Some(to_json(&found))),
+            Err(ClientError::Status(status)) if status.code() == tonic::Code::NotFound => Ok(None),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// One resource by id (`agt-…`) or by name/slug.
+    pub async fn get(&self, kind: &str, name_or_id: &str) -> Result<Value, ClientError> {
+        let kind = Arc::clone(self.kind(kind)?);
+        if name_or_id.starts_with(&format!("{}-", kind.id_prefix)) {
+            let method = self.required(&kind, "Query", "get")?;
+            let mut request = DynamicMessage::new(method.input.clone());
+            request.set_field_by_name("value", Field::String(name_or_id.to_string()));
+            return Ok(to_json(&self.invoke(method, request).await?));
+        }
+        self.find_by_slug(&kind, &slug_from_name(name_or_id))
+            .await?
+            .ok_or_else(|| ClientError::Status(tonic::Status::not_found(format!("{} {name_or_id:?} not found", kind.name))))
+    }
+
+    /// Every resource of a kind in the org, all pages, optionally filtered by labels.
+    pub async fn list(&self, kind: &str, label_selector: &str) -> Result<Vec<Value>, ClientError> {
+        let kind = Arc::clone(self.kind(kind)?);
+        let method = self.required(&kind, "Query", "list")?;
+        let mut items = Vec::new();
+        let mut token = String::new();
+        loop {
+            let mut request = DynamicMessage::new(method.input.clone());
+            request.set_field_by_name("page_size", Field::I32(1000));
+            request.set_field_by_name("page_token", Field::String(token.clone()));
+            if !label_selector.is_empty() {
+                request.set_field_by_name("label_selector", Field::String(label_selector.to_string()));
+            }
+            let page = to_json(&self.invoke(method, request).await?);
+            for field in ["items", "entries"] {
+                if let Some(Value::Array(page_items)) = page.get(field) {
+                    items.extend(page_items.iter().cloned());
+                }
+            }
+            match page.get("nextPageToken").and_then(Value::as_str) {
+                Some(next) if !next.is_empty() => token = next.to_string(),
+                _ => return Ok(items),
+            }
+        }
+    }
+
+    /// Deletes a resource by id or name; returns it as it was.
+    pub async fn delete(&self, kind: &str, name_or_id: &str) -> Result<Value, ClientError> {
+        let found = self.get(kind, name_or_id).await?;
+        let kind = Arc::clone(self.kind(kind)?);
+        let id = found["metadata"]["id"].as_str().unwrap_or_default().to_string();
+        let method = self.required(&kind, "Command", "delete")?;
+        let mut request = DynamicMessage::new(method.input.clone());
+        let field = if method.input.get_field_by_name("value").is_some() { "value" } else { "resource_id" };
+        request.set_field_by_name(field, Field::String(id));
+        Ok(to_json(&self.invoke(method, request).await?))
+    }
+
+    /// Changes of one kind (or all), from `since_revision` (0: the current state first).
+    pub async fn watch(&self, kind: Option<&str>, since_revision: i64) -> Result<WatchStream, ClientError> {
+        let kind_name = kind.map(|k| self.kind(k).map(|k| k.name.clone())).transpose()?;
+        let pool = &*stigmer_api::DESCRIPTOR_POOL;
+        let (input, output) = match pool.get_service_by_name("ai.stigmer.backend.v1.ResourceService").and_then(|s| s.methods().find(|m| m.name() == "watch")) {
+            Some(method) => (method.input(), method.output()),
+            None => return Err(ClientError::Config("the API lacks ResourceService.watch".into())),
+        };
+        let mut request = DynamicMessage::new(input);
+        request.set_field_by_name("kind", Field::String(kind_name.unwrap_or_default()));
+        request.set_field_by_name("since_revision", Field::I64(since_revision));
+        let mut grpc = tonic::client::Grpc::new(self.transport()).max_decoding_message_size(stigmer_grpc::MAX_MESSAGE_SIZE);
+        grpc.ready().await.map_err(|err| tonic::Status::unavailable(err.to_string()))?;
+        let path = http::uri::PathAndQuery::from_str(WATCH).map_err(|err| ClientError::Config(err.to_string()))?;
+        let stream = grpc
+            .server_streaming(tonic::Request::new(request), path, DynamicCodec::new(output))
+            .await?
+            .into_inner();
+        let catalog = self.catalog.clone();
+        Ok(Box::pin(stream.map(move |event| event.map(|event| event_json(&catalog, &event)))))
+    }
+
+    /// The server's version, revision, backend and counts.
+    pub async fn info(&self) -> Result<Value, ClientError> {
+        let pool = &*stigmer_api::DESCRIPTOR_POOL;
+        let (input, output) = match pool.get_service_by_name("ai.stigmer.backend.v1.ResourceService").and_then(|s| s.methods().find(|m| m.name() == "info")) {
+            Some(method) => (method.input(), method.output()),
+            None => return Err(ClientError::Config("the API lacks ResourceService.info".into())),
+        };
+        Ok(to_json(&self.call(INFO, DynamicMessage::new(input), output).await?))
+    }
+}
+
+/// A watch event with its resource unpacked from `Any`.
+fn event_json(catalog: &stigmer_grpc::catalog::Catalog, event: &DynamicMessage) -> Value {
+    let mut json = to_json(event);
+    let resource = event.get_field_by_name("resource").and_then(|any| {
+        let any = any.as_message()?.clone();
+        let type_url = any.get_field_by_name("type_url")?.as_str()?.to_string();
+        let bytes = any.get_field_by_name("value")?.as_bytes()?.clone();
+        let name = type_url.rsplit('/').next()?.to_string();
+        let kind = catalog.kinds().iter().find(|k| k.message.full_name() == name)?;
+        let message = DynamicMessage::decode(kind.message.clone(), bytes.as_ref()).ok()?;
+        Some(to_json(&message))
+    });
+    if let (Some(resource), Some(object)) = (resource, json.as_object_mut()) {
+        object.insert("resource".into(), resource);
+    }
+    json
+}
