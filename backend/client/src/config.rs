@@ -84,7 +84,9 @@ impl ClientConfig {
     pub fn default_path() -> Result<PathBuf, ClientError> {
         std::env::home_dir()
             .map(|home| home.join(".stigmer").join("config.yaml"))
-            .ok_or_else(|| ClientError::Config("no home directory to find ~/.stigmer/config.yaml in".into()))
+            .ok_or_else(|| {
+                ClientError::Config("no home directory to find ~/.stigmer/config.yaml in".into())
+            })
     }
 
     /// Reads the file (a missing file is the default configuration), then applies
@@ -92,10 +94,18 @@ impl ClientConfig {
     pub fn load(path: &Path) -> Result<Self, ClientError> {
         let mut config = match std::fs::read_to_string(path) {
             Ok(text) => serde_yaml_ng::from_str(&text).map_err(|err| {
-                ClientError::Config(format!("{} is not a valid configuration: {err}", path.display()))
+                ClientError::Config(format!(
+                    "{} is not a valid configuration: {err}",
+                    path.display()
+                ))
             })?,
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => Self::default(),
-            Err(err) => return Err(ClientError::Config(format!("cannot read {}: {err}", path.display()))),
+            Err(err) => {
+                return Err(ClientError::Config(format!(
+                    "cannot read {}: {err}",
+                    path.display()
+                )));
+            }
         };
         config.apply_env(|name| std::env::var(name).ok())?;
         Ok(config)
@@ -141,16 +151,21 @@ impl ClientConfig {
                 .recursive(true)
                 .mode(0o700)
                 .create(dir)
-                .map_err(|err| ClientError::Config(format!("cannot create {}: {err}", dir.display())))?;
+                .map_err(|err| {
+                    ClientError::Config(format!("cannot create {}: {err}", dir.display()))
+                })?;
         }
-        let text = serde_yaml_ng::to_string(self).map_err(|err| ClientError::Config(err.to_string()))?;
+        let text =
+            serde_yaml_ng::to_string(self).map_err(|err| ClientError::Config(err.to_string()))?;
         let mut file = std::fs::OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(true)
             .mode(0o600)
             .open(path)
-            .map_err(|err| ClientError::Config(format!("cannot write {}: {err}", path.display())))?;
+            .map_err(|err| {
+                ClientError::Config(format!("cannot write {}: {err}", path.display()))
+            })?;
         std::io::Write::write_all(&mut file, text.as_bytes())
             .map_err(|err| ClientError::Config(format!("cannot write {}: {err}", path.display())))
     }
@@ -186,7 +201,11 @@ mod tests {
             .expect("env");
         assert_eq!(config.backend.kind, BackendType::Local);
         assert_eq!(config.backend.local.endpoint, "127.0.0.1:9");
-        assert!(config.apply_env(|n| (n == "STIGMER_BACKEND").then(|| "mars".into())).is_err());
+        assert!(
+            config
+                .apply_env(|n| (n == "STIGMER_BACKEND").then(|| "mars".into()))
+                .is_err()
+        );
         let default: ClientConfig = serde_yaml_ng::from_str("{}").expect("empty");
         assert_eq!(default.backend.local.endpoint, DEFAULT_LOCAL_ENDPOINT);
         assert_eq!(default.backend.local.transport, LocalTransport::Daemon);

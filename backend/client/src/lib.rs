@@ -49,30 +49,48 @@ pub struct Client {
 /// The factory: a client over the transport `config` names.
 pub async fn connect(config: &ClientConfig) -> Result<Client, ClientError> {
     let catalog = Arc::new(
-        stigmer_grpc::catalog::Catalog::build(&stigmer_api::DESCRIPTOR_POOL, stigmer_grpc::kinds::KINDS)
-            .map_err(|err| ClientError::Config(err.to_string()))?,
+        stigmer_grpc::catalog::Catalog::build(
+            &stigmer_api::DESCRIPTOR_POOL,
+            stigmer_grpc::kinds::KINDS,
+        )
+        .map_err(|err| ClientError::Config(err.to_string()))?,
     );
     let org = config
         .org()
-        .map(|org| org.parse().map_err(|_| ClientError::Config(format!("org {org:?} is not a valid header value"))))
+        .map(|org| {
+            org.parse().map_err(|_| {
+                ClientError::Config(format!("org {org:?} is not a valid header value"))
+            })
+        })
         .transpose()?;
     let (transport, in_process, endpoint) = match config.backend.kind {
         BackendType::Local if config.backend.local.transport == LocalTransport::InProcess => {
             let database = match &config.backend.local.database {
                 Some(path) => path.clone(),
-                None => ServerConfig::new(DEFAULT_LOCAL_ENDPOINT.parse().map_err(|_| ClientError::Config("bad default endpoint".into()))?, stigmer_grpc::DEFAULT_DB)
-                    .db_path()
-                    .map_err(|err| ClientError::Config(err.to_string()))?,
+                None => ServerConfig::new(
+                    DEFAULT_LOCAL_ENDPOINT
+                        .parse()
+                        .map_err(|_| ClientError::Config("bad default endpoint".into()))?,
+                    stigmer_grpc::DEFAULT_DB,
+                )
+                .db_path()
+                .map_err(|err| ClientError::Config(err.to_string()))?,
             };
             let server_config = ServerConfig::new(
-                DEFAULT_LOCAL_ENDPOINT.parse().map_err(|_| ClientError::Config("bad default endpoint".into()))?,
+                DEFAULT_LOCAL_ENDPOINT
+                    .parse()
+                    .map_err(|_| ClientError::Config("bad default endpoint".into()))?,
                 &database,
             );
             let server = InProcessServer::start(&server_config)
                 .await
                 .map_err(|err| ClientError::InProcess(err.to_string()))?;
             let transport = Transport::in_process(server.service());
-            (transport, Some(server), format!("in-process ({})", database.display()))
+            (
+                transport,
+                Some(server),
+                format!("in-process ({})", database.display()),
+            )
         }
         BackendType::Local => {
             let endpoint = config.backend.local.endpoint.clone();
@@ -155,9 +173,13 @@ impl Client {
             .map_err(|err| tonic::Status::unavailable(err.to_string()))?;
         let path = http::uri::PathAndQuery::from_str(path)
             .map_err(|err| tonic::Status::invalid_argument(err.to_string()))?;
-        grpc.unary(tonic::Request::new(request), path, DynamicCodec::new(output))
-            .await
-            .map(tonic::Response::into_inner)
+        grpc.unary(
+            tonic::Request::new(request),
+            path,
+            DynamicCodec::new(output),
+        )
+        .await
+        .map(tonic::Response::into_inner)
     }
 
     /// Whether the server answers health checks with SERVING.

@@ -60,8 +60,16 @@ impl Client {
                 wanted == lower || wanted == format!("{lower}s") || wanted == kind.id_prefix
             })
             .ok_or_else(|| {
-                let known: Vec<String> = self.catalog().kinds().iter().map(|k| k.name.to_lowercase()).collect();
-                ClientError::Usage(format!("unknown kind {name:?}; use one of {}", known.join(", ")))
+                let known: Vec<String> = self
+                    .catalog()
+                    .kinds()
+                    .iter()
+                    .map(|k| k.name.to_lowercase())
+                    .collect();
+                ClientError::Usage(format!(
+                    "unknown kind {name:?}; use one of {}",
+                    known.join(", ")
+                ))
             })
     }
 
@@ -74,22 +82,40 @@ impl Client {
         self.catalog().method(&path)
     }
 
-    fn required(&self, kind: &KindInfo, role: &str, name: &str) -> Result<&Arc<Method>, ClientError> {
-        self.method(kind, role, name).ok_or_else(|| {
-            ClientError::Usage(format!("{} has no {name} operation", kind.name))
-        })
+    fn required(
+        &self,
+        kind: &KindInfo,
+        role: &str,
+        name: &str,
+    ) -> Result<&Arc<Method>, ClientError> {
+        self.method(kind, role, name)
+            .ok_or_else(|| ClientError::Usage(format!("{} has no {name} operation", kind.name)))
     }
 
-    async fn invoke(&self, method: &Method, request: DynamicMessage) -> Result<DynamicMessage, ClientError> {
-        Ok(self.call(&method.path, request, method.output.clone()).await?)
+    async fn invoke(
+        &self,
+        method: &Method,
+        request: DynamicMessage,
+    ) -> Result<DynamicMessage, ClientError> {
+        Ok(self
+            .call(&method.path, request, method.output.clone())
+            .await?)
     }
 
     /// Parses a manifest (apiVersion/kind/metadata/spec) into its kind's message.
-    pub fn parse_manifest(&self, manifest: &Value) -> Result<(Arc<KindInfo>, DynamicMessage), ClientError> {
+    pub fn parse_manifest(
+        &self,
+        manifest: &Value,
+    ) -> Result<(Arc<KindInfo>, DynamicMessage), ClientError> {
         let name = manifest
             .get("kind")
             .and_then(Value::as_str)
-            .ok_or_else(|| ClientError::Usage("kind: missing; every document needs apiVersion, kind, metadata and spec".into()))?;
+            .ok_or_else(|| {
+                ClientError::Usage(
+                    "kind: missing; every document needs apiVersion, kind, metadata and spec"
+                        .into(),
+                )
+            })?;
         let kind = Arc::clone(self.kind(name)?);
         let message = DynamicMessage::deserialize(kind.message.clone(), manifest)
             .map_err(|err| ClientError::Usage(format!("not a valid {}: {err}", kind.name)))?;
@@ -104,24 +130,39 @@ impl Client {
             .and_then(|m| m.get("slug"))
             .and_then(Value::as_str)
             .map(str::to_string)
-            .or_else(|| metadata.and_then(|m| m.get("name")).and_then(Value::as_str).map(slug_from_name))
+            .or_else(|| {
+                metadata
+                    .and_then(|m| m.get("name"))
+                    .and_then(Value::as_str)
+                    .map(slug_from_name)
+            })
             .unwrap_or_default();
         let before = match self.method(&kind, "Query", "getByReference") {
             Some(_) if !slug.is_empty() => self.find_by_slug(&kind, &slug).await?,
             _ => None,
         };
-        let verb = if self.method(&kind, "Command", "apply").is_some() { "apply" } else { "create" };
+        let verb = if self.method(&kind, "Command", "apply").is_some() {
+            "apply"
+        } else {
+            "create"
+        };
         let method = self.required(&kind, "Command", verb)?;
         let resource = to_json(&self.invoke(method, message).await?);
         let outcome = match before {
             None => Outcome::Created,
-            Some(before) if before["metadata"]["revision"] == resource["metadata"]["revision"] => Outcome::Unchanged,
+            Some(before) if before["metadata"]["revision"] == resource["metadata"]["revision"] => {
+                Outcome::Unchanged
+            }
             Some(_) => Outcome::Updated,
         };
         Ok(Applied { outcome, resource })
     }
 
-    async fn find_by_slug(&self, kind: &KindInfo, slug: &str) -> Result<Option<Value>, ClientError> {
+    async fn find_by_slug(
+        &self,
+        kind: &KindInfo,
+        slug: &str,
+    ) -> Result<Option<Value>, ClientError> {
         let method = self.required(kind, "Query", "getByReference")?;
         let mut request = DynamicMessage::new(method.input.clone());
         request.set_field_by_name("slug", Field::String(slug.to_string()));
@@ -143,7 +184,12 @@ impl Client {
         }
         self.find_by_slug(&kind, &slug_from_name(name_or_id))
             .await?
-            .ok_or_else(|| ClientError::Status(tonic::Status::not_found(format!("{} {name_or_id:?} not found", kind.name))))
+            .ok_or_else(|| {
+                ClientError::Status(tonic::Status::not_found(format!(
+                    "{} {name_or_id:?} not found",
+                    kind.name
+                )))
+            })
     }
 
     /// Every resource of a kind in the org, all pages, optionally filtered by labels.
@@ -157,7 +203,8 @@ impl Client {
             request.set_field_by_name("page_size", Field::I32(1000));
             request.set_field_by_name("page_token", Field::String(token.clone()));
             if !label_selector.is_empty() {
-                request.set_field_by_name("label_selector", Field::String(label_selector.to_string()));
+                request
+                    .set_field_by_name("label_selector", Field::String(label_selector.to_string()));
             }
             let page = to_json(&self.invoke(method, request).await?);
             for field in ["items", "entries"] {
@@ -176,44 +223,83 @@ impl Client {
     pub async fn delete(&self, kind: &str, name_or_id: &str) -> Result<Value, ClientError> {
         let found = self.get(kind, name_or_id).await?;
         let kind = Arc::clone(self.kind(kind)?);
-        let id = found["metadata"]["id"].as_str().unwrap_or_default().to_string();
+        let id = found["metadata"]["id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         let method = self.required(&kind, "Command", "delete")?;
         let mut request = DynamicMessage::new(method.input.clone());
-        let field = if method.input.get_field_by_name("value").is_some() { "value" } else { "resource_id" };
+        let field = if method.input.get_field_by_name("value").is_some() {
+            "value"
+        } else {
+            "resource_id"
+        };
         request.set_field_by_name(field, Field::String(id));
         Ok(to_json(&self.invoke(method, request).await?))
     }
 
     /// Changes of one kind (or all), from `since_revision` (0: the current state first).
-    pub async fn watch(&self, kind: Option<&str>, since_revision: i64) -> Result<WatchStream, ClientError> {
-        let kind_name = kind.map(|k| self.kind(k).map(|k| k.name.clone())).transpose()?;
+    pub async fn watch(
+        &self,
+        kind: Option<&str>,
+        since_revision: i64,
+    ) -> Result<WatchStream, ClientError> {
+        let kind_name = kind
+            .map(|k| self.kind(k).map(|k| k.name.clone()))
+            .transpose()?;
         let pool = &*stigmer_api::DESCRIPTOR_POOL;
-        let (input, output) = match pool.get_service_by_name("ai.stigmer.backend.v1.ResourceService").and_then(|s| s.methods().find(|m| m.name() == "watch")) {
+        let (input, output) = match pool
+            .get_service_by_name("ai.stigmer.backend.v1.ResourceService")
+            .and_then(|s| s.methods().find(|m| m.name() == "watch"))
+        {
             Some(method) => (method.input(), method.output()),
-            None => return Err(ClientError::Config("the API lacks ResourceService.watch".into())),
+            None => {
+                return Err(ClientError::Config(
+                    "the API lacks ResourceService.watch".into(),
+                ));
+            }
         };
         let mut request = DynamicMessage::new(input);
         request.set_field_by_name("kind", Field::String(kind_name.unwrap_or_default()));
         request.set_field_by_name("since_revision", Field::I64(since_revision));
-        let mut grpc = tonic::client::Grpc::new(self.transport()).max_decoding_message_size(stigmer_grpc::MAX_MESSAGE_SIZE);
-        grpc.ready().await.map_err(|err| tonic::Status::unavailable(err.to_string()))?;
-        let path = http::uri::PathAndQuery::from_str(WATCH).map_err(|err| ClientError::Config(err.to_string()))?;
+        let mut grpc = tonic::client::Grpc::new(self.transport())
+            .max_decoding_message_size(stigmer_grpc::MAX_MESSAGE_SIZE);
+        grpc.ready()
+            .await
+            .map_err(|err| tonic::Status::unavailable(err.to_string()))?;
+        let path = http::uri::PathAndQuery::from_str(WATCH)
+            .map_err(|err| ClientError::Config(err.to_string()))?;
         let stream = grpc
-            .server_streaming(tonic::Request::new(request), path, DynamicCodec::new(output))
+            .server_streaming(
+                tonic::Request::new(request),
+                path,
+                DynamicCodec::new(output),
+            )
             .await?
             .into_inner();
         let catalog = self.catalog.clone();
-        Ok(Box::pin(stream.map(move |event| event.map(|event| event_json(&catalog, &event)))))
+        Ok(Box::pin(stream.map(move |event| {
+            event.map(|event| event_json(&catalog, &event))
+        })))
     }
 
     /// The server's version, revision, backend and counts.
     pub async fn info(&self) -> Result<Value, ClientError> {
         let pool = &*stigmer_api::DESCRIPTOR_POOL;
-        let (input, output) = match pool.get_service_by_name("ai.stigmer.backend.v1.ResourceService").and_then(|s| s.methods().find(|m| m.name() == "info")) {
+        let (input, output) = match pool
+            .get_service_by_name("ai.stigmer.backend.v1.ResourceService")
+            .and_then(|s| s.methods().find(|m| m.name() == "info"))
+        {
             Some(method) => (method.input(), method.output()),
-            None => return Err(ClientError::Config("the API lacks ResourceService.info".into())),
+            None => {
+                return Err(ClientError::Config(
+                    "the API lacks ResourceService.info".into(),
+                ));
+            }
         };
-        Ok(to_json(&self.call(INFO, DynamicMessage::new(input), output).await?))
+        Ok(to_json(
+            &self.call(INFO, DynamicMessage::new(input), output).await?,
+        ))
     }
 }
 
@@ -225,7 +311,10 @@ fn event_json(catalog: &stigmer_grpc::catalog::Catalog, event: &DynamicMessage) 
         let type_url = any.get_field_by_name("type_url")?.as_str()?.to_string();
         let bytes = any.get_field_by_name("value")?.as_bytes()?.clone();
         let name = type_url.rsplit('/').next()?.to_string();
-        let kind = catalog.kinds().iter().find(|k| k.message.full_name() == name)?;
+        let kind = catalog
+            .kinds()
+            .iter()
+            .find(|k| k.message.full_name() == name)?;
         let message = DynamicMessage::decode(kind.message.clone(), bytes.as_ref()).ok()?;
         Some(to_json(&message))
     });
