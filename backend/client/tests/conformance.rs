@@ -269,4 +269,49 @@ conformance!(
     errors_keep_their_codes,
     generated_clients_share_the_transport,
     watch_follows_changes,
+    export_import_round_trips,
 );
+
+async fn export_import_round_trips(client: &Client) {
+    client
+        .apply(&agent("Exported", "Survive a round trip intact."))
+        .await
+        .expect("agent");
+    client
+        .apply(&json!({
+            "kind": "Environment",
+            "metadata": {"name": "prod"},
+            "spec": {"data": {"TOKEN": {"value": "t0ps3cret", "isSecret": true}}}
+        }))
+        .await
+        .expect("environment");
+    let first = client.export(&[]).await.expect("export");
+    assert_eq!(
+        first.len(),
+        3,
+        "agent, its default instance, environment: {first:#?}"
+    );
+    assert!(
+        first
+            .iter()
+            .all(|r| r["metadata"].get("revision").is_none())
+    );
+    let sealed = first
+        .iter()
+        .find(|r| r["kind"] == "Environment")
+        .and_then(|r| r["spec"]["data"]["TOKEN"]["value"].as_str())
+        .expect("token");
+    assert!(
+        sealed.starts_with("stigmer-sealed:v1:"),
+        "secrets stay sealed: {sealed}"
+    );
+
+    let again = client.import(&first).await.expect("import onto itself");
+    assert_eq!(again.unchanged, 3, "{again:?}");
+    assert_eq!((again.created, again.updated), (0, 0));
+    let agents = client
+        .export(&["agents".to_string()])
+        .await
+        .expect("agents only");
+    assert_eq!(agents.len(), 1);
+}

@@ -106,6 +106,8 @@ pub enum BackendVerb {
     Watch,
     GetAtRevision,
     Info,
+    Export,
+    Import,
 }
 
 /// One RPC of the backend-wide service.
@@ -219,6 +221,8 @@ fn backend_methods(
             "watch" => BackendVerb::Watch,
             "getAtRevision" => BackendVerb::GetAtRevision,
             "info" => BackendVerb::Info,
+            "export" => BackendVerb::Export,
+            "import" => BackendVerb::Import,
             other => {
                 return Err(CatalogError::Missing(format!(
                     "a handler for {BACKEND_SERVICE}/{other}"

@@ -3,6 +3,7 @@
 //! per-call logging. It knows nothing of SQL.
 #![forbid(unsafe_code)]
 
+mod backup;
 pub mod catalog;
 pub mod codec;
 pub mod config;

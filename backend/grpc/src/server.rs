@@ -181,7 +181,11 @@ impl Parts {
         })
     }
 
-    async fn close(store: Arc<dyn Store>, stop: tokio::sync::watch::Sender<bool>, compactor: tokio::task::JoinHandle<()>) -> Result<(), ServerError> {
+    async fn close(
+        store: Arc<dyn Store>,
+        stop: tokio::sync::watch::Sender<bool>,
+        compactor: tokio::task::JoinHandle<()>,
+    ) -> Result<(), ServerError> {
         let _ = stop.send(true);
         compactor.await?;
         store.close().await?;

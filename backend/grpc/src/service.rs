@@ -114,11 +114,11 @@ where
 {
     let mut grpc = grpc_for(&method.input);
     match method.verb {
-        BackendVerb::Watch => {
+        BackendVerb::Watch | BackendVerb::Export => {
             grpc.server_streaming(WatchCall { app, method }, request)
                 .await
         }
-        BackendVerb::GetAtRevision | BackendVerb::Info => {
+        BackendVerb::GetAtRevision | BackendVerb::Info | BackendVerb::Import => {
             grpc.unary(BackendCall { app, method }, request).await
         }
     }
@@ -147,7 +147,10 @@ impl UnaryService<DynamicMessage> for BackendCall {
                     app.get_at_revision(&caller, request, &method.output)
                         .await?
                 }
-                BackendVerb::Info | BackendVerb::Watch => app.info(&caller, &method.output).await?,
+                BackendVerb::Import => app.import(&caller, request, &method.output).await?,
+                BackendVerb::Info | BackendVerb::Watch | BackendVerb::Export => {
+                    app.info(&caller, &method.output).await?
+                }
             };
             Ok(tonic::Response::new(response))
         })
@@ -199,7 +202,11 @@ impl ServerStreamingService<DynamicMessage> for WatchCall {
             if !kind.is_empty() {
                 Span::current().record("kind", kind.as_str());
             }
-            let events = app.watch(&caller, request, method.output.clone()).await?;
+            let events = if method.verb == BackendVerb::Export {
+                app.export(&caller, request, method.output.clone()).await?
+            } else {
+                app.watch(&caller, request, method.output.clone()).await?
+            };
             Ok(tonic::Response::new(events))
         })
     }
