@@ -182,15 +182,13 @@ impl App {
                     .ok()
                     .zip(serde_json::from_str::<serde_json::Value>(&json).ok())
                     .is_some_and(|(a, b)| a == b);
-                Ok((!same).then(|| {
-                    (
-                        Mutation::Replace {
-                            resource: row,
-                            expected_revision: stored.revision,
-                        },
-                        false,
-                    )
-                }))
+                Ok((!same).then_some((
+                    Mutation::Replace {
+                        resource: row,
+                        expected_revision: stored.revision,
+                    },
+                    false,
+                )))
             }
             Err(err) => Err(bad("id", format!("cannot be read: {err}"))),
         }
