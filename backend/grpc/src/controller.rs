@@ -162,7 +162,7 @@ impl App {
             let mut updated = request.clone();
             let mut violations =
                 prepare_update(kind, &stored, &mut updated, caller, SystemTime::now());
-            violations.extend(self.before_update(kind, &mut updated).await?);
+            violations.extend(self.before_update(kind, &stored, &mut updated).await?);
             violations.extend(
                 self.secrets
                     .seal(&self.keyring, &mut updated, Some(&stored))?,

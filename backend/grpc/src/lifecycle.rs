@@ -102,10 +102,34 @@ impl App {
     pub(crate) async fn before_update(
         &self,
         kind: &KindInfo,
+        stored: &DynamicMessage,
         resource: &mut DynamicMessage,
     ) -> Result<Vec<FieldViolation>, ApiError> {
         let org = meta(resource).org;
         let mut violations = self.missing_references(resource, &org).await?;
+        // What an instance, session or execution belongs to is fixed at its creation: moving
+        // it would strand default instances, sessions and contexts.
+        let fixed: &[&str] = match kind.name.as_str() {
+            "AgentInstance" => &["agent_id"],
+            "WorkflowInstance" => &["workflow_id"],
+            "Session" => &["agent_instance_id"],
+            "AgentExecution" => &["session_id", "agent_id"],
+            "WorkflowExecution" => &["workflow_instance_id", "workflow_id"],
+            "ExecutionContext" => &["execution_id"],
+            _ => &[],
+        };
+        for field in fixed {
+            let (before, after) = (spec_str(stored, field), spec_str(resource, field));
+            if before != after {
+                violations.push(FieldViolation::new(
+                    format!("spec.{field}"),
+                    format!(
+                        "cannot change after creation (it is {before:?}); create a new {} instead",
+                        kind.name
+                    ),
+                ));
+            }
+        }
         violations.extend(self.kind_rules(kind, resource));
         self.check_parents(kind, resource, &org, &mut violations)
             .await?;

@@ -22,6 +22,9 @@ const SKILL_MD: &str = "SKILL.md";
 const S_IFMT: u32 = 0o170_000;
 const S_IFLNK: u32 = 0o120_000;
 
+/// Entries up to this size are not held to the compression-ratio limit.
+const RATIO_EXEMPT_BYTES: u64 = 256 * 1024;
+
 pub(crate) struct ArtifactLimits {
     pub max_archive_bytes: usize,
     pub max_entries: usize,
@@ -302,7 +305,9 @@ fn declared_size(
     limits: &ArtifactLimits,
 ) -> Result<u64, ArtifactError> {
     let (size, compressed) = (entry.size(), entry.compressed_size());
-    if size > compressed.saturating_mul(limits.max_ratio) {
+    // Small files of repeated lines compress past any ratio and are harmless; the ratio only
+    // guards against entries large enough to matter (the total budget covers the rest).
+    if size > RATIO_EXEMPT_BYTES && size > compressed.saturating_mul(limits.max_ratio) {
         return Err(ArtifactError::RatioTooHigh {
             name: name.to_owned(),
             size,

@@ -511,3 +511,48 @@ async fn workflow_tasks_are_checked_beyond_field_rules_with_exact_paths() {
         .expect("count");
     assert_eq!(count, 0, "nothing stored, not even a default instance");
 }
+
+#[tokio::test]
+async fn what_a_resource_belongs_to_cannot_change_after_creation() {
+    let server = TestServer::start().await;
+    let (agent, execution) = started(&server).await;
+    let mut moved = common::to_json(
+        &server
+            .call_json(
+                "/ai.stigmer.agentic.session.v1.SessionQueryController/get",
+                &format!(
+                    r#"{{"value":"{}"}}"#,
+                    execution.spec.as_ref().expect("spec").session_id
+                ),
+            )
+            .await
+            .expect("session"),
+    );
+    moved["spec"]["agentInstanceId"] = serde_json::Value::String(
+        agent
+            .status
+            .as_ref()
+            .expect("status")
+            .default_instance_id
+            .clone()
+            + "x",
+    );
+    let status = expect_code(
+        server
+            .call_json(
+                "/ai.stigmer.agentic.session.v1.SessionCommandController/update",
+                &moved.to_string(),
+            )
+            .await,
+        Code::InvalidArgument,
+    );
+    assert!(
+        violated_fields(&status).contains(&"spec.agent_instance_id".to_string()),
+        "{status:?}"
+    );
+    assert!(
+        status.message().contains("cannot change"),
+        "{}",
+        status.message()
+    );
+}
