@@ -1,0 +1,447 @@
+//! The real `stigmer` binary against a real `stigmer-server` it starts itself, each test in
+//! its own HOME on its own port.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use assert_cmd::Command;
+use serde_json::Value;
+
+/// target/debug/stigmer-server, built once if missing.
+fn server_binary() -> PathBuf {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY
+        .get_or_init(|| {
+            let exe = std::env::current_exe().expect("test executable");
+            let dir = exe
+                .parent()
+                .and_then(Path::parent)
+                .expect("target/debug")
+                .to_path_buf();
+            let binary = dir.join("stigmer-server");
+            if !binary.is_file() {
+                let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+                let status = std::process::Command::new(cargo)
+                    .args(["build", "-p", "stigmer-server"])
+                    .status()
+                    .expect("run cargo build -p stigmer-server");
+                assert!(status.success(), "cargo build -p stigmer-server failed");
+            }
+            assert!(binary.is_file(), "{} is missing", binary.display());
+            binary
+        })
+        .clone()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+/// One isolated user: a temp HOME and a port. Stops the daemon it may have started on drop,
+/// so a failing test leaves nothing running.
+struct Env {
+    home: tempfile::TempDir,
+    endpoint: String,
+}
+
+impl Env {
+    fn new() -> Self {
+        Self {
+            home: tempfile::tempdir().expect("temp HOME"),
+            endpoint: format!("127.0.0.1:{}", free_port()),
+        }
+    }
+
+    fn home(&self) -> &Path {
+        self.home.path()
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_stigmer"));
+        for var in [
+            "STIGMER_BACKEND",
+            "STIGMER_TOKEN",
+            "STIGMER_ORG",
+            "STIGMER_CONFIG",
+            "STIGMER_DB",
+            "STIGMER_MASTER_KEY",
+            "STIGMER_LISTEN",
+        ] {
+            cmd.env_remove(var);
+        }
+        cmd.env("HOME", self.home())
+            .env("STIGMER_ENDPOINT", &self.endpoint)
+            .env("STIGMER_SERVER_BIN", server_binary())
+            .current_dir(self.home())
+            .args(args)
+            .timeout(Duration::from_secs(60));
+        cmd
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().expect("run stigmer")
+    }
+
+    /// Runs and expects success; returns stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "stigmer {args:?} failed: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn write(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.home().join(name);
+        std::fs::write(&path, text).expect("write manifest");
+        path
+    }
+
+    fn pid_file(&self) -> PathBuf {
+        self.home().join(".stigmer").join("daemon.pid")
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        if self.pid_file().exists() {
+            let _ = self.cmd(&["server", "stop"]).output();
+        }
+    }
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn pid_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => false,
+    }
+}
+
+const MANIFESTS: &str = r#"apiVersion: agentic.stigmer.ai/v1
+kind: Agent
+metadata:
+  name: Code Reviewer
+spec:
+  instructions: Review pull requests for bugs and style.
+---
+apiVersion: agentic.stigmer.ai/v1
+kind: Environment
+metadata:
+  name: dev
+spec:
+  data:
+    LOG_LEVEL:
+      value: debug
+---
+{"apiVersion": "agentic.stigmer.ai/v1", "kind": "McpServer", "metadata": {"name": "files"}, "spec": {"stdio": {"command": "npx"}}}
+"#;
+
+#[test]
+fn apply_get_list_delete_round_trip() {
+    let env = Env::new();
+    let file = env.write("stack.yaml", MANIFESTS);
+    let file = file.to_str().expect("utf-8 path");
+
+    let out = env.ok(&["apply", "-f", file]);
+    assert_eq!(
+        out,
+        "agent/code-reviewer created\nenvironment/dev created\nmcpserver/files created\n"
+    );
+    let out = env.ok(&["apply", "-f", file]);
+    assert_eq!(
+        out,
+        "agent/code-reviewer unchanged\nenvironment/dev unchanged\nmcpserver/files unchanged\n"
+    );
+    let changed = env.write(
+        "stack.yaml",
+        &MANIFESTS.replace("bugs and style", "bugs, style and tests"),
+    );
+    let out = env.ok(&["apply", "-f", changed.to_str().expect("utf-8")]);
+    assert!(out.contains("agent/code-reviewer updated"), "{out}");
+    assert!(out.contains("environment/dev unchanged"), "{out}");
+
+    // By name, as a table, and as JSON; then by id with another spelling of the kind.
+    let table = env.ok(&["get", "agent", "code-reviewer"]);
+    assert!(table.starts_with("NAME"), "{table}");
+    assert!(table.contains("code-reviewer"), "{table}");
+    let agent: Value =
+        serde_json::from_str(&env.ok(&["get", "Agents", "Code Reviewer", "-o", "json"]))
+            .expect("json");
+    let id = agent["metadata"]["id"].as_str().expect("id").to_string();
+    assert!(id.starts_with("agt-"), "{id}");
+    let by_id: Value =
+        serde_json::from_str(&env.ok(&["get", "agt", &id, "-o", "json"])).expect("json");
+    assert_eq!(by_id["metadata"]["slug"], "code-reviewer");
+    let yaml = env.ok(&["get", "agent", &id, "-o", "yaml"]);
+    assert!(yaml.contains("slug: code-reviewer"), "{yaml}");
+
+    let list: Value =
+        serde_json::from_str(&env.ok(&["list", "mcpservers", "-o", "json"])).expect("json");
+    assert_eq!(list.as_array().map(Vec::len), Some(1), "{list}");
+    assert_eq!(list[0]["metadata"]["slug"], "files");
+    let list: Value =
+        serde_json::from_str(&env.ok(&["get", "environment", "-o", "json"])).expect("json");
+    assert_eq!(list[0]["metadata"]["slug"], "dev");
+
+    assert_eq!(
+        env.ok(&["delete", "agent", "code-reviewer"]),
+        "agent/code-reviewer deleted\n"
+    );
+    let out = env.run(&["get", "agent", "code-reviewer"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("not found"), "{}", stderr(&out));
+
+    // delete -f removes what the manifests name; the deleted agent is an error, the rest go.
+    let out = env.run(&["delete", "-f", file]);
+    assert!(!out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("environment/dev deleted"), "{stdout}");
+    assert!(stdout.contains("mcpserver/files deleted"), "{stdout}");
+    assert!(stderr(&out).contains("document 1"), "{}", stderr(&out));
+    let list: Value =
+        serde_json::from_str(&env.ok(&["list", "environments", "-o", "json"])).expect("json");
+    assert_eq!(list, serde_json::json!([]));
+}
+
+#[test]
+fn a_bad_document_is_named_and_the_others_still_apply() {
+    let env = Env::new();
+    let file = env.write(
+        "agents.yaml",
+        "kind: Agent\nmetadata: {name: good}\nspec: {instructions: Long enough instructions}\n---\nkind: Agent\nmetadata: {name: bad}\nspec: {instructions: short}\n---\n- not a mapping\n---\nkind: Gizmo\nmetadata: {name: g}\n",
+    );
+    let out = env.run(&["apply", "-f", file.to_str().expect("utf-8")]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("agents.yaml, document 2: spec.instructions:"),
+        "{err}"
+    );
+    assert!(err.contains("document 3"), "{err}");
+    assert!(err.contains("mapping"), "{err}");
+    assert!(err.contains("document 4"), "{err}");
+    assert!(err.contains("Gizmo"), "{err}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "agent/good created\n");
+    assert!(env.ok(&["get", "agent", "good"]).contains("good"));
+    assert!(!env.run(&["get", "agent", "bad"]).status.success());
+}
+
+#[test]
+fn the_daemon_starts_once_on_demand_and_stops() {
+    let env = Env::new();
+    // Two CLIs at once start one daemon.
+    let children: Vec<_> = (0..2)
+        .map(|_| {
+            let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_stigmer"));
+            cmd.env("HOME", env.home())
+                .env("STIGMER_ENDPOINT", &env.endpoint)
+                .env("STIGMER_SERVER_BIN", server_binary())
+                .env_remove("STIGMER_BACKEND")
+                .env_remove("STIGMER_CONFIG")
+                .args(["list", "agents", "-o", "json"])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("spawn stigmer")
+        })
+        .collect();
+    let outputs: Vec<Output> = children
+        .into_iter()
+        .map(|c| c.wait_with_output().expect("wait"))
+        .collect();
+    let mut starts = 0;
+    for out in &outputs {
+        assert!(out.status.success(), "{}", stderr(out));
+        starts += stderr(out)
+            .matches("Starting local backend daemon...")
+            .count();
+    }
+    assert_eq!(starts, 1, "exactly one CLI starts the daemon");
+    let pid: u32 = std::fs::read_to_string(env.pid_file())
+        .expect("pid file")
+        .trim()
+        .parse()
+        .expect("pid");
+    assert!(pid_alive(pid));
+    assert!(env.home().join(".stigmer/logs/daemon.log").is_file());
+
+    // Running again does not start another.
+    let out = env.run(&["list", "agents"]);
+    assert!(out.status.success());
+    assert!(!stderr(&out).contains("Starting"), "{}", stderr(&out));
+
+    let status = env.ok(&["server", "status"]);
+    assert!(status.starts_with("running"), "{status}");
+    assert!(status.contains(&pid.to_string()), "{status}");
+
+    let stopped = env.ok(&["server", "stop"]);
+    assert!(stopped.contains("stopped"), "{stopped}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while pid_alive(pid) {
+        assert!(Instant::now() < deadline, "pid {pid} still alive");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!env.pid_file().exists());
+    let status = env.ok(&["server", "status"]);
+    assert!(status.starts_with("not running"), "{status}");
+    // `server start` starts it explicitly, and stop works again.
+    let started = env.ok(&["server", "start"]);
+    assert!(started.starts_with("started"), "{started}");
+    assert!(env.ok(&["server", "start"]).starts_with("already running"));
+    assert!(env.ok(&["server", "stop"]).contains("stopped"));
+}
+
+#[test]
+fn dry_run_backend_status_set_and_completion() {
+    let env = Env::new();
+    let file = env.write("stack.yaml", MANIFESTS);
+    let out = env.ok(&["apply", "--dry-run", "-f", file.to_str().expect("utf-8")]);
+    assert_eq!(
+        out,
+        "agent/code-reviewer valid (dry run)\nenvironment/dev valid (dry run)\nmcpserver/files valid (dry run)\n"
+    );
+    // Nothing was written (and the dry run needed no server).
+    assert!(!env.pid_file().exists());
+    let list: Value =
+        serde_json::from_str(&env.ok(&["list", "agents", "-o", "json"])).expect("json");
+    assert_eq!(list, serde_json::json!([]));
+
+    env.ok(&["apply", "-f", file.to_str().expect("utf-8")]);
+    let status = env.ok(&["backend", "status"]);
+    assert!(status.contains("mode:       local"), "{status}");
+    assert!(status.contains("reachable:  yes"), "{status}");
+    assert!(status.contains(&env.endpoint), "{status}");
+    assert!(status.contains("Agent: 1"), "{status}");
+    assert!(status.contains("McpServer: 1"), "{status}");
+
+    env.ok(&["backend", "set", "cloud"]);
+    let config = std::fs::read_to_string(env.home().join(".stigmer/config.yaml")).expect("config");
+    assert!(config.contains("type: cloud"), "{config}");
+    assert!(
+        !config.contains(&env.endpoint),
+        "env overrides are not saved: {config}"
+    );
+    let status = env.ok(&["backend", "status"]);
+    assert!(status.contains("mode:       cloud"), "{status}");
+    env.ok(&["backend", "set", "local"]);
+    assert!(env.ok(&["backend", "status"]).contains("mode:       local"));
+
+    let completion = env.ok(&["completion", "bash"]);
+    assert!(completion.contains("stigmer"), "{completion}");
+}
+
+#[test]
+fn login_and_logout_edit_the_config() {
+    let env = Env::new();
+    env.ok(&[
+        "login",
+        "--endpoint",
+        "api.example.test:443",
+        "--token",
+        "t0k",
+        "--org",
+        "acme",
+    ]);
+    let path = env.home().join(".stigmer/config.yaml");
+    let config = std::fs::read_to_string(&path).expect("config");
+    assert!(
+        config.contains("type: cloud") && config.contains("token: t0k"),
+        "{config}"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&path).expect("meta").permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    env.ok(&["logout"]);
+    let config = std::fs::read_to_string(&path).expect("config");
+    assert!(
+        config.contains("type: local") && !config.contains("t0k"),
+        "{config}"
+    );
+}
+
+#[test]
+fn watch_prints_the_snapshot_then_live_changes() {
+    use std::io::BufRead;
+    let env = Env::new();
+    let file = env.write("stack.yaml", MANIFESTS);
+    let file = file.to_str().expect("utf-8");
+    env.ok(&["apply", "-f", file]);
+
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_stigmer"))
+        .env("HOME", env.home())
+        .env("STIGMER_ENDPOINT", &env.endpoint)
+        .env("STIGMER_SERVER_BIN", server_binary())
+        .env_remove("STIGMER_BACKEND")
+        .env_remove("STIGMER_CONFIG")
+        .args(["watch", "mcpserver"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn watch");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            if tx.send(line.unwrap_or_default()).is_err() {
+                break;
+            }
+        }
+    });
+    let next = || {
+        rx.recv_timeout(Duration::from_secs(20))
+            .expect("a watch line within 20 s")
+    };
+    let first = next();
+    assert!(first.contains("mcpserver/files mcp-"), "{first}");
+    env.ok(&["delete", "mcpserver", "files"]);
+    let second = next();
+    assert!(second.contains("mcpserver/files"), "{second}");
+    assert!(second.to_lowercase().contains("delete"), "{second}");
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
+fn export_then_import_restores_deleted_resources_with_their_ids() {
+    let env = Env::new();
+    let file = env.write("stack.yaml", MANIFESTS);
+    env.ok(&["apply", "-f", file.to_str().expect("utf-8")]);
+    let before: Value =
+        serde_json::from_str(&env.ok(&["get", "agent", "code-reviewer", "-o", "json"]))
+            .expect("json");
+    let dump = env.home().join("dump.yaml");
+    let dump = dump.to_str().expect("utf-8");
+    env.ok(&["export", "--file", dump]);
+    let text = env.ok(&["export", "agents", "mcpserver"]);
+    assert!(
+        text.contains("kind: Agent") && text.contains("kind: McpServer"),
+        "{text}"
+    );
+    assert!(!text.contains("kind: Environment"), "{text}");
+
+    let again = env.ok(&["import", "-f", dump]);
+    assert!(again.contains("0 created, 0 updated"), "{again}");
+    env.ok(&["delete", "mcpserver", "files"]);
+    let restored = env.ok(&["import", "-f", dump]);
+    assert!(restored.contains("1 created"), "{restored}");
+    let after: Value =
+        serde_json::from_str(&env.ok(&["get", "agent", "code-reviewer", "-o", "json"]))
+            .expect("json");
+    assert_eq!(before["metadata"]["id"], after["metadata"]["id"]);
+    assert!(env.ok(&["get", "mcpserver", "files"]).contains("files"));
+}
