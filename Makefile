@@ -15,8 +15,9 @@ test: deps lint
 	$(CARGO) test --workspace --locked
 	scripts/grpcurl-smoke.sh target/debug/stigmer-server
 
+## build: release binaries of stigmer-server and the stigmer CLI in target/release/
 build: deps
-	$(CARGO) build --workspace --locked
+	$(CARGO) build --release --locked -p stigmer-server -p stigmer
 
 lint: deps
 	$(CARGO) fmt --all -- --check
