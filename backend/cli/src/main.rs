@@ -4,6 +4,7 @@
 mod daemon;
 mod manifest;
 mod output;
+mod progress;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -602,7 +603,10 @@ async fn watch(ctx: &Ctx, args: WatchArgs) -> Result<ExitCode> {
 async fn export(ctx: &Ctx, args: ExportArgs) -> Result<ExitCode> {
     let client = ctx.client().await?;
     let result = async {
-        let resources = client.export(&args.kinds).await.context("cannot export")?;
+        let spinner = progress::spinner("exporting");
+        let resources = client.export(&args.kinds).await.context("cannot export");
+        spinner.finish_and_clear();
+        let resources = resources?;
         let text = match args.output {
             ExportFormat::Json => {
                 let mut text = serde_json::to_string_pretty(&Value::Array(resources.clone()))
@@ -660,7 +664,23 @@ async fn import(ctx: &Ctx, args: ImportArgs) -> Result<ExitCode> {
     }
     let client = ctx.client().await?;
     let result = async {
-        let summary = client.import(&resources).await.context("cannot import")?;
+        let bar = progress::bar(resources.len(), "importing");
+        let mut summary = stigmer_client::ImportSummary::default();
+        for chunk in resources.chunks(progress::IMPORT_CHUNK) {
+            let done = client.import(chunk).await.context("cannot import");
+            let done = match done {
+                Ok(done) => done,
+                Err(err) => {
+                    bar.abandon();
+                    return Err(err);
+                }
+            };
+            summary.created += done.created;
+            summary.updated += done.updated;
+            summary.unchanged += done.unchanged;
+            bar.inc(chunk.len() as u64);
+        }
+        bar.finish_and_clear();
         println!(
             "imported {} resources: {} created, {} updated, {} unchanged",
             resources.len(),

@@ -445,3 +445,39 @@ fn export_then_import_restores_deleted_resources_with_their_ids() {
     assert_eq!(before["metadata"]["id"], after["metadata"]["id"]);
     assert!(env.ok(&["get", "mcpserver", "files"]).contains("files"));
 }
+
+#[test]
+fn export_wipe_import_export_gives_the_same_file() {
+    let env = Env::new();
+    let file = env.write("stack.yaml", MANIFESTS);
+    env.ok(&["apply", "-f", file.to_str().expect("utf-8")]);
+    let first = env.home().join("first.yaml");
+    env.ok(&["export", "--file", first.to_str().expect("utf-8")]);
+
+    // Wipe: stop the daemon and remove the database (the master key file stays, as it must
+    // for the sealed secrets in the export to open again).
+    env.ok(&["server", "stop"]);
+    let db = env.home().join(".stigmer").join("stigmer.db");
+    for suffix in ["", "-wal", "-shm"] {
+        let mut path = db.clone().into_os_string();
+        path.push(suffix);
+        let _ = std::fs::remove_file(path);
+    }
+    assert!(
+        env.ok(&["list", "agents", "-o", "json"]).trim() == "[]",
+        "the database is empty"
+    );
+
+    let imported = env.ok(&["import", "-f", first.to_str().expect("utf-8")]);
+    assert!(imported.contains("created"), "{imported}");
+    let second = env.home().join("second.yaml");
+    env.ok(&["export", "--file", second.to_str().expect("utf-8")]);
+    let (a, b) = (
+        std::fs::read_to_string(&first).expect("first"),
+        std::fs::read_to_string(&second).expect("second"),
+    );
+    assert!(!a.is_empty());
+    assert_eq!(a, b, "the round trip is lossless");
+    let twice = env.ok(&["import", "-f", first.to_str().expect("utf-8")]);
+    assert!(twice.contains("0 created, 0 updated"), "{twice}");
+}
