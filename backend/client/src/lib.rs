@@ -20,7 +20,7 @@ pub use config::{
     BackendConfig, BackendType, ClientConfig, CloudConfig, DEFAULT_LOCAL_ENDPOINT, LocalConfig,
     LocalTransport,
 };
-pub use resources::{Applied, ImportSummary, Outcome, WatchStream};
+pub use resources::{Applied, EXPORTED_VERSIONS, ImportSummary, Outcome, WatchStream};
 pub use transport::Transport;
 
 /// What can go wrong on the client side. Server answers keep their gRPC status.

@@ -372,13 +372,7 @@ impl Client {
             .into_inner();
         let mut resources = Vec::new();
         while let Some(item) = stream.message().await? {
-            let json = item
-                .get_field_by_name("json")
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_default();
-            resources.push(serde_json::from_str(&json).map_err(|err| {
-                ClientError::Config(format!("the server exported bad JSON: {err}"))
-            })?);
+            resources.push(exported_document(&item)?);
         }
         Ok(resources)
     }
@@ -404,7 +398,9 @@ impl Client {
                 let id = resource["metadata"]["id"].as_str().unwrap_or_default();
                 item.set_field_by_name("kind", Field::String(kind.to_string()));
                 item.set_field_by_name("id", Field::String(id.to_string()));
-                item.set_field_by_name("json", Field::String(resource.to_string()));
+                let (document, versions) = split_versions(resource, &item_type)?;
+                item.set_field_by_name("json", Field::String(document.to_string()));
+                item.set_field_by_name("versions", Field::List(versions));
                 items.push(Field::Message(item));
             }
             let mut request = DynamicMessage::new(method.input());
@@ -417,4 +413,103 @@ impl Client {
         }
         Ok(summary)
     }
+}
+
+/// Where an export document keeps the versions (and artifacts) of a versioned resource.
+pub const EXPORTED_VERSIONS: &str = "exportedVersions";
+
+/// An exported resource as one JSON document: the resource, plus its versions under
+/// [`EXPORTED_VERSIONS`] (artifacts base64-encoded) for versioned kinds.
+fn exported_document(item: &DynamicMessage) -> Result<Value, ClientError> {
+    let text = |message: &DynamicMessage, field: &str| {
+        message
+            .get_field_by_name(field)
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default()
+    };
+    let bad = |err: serde_json::Error| {
+        ClientError::Config(format!("the server exported bad JSON: {err}"))
+    };
+    let mut document: Value = serde_json::from_str(&text(item, "json")).map_err(bad)?;
+    if let Some(Field::List(versions)) = item.get_field_by_name("versions").map(|v| v.into_owned())
+        && !versions.is_empty()
+    {
+        let mut list = Vec::new();
+        for version in versions.iter().filter_map(Field::as_message) {
+            let artifact = match version.get_field_by_name("artifact").as_deref() {
+                Some(Field::Bytes(bytes)) => encode_base64(bytes),
+                _ => String::new(),
+            };
+            list.push(serde_json::json!({
+                "versionHash": text(version, "version_hash"),
+                "tag": text(version, "tag"),
+                "resource": serde_json::from_str::<Value>(&text(version, "json")).map_err(bad)?,
+                "artifact": artifact,
+            }));
+        }
+        if let Some(object) = document.as_object_mut() {
+            object.insert(EXPORTED_VERSIONS.into(), Value::Array(list));
+        }
+    }
+    Ok(document)
+}
+
+/// The resource document without its exported versions, and those versions as messages.
+fn split_versions(
+    resource: &Value,
+    item_type: &prost_reflect::MessageDescriptor,
+) -> Result<(Value, Vec<Field>), ClientError> {
+    let mut document = resource.clone();
+    let versions = document
+        .as_object_mut()
+        .and_then(|object| object.remove(EXPORTED_VERSIONS))
+        .unwrap_or(Value::Null);
+    let Some(version_type) = item_type
+        .get_field_by_name("versions")
+        .and_then(|f| f.kind().as_message().cloned())
+    else {
+        return Ok((document, Vec::new()));
+    };
+    let mut messages = Vec::new();
+    for version in versions.as_array().into_iter().flatten() {
+        let mut message = DynamicMessage::new(version_type.clone());
+        let text = |field: &str| {
+            version
+                .get(field)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string()
+        };
+        message.set_field_by_name("version_hash", Field::String(text("versionHash")));
+        message.set_field_by_name("tag", Field::String(text("tag")));
+        message.set_field_by_name(
+            "json",
+            Field::String(
+                version
+                    .get("resource")
+                    .cloned()
+                    .unwrap_or(Value::Null)
+                    .to_string(),
+            ),
+        );
+        let artifact = decode_base64(&text("artifact")).ok_or_else(|| {
+            ClientError::Usage(format!("{EXPORTED_VERSIONS}: an artifact is not base64"))
+        })?;
+        message.set_field_by_name("artifact", Field::Bytes(artifact.into()));
+        messages.push(Field::Message(message));
+    }
+    Ok((document, messages))
+}
+
+/// Standard base64, as proto3 JSON writes bytes.
+fn encode_base64(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+fn decode_base64(text: &str) -> Option<Vec<u8>> {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD
+        .decode(text.trim())
+        .ok()
 }

@@ -62,3 +62,56 @@ async fn an_export_imported_into_an_empty_database_exports_the_same() {
     assert_eq!(agent["metadata"]["id"], exported[0]["metadata"]["id"]);
     target.close().await.expect("close");
 }
+
+fn zip_with_skill(text: &str) -> Vec<u8> {
+    use std::io::Write;
+    let mut writer = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    writer
+        .start_file("SKILL.md", zip::write::SimpleFileOptions::default())
+        .expect("entry");
+    writer.write_all(text.as_bytes()).expect("write");
+    writer.finish().expect("finish").into_inner()
+}
+
+#[tokio::test]
+async fn skill_versions_and_artifacts_travel_with_the_export() {
+    use stigmer_api::ai::stigmer::agentic::skill::v1::PushSkillRequest;
+    use stigmer_api::ai::stigmer::agentic::skill::v1::skill_command_controller_client::SkillCommandControllerClient;
+    let dir = tempfile::tempdir().expect("dir");
+    let (first_db, second_db) = (dir.path().join("a.db"), dir.path().join("b.db"));
+    let source = stigmer_client::connect(&config(&first_db))
+        .await
+        .expect("source");
+    let mut skills = SkillCommandControllerClient::new(source.transport());
+    for (tag, text) in [("v1", "# One\\nfirst body"), ("v2", "# Two\\nsecond body")] {
+        skills
+            .push(PushSkillRequest {
+                name: "helper".into(),
+                artifact: zip_with_skill(text),
+                tag: tag.into(),
+                ..Default::default()
+            })
+            .await
+            .expect("push");
+    }
+    let exported = source.export(&[]).await.expect("export");
+    source.close().await.expect("close");
+    let versions = exported[0][stigmer_client::EXPORTED_VERSIONS]
+        .as_array()
+        .expect("versions");
+    assert_eq!(versions.len(), 2);
+
+    std::fs::copy(
+        first_db.with_extension("key"),
+        second_db.with_extension("key"),
+    )
+    .expect("key");
+    let target = stigmer_client::connect(&config(&second_db))
+        .await
+        .expect("target");
+    target.import(&exported).await.expect("import");
+    assert_eq!(target.export(&[]).await.expect("export again"), exported);
+    let old = target.get("skill", "helper").await.expect("skill");
+    assert_eq!(old["spec"]["tag"], "v2");
+    target.close().await.expect("close");
+}

@@ -60,6 +60,7 @@ impl App {
             })
             .await?;
         let (tx, rx) = mpsc::channel(64);
+        let app = Arc::clone(self);
         tokio::spawn(async move {
             loop {
                 let page = match snapshot.next_page(PAGE).await {
@@ -74,13 +75,7 @@ impl App {
                     if !kinds.is_empty() && !kinds.contains(&row.scope.kind) {
                         continue;
                     }
-                    let item = without_revision(&row.data).map(|json| {
-                        let mut item = DynamicMessage::new(output.clone());
-                        set_str(&mut item, "kind", row.scope.kind.clone());
-                        set_str(&mut item, "id", row.id.clone());
-                        set_str(&mut item, "json", json.to_string());
-                        item
-                    });
+                    let item = app.exported(&row, &output).await;
                     if tx.send(item.map_err(Into::into)).await.is_err() {
                         return;
                     }
@@ -88,6 +83,47 @@ impl App {
             }
         });
         Ok(Box::pin(ReceiverStream::new(rx)))
+    }
+
+    /// One stored resource as an ExportedResource, with its versions and their artifacts.
+    async fn exported(
+        &self,
+        row: &stigmer_store::StoredResource,
+        output: &MessageDescriptor,
+    ) -> Result<DynamicMessage, ApiError> {
+        let mut item = DynamicMessage::new(output.clone());
+        set_str(&mut item, "kind", row.scope.kind.clone());
+        set_str(&mut item, "id", row.id.clone());
+        set_str(&mut item, "json", without_revision(&row.data)?.to_string());
+        let versioned = self
+            .catalog
+            .kind_by_name(&row.scope.kind)
+            .is_some_and(|k| k.versioned);
+        let version_type = output
+            .get_field_by_name("versions")
+            .and_then(|f| f.kind().as_message().cloned());
+        if let (true, Some(version_type)) = (versioned, version_type) {
+            let mut versions = Vec::new();
+            for version in self.store.versions(row.id.clone()).await? {
+                let artifact = self
+                    .store
+                    .artifact(version.version_hash.clone())
+                    .await?
+                    .unwrap_or_default();
+                let mut exported = DynamicMessage::new(version_type.clone());
+                set_str(&mut exported, "version_hash", version.version_hash);
+                set_str(&mut exported, "tag", version.tag);
+                set_str(
+                    &mut exported,
+                    "json",
+                    without_revision(&version.data)?.to_string(),
+                );
+                set(&mut exported, "artifact", Value::Bytes(artifact.into()));
+                versions.push(Value::Message(exported));
+            }
+            set(&mut item, "versions", Value::List(versions));
+        }
+        Ok(item)
     }
 
     pub(crate) async fn import(
@@ -120,6 +156,10 @@ impl App {
                     mutations.push(mutation);
                 }
                 Ok(None) => unchanged += 1,
+                Err(violation) => violations.push(violation),
+            }
+            match imported_versions(item, &path) {
+                Ok(versions) => mutations.extend(versions),
                 Err(violation) => violations.push(violation),
             }
         }
@@ -206,4 +246,41 @@ impl App {
         }
         Ok(())
     }
+}
+
+/// The artifact and version writes of an exported resource's versions, each artifact checked
+/// against its hash. Versions keep their order; upserts make a second import a no-op.
+fn imported_versions(item: &DynamicMessage, path: &str) -> Result<Vec<Mutation>, FieldViolation> {
+    use sha2::Digest;
+    let Some(Value::List(versions)) = item.get_field_by_name("versions").map(|v| v.into_owned())
+    else {
+        return Ok(Vec::new());
+    };
+    let resource_id = get_str(item, "id");
+    let mut mutations = Vec::new();
+    for (index, version) in versions.iter().filter_map(Value::as_message).enumerate() {
+        let hash = get_str(version, "version_hash");
+        let artifact = match version.get_field_by_name("artifact").as_deref() {
+            Some(Value::Bytes(bytes)) => bytes.to_vec(),
+            _ => Vec::new(),
+        };
+        if hex::encode(sha2::Sha256::digest(&artifact)) != hash {
+            return Err(FieldViolation::new(
+                format!("{path}.versions[{index}].artifact"),
+                "does not match its version_hash; the export is damaged",
+            ));
+        }
+        mutations.push(Mutation::PutArtifact {
+            hash: hash.clone(),
+            bytes: artifact,
+        });
+        mutations.push(Mutation::PutVersion {
+            resource_id: resource_id.clone(),
+            version_hash: hash,
+            tag: get_str(version, "tag"),
+            data: get_str(version, "json"),
+            revision: Some(i64::try_from(index).unwrap_or(i64::MAX) + 1),
+        });
+    }
+    Ok(mutations)
 }

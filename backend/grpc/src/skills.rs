@@ -128,6 +128,7 @@ impl App {
                     version_hash: inspected.sha256.clone(),
                     tag: tag.clone(),
                     data: to_json(&skill)?,
+                    revision: None,
                 },
             ];
             match self.store.transact(mutations).await {

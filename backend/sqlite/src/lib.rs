@@ -24,8 +24,8 @@ use std::thread::JoinHandle;
 use async_trait::async_trait;
 use stigmer_store::{
     AtRevision, Change, ChangeFilter, Compaction, ListPage, ListQuery, LogBounds, Mutation,
-    Retention, Scope, Snapshot, Store, StoreError, StoreInfo, StoreResult, StoredResource,
-    TokenRewrite, VersionSelector,
+    ResourceVersion, Retention, Scope, Snapshot, Store, StoreError, StoreInfo, StoreResult,
+    StoredResource, TokenRewrite, VersionSelector,
 };
 use tokio::sync::{Semaphore, broadcast, oneshot};
 
@@ -200,6 +200,12 @@ impl Store for SqliteStore {
     ) -> StoreResult<Option<StoredResource>> {
         self.readers
             .run(move |conn| queries::version(conn, &resource_id, &selector))
+            .await
+    }
+
+    async fn versions(&self, resource_id: String) -> StoreResult<Vec<ResourceVersion>> {
+        self.readers
+            .run(move |conn| queries::versions(conn, &resource_id))
             .await
     }
 

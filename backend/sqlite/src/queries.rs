@@ -4,7 +4,7 @@ use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
 use stigmer_store::{
     AtRevision, Change, ChangeFilter, ChangeType, JsonFilter, ListPage, ListQuery, LogBounds,
-    Scope, StoreError, StoreResult, StoredResource, VersionSelector,
+    ResourceVersion, Scope, StoreError, StoreResult, StoredResource, VersionSelector,
 };
 
 use crate::errors::store_error;
@@ -371,4 +371,23 @@ pub(crate) fn version(
             .optional()
         })
         .map_err(store_error)
+}
+
+pub(crate) fn versions(conn: &Connection, resource_id: &str) -> StoreResult<Vec<ResourceVersion>> {
+    conn.prepare_cached(
+        "SELECT version_hash, tag, revision, data FROM resource_versions \
+         WHERE resource_id = ?1 ORDER BY revision, version_hash",
+    )
+    .and_then(|mut stmt| {
+        stmt.query_map([resource_id], |row| {
+            Ok(ResourceVersion {
+                version_hash: row.get(0)?,
+                tag: row.get(1)?,
+                revision: row.get(2)?,
+                data: row.get(3)?,
+            })
+        })?
+        .collect()
+    })
+    .map_err(store_error)
 }

@@ -346,7 +346,9 @@ fn apply_mutation(
             version_hash,
             tag,
             data,
+            revision: placed,
         } => {
+            let last = placed.unwrap_or(last);
             conn.prepare_cached(
                 "INSERT INTO resource_versions (resource_id, version_hash, tag, revision, data) \
                  VALUES (?1, ?2, ?3, ?4, json_set(?5, '$.metadata.revision', ?6)) \

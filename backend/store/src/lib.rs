@@ -9,7 +9,8 @@ mod watch;
 pub use error::{StoreError, StoreResult};
 pub use types::{
     AtRevision, Change, ChangeFilter, ChangeType, Compaction, JsonFilter, ListPage, ListQuery,
-    LogBounds, Mutation, NewResource, Retention, Scope, StoreInfo, StoredResource, VersionSelector,
+    LogBounds, Mutation, NewResource, ResourceVersion, Retention, Scope, StoreInfo, StoredResource,
+    VersionSelector,
 };
 pub use watch::{WatchItem, WatchOptions, watch};
 
@@ -128,6 +129,9 @@ pub trait Store: Send + Sync + 'static {
         resource_id: String,
         selector: VersionSelector,
     ) -> StoreResult<Option<StoredResource>>;
+
+    /// Every version of a versioned resource, oldest first.
+    async fn versions(&self, resource_id: String) -> StoreResult<Vec<ResourceVersion>>;
 
     /// A store-wide text setting.
     async fn setting(&self, key: String) -> StoreResult<Option<String>>;

@@ -49,9 +49,21 @@ pub enum Mutation {
         version_hash: String,
         tag: String,
         data: String,
+        /// The version's place among its resource's versions; `None` = the revision of the
+        /// transaction's latest resource write (a push).
+        revision: Option<i64>,
     },
     /// Forget every version of a resource, and every artifact no version needs any more.
     DeleteVersions { resource_id: String },
+}
+
+/// One stored version of a versioned resource.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResourceVersion {
+    pub version_hash: String,
+    pub tag: String,
+    pub revision: i64,
+    pub data: String,
 }
 
 /// Which version of a versioned resource to read.
