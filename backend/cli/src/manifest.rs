@@ -152,22 +152,8 @@ pub fn manifest_slug(value: &Value) -> String {
         .unwrap_or_default()
 }
 
-/// The server's slug rule: lowercase, spaces to dashes, other characters dropped.
-pub fn slug_from_name(name: &str) -> String {
-    let mut slug = String::with_capacity(name.len());
-    for c in name.chars().flat_map(char::to_lowercase) {
-        let c = if c == ' ' { '-' } else { c };
-        match c {
-            'a'..='z' | '0'..='9' => slug.push(c),
-            '-' if !slug.is_empty() && !slug.ends_with('-') => slug.push('-'),
-            _ => {}
-        }
-    }
-    while slug.ends_with('-') {
-        slug.pop();
-    }
-    slug
-}
+/// The server's own slug rule, so the CLI names resources exactly as the server will.
+pub use stigmer_client::slug_from_name;
 
 #[cfg(test)]
 mod tests {

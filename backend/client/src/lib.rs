@@ -21,6 +21,7 @@ pub use config::{
     LocalTransport,
 };
 pub use resources::{Applied, EXPORTED_VERSIONS, ImportSummary, Outcome, WatchStream};
+pub use stigmer_grpc::naming::slug_from_name;
 pub use transport::Transport;
 
 /// What can go wrong on the client side. Server answers keep their gRPC status.
