@@ -247,18 +247,8 @@ impl Client {
         let kind_name = kind
             .map(|k| self.kind(k).map(|k| k.name.clone()))
             .transpose()?;
-        let pool = &*stigmer_api::DESCRIPTOR_POOL;
-        let (input, output) = match pool
-            .get_service_by_name("ai.stigmer.backend.v1.ResourceService")
-            .and_then(|s| s.methods().find(|m| m.name() == "watch"))
-        {
-            Some(method) => (method.input(), method.output()),
-            None => {
-                return Err(ClientError::Config(
-                    "the API lacks ResourceService.watch".into(),
-                ));
-            }
-        };
+        let method = backend_method("watch")?;
+        let (input, output) = (method.input(), method.output());
         let mut request = DynamicMessage::new(input);
         request.set_field_by_name("kind", Field::String(kind_name.unwrap_or_default()));
         request.set_field_by_name("since_revision", Field::I64(since_revision));
@@ -285,18 +275,8 @@ impl Client {
 
     /// The server's version, revision, backend and counts.
     pub async fn info(&self) -> Result<Value, ClientError> {
-        let pool = &*stigmer_api::DESCRIPTOR_POOL;
-        let (input, output) = match pool
-            .get_service_by_name("ai.stigmer.backend.v1.ResourceService")
-            .and_then(|s| s.methods().find(|m| m.name() == "info"))
-        {
-            Some(method) => (method.input(), method.output()),
-            None => {
-                return Err(ClientError::Config(
-                    "the API lacks ResourceService.info".into(),
-                ));
-            }
-        };
+        let method = backend_method("info")?;
+        let (input, output) = (method.input(), method.output());
         Ok(to_json(
             &self.call(INFO, DynamicMessage::new(input), output).await?,
         ))
