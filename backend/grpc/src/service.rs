@@ -90,7 +90,13 @@ where
     if method.server_streaming {
         if method.verb == Verb::Subscribe {
             return grpc_for(&method.input)
-                .server_streaming(SubscribeCall { app, method }, request)
+                .server_streaming(
+                    StreamCall {
+                        app,
+                        target: StreamTarget::Subscribe(method),
+                    },
+                    request,
+                )
                 .await;
         }
         let status: Status =
@@ -115,7 +121,8 @@ where
     let mut grpc = grpc_for(&method.input);
     match method.verb {
         BackendVerb::Watch | BackendVerb::Export => {
-            grpc.server_streaming(WatchCall { app, method }, request)
+            let target = StreamTarget::Backend(method);
+            grpc.server_streaming(StreamCall { app, target }, request)
                 .await
         }
         BackendVerb::GetAtRevision | BackendVerb::Info | BackendVerb::Import => {
@@ -157,57 +164,51 @@ impl UnaryService<DynamicMessage> for BackendCall {
     }
 }
 
-struct SubscribeCall {
-    app: Arc<App>,
-    method: Arc<Method>,
+/// What a server-streaming call follows.
+#[derive(Clone)]
+enum StreamTarget {
+    /// One execution (subscribe).
+    Subscribe(Arc<Method>),
+    /// The change feed or an export (ResourceService).
+    Backend(Arc<BackendMethod>),
 }
 
-impl ServerStreamingService<DynamicMessage> for SubscribeCall {
+struct StreamCall {
+    app: Arc<App>,
+    target: StreamTarget,
+}
+
+impl ServerStreamingService<DynamicMessage> for StreamCall {
     type Response = DynamicMessage;
     type ResponseStream = EventStream;
     type Future = BoxFuture<Result<tonic::Response<EventStream>, Status>>;
 
     fn call(&mut self, request: tonic::Request<DynamicMessage>) -> Self::Future {
         let app = Arc::clone(&self.app);
-        let method = Arc::clone(&self.method);
+        let target = self.target.clone();
         Box::pin(async move {
             let span = Span::current();
-            span.record("kind", method.kind.name.as_str());
             let caller = caller_of(request.metadata())?;
             let request = request.into_inner();
             record_id(&span, &request);
-            let stream = app.subscribe(&method.kind, &caller, request).await?;
-            Ok(tonic::Response::new(stream))
-        })
-    }
-}
-
-struct WatchCall {
-    app: Arc<App>,
-    method: Arc<BackendMethod>,
-}
-
-impl ServerStreamingService<DynamicMessage> for WatchCall {
-    type Response = DynamicMessage;
-    type ResponseStream = EventStream;
-    type Future = BoxFuture<Result<tonic::Response<EventStream>, Status>>;
-
-    fn call(&mut self, request: tonic::Request<DynamicMessage>) -> Self::Future {
-        let app = Arc::clone(&self.app);
-        let method = Arc::clone(&self.method);
-        Box::pin(async move {
-            let caller = caller_of(request.metadata())?;
-            let request = request.into_inner();
-            let kind = crate::fields::get_str(&request, "kind");
-            if !kind.is_empty() {
-                Span::current().record("kind", kind.as_str());
-            }
-            let events = if method.verb == BackendVerb::Export {
-                app.export(&caller, request, method.output.clone()).await?
-            } else {
-                app.watch(&caller, request, method.output.clone()).await?
+            let stream = match target {
+                StreamTarget::Subscribe(method) => {
+                    span.record("kind", method.kind.name.as_str());
+                    app.subscribe(&method.kind, &caller, request).await?
+                }
+                StreamTarget::Backend(method) => {
+                    let kind = crate::fields::get_str(&request, "kind");
+                    if !kind.is_empty() {
+                        span.record("kind", kind.as_str());
+                    }
+                    if method.verb == BackendVerb::Export {
+                        app.export(&caller, request, method.output.clone()).await?
+                    } else {
+                        app.watch(&caller, request, method.output.clone()).await?
+                    }
+                }
             };
-            Ok(tonic::Response::new(events))
+            Ok(tonic::Response::new(stream))
         })
     }
 }
