@@ -107,14 +107,10 @@ impl App {
         violations.extend(more);
         violations.extend(self.secrets.seal(&self.keyring, &mut resource, None)?);
         check(&self.validator, &resource, violations)?;
-        // Related writes (a new session) come first, then the resource, then its children.
         let id = meta(&resource).id;
-        let mut mutations = related;
-        let at = mutations
-            .iter()
-            .position(|m| matches!(m, Mutation::Create(child) if child.scope.kind != "Session"))
-            .unwrap_or(mutations.len());
-        mutations.insert(at, Mutation::Create(new_row(kind, &resource)?));
+        let mut mutations = related.before;
+        mutations.push(Mutation::Create(new_row(kind, &resource)?));
+        mutations.extend(related.after);
         let stored = self.store.transact(mutations).await?;
         let revision = stored
             .iter()

@@ -23,6 +23,13 @@ pub(crate) const SESSION_AGENT_LABEL: &str = "stigmer.ai/agent-id";
 pub(crate) const PHASE_PENDING: i32 = 1;
 const REFERENCE_TYPE: &str = "ai.stigmer.commons.apiresource.ApiResourceReference";
 
+/// Writes that go with a create, in the same transaction: `before` the resource (a new
+/// session it runs in) and `after` it (its default instance, its execution context).
+pub(crate) struct Related {
+    pub before: Vec<Mutation>,
+    pub after: Vec<Mutation>,
+}
+
 impl App {
     pub(crate) fn kind_named(&self, name: &str) -> Result<&Arc<KindInfo>, ApiError> {
         self.catalog
@@ -57,7 +64,7 @@ impl App {
         kind: &KindInfo,
         caller: &Caller,
         resource: &mut DynamicMessage,
-    ) -> Result<(Vec<FieldViolation>, Vec<Mutation>), ApiError> {
+    ) -> Result<(Vec<FieldViolation>, Related), ApiError> {
         let org = org_of(resource, caller);
         let mut violations = self.missing_references(resource, &org).await?;
         violations.extend(self.kind_rules(kind, resource));
@@ -94,8 +101,7 @@ impl App {
                     .await?
             }
         }
-        before.extend(after);
-        Ok((violations, before))
+        Ok((violations, Related { before, after }))
     }
 
     /// Kind-specific checks and derived fields of an update.
