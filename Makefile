@@ -4,7 +4,7 @@
 CARGO ?= cargo
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test build lint fmt deps check-deps clean
+.PHONY: run test build lint fmt deps check-deps clean bench bench-smoke bench-peers
 
 ## run: start stigmer-server with zero configuration on 127.0.0.1:50051 (~/.stigmer/stigmer.db)
 run: deps
@@ -18,6 +18,19 @@ test: deps lint
 ## build: release binaries of stigmer-server and the stigmer CLI in target/release/
 build: deps
 	$(CARGO) build --release --locked -p stigmer-server -p stigmer
+
+## bench: every benchmark case in release mode, figures on stdout (see BENCHMARKS.md; < 10 min)
+bench: deps
+	$(CARGO) run --release --locked -p stigmer-bench
+
+## bench-smoke: each case for a moment, so the harness cannot rot (run by CI)
+bench-smoke: deps
+	$(CARGO) run --locked -p stigmer-bench -- --smoke
+
+## bench-peers: install etcd so that `make bench` measures it beside stigmer-server
+bench-peers:
+	@command -v etcd >/dev/null 2>&1 || { $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server >/dev/null; }
 
 lint: deps
 	$(CARGO) fmt --all -- --check

@@ -1,0 +1,201 @@
+//! The server's calls over real gRPC, each as a closed-loop workload: create (durable), get by
+//! id, getByReference, update and a list page of 100, against Environments preloaded with
+//! [`crate::preload`].
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Result, anyhow};
+use stigmer_api::ai::stigmer::agentic::environment::v1::ListEnvironmentsRequest;
+use stigmer_api::ai::stigmer::agentic::environment::v1::environment_command_controller_client::EnvironmentCommandControllerClient;
+use stigmer_api::ai::stigmer::agentic::environment::v1::environment_query_controller_client::EnvironmentQueryControllerClient;
+use stigmer_api::ai::stigmer::commons::apiresource::{
+    ApiResourceId, ApiResourceMetadata, ApiResourceReference,
+};
+use tonic::transport::Channel;
+
+use crate::drive::drive;
+use crate::resources::{environment, preload_id, preload_slug};
+use crate::stats::Summary;
+
+pub const LIST_PAGE: i32 = 100;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Call {
+    Create,
+    Get,
+    GetByReference,
+    Update,
+    List,
+}
+
+impl Call {
+    pub const ALL: [Call; 5] = [
+        Call::Create,
+        Call::Get,
+        Call::GetByReference,
+        Call::Update,
+        Call::List,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Call::Create => "create (durable)",
+            Call::Get => "get by id",
+            Call::GetByReference => "getByReference (slug)",
+            Call::Update => "update",
+            Call::List => "list page of 100",
+        }
+    }
+}
+
+/// What a workload runs against: the server and how many resources were preloaded.
+#[derive(Clone)]
+pub struct Target {
+    pub channel: Channel,
+    pub preloaded: usize,
+}
+
+/// Distinguishes the names of creates of different runs against one server.
+static RUN: AtomicU64 = AtomicU64::new(0);
+
+/// Runs `call` with `in_flight` workers for `duration`; each worker has its own clone of the
+/// channel.
+pub async fn measure(
+    call: Call,
+    target: &Target,
+    in_flight: usize,
+    duration: Duration,
+) -> Result<Summary> {
+    let run = RUN.fetch_add(1, Ordering::Relaxed);
+    drive(in_flight, duration, 1, |worker| {
+        let target = target.clone();
+        let mut worker_state = Worker::new(worker, run);
+        move |sequence| {
+            let request = worker_state.next(call, &target, sequence);
+            let channel = target.channel.clone();
+            async move { send(channel, request).await }
+        }
+    })
+    .await
+}
+
+/// One request to send.
+enum Request {
+    Create(String),
+    Get(usize),
+    GetByReference(usize),
+    Update {
+        index: usize,
+        sequence: u64,
+    },
+    /// The worker's list position: the page token to send, replaced by the next one.
+    List(Arc<Mutex<String>>),
+}
+
+/// Per-worker state: its random stream over the preloaded resources and its list position.
+struct Worker {
+    index: usize,
+    run: u64,
+    random: u64,
+    page_token: Arc<Mutex<String>>,
+}
+
+impl Worker {
+    fn new(index: usize, run: u64) -> Self {
+        Self {
+            index,
+            run,
+            random: 0x9E37_79B9_7F4A_7C15 ^ ((index as u64 + 1) << 17) ^ run,
+            page_token: Arc::default(),
+        }
+    }
+
+    fn next(&mut self, call: Call, target: &Target, sequence: u64) -> Request {
+        match call {
+            Call::Create => {
+                Request::Create(format!("bench-r{}-w{}-{sequence}", self.run, self.index))
+            }
+            Call::Get => Request::Get(self.pick(target.preloaded)),
+            Call::GetByReference => Request::GetByReference(self.pick(target.preloaded)),
+            // Each worker updates a resource of its own, so updates never conflict.
+            Call::Update => Request::Update {
+                index: self.index % target.preloaded.max(1),
+                sequence,
+            },
+            Call::List => Request::List(Arc::clone(&self.page_token)),
+        }
+    }
+
+    /// A uniformly random index below `bound` (xorshift64).
+    fn pick(&mut self, bound: usize) -> usize {
+        self.random ^= self.random << 13;
+        self.random ^= self.random >> 7;
+        self.random ^= self.random << 17;
+        (self.random % bound.max(1) as u64) as usize
+    }
+}
+
+async fn send(channel: Channel, request: Request) -> Result<()> {
+    match request {
+        Request::Create(name) => {
+            let mut client = EnvironmentCommandControllerClient::new(channel);
+            client
+                .create(environment(name, "benchmark create".into()))
+                .await?;
+        }
+        Request::Get(index) => {
+            let mut client = EnvironmentQueryControllerClient::new(channel);
+            client
+                .get(ApiResourceId {
+                    value: preload_id(index),
+                    ..Default::default()
+                })
+                .await?;
+        }
+        Request::GetByReference(index) => {
+            let mut client = EnvironmentQueryControllerClient::new(channel);
+            client
+                .get_by_reference(ApiResourceReference {
+                    slug: preload_slug(index),
+                    ..Default::default()
+                })
+                .await?;
+        }
+        Request::Update { index, sequence } => {
+            let mut client = EnvironmentCommandControllerClient::new(channel);
+            let mut resource = environment(preload_slug(index), format!("update {sequence}"));
+            resource.metadata = Some(ApiResourceMetadata {
+                id: preload_id(index),
+                name: preload_slug(index),
+                ..Default::default()
+            });
+            client.update(resource).await?;
+        }
+        Request::List(position) => list_next_page(channel, &position).await?,
+    }
+    Ok(())
+}
+
+/// Reads the page after the worker's position and moves it on; after the last page, the next
+/// call starts again at the first.
+async fn list_next_page(channel: Channel, position: &Mutex<String>) -> Result<()> {
+    let page_token = position
+        .lock()
+        .map_err(|_| anyhow!("list position poisoned"))?
+        .clone();
+    let mut client = EnvironmentQueryControllerClient::new(channel);
+    let page = client
+        .list(ListEnvironmentsRequest {
+            page_size: LIST_PAGE,
+            page_token,
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    *position
+        .lock()
+        .map_err(|_| anyhow!("list position poisoned"))? = page.next_page_token;
+    Ok(())
+}

@@ -1,0 +1,139 @@
+//! stigmer-bench: the benchmark harness of stigmer-server. Every case runs for a fixed duration
+//! and prints a line of figures (ops/s, p50, p99, p99.9) as soon as it is measured. See
+//! BENCHMARKS.md at the repository root.
+#![forbid(unsafe_code)]
+
+mod calls;
+mod drive;
+mod etcd;
+mod grpc_floor;
+mod preload;
+mod report;
+mod resources;
+mod scale;
+mod server;
+mod server_cases;
+mod stats;
+mod store_floor;
+mod watch;
+
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use clap::{Parser, ValueEnum};
+
+use crate::report::Report;
+
+/// Benchmarks stigmer-server: store floors, gRPC floor, every call over gRPC, watch lag, scale
+/// and an etcd peer.
+#[derive(Debug, Parser)]
+#[command(name = "stigmer-bench", version, about)]
+struct Args {
+    /// A quick run: 0.3 s per case, one concurrency level, small preloads.
+    #[arg(long)]
+    smoke: bool,
+    /// Run only this case (the floors it compares against are skipped too).
+    #[arg(long, value_enum)]
+    only: Option<Case>,
+    /// Seconds per case and concurrency (default 3, or 0.3 with --smoke).
+    #[arg(long)]
+    secs: Option<f64>,
+    /// Resource counts of the scale case, e.g. 10000,100000,1000000.
+    #[arg(long, value_delimiter = ',')]
+    scale: Option<Vec<usize>>,
+    /// Watcher counts of the watch case, e.g. 100,1000.
+    #[arg(long, value_delimiter = ',')]
+    watchers: Option<Vec<usize>>,
+    /// Creates per second of the watch case's writer (0 = as fast as it can).
+    #[arg(long, default_value_t = 0)]
+    watch_rate: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Case {
+    Store,
+    GrpcFloor,
+    Server,
+    Watch,
+    Scale,
+    Etcd,
+}
+
+/// How long and how hard each case runs.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub duration: Duration,
+    pub concurrency: Vec<usize>,
+    /// Resources preloaded for case 3.
+    pub preload: usize,
+    pub scale: Vec<usize>,
+    pub watchers: Vec<usize>,
+    pub watch_rate: u32,
+}
+
+impl Settings {
+    fn from_args(args: &Args) -> Self {
+        let base = if args.smoke {
+            Self {
+                duration: Duration::from_millis(300),
+                concurrency: vec![16],
+                preload: 500,
+                scale: vec![10_000],
+                watchers: vec![100],
+                watch_rate: 0,
+            }
+        } else {
+            Self {
+                duration: Duration::from_secs(3),
+                concurrency: vec![1, 16, 64],
+                preload: 1_000,
+                scale: vec![10_000, 100_000],
+                watchers: vec![100, 1_000],
+                watch_rate: 0,
+            }
+        };
+        Self {
+            duration: args.secs.map_or(base.duration, Duration::from_secs_f64),
+            scale: args.scale.clone().unwrap_or(base.scale),
+            watchers: args.watchers.clone().unwrap_or(base.watchers),
+            watch_rate: args.watch_rate,
+            ..base
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    let settings = Settings::from_args(&args);
+    let started = Instant::now();
+    println!(
+        "stigmer-bench: {:?} per case and concurrency, in flight {:?}, {} CPUs",
+        settings.duration,
+        settings.concurrency,
+        std::thread::available_parallelism().map_or(1, usize::from)
+    );
+    let mut report = Report::default();
+    let wanted = |case: Case| args.only.is_none_or(|only| only == case);
+    if wanted(Case::Store) {
+        store_floor::run(&settings, &mut report).await?;
+    }
+    if wanted(Case::GrpcFloor) || wanted(Case::Server) {
+        grpc_floor::run(&settings, &mut report).await?;
+    }
+    if wanted(Case::Server) {
+        server_cases::run(&settings, &mut report).await?;
+    }
+    if wanted(Case::Watch) {
+        watch::run(&settings, &mut report).await?;
+    }
+    if wanted(Case::Scale) {
+        scale::run(&settings, &mut report).await?;
+    }
+    if wanted(Case::Etcd) {
+        etcd::run(&settings, &mut report).await?;
+    }
+    println!();
+    println!("done in {:.1} s", started.elapsed().as_secs_f64());
+    Ok(())
+}

@@ -1,0 +1,32 @@
+//! Filling a database with resources through the store directly, before a server opens it.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use stigmer_sqlite::Synchronous;
+use stigmer_store::{Mutation, Store};
+
+use crate::resources::preload_row;
+use crate::store_floor::open;
+
+/// Rows per preload transaction.
+const BATCH: usize = 1000;
+
+/// Writes `count` Environments (see [`preload_row`]) into the database at `path` in
+/// transactions of 1,000, then closes it. Returns how long that took.
+pub async fn preload(path: &Path, count: usize) -> Result<Duration> {
+    let started = Instant::now();
+    let store = open(path, Synchronous::Normal).await?;
+    let mut next = 0;
+    while next < count {
+        let end = (next + BATCH).min(count);
+        let rows = (next..end)
+            .map(|index| Mutation::Create(preload_row(index)))
+            .collect();
+        store.transact(rows).await?;
+        next = end;
+    }
+    store.close().await?;
+    Ok(started.elapsed())
+}

@@ -1,0 +1,94 @@
+//! Latency samples and the figures drawn from them.
+
+use std::time::Duration;
+
+/// What one timed run did: how many units of work, in how long, and the latency of each call.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    /// Units of work done (calls, or rows for batch inserts).
+    pub units: u64,
+    pub elapsed: Duration,
+    pub p50: Duration,
+    pub p99: Duration,
+    pub p999: Duration,
+}
+
+impl Summary {
+    /// Figures from per-call latencies in nanoseconds; each call did `units_per_call` units.
+    pub fn from_nanos(mut samples: Vec<u64>, elapsed: Duration, units_per_call: u64) -> Self {
+        samples.sort_unstable();
+        let calls = u64::try_from(samples.len()).unwrap_or(u64::MAX);
+        Self {
+            units: calls.saturating_mul(units_per_call),
+            elapsed,
+            p50: percentile(&samples, 0.50),
+            p99: percentile(&samples, 0.99),
+            p999: percentile(&samples, 0.999),
+        }
+    }
+
+    /// Units per second.
+    pub fn rate(&self) -> f64 {
+        let secs = self.elapsed.as_secs_f64();
+        if secs > 0.0 {
+            self.units as f64 / secs
+        } else {
+            0.0
+        }
+    }
+}
+
+/// The nearest-rank percentile `q` (0..=1) of sorted nanosecond samples.
+pub fn percentile(sorted: &[u64], q: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = (q * sorted.len() as f64).ceil() as usize;
+    let index = rank.saturating_sub(1).min(sorted.len() - 1);
+    Duration::from_nanos(sorted[index])
+}
+
+/// Nanoseconds of a duration, saturating.
+pub fn nanos(duration: Duration) -> u64 {
+    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// A duration for people: µs below 10 ms, ms above.
+pub fn fmt_duration(duration: Duration) -> String {
+    let micros = duration.as_secs_f64() * 1e6;
+    if micros < 10_000.0 {
+        format!("{micros:.0} µs")
+    } else {
+        format!("{:.1} ms", micros / 1000.0)
+    }
+}
+
+/// A rate for people, without a fake precision.
+pub fn fmt_rate(rate: f64) -> String {
+    if rate >= 100.0 {
+        format!("{rate:.0}")
+    } else {
+        format!("{rate:.1}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_rank_percentiles() {
+        let samples: Vec<u64> = (1..=1000).collect();
+        assert_eq!(percentile(&samples, 0.5), Duration::from_nanos(500));
+        assert_eq!(percentile(&samples, 0.99), Duration::from_nanos(990));
+        assert_eq!(percentile(&samples, 0.999), Duration::from_nanos(999));
+        assert_eq!(percentile(&[], 0.5), Duration::ZERO);
+    }
+
+    #[test]
+    fn rate_counts_units() {
+        let summary = Summary::from_nanos(vec![1, 2, 3, 4], Duration::from_secs(2), 64);
+        assert_eq!(summary.units, 256);
+        assert!((summary.rate() - 128.0).abs() < f64::EPSILON);
+    }
+}
