@@ -93,7 +93,7 @@ where
                 .server_streaming(
                     StreamCall {
                         app,
-                        target: StreamTarget::Subscribe(method),
+                        target: Target::Kind(method),
                     },
                     request,
                 )
@@ -105,7 +105,13 @@ where
         return status.into_http();
     }
     grpc_for(&method.input)
-        .unary(UnaryCall { app, method }, request)
+        .unary(
+            UnaryCall {
+                app,
+                target: Target::Kind(method),
+            },
+            request,
+        )
         .await
 }
 
@@ -121,61 +127,27 @@ where
     let mut grpc = grpc_for(&method.input);
     match method.verb {
         BackendVerb::Watch | BackendVerb::Export => {
-            let target = StreamTarget::Backend(method);
+            let target = Target::Backend(method);
             grpc.server_streaming(StreamCall { app, target }, request)
                 .await
         }
         BackendVerb::GetAtRevision | BackendVerb::Info | BackendVerb::Import => {
-            grpc.unary(BackendCall { app, method }, request).await
+            let target = Target::Backend(method);
+            grpc.unary(UnaryCall { app, target }, request).await
         }
     }
 }
 
-struct BackendCall {
-    app: Arc<App>,
-    method: Arc<BackendMethod>,
-}
-
-impl UnaryService<DynamicMessage> for BackendCall {
-    type Response = DynamicMessage;
-    type Future = BoxFuture<Result<tonic::Response<DynamicMessage>, Status>>;
-
-    fn call(&mut self, request: tonic::Request<DynamicMessage>) -> Self::Future {
-        let app = Arc::clone(&self.app);
-        let method = Arc::clone(&self.method);
-        Box::pin(async move {
-            let caller = caller_of(request.metadata())?;
-            let request = request.into_inner();
-            let response = match method.verb {
-                BackendVerb::GetAtRevision => {
-                    Span::current()
-                        .record("kind", crate::fields::get_str(&request, "kind").as_str());
-                    record_id(&Span::current(), &request);
-                    app.get_at_revision(&caller, request, &method.output)
-                        .await?
-                }
-                BackendVerb::Import => app.import(&caller, request, &method.output).await?,
-                BackendVerb::Info | BackendVerb::Watch | BackendVerb::Export => {
-                    app.info(&caller, &method.output).await?
-                }
-            };
-            Ok(tonic::Response::new(response))
-        })
-    }
-}
-
-/// What a server-streaming call follows.
+/// Which RPC a call serves: a kind's controller method or a backend-wide one.
 #[derive(Clone)]
-enum StreamTarget {
-    /// One execution (subscribe).
-    Subscribe(Arc<Method>),
-    /// The change feed or an export (ResourceService).
+enum Target {
+    Kind(Arc<Method>),
     Backend(Arc<BackendMethod>),
 }
 
 struct StreamCall {
     app: Arc<App>,
-    target: StreamTarget,
+    target: Target,
 }
 
 impl ServerStreamingService<DynamicMessage> for StreamCall {
@@ -192,11 +164,11 @@ impl ServerStreamingService<DynamicMessage> for StreamCall {
             let request = request.into_inner();
             record_id(&span, &request);
             let stream = match target {
-                StreamTarget::Subscribe(method) => {
+                Target::Kind(method) => {
                     span.record("kind", method.kind.name.as_str());
                     app.subscribe(&method.kind, &caller, request).await?
                 }
-                StreamTarget::Backend(method) => {
+                Target::Backend(method) => {
                     let kind = crate::fields::get_str(&request, "kind");
                     if !kind.is_empty() {
                         span.record("kind", kind.as_str());
@@ -232,9 +204,10 @@ fn oversize_is_resource_exhausted(response: &mut http::Response<tonic::body::Bod
     }
 }
 
+/// A unary call of a kind's controller or of the backend-wide service.
 struct UnaryCall {
     app: Arc<App>,
-    method: Arc<Method>,
+    target: Target,
 }
 
 impl UnaryService<DynamicMessage> for UnaryCall {
@@ -243,14 +216,29 @@ impl UnaryService<DynamicMessage> for UnaryCall {
 
     fn call(&mut self, request: tonic::Request<DynamicMessage>) -> Self::Future {
         let app = Arc::clone(&self.app);
-        let method = Arc::clone(&self.method);
+        let target = self.target.clone();
         Box::pin(async move {
             let span = Span::current();
-            span.record("kind", method.kind.name.as_str());
+            if let Target::Kind(method) = &target {
+                span.record("kind", method.kind.name.as_str());
+            }
             let caller = caller_of(request.metadata())?;
             let request = request.into_inner();
             record_id(&span, &request);
-            let response = app.handle(&method, &caller, request).await?;
+            let response = match target {
+                Target::Kind(method) => app.handle(&method, &caller, request).await?,
+                Target::Backend(method) => match method.verb {
+                    BackendVerb::GetAtRevision => {
+                        span.record("kind", crate::fields::get_str(&request, "kind").as_str());
+                        app.get_at_revision(&caller, request, &method.output)
+                            .await?
+                    }
+                    BackendVerb::Import => app.import(&caller, request, &method.output).await?,
+                    BackendVerb::Info | BackendVerb::Watch | BackendVerb::Export => {
+                        app.info(&caller, &method.output).await?
+                    }
+                },
+            };
             record_id(&span, &response);
             Ok(tonic::Response::new(response))
         })
