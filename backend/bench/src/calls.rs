@@ -21,7 +21,7 @@ use crate::stats::Summary;
 
 pub const LIST_PAGE: i32 = 100;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Call {
     Create,
     Get,

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use clap::{Parser, ValueEnum};
 
+use crate::calls::Call;
 use crate::report::Report;
 
 /// Benchmarks stigmer-server: store floors, gRPC floor, every call over gRPC, watch lag, scale
@@ -44,6 +45,12 @@ struct Args {
     /// Watcher counts of the watch case, e.g. 100,1000.
     #[arg(long, value_delimiter = ',')]
     watchers: Option<Vec<usize>>,
+    /// Only these calls in the server and scale cases, e.g. get,list (for profiling).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    calls: Option<Vec<Call>>,
+    /// Requests in flight, e.g. 1,16,64 (the default) or 64 alone.
+    #[arg(long, value_delimiter = ',')]
+    in_flight: Option<Vec<usize>>,
     /// Creates per second of the watch case's writer (0 = as fast as it can).
     #[arg(long, default_value_t = 0)]
     watch_rate: u32,
@@ -69,6 +76,7 @@ pub struct Settings {
     pub scale: Vec<usize>,
     pub watchers: Vec<usize>,
     pub watch_rate: u32,
+    pub calls: Vec<Call>,
 }
 
 impl Settings {
@@ -81,6 +89,7 @@ impl Settings {
                 scale: vec![10_000],
                 watchers: vec![100],
                 watch_rate: 0,
+                calls: Call::ALL.to_vec(),
             }
         } else {
             Self {
@@ -90,6 +99,7 @@ impl Settings {
                 scale: vec![10_000, 100_000],
                 watchers: vec![100, 1_000],
                 watch_rate: 0,
+                calls: Call::ALL.to_vec(),
             }
         };
         Self {
@@ -97,6 +107,8 @@ impl Settings {
             scale: args.scale.clone().unwrap_or(base.scale),
             watchers: args.watchers.clone().unwrap_or(base.watchers),
             watch_rate: args.watch_rate,
+            calls: args.calls.clone().unwrap_or(base.calls),
+            concurrency: args.in_flight.clone().unwrap_or(base.concurrency),
             ..base
         }
     }

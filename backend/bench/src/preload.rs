@@ -22,8 +22,8 @@ pub async fn preload(path: &Path, count: usize) -> Result<Duration> {
     while next < count {
         let end = (next + BATCH).min(count);
         let rows = (next..end)
-            .map(|index| Mutation::Create(preload_row(index)))
-            .collect();
+            .map(|index| preload_row(index).map(Mutation::Create))
+            .collect::<Result<_>>()?;
         store.transact(rows).await?;
         next = end;
     }

@@ -1,8 +1,12 @@
 //! The Environment resources every case writes and reads, and their stored form for preloading
 //! through the store.
 
-use stigmer_api::ai::stigmer::agentic::environment::v1::{Environment, EnvironmentSpec};
-use stigmer_api::ai::stigmer::commons::apiresource::ApiResourceMetadata;
+use prost::Message;
+use prost_reflect::ReflectMessage;
+use stigmer_api::ai::stigmer::agentic::environment::v1::{
+    Environment, EnvironmentSpec, EnvironmentValue,
+};
+use stigmer_api::ai::stigmer::commons::apiresource::{ApiResourceMetadata, ApiResourceOwnerScope};
 use stigmer_store::{NewResource, Scope};
 
 pub const KIND: &str = "Environment";
@@ -34,29 +38,40 @@ pub fn preload_slug(index: usize) -> String {
     format!("pre-{index}")
 }
 
-/// Preloaded resource `index` as the store keeps it: proto3 JSON of a whole Environment.
-pub fn preload_row(index: usize) -> NewResource {
+/// Preloaded resource `index` as the store keeps it: proto3 JSON of a whole Environment, and
+/// its protobuf encoding for the read cache, both from the same message.
+pub fn preload_row(index: usize) -> anyhow::Result<NewResource> {
     let id = preload_id(index);
     let slug = preload_slug(index);
-    let data = serde_json::json!({
-        "apiVersion": "agentic.stigmer.ai/v1",
-        "kind": KIND,
-        "metadata": {
-            "name": slug,
-            "slug": slug,
-            "id": id,
-            "org": ORG,
-            "ownerScope": "organization",
-        },
-        "spec": {
-            "description": format!("preloaded environment {index}"),
-            "data": { "REGION": { "value": "eu-west-1" } },
-        },
-    });
-    NewResource {
+    let resource = Environment {
+        api_version: "agentic.stigmer.ai/v1".into(),
+        kind: KIND.into(),
+        metadata: Some(ApiResourceMetadata {
+            name: slug.clone(),
+            slug: slug.clone(),
+            id: id.clone(),
+            org: ORG.into(),
+            owner_scope: ApiResourceOwnerScope::Organization as i32,
+            ..Default::default()
+        }),
+        spec: Some(EnvironmentSpec {
+            description: format!("preloaded environment {index}"),
+            data: [(
+                "REGION".to_string(),
+                EnvironmentValue {
+                    value: "eu-west-1".into(),
+                    ..Default::default()
+                },
+            )]
+            .into(),
+        }),
+        ..Default::default()
+    };
+    Ok(NewResource {
         scope: Scope::new(KIND, ORG),
         id,
         slug,
-        data: data.to_string(),
-    }
+        data: serde_json::to_string(&resource.transcode_to_dynamic())?,
+        proto: Some(resource.encode_to_vec()),
+    })
 }

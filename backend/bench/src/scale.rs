@@ -8,7 +8,7 @@ use crate::Settings;
 use crate::calls::{Call, Target};
 use crate::preload::preload;
 use crate::report::Report;
-use crate::server::{BenchServer, fmt_kib, rss_kib};
+use crate::server::{BenchServer, fmt_kib};
 use crate::server_cases::measure_calls;
 use crate::stats::fmt_duration;
 
@@ -20,13 +20,13 @@ pub async fn run(settings: &Settings, report: &mut Report) -> Result<()> {
         let loading = preload(&db, rows).await?;
         let db_bytes = std::fs::metadata(&db)?.len();
         let server = BenchServer::start(&db).await?;
-        let (rss_start, _) = rss_kib()?;
+        let rss_start = server.rss()?;
         report.note(&format!(
-            "preload {rows} rows: {} ({:.1} MiB file); start to SERVING: {}; RSS after start: {}",
+            "preload {rows} rows: {} ({:.1} MiB file); start to SERVING: {}; server RSS after start: {}",
             fmt_duration(loading),
             db_bytes as f64 / (1024.0 * 1024.0),
             fmt_duration(server.start_to_serving),
-            fmt_kib(rss_start),
+            fmt_kib(rss_start.now_kib),
         ));
         let target = Target {
             channel: server.channel.clone(),
@@ -35,11 +35,11 @@ pub async fn run(settings: &Settings, report: &mut Report) -> Result<()> {
         let suffix = format!(" @{}", short(rows));
         let calls = [Call::Get, Call::List, Call::Create];
         measure_calls(settings, report, &target, &calls, &suffix).await?;
-        let (rss_end, peak) = rss_kib()?;
+        let rss_end = server.rss()?;
         report.note(&format!(
-            "RSS after the calls: {} (peak {}); bench clients and server share this process",
-            fmt_kib(rss_end),
-            fmt_kib(peak)
+            "server RSS after the calls: {} (peak {})",
+            fmt_kib(rss_end.now_kib),
+            fmt_kib(rss_end.peak_kib)
         ));
         server.stop().await?;
     }

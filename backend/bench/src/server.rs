@@ -1,15 +1,15 @@
-//! The real server, started in this process through `stigmer_grpc::run` on 127.0.0.1:0, and the
-//! facts about it the cases report (start to SERVING, RSS).
+//! The real `stigmer-server` binary, started as a child process on 127.0.0.1:0 with every
+//! default setting, and the facts about it the cases report (start to SERVING, RSS). A separate
+//! process keeps the load generator's CPU time and memory out of the server's figures.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use stigmer_grpc::{ServerConfig, ServerError};
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
 use tonic::transport::{Channel, Endpoint};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -22,55 +22,107 @@ pub struct BenchServer {
     pub addr: SocketAddr,
     /// One connection; every worker clones it.
     pub channel: Channel,
-    /// From calling `stigmer_grpc::run` to the first health check answered SERVING.
+    /// From spawning the process to the first health check answered SERVING.
     pub start_to_serving: Duration,
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<Result<(), ServerError>>,
+    child: Child,
 }
 
 impl BenchServer {
-    /// Starts a server on the database at `db` (created when missing) with every default
-    /// setting, so commits are fsynced (synchronous FULL).
+    /// Starts `stigmer-server` on the database at `db` (created when missing) with default
+    /// settings, so commits are fsynced (synchronous FULL). Its master key file and log go next
+    /// to the database.
     pub async fn start(db: &Path) -> Result<Self> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
-        let mut config = ServerConfig::new(addr, db);
-        config.shutdown_grace_secs = 5;
-        let (stop, stopped) = oneshot::channel::<()>();
+        let dir = db.parent().context("the database path has no directory")?;
         let started = Instant::now();
-        let task = tokio::spawn(async move {
-            stigmer_grpc::run(&config, listener, async {
-                let _ = stopped.await;
-            })
-            .await
-        });
+        let mut child = Command::new(server_binary()?)
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--db")
+            .arg(db)
+            .env("STIGMER_MASTER_KEY_FILE", dir.join("master.key"))
+            .env_remove("STIGMER_MASTER_KEY")
+            .env_remove("RUST_LOG")
+            .env("HOME", dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting stigmer-server")?;
+        let addr = announced_address(&mut child).await?;
         let channel = connect(addr).await?;
         wait_serving(&channel, started).await?;
         Ok(Self {
             addr,
             channel,
             start_to_serving: started.elapsed(),
-            stop: Some(stop),
-            task,
+            child,
         })
     }
 
-    /// Stops the server the way SIGTERM does and waits until its database is closed.
+    /// The server's resident set size and its peak, from /proc/<pid>/status.
+    pub fn rss(&self) -> Result<Rss> {
+        let pid = self.child.id().context("the server has exited")?;
+        Rss::of(&format!("/proc/{pid}/status"))
+    }
+
+    /// Stops the server the way Ctrl-C does and waits until it has closed its database.
     pub async fn stop(mut self) -> Result<()> {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
+        let pid = self.child.id().context("the server has exited")?;
+        let status = std::process::Command::new("kill")
+            .args(["-INT", &pid.to_string()])
+            .status()?;
+        if !status.success() {
+            bail!("kill -INT {pid} failed");
         }
-        (&mut self.task).await??;
+        let exit = self.child.wait().await?;
+        if !exit.success() {
+            bail!("stigmer-server exited with {exit}");
+        }
         Ok(())
     }
 }
 
-impl Drop for BenchServer {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
+/// `stigmer-server` beside this binary (cargo builds both into the same target directory), or
+/// the path in STIGMER_SERVER_BIN.
+fn server_binary() -> Result<PathBuf> {
+    if let Some(path) = std::env::var_os("STIGMER_SERVER_BIN") {
+        return Ok(PathBuf::from(path));
     }
+    let path = std::env::current_exe()?.with_file_name("stigmer-server");
+    if !path.exists() {
+        bail!(
+            "{} is missing: build it with `cargo build -p stigmer-server` in the same profile \
+             (make bench does), or set STIGMER_SERVER_BIN",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+/// Reads the server's log until it names the address it listens on, then keeps draining the
+/// log in the background so the pipe never fills.
+async fn announced_address(child: &mut Child) -> Result<SocketAddr> {
+    let stderr = child.stderr.take().context("no stderr pipe")?;
+    let mut lines = BufReader::new(stderr).lines();
+    let addr = loop {
+        let line = tokio::time::timeout(START_TIMEOUT, lines.next_line())
+            .await
+            .context("the server did not announce its address in time")??;
+        let Some(line) = line else {
+            bail!("stigmer-server exited before serving");
+        };
+        if let Some(addr) = line
+            .split_whitespace()
+            .find_map(|word| word.strip_prefix("address="))
+        {
+            break addr
+                .parse()
+                .with_context(|| format!("address in {line:?}"))?;
+        }
+    };
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Ok(addr)
 }
 
 /// A new HTTP/2 connection to `addr`.
@@ -83,8 +135,7 @@ pub async fn connect(addr: SocketAddr) -> Result<Channel> {
         .with_context(|| format!("connecting to {addr}"))
 }
 
-/// Asks grpc.health.v1 until it answers SERVING. The listener is bound before the server
-/// starts, so the first call simply waits for the server to accept it.
+/// Asks grpc.health.v1 until it answers SERVING.
 async fn wait_serving(channel: &Channel, started: Instant) -> Result<()> {
     let mut health = HealthClient::new(channel.clone());
     loop {
@@ -105,18 +156,29 @@ async fn wait_serving(channel: &Channel, started: Instant) -> Result<()> {
     }
 }
 
-/// This process's resident set size and its peak, in KiB, from /proc/self/status.
-pub fn rss_kib() -> Result<(u64, u64)> {
-    let status = std::fs::read_to_string("/proc/self/status")?;
-    let field = |name: &str| -> Result<u64> {
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix(name))
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|kib| kib.parse().ok())
-            .with_context(|| format!("no {name} in /proc/self/status"))
-    };
-    Ok((field("VmRSS:")?, field("VmHWM:")?))
+/// Resident set size and its peak (VmRSS and VmHWM), in KiB.
+#[derive(Debug, Clone, Copy)]
+pub struct Rss {
+    pub now_kib: u64,
+    pub peak_kib: u64,
+}
+
+impl Rss {
+    fn of(status_path: &str) -> Result<Self> {
+        let status = std::fs::read_to_string(status_path)?;
+        let field = |name: &str| -> Result<u64> {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix(name))
+                .and_then(|rest| rest.split_whitespace().next())
+                .and_then(|kib| kib.parse().ok())
+                .with_context(|| format!("no {name} in {status_path}"))
+        };
+        Ok(Self {
+            now_kib: field("VmRSS:")?,
+            peak_kib: field("VmHWM:")?,
+        })
+    }
 }
 
 /// "41.2 MiB".

@@ -11,7 +11,7 @@ use crate::server::BenchServer;
 
 pub async fn run(settings: &Settings, report: &mut Report) -> Result<()> {
     report.section(&format!(
-        "3. server over gRPC (in-process, loopback, synchronous FULL, {} preloaded)",
+        "3. server over gRPC (stigmer-server process, loopback, synchronous FULL, {} preloaded)",
         settings.preload
     ));
     let dir = tempfile::tempdir()?;
@@ -34,7 +34,7 @@ pub async fn measure_calls(
     calls: &[Call],
     label_suffix: &str,
 ) -> Result<()> {
-    for &call in calls {
+    for &call in calls.iter().filter(|call| settings.calls.contains(call)) {
         for &in_flight in &settings.concurrency {
             let summary = measure(call, target, in_flight, settings.duration).await?;
             let note = match call {

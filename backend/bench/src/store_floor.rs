@@ -25,7 +25,7 @@ pub async fn run(settings: &Settings, report: &mut Report) -> Result<()> {
         move |sequence| {
             let store = Arc::clone(&store);
             async move {
-                store.create(preload_row(unique(0, sequence))).await?;
+                store.create(preload_row(unique(0, sequence))?).await?;
                 Ok(())
             }
         }
@@ -43,8 +43,8 @@ pub async fn run(settings: &Settings, report: &mut Report) -> Result<()> {
             let store = Arc::clone(&store);
             async move {
                 let rows = (0..BATCH)
-                    .map(|row| Mutation::Create(preload_row(unique(1 + row, sequence))))
-                    .collect();
+                    .map(|row| preload_row(unique(1 + row, sequence)).map(Mutation::Create))
+                    .collect::<anyhow::Result<_>>()?;
                 store.transact(rows).await?;
                 Ok(())
             }

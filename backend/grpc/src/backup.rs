@@ -8,6 +8,7 @@ use prost_reflect::{DynamicMessage, MessageDescriptor, Value};
 use stigmer_secrets::{is_sealed, key_id_of};
 use stigmer_store::{ChangeFilter, Mutation, NewResource, Scope};
 use tokio::sync::mpsc;
+use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::controller::App;
@@ -82,7 +83,9 @@ impl App {
                 }
             }
         });
-        Ok(Box::pin(ReceiverStream::new(rx)))
+        Ok(Box::pin(
+            ReceiverStream::new(rx).map(|item| item.map(crate::codec::Reply::from)),
+        ))
     }
 
     /// One stored resource as an ExportedResource, with its versions and their artifacts.
@@ -214,6 +217,7 @@ impl App {
             id: meta.id.clone(),
             slug: meta.slug.clone(),
             data: json.clone(),
+            proto: Some(self.secrets.public_encoding(&resource)),
         };
         match self.store.get(scope, meta.id.clone()).await {
             Ok(None) => Ok(Some((Mutation::Create(row), true))),

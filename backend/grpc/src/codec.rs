@@ -2,6 +2,7 @@
 //! request as its method's input type; clients (and tests) decode responses the same way.
 
 use prost::Message;
+use prost::bytes::{BufMut, Bytes};
 use prost_reflect::{DynamicMessage, MessageDescriptor};
 use tonic::Status;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
@@ -46,6 +47,64 @@ impl Encoder for DynamicEncoder {
     fn encode(&mut self, item: DynamicMessage, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
         item.encode(dst)
             .map_err(|err| ApiError::internal(format!("encoding a message: {err}")).into())
+    }
+}
+
+/// What the server sends: a message to encode, or bytes already encoded (reads served from
+/// the `proto` cache column, see `wire.rs`).
+#[derive(Debug, Clone)]
+pub enum Reply {
+    Message(DynamicMessage),
+    Encoded(Bytes),
+}
+
+impl From<DynamicMessage> for Reply {
+    fn from(message: DynamicMessage) -> Self {
+        Self::Message(message)
+    }
+}
+
+/// The server's codec: decodes requests of one type, encodes [`Reply`]s.
+#[derive(Clone)]
+pub(crate) struct ServerCodec {
+    decodes: MessageDescriptor,
+}
+
+impl ServerCodec {
+    pub(crate) fn new(decodes: MessageDescriptor) -> Self {
+        Self { decodes }
+    }
+}
+
+impl Codec for ServerCodec {
+    type Encode = Reply;
+    type Decode = DynamicMessage;
+    type Encoder = ReplyEncoder;
+    type Decoder = DynamicDecoder;
+
+    fn encoder(&mut self) -> ReplyEncoder {
+        ReplyEncoder
+    }
+
+    fn decoder(&mut self) -> DynamicDecoder {
+        DynamicDecoder(self.decodes.clone())
+    }
+}
+
+pub struct ReplyEncoder;
+
+impl Encoder for ReplyEncoder {
+    type Item = Reply;
+    type Error = Status;
+
+    fn encode(&mut self, item: Reply, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        match item {
+            Reply::Message(message) => DynamicEncoder.encode(message, dst),
+            Reply::Encoded(bytes) => {
+                dst.put(bytes);
+                Ok(())
+            }
+        }
     }
 }
 

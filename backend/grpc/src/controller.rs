@@ -6,6 +6,8 @@ use std::time::SystemTime;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use prost::Message;
+use prost::bytes::{Bytes, BytesMut};
 use prost_protovalidate::{Validator, ValidatorOption};
 use prost_reflect::{DynamicMessage, Kind, ReflectMessage, Value};
 use stigmer_store::{
@@ -14,6 +16,7 @@ use stigmer_store::{
 };
 
 use crate::catalog::{Catalog, KindInfo, Method, Verb};
+use crate::codec::Reply;
 use crate::error::ApiError;
 use crate::fields::{get_i32, get_i64, get_str, has, set, set_str};
 use crate::json::{from_json, to_json};
@@ -23,6 +26,7 @@ use crate::resource::{
 };
 use crate::secrets::SecretMap;
 use crate::validation::check;
+use crate::wire::Envelope;
 use stigmer_secrets::Keyring;
 
 pub(crate) const DEFAULT_PAGE_SIZE: usize = 100;
@@ -36,7 +40,7 @@ pub struct App {
     pub(crate) catalog: Catalog,
     pub(crate) validator: Validator,
     pub(crate) keyring: Keyring,
-    pub(crate) secrets: SecretMap,
+    pub(crate) secrets: &'static SecretMap,
 }
 
 impl App {
@@ -45,7 +49,7 @@ impl App {
             store,
             catalog,
             keyring,
-            secrets: SecretMap::new(&stigmer_api::DESCRIPTOR_POOL),
+            secrets: SecretMap::api(),
             // The validator reads rules from descriptors it is given; without our descriptor
             // set it would see no rules at all and accept everything.
             validator: Validator::with_options(&[ValidatorOption::AdditionalDescriptorSetBytes(
@@ -59,16 +63,21 @@ impl App {
         method: &Method,
         caller: &Caller,
         request: DynamicMessage,
-    ) -> Result<DynamicMessage, ApiError> {
+    ) -> Result<Reply, ApiError> {
         let kind = &method.kind;
-        let mut response = self.dispatch(method, caller, request).await?;
-        // Secrets leave the server only on the just-in-time path (ExecutionContext reads).
-        let just_in_time = kind.name == "ExecutionContext"
-            && matches!(method.verb, Verb::Get | Verb::GetByReference);
-        if !just_in_time {
-            self.secrets.redact(&mut response);
+        match self.dispatch(method, caller, request).await? {
+            Reply::Message(mut response) => {
+                // Secrets leave the server only on the just-in-time path (ExecutionContext reads).
+                let just_in_time = is_just_in_time(kind)
+                    && matches!(method.verb, Verb::Get | Verb::GetByReference);
+                if !just_in_time {
+                    self.secrets.redact(&mut response);
+                }
+                Ok(Reply::Message(response))
+            }
+            // Built from encodings stored redacted (`SecretMap::public_encoding`).
+            encoded @ Reply::Encoded(_) => Ok(encoded),
         }
-        Ok(response)
     }
 
     async fn dispatch(
@@ -76,16 +85,16 @@ impl App {
         method: &Method,
         caller: &Caller,
         request: DynamicMessage,
-    ) -> Result<DynamicMessage, ApiError> {
+    ) -> Result<Reply, ApiError> {
         let kind = &method.kind;
-        match method.verb {
+        let message = match method.verb {
+            Verb::Get => return self.get(kind, caller, request).await,
+            Verb::GetByReference => return self.get_by_reference(kind, caller, request).await,
+            Verb::List | Verb::ListBy => return self.list(method, caller, request).await,
             Verb::Create => self.create(kind, caller, request).await,
             Verb::Update => self.update(kind, caller, request).await,
             Verb::Apply => self.apply(kind, caller, request).await,
             Verb::Delete => self.delete(kind, caller, request).await,
-            Verb::Get => self.get(kind, caller, request).await,
-            Verb::GetByReference => self.get_by_reference(kind, caller, request).await,
-            Verb::List | Verb::ListBy => self.list(method, caller, request).await,
             Verb::UpdateStatus => self.update_status(kind, caller, request).await,
             Verb::Push => self.push_skill(kind, caller, request).await,
             Verb::GetArtifact => self.get_artifact(method, request).await,
@@ -93,7 +102,8 @@ impl App {
                 "{} is not offered by this server yet",
                 method.path
             ))),
-        }
+        };
+        message.map(Reply::Message)
     }
 
     async fn create(
@@ -296,12 +306,12 @@ impl App {
         kind: &KindInfo,
         caller: &Caller,
         request: DynamicMessage,
-    ) -> Result<DynamicMessage, ApiError> {
+    ) -> Result<Reply, ApiError> {
         check(&self.validator, &request, Vec::new())?;
         let id = id_of(&request);
         let scope = Scope::new(kind.name.clone(), caller.org.clone());
         match self.store.get(scope, id.clone()).await? {
-            Some(row) => self.readable(kind, decode_row(kind, &row)?).await,
+            Some(row) => self.readable(kind, row).await,
             None => Err(not_found(kind, &id)),
         }
     }
@@ -311,7 +321,7 @@ impl App {
         kind: &KindInfo,
         caller: &Caller,
         reference: DynamicMessage,
-    ) -> Result<DynamicMessage, ApiError> {
+    ) -> Result<Reply, ApiError> {
         let mut violations = Vec::new();
         let ref_kind = get_i32(&reference, "kind");
         if ref_kind != 0 && ref_kind != kind.number {
@@ -344,11 +354,11 @@ impl App {
         };
         let scope = Scope::new(kind.name.clone(), org.clone());
         match self.store.get_by_slug(scope, slug.clone()).await? {
-            Some(row) if kind.versioned && !version.is_empty() && version != "latest" => {
-                self.version_of(kind, &decode_row(kind, &row)?, &version)
-                    .await
-            }
-            Some(row) => self.readable(kind, decode_row(kind, &row)?).await,
+            Some(row) if kind.versioned && !version.is_empty() && version != "latest" => self
+                .version_of(kind, &decode_row(kind, &row)?, &version)
+                .await
+                .map(Reply::Message),
+            Some(row) => self.readable(kind, row).await,
             None => Err(ApiError::NotFound {
                 kind: kind.name.clone(),
                 id: format!("{org}/{slug}"),
@@ -356,18 +366,19 @@ impl App {
         }
     }
 
-    /// What a read returns: the resource itself, except an ExecutionContext, whose secrets
-    /// are resolved just in time.
-    async fn readable(
-        &self,
-        kind: &KindInfo,
-        resource: DynamicMessage,
-    ) -> Result<DynamicMessage, ApiError> {
-        if kind.name == "ExecutionContext" {
-            self.resolve_context(resource).await
-        } else {
-            Ok(resource)
+    /// What a read returns: the resource itself, from its cached encoding when the row has
+    /// one, except an ExecutionContext, whose secrets are resolved just in time.
+    async fn readable(&self, kind: &KindInfo, row: StoredResource) -> Result<Reply, ApiError> {
+        if is_just_in_time(kind) {
+            return self
+                .resolve_context(decode_row(kind, &row)?)
+                .await
+                .map(Reply::Message);
         }
+        if let Some(bytes) = Envelope::of(&kind.message).and_then(|e| e.served(&row)) {
+            return Ok(Reply::Encoded(bytes));
+        }
+        decode_row(kind, &row).map(Reply::Message)
     }
 
     async fn list(
@@ -375,7 +386,7 @@ impl App {
         method: &Method,
         caller: &Caller,
         request: DynamicMessage,
-    ) -> Result<DynamicMessage, ApiError> {
+    ) -> Result<Reply, ApiError> {
         check(&self.validator, &request, Vec::new())?;
         let kind = &method.kind;
         let scope = Scope::new(kind.name.clone(), caller.org.clone());
@@ -401,22 +412,6 @@ impl App {
         let revision = page.revision;
         let (rows, next_after_id) = fit_in_response(page);
         let mut response = DynamicMessage::new(method.output.clone());
-        let items = rows
-            .iter()
-            .map(|row| decode_row(kind, row).map(Value::Message))
-            .collect::<Result<Vec<_>, _>>()?;
-        let items_field = response
-            .descriptor()
-            .fields()
-            .find(|f| f.is_list() && matches!(f.kind(), Kind::Message(m) if m == kind.message))
-            .ok_or_else(|| {
-                ApiError::internal(format!(
-                    "{} has no list of {}",
-                    method.output.full_name(),
-                    kind.name
-                ))
-            })?;
-        response.set_field(&items_field, Value::List(items));
         if let Some(after) = next_after_id {
             set_str(
                 &mut response,
@@ -427,8 +422,51 @@ impl App {
         set_str(&mut response, "api_version", API_VERSION);
         set_str(&mut response, "kind", format!("{}List", kind.name));
         set(&mut response, "revision", Value::I64(revision));
-        Ok(response)
+        self.with_items(kind, &response, &rows).map(Reply::Encoded)
     }
+
+    /// `response` with `rows` as its repeated resource field: each row's cached encoding when
+    /// it has one, else the row decoded, redacted and encoded. Field order does not matter on
+    /// the wire, so the items can follow the other fields.
+    fn with_items(
+        &self,
+        kind: &KindInfo,
+        response: &DynamicMessage,
+        rows: &[StoredResource],
+    ) -> Result<Bytes, ApiError> {
+        let descriptor = response.descriptor();
+        let items_field = descriptor
+            .fields()
+            .find(|f| f.is_list() && matches!(f.kind(), Kind::Message(m) if m == kind.message))
+            .ok_or_else(|| {
+                ApiError::internal(format!(
+                    "{} has no list of {}",
+                    descriptor.full_name(),
+                    kind.name
+                ))
+            })?;
+        let field = items_field.number();
+        let envelope = Envelope::of(&kind.message);
+        let rows_len: usize = rows.iter().map(|row| row.data.len()).sum();
+        let mut out = BytesMut::with_capacity(response.encoded_len() + rows_len + 16 * rows.len());
+        response
+            .encode(&mut out)
+            .map_err(|err| ApiError::internal(format!("encoding a list response: {err}")))?;
+        for row in rows {
+            if envelope.is_some_and(|e| e.put_item(field, row, &mut out)) {
+                continue;
+            }
+            let mut resource = decode_row(kind, row)?;
+            self.secrets.redact(&mut resource);
+            prost::encoding::message::encode(field, &resource, &mut out);
+        }
+        Ok(out.freeze())
+    }
+}
+
+/// ExecutionContext reads open its secrets for a running execution (`jit.rs`).
+fn is_just_in_time(kind: &KindInfo) -> bool {
+    kind.name == "ExecutionContext"
 }
 
 /// `page_size`, else the deprecated `page_info.size` some upstream requests still carry, else
@@ -540,6 +578,7 @@ pub(crate) fn new_row(kind: &KindInfo, resource: &DynamicMessage) -> Result<NewR
         id: meta.id,
         slug: meta.slug,
         data: to_json(resource)?,
+        proto: Some(SecretMap::api().public_encoding(resource)),
     })
 }
 
@@ -612,6 +651,7 @@ mod tests {
             slug: id.into(),
             revision: 1,
             data: "x".repeat(bytes),
+            proto: None,
         }
     }
 

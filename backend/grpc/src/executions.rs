@@ -10,6 +10,7 @@ use stigmer_store::{
     ChangeFilter, ChangeType, Mutation, Scope, StoreError, WatchItem, WatchOptions,
 };
 use tokio::sync::mpsc;
+use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::catalog::KindInfo;
@@ -201,7 +202,9 @@ impl App {
             items,
             tx,
         ));
-        Ok(Box::pin(ReceiverStream::new(rx)))
+        Ok(Box::pin(
+            ReceiverStream::new(rx).map(|item| item.map(crate::codec::Reply::from)),
+        ))
     }
 }
 

@@ -13,6 +13,7 @@ use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::catalog::KindInfo;
+use crate::codec::Reply;
 use crate::controller::App;
 use crate::error::{ApiError, FieldViolation};
 use crate::fields::{get_i64, get_str, set, set_str};
@@ -25,8 +26,7 @@ const WATCH_PAGE: usize = 256;
 /// Events buffered per watcher for a client that reads slowly.
 const WATCH_BUFFER: usize = 256;
 
-pub(crate) type EventStream =
-    Pin<Box<dyn Stream<Item = Result<DynamicMessage, tonic::Status>> + Send>>;
+pub(crate) type EventStream = Pin<Box<dyn Stream<Item = Result<Reply, tonic::Status>> + Send>>;
 
 // WatchEvent.type values.
 const SNAPSHOT: i32 = 1;
@@ -62,6 +62,7 @@ impl App {
         let events = ReceiverStream::new(items).map(move |item| {
             item.map_err(ApiError::from)
                 .and_then(|item| app.watch_event(&event, item))
+                .map(Reply::from)
                 .map_err(tonic::Status::from)
         });
         Ok(Box::pin(events))

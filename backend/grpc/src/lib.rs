@@ -26,6 +26,7 @@ mod service;
 mod skill_artifact;
 mod skills;
 mod validation;
+mod wire;
 mod workflow_rules;
 
 pub use config::{Command, DEFAULT_DB, Durability, LogFormat, ServerConfig};

@@ -1,5 +1,6 @@
 //! One log line per call (method, kind, id, code, duration), as a tower layer around every
-//! service, so controllers never log calls themselves.
+//! service, so controllers never log calls themselves. Failed calls log at info (server faults
+//! at error); successful and cancelled ones at debug.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -88,8 +89,13 @@ impl Drop for PendingLog {
             Some(code @ (Code::Internal | Code::Unknown | Code::DataLoss)) => {
                 tracing::error!(parent: &self.span, code = ?code, duration_ms, "rpc")
             }
+            // A line per successful call costs a write to stderr per call, about 8% of the
+            // server's CPU on point reads; `--log debug` shows them.
+            Some(Code::Ok) => {
+                tracing::debug!(parent: &self.span, code = ?Code::Ok, duration_ms, "rpc")
+            }
             Some(code) => tracing::info!(parent: &self.span, code = ?code, duration_ms, "rpc"),
-            None => tracing::info!(parent: &self.span, code = "Cancelled", duration_ms, "rpc"),
+            None => tracing::debug!(parent: &self.span, code = "Cancelled", duration_ms, "rpc"),
         }
     }
 }

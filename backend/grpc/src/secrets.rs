@@ -4,6 +4,9 @@
 //! just-in-time path of a running execution's ExecutionContext.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::LazyLock;
+
+use prost::Message;
 
 use prost_reflect::{
     DescriptorPool, DynamicMessage, Kind, MessageDescriptor, ReflectMessage, Value,
@@ -27,7 +30,27 @@ pub(crate) struct SecretMap {
     holders: HashSet<String>,
 }
 
+/// The map of our own descriptor pool, built once.
+static API_SECRETS: LazyLock<SecretMap> =
+    LazyLock::new(|| SecretMap::new(&stigmer_api::DESCRIPTOR_POOL));
+
 impl SecretMap {
+    /// The map of every message in the API.
+    pub(crate) fn api() -> &'static Self {
+        &API_SECRETS
+    }
+
+    /// The protobuf encoding reads return for `resource`: secrets redacted.
+    pub(crate) fn public_encoding(&self, resource: &DynamicMessage) -> Vec<u8> {
+        if self.holds(&resource.descriptor()) {
+            let mut public = resource.clone();
+            self.redact(&mut public);
+            public.encode_to_vec()
+        } else {
+            resource.encode_to_vec()
+        }
+    }
+
     pub(crate) fn new(pool: &DescriptorPool) -> Self {
         let mut holders: HashSet<String> = SECRET_TYPES.iter().map(|s| s.to_string()).collect();
         loop {

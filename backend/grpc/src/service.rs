@@ -15,7 +15,7 @@ use tonic::{Code, Status};
 use tracing::Span;
 
 use crate::catalog::{BackendMethod, BackendVerb, Method, Verb};
-use crate::codec::DynamicCodec;
+use crate::codec::{Reply, ServerCodec};
 use crate::controller::App;
 use crate::error::ApiError;
 use crate::feed::EventStream;
@@ -73,8 +73,8 @@ where
     }
 }
 
-fn grpc_for(input: &prost_reflect::MessageDescriptor) -> Grpc<DynamicCodec> {
-    Grpc::new(DynamicCodec::new(input.clone()))
+fn grpc_for(input: &prost_reflect::MessageDescriptor) -> Grpc<ServerCodec> {
+    Grpc::new(ServerCodec::new(input.clone()))
         .apply_max_message_size_config(Some(MAX_MESSAGE_SIZE), Some(MAX_MESSAGE_SIZE))
 }
 
@@ -151,7 +151,7 @@ struct StreamCall {
 }
 
 impl ServerStreamingService<DynamicMessage> for StreamCall {
-    type Response = DynamicMessage;
+    type Response = Reply;
     type ResponseStream = EventStream;
     type Future = BoxFuture<Result<tonic::Response<EventStream>, Status>>;
 
@@ -211,8 +211,8 @@ struct UnaryCall {
 }
 
 impl UnaryService<DynamicMessage> for UnaryCall {
-    type Response = DynamicMessage;
-    type Future = BoxFuture<Result<tonic::Response<DynamicMessage>, Status>>;
+    type Response = Reply;
+    type Future = BoxFuture<Result<tonic::Response<Reply>, Status>>;
 
     fn call(&mut self, request: tonic::Request<DynamicMessage>) -> Self::Future {
         let app = Arc::clone(&self.app);
@@ -232,14 +232,19 @@ impl UnaryService<DynamicMessage> for UnaryCall {
                         span.record("kind", crate::fields::get_str(&request, "kind").as_str());
                         app.get_at_revision(&caller, request, &method.output)
                             .await?
+                            .into()
                     }
-                    BackendVerb::Import => app.import(&caller, request, &method.output).await?,
+                    BackendVerb::Import => {
+                        app.import(&caller, request, &method.output).await?.into()
+                    }
                     BackendVerb::Info | BackendVerb::Watch | BackendVerb::Export => {
-                        app.info(&caller, &method.output).await?
+                        app.info(&caller, &method.output).await?.into()
                     }
                 },
             };
-            record_id(&span, &response);
+            if let Reply::Message(response) = &response {
+                record_id(&span, response);
+            }
             Ok(tonic::Response::new(response))
         })
     }

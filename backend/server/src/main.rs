@@ -1,6 +1,8 @@
 //! stigmer-server: flags and logging, then `stigmer_grpc::run` until SIGINT or SIGTERM.
 #![forbid(unsafe_code)]
 
+use std::io::IsTerminal;
+
 use anyhow::Context;
 use clap::Parser;
 use stigmer_grpc::{Command, LogFormat, ServerConfig};
@@ -36,6 +38,7 @@ fn init_logging(config: &ServerConfig) -> anyhow::Result<()> {
         .with_context(|| format!("invalid log filter {:?}", config.log_filter))?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match config.log_format {
         LogFormat::Text => builder.init(),

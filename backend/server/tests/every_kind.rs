@@ -1510,6 +1510,20 @@ async fn full_cycle(case: &KindCase) {
         got,
         "{k}: data column must equal get"
     );
+    // That get was served from the cached encoding; without it, a get decodes `data` and must
+    // return the same (and lists below then mix both kinds of rows).
+    assert!(
+        server.drop_cached_encoding(&id),
+        "{k}: create must store the encoding reads serve"
+    );
+    let decoded = api
+        .get(&id)
+        .await
+        .unwrap_or_else(|s| panic!("{k}: get without the cached encoding failed: {s:?}"));
+    assert_eq!(
+        decoded, got,
+        "{k}: a get decoded from data must equal the cached one"
+    );
 
     // --- getByReference ---
     if case.has(Rpc::GetByReference) {

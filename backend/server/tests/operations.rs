@@ -206,13 +206,17 @@ struct Binary {
 
 impl Binary {
     async fn start(home: &Path, db: Option<&Path>) -> Self {
+        Self::start_logging(home, db, "info").await
+    }
+
+    async fn start_logging(home: &Path, db: Option<&Path>, filter: &str) -> Self {
         let mut command = Command::new(env!("CARGO_BIN_EXE_stigmer-server"));
         command
             .env_clear()
             .env("HOME", home)
             .env("STIGMER_LISTEN", "127.0.0.1:0")
             .env("STIGMER_LOG_FORMAT", "json")
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", filter)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -308,7 +312,8 @@ fn mode(path: &Path) -> u32 {
 async fn the_binary_defaults_to_a_private_home_database_logs_each_call_and_exits_cleanly_on_sigterm()
  {
     let home = tempfile::tempdir().expect("home");
-    let mut binary = Binary::start(home.path(), None).await;
+    // Successful calls log at debug; failed ones at info (checked below).
+    let mut binary = Binary::start_logging(home.path(), None, "info,stigmer_grpc=debug").await;
     let mut command = AgentCommandControllerClient::new(binary.channel().await);
     let created = command
         .create(agent("Logged"))

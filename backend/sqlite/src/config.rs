@@ -25,7 +25,7 @@ pub struct SqliteConfig {
     /// The database file. Its directory is created (0700) and the file too (0600) when missing.
     pub path: PathBuf,
     pub synchronous: Synchronous,
-    /// Number of read-only connections, each on its own thread.
+    /// Number of read-only connections, so also the most reads at once.
     pub read_connections: usize,
     /// How long a statement waits for a lock held by another process before failing.
     pub busy_timeout: Duration,

@@ -63,7 +63,7 @@ impl SqliteStore {
         schema::migrate(&mut conn)?;
         let mut threads = Vec::new();
         let writer = Writer::spawn(conn, config, &mut threads)?;
-        let readers = ReaderPool::spawn(config, &mut threads)?;
+        let readers = ReaderPool::open(config)?;
         Ok(Self {
             config: config.clone(),
             writer,
@@ -100,13 +100,13 @@ impl Store for SqliteStore {
 
     async fn get(&self, scope: Scope, id: String) -> StoreResult<Option<StoredResource>> {
         self.readers
-            .run(move |conn| queries::get_by_id(conn, &scope, &id))
+            .run_inline(|conn| queries::get_by_id(conn, &scope, &id))
             .await
     }
 
     async fn get_by_slug(&self, scope: Scope, slug: String) -> StoreResult<Option<StoredResource>> {
         self.readers
-            .run(move |conn| queries::get_by_slug(conn, &scope, &slug))
+            .run_inline(|conn| queries::get_by_slug(conn, &scope, &slug))
             .await
     }
 
@@ -211,7 +211,7 @@ impl Store for SqliteStore {
 
     async fn setting(&self, key: String) -> StoreResult<Option<String>> {
         self.readers
-            .run(move |conn| queries::setting(conn, &key))
+            .run_inline(|conn| queries::setting(conn, &key))
             .await
     }
 

@@ -9,7 +9,7 @@ use stigmer_store::{
 
 use crate::errors::store_error;
 
-const COLUMNS: &str = "id, kind, org_id, slug, revision, data";
+const COLUMNS: &str = "id, kind, org_id, slug, revision, data, proto";
 
 pub(crate) fn stored_from_row(row: &Row<'_>) -> rusqlite::Result<StoredResource> {
     Ok(StoredResource {
@@ -21,6 +21,7 @@ pub(crate) fn stored_from_row(row: &Row<'_>) -> rusqlite::Result<StoredResource>
         slug: row.get(3)?,
         revision: row.get(4)?,
         data: row.get(5)?,
+        proto: row.get(6)?,
     })
 }
 
@@ -366,6 +367,7 @@ pub(crate) fn version(
                         org: row.get(3)?,
                     },
                     slug: row.get(4)?,
+                    proto: None,
                 })
             })
             .optional()

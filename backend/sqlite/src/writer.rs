@@ -457,9 +457,9 @@ fn compact_step(conn: &Connection, retention: Retention, current: i64) -> StoreR
 fn insert(conn: &Connection, resource: &NewResource, revision: i64) -> StoreResult<StoredResource> {
     let revision_text = revision.to_string();
     conn.prepare_cached(
-        "INSERT INTO resources (id, kind, org_id, slug, revision, data) \
-         VALUES (?1, ?2, ?3, ?4, ?5, json_set(?6, '$.metadata.revision', ?7)) \
-         RETURNING id, kind, org_id, slug, revision, data",
+        "INSERT INTO resources (id, kind, org_id, slug, revision, data, proto) \
+         VALUES (?1, ?2, ?3, ?4, ?5, json_set(?6, '$.metadata.revision', ?7), ?8) \
+         RETURNING id, kind, org_id, slug, revision, data, proto",
     )
     .and_then(|mut stmt| {
         stmt.query_row(
@@ -482,10 +482,10 @@ fn replace(
     let updated = conn
         .prepare_cached(
             "UPDATE resources SET slug = ?4, revision = ?5, \
-               data = json_set(?6, '$.metadata.revision', ?7), \
+               data = json_set(?6, '$.metadata.revision', ?7), proto = ?8, \
                updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') \
-             WHERE id = ?1 AND kind = ?2 AND org_id = ?3 AND revision = ?8 \
-             RETURNING id, kind, org_id, slug, revision, data",
+             WHERE id = ?1 AND kind = ?2 AND org_id = ?3 AND revision = ?9 \
+             RETURNING id, kind, org_id, slug, revision, data, proto",
         )
         .and_then(|mut stmt| {
             stmt.query_row(params_from_iter(values), stored_from_row)
@@ -518,6 +518,7 @@ fn row_params<'a>(
         revision,
         &resource.data,
         revision_text,
+        &resource.proto,
     ]
 }
 
@@ -543,7 +544,7 @@ fn delete(
         .prepare_cached(
             "DELETE FROM resources \
              WHERE id = ?1 AND kind = ?2 AND org_id = ?3 AND (?4 IS NULL OR revision = ?4) \
-             RETURNING id, kind, org_id, slug, revision, data",
+             RETURNING id, kind, org_id, slug, revision, data, proto",
         )
         .and_then(|mut stmt| {
             stmt.query_row(

@@ -13,6 +13,7 @@ fn resource(id: &str, slug: &str) -> NewResource {
         id: id.into(),
         slug: slug.into(),
         data: format!(r#"{{"metadata":{{"id":"{id}","slug":"{slug}","tags":["t-{slug}"]}}}}"#),
+        proto: None,
     }
 }
 
@@ -486,5 +487,78 @@ async fn a_transaction_applies_all_of_its_mutations_or_none() {
         3,
         "one revision each"
     );
+    store.close().await.expect("close");
+}
+
+#[tokio::test]
+async fn the_cached_encoding_is_kept_by_writes_and_dropped_by_hand_edits() {
+    let dir = tempfile::tempdir().expect("dir");
+    let store = open(&dir);
+    let scope = Scope::new("Agent", "local");
+    let with_proto = |id: &str, slug: &str, bytes: &[u8]| NewResource {
+        proto: Some(bytes.to_vec()),
+        ..resource(id, slug)
+    };
+    let created = store
+        .create(with_proto("agt-1", "one", b"first"))
+        .await
+        .expect("create");
+    assert_eq!(created.proto.as_deref(), Some(&b"first"[..]));
+    store
+        .create(with_proto("agt-2", "two", b"second"))
+        .await
+        .expect("create");
+    let replaced = store
+        .replace(with_proto("agt-1", "one", b"third"), created.revision)
+        .await
+        .expect("replace");
+    let read = store
+        .get(scope.clone(), "agt-1".into())
+        .await
+        .expect("get")
+        .expect("found");
+    assert_eq!(read.proto.as_deref(), Some(&b"third"[..]));
+    assert_eq!(read.revision, replaced.revision);
+
+    // Someone repairs rows with the sqlite3 CLI: data on one, revision on the other.
+    let db = dir.path().join("nested/dir/test.db");
+    let conn = rusqlite::Connection::open(&db).expect("open");
+    conn.execute(
+        "UPDATE resources SET data = json_set(data, '$.metadata.name', 'fixed') WHERE id = 'agt-1'",
+        [],
+    )
+    .expect("hand edit of data");
+    conn.execute(
+        "UPDATE resources SET revision = revision + 100 WHERE id = 'agt-2'",
+        [],
+    )
+    .expect("hand edit of revision");
+    conn.execute(
+        "UPDATE resources SET updated_at = 'now' WHERE id = 'agt-1'",
+        [],
+    )
+    .expect("an edit of another column");
+    for id in ["agt-1", "agt-2"] {
+        let row = store
+            .get(scope.clone(), id.into())
+            .await
+            .expect("get")
+            .expect("found");
+        assert_eq!(
+            row.proto, None,
+            "{id}: a hand edit must drop the cached encoding"
+        );
+    }
+    // The next write through the store caches again.
+    let current = store
+        .get(scope.clone(), "agt-2".into())
+        .await
+        .expect("get")
+        .expect("found");
+    let rewritten = store
+        .replace(with_proto("agt-2", "two", b"fourth"), current.revision)
+        .await
+        .expect("replace");
+    assert_eq!(rewritten.proto.as_deref(), Some(&b"fourth"[..]));
     store.close().await.expect("close");
 }

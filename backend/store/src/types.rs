@@ -22,6 +22,9 @@ pub struct NewResource {
     pub id: String,
     pub slug: String,
     pub data: String,
+    /// The resource's protobuf encoding as reads serve it, kept beside `data` so reads need
+    /// not re-encode; opaque to the store. `None` makes readers decode `data`.
+    pub proto: Option<Vec<u8>>,
 }
 
 /// One change to make as part of a transaction (see [`crate::Store::transact`]).
@@ -83,6 +86,9 @@ pub struct StoredResource {
     pub slug: String,
     pub revision: i64,
     pub data: String,
+    /// What the last write stored as [`NewResource::proto`], unless `data`, `id` or `revision`
+    /// changed since without it (a hand edit): then `None`.
+    pub proto: Option<Vec<u8>>,
 }
 
 /// One page of a listing, in ascending id order.

@@ -109,6 +109,21 @@ impl TestServer {
         serde_json::from_str(&data).expect("data is JSON")
     }
 
+    /// Drops the row's cached protobuf encoding, so reads decode its `data` instead. Returns
+    /// whether the row had one.
+    pub fn drop_cached_encoding(&self, id: &str) -> bool {
+        let conn = rusqlite::Connection::open(&self.db).expect("open db");
+        conn.busy_timeout(Duration::from_secs(5))
+            .expect("busy timeout");
+        let cleared = conn
+            .execute(
+                "UPDATE resources SET proto = NULL WHERE id = ?1 AND proto IS NOT NULL",
+                [id],
+            )
+            .expect("update the row");
+        cleared == 1
+    }
+
     /// Calls any method with a message built from JSON, as grpcurl -d would.
     pub async fn call_json(
         &self,

@@ -1,0 +1,93 @@
+//! Reads served from the `proto` cache column (docs/adr/0017-protobuf-read-cache.md): the
+//! stored bytes plus a second `metadata { id, revision }` taken from the row's columns, which
+//! every protobuf parser merges into the first (the encoding spec: a repeated embedded message
+//! field is merged, and the last scalar wins). The columns stay authoritative, as they are
+//! when a read decodes `data`.
+
+use prost::bytes::{BufMut, Bytes, BytesMut};
+use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint};
+use prost_reflect::{Kind, MessageDescriptor};
+use stigmer_store::StoredResource;
+
+/// Where a kind's envelope keeps the fields the row's columns override.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Envelope {
+    metadata: u32,
+    id: u32,
+    revision: u32,
+}
+
+impl Envelope {
+    /// `None` when `message` has no `metadata` with a string `id` and an int64 `revision`,
+    /// in which case reads of the kind always decode `data`.
+    pub(crate) fn of(message: &MessageDescriptor) -> Option<Self> {
+        let metadata = message.get_field_by_name("metadata")?;
+        let Kind::Message(meta) = metadata.kind() else {
+            return None;
+        };
+        let id = meta.get_field_by_name("id")?;
+        let revision = meta.get_field_by_name("revision")?;
+        let singular = |f: &prost_reflect::FieldDescriptor| !f.is_list() && !f.is_map();
+        (singular(&metadata)
+            && singular(&id)
+            && singular(&revision)
+            && id.kind() == Kind::String
+            && revision.kind() == Kind::Int64)
+            .then(|| Self {
+                metadata: metadata.number(),
+                id: id.number(),
+                revision: revision.number(),
+            })
+    }
+
+    /// The resource as a read returns it, if the row has cached bytes.
+    pub(crate) fn served(&self, row: &StoredResource) -> Option<Bytes> {
+        let cached = row.proto.as_deref()?;
+        let mut out = BytesMut::with_capacity(cached.len() + self.patch_len(row));
+        out.put_slice(cached);
+        self.put_patch(row, &mut out);
+        Some(out.freeze())
+    }
+
+    /// Appends the resource of `row` as one element of the repeated message field `field`
+    /// (a list response's items). `false` when the row has no cached bytes.
+    pub(crate) fn put_item(&self, field: u32, row: &StoredResource, out: &mut BytesMut) -> bool {
+        let Some(cached) = row.proto.as_deref() else {
+            return false;
+        };
+        let len = cached.len() + self.patch_len(row);
+        encode_key(field, WireType::LengthDelimited, out);
+        encode_varint(len as u64, out);
+        out.put_slice(cached);
+        self.put_patch(row, out);
+        true
+    }
+
+    fn inner_len(&self, row: &StoredResource) -> usize {
+        key_len(self.id)
+            + encoded_len_varint(row.id.len() as u64)
+            + row.id.len()
+            + key_len(self.revision)
+            + encoded_len_varint(row.revision as u64)
+    }
+
+    fn patch_len(&self, row: &StoredResource) -> usize {
+        let inner = self.inner_len(row);
+        key_len(self.metadata) + encoded_len_varint(inner as u64) + inner
+    }
+
+    fn put_patch(&self, row: &StoredResource, out: &mut BytesMut) {
+        encode_key(self.metadata, WireType::LengthDelimited, out);
+        encode_varint(self.inner_len(row) as u64, out);
+        encode_key(self.id, WireType::LengthDelimited, out);
+        encode_varint(row.id.len() as u64, out);
+        out.put_slice(row.id.as_bytes());
+        encode_key(self.revision, WireType::Varint, out);
+        // int64 is encoded as the two's-complement u64, as prost does.
+        encode_varint(row.revision as u64, out);
+    }
+}
+
+fn key_len(field: u32) -> usize {
+    prost::encoding::key_len(field)
+}
