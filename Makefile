@@ -19,12 +19,15 @@ test: deps lint
 build: deps
 	$(CARGO) build --release --locked -p stigmer-server -p stigmer
 
-## bench: every benchmark case in release mode, figures on stdout (see BENCHMARKS.md; < 10 min)
+## bench: every benchmark case in release mode, figures on stdout and in bench/results/latest.json
+## (see BENCHMARKS.md; < 10 min). The bench starts target/release/stigmer-server itself.
 bench: deps
-	$(CARGO) run --release --locked -p stigmer-bench
+	$(CARGO) build --release --locked -p stigmer-server -p stigmer-bench
+	$(CARGO) run --release --locked -p stigmer-bench -- $(ARGS)
 
 ## bench-smoke: each case for a moment, so the harness cannot rot (run by CI)
 bench-smoke: deps
+	$(CARGO) build --locked -p stigmer-server -p stigmer-bench
 	$(CARGO) run --locked -p stigmer-bench -- --smoke
 
 ## bench-peers: install etcd so that `make bench` measures it beside stigmer-server

@@ -17,6 +17,7 @@ use tonic::transport::Channel;
 
 use crate::drive::drive;
 use crate::resources::{environment, preload_id, preload_slug};
+use crate::server::CpuClock;
 use crate::stats::Summary;
 
 pub const LIST_PAGE: i32 = 100;
@@ -55,6 +56,8 @@ impl Call {
 pub struct Target {
     pub channel: Channel,
     pub preloaded: usize,
+    /// The server's CPU time, read around each workload.
+    pub cpu: CpuClock,
 }
 
 /// Distinguishes the names of creates of different runs against one server.
@@ -69,7 +72,8 @@ pub async fn measure(
     duration: Duration,
 ) -> Result<Summary> {
     let run = RUN.fetch_add(1, Ordering::Relaxed);
-    drive(in_flight, duration, 1, |worker| {
+    let cpu_before = target.cpu.used()?;
+    let mut summary = drive(in_flight, duration, 1, |worker| {
         let target = target.clone();
         let mut worker_state = Worker::new(worker, run);
         move |sequence| {
@@ -78,7 +82,9 @@ pub async fn measure(
             async move { send(channel, request).await }
         }
     })
-    .await
+    .await?;
+    summary.server_cpu = Some(target.cpu.used()?.saturating_sub(cpu_before));
+    Ok(summary)
 }
 
 /// One request to send.

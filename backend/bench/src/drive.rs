@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use tokio::task::JoinSet;
 
+use crate::server::CpuClock;
 use crate::stats::{Summary, nanos};
 
 /// Runs `concurrency` workers for `duration`. `make(worker)` builds one worker's call; the call
@@ -23,6 +24,8 @@ where
     W: FnMut(u64) -> F + Send + 'static,
     F: Future<Output = Result<()>> + Send + 'static,
 {
+    let own_cpu = CpuClock::own();
+    let cpu_before = own_cpu.used()?;
     let start = Instant::now();
     let deadline = start + duration;
     let mut workers = JoinSet::new();
@@ -33,11 +36,9 @@ where
     while let Some(done) = workers.join_next().await {
         samples.extend(done??);
     }
-    Ok(Summary::from_nanos(
-        samples,
-        start.elapsed(),
-        units_per_call,
-    ))
+    let mut summary = Summary::from_nanos(samples, start.elapsed(), units_per_call);
+    summary.client_cpu = Some(own_cpu.used()?.saturating_sub(cpu_before));
+    Ok(summary)
 }
 
 async fn run_worker<W, F>(mut call: W, deadline: Instant) -> Result<Vec<u64>>

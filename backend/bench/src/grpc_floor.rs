@@ -14,8 +14,10 @@ pub async fn run(settings: &Settings, report: &mut Report) -> Result<()> {
     report.section("2. gRPC floor (grpc.health.v1.Health/Check over loopback)");
     let dir = tempfile::tempdir()?;
     let server = BenchServer::start(&dir.path().join("floor.db")).await?;
+    let cpu = server.cpu_clock()?;
     for &in_flight in &settings.concurrency {
-        let summary = drive(in_flight, settings.duration, 1, |_| {
+        let cpu_before = cpu.used()?;
+        let mut summary = drive(in_flight, settings.duration, 1, |_| {
             let client = HealthClient::new(server.channel.clone());
             move |_| {
                 let mut client = client.clone();
@@ -30,6 +32,7 @@ pub async fn run(settings: &Settings, report: &mut Report) -> Result<()> {
             }
         })
         .await?;
+        summary.server_cpu = Some(cpu.used()?.saturating_sub(cpu_before));
         report.row("Health/Check", in_flight, &summary, "");
         report.floors.grpc.insert(in_flight, summary);
     }

@@ -51,6 +51,9 @@ struct Args {
     /// Requests in flight, e.g. 1,16,64 (the default) or 64 alone.
     #[arg(long, value_delimiter = ',')]
     in_flight: Option<Vec<usize>>,
+    /// Where to write every figure as JSON.
+    #[arg(long, default_value = "bench/results/latest.json")]
+    json: std::path::PathBuf,
     /// Creates per second of the watch case's writer (0 = as fast as it can).
     #[arg(long, default_value_t = 0)]
     watch_rate: u32,
@@ -147,5 +150,16 @@ async fn main() -> Result<()> {
     }
     println!();
     println!("done in {:.1} s", started.elapsed().as_secs_f64());
+    report.write_json(
+        &args.json,
+        serde_json::json!({
+            "smoke": args.smoke,
+            "cpus": std::thread::available_parallelism().map_or(1, usize::from),
+            "secs_per_case": settings.duration.as_secs_f64(),
+            "in_flight": settings.concurrency,
+            "total_secs": started.elapsed().as_secs_f64(),
+        }),
+    )?;
+    println!("figures written to {}", args.json.display());
     Ok(())
 }

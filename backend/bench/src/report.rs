@@ -2,6 +2,11 @@
 //! floors later lines are compared against.
 
 use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Result;
+use serde_json::{Value, json};
 
 use crate::stats::{Summary, fmt_duration, fmt_rate};
 
@@ -14,37 +19,73 @@ pub struct Floors {
     pub store_batch: Option<Summary>,
 }
 
+/// Everything printed, kept for the JSON results file.
 #[derive(Debug, Default)]
 pub struct Report {
     pub floors: Floors,
+    section: String,
+    rows: Vec<Value>,
+    notes: Vec<Value>,
 }
 
 impl Report {
-    pub fn section(&self, title: &str) {
+    pub fn section(&mut self, title: &str) {
         println!();
         println!("== {title}");
         println!(
-            "{:<34} {:>8} {:>12} {:>10} {:>10} {:>10}  note",
-            "case", "inflight", "ops/s", "p50", "p99", "p99.9"
+            "{:<34} {:>8} {:>12} {:>10} {:>10} {:>10} {:>10} {:>10}  note",
+            "case", "inflight", "ops/s", "p50", "p99", "p99.9", "srv CPU/op", "own CPU/op"
         );
+        self.section = title.to_string();
     }
 
     /// One line of figures.
-    pub fn row(&self, case: &str, in_flight: usize, summary: &Summary, note: &str) {
+    pub fn row(&mut self, case: &str, in_flight: usize, summary: &Summary, note: &str) {
+        let cpu = summary.server_cpu_per_unit();
+        let own_cpu = summary.client_cpu_per_unit();
+        let show = |cpu: Option<Duration>| cpu.map_or_else(|| "-".to_string(), fmt_duration);
         println!(
-            "{:<34} {:>8} {:>12} {:>10} {:>10} {:>10}  {note}",
+            "{:<34} {:>8} {:>12} {:>10} {:>10} {:>10} {:>10} {:>10}  {note}",
             case,
             in_flight,
             fmt_rate(summary.rate()),
             fmt_duration(summary.p50),
             fmt_duration(summary.p99),
             fmt_duration(summary.p999),
+            show(cpu),
+            show(own_cpu),
         );
+        let micros = |d: Duration| d.as_secs_f64() * 1e6;
+        self.rows.push(json!({
+            "section": self.section,
+            "case": case,
+            "in_flight": in_flight,
+            "ops_per_sec": summary.rate(),
+            "units": summary.units,
+            "elapsed_secs": summary.elapsed.as_secs_f64(),
+            "p50_us": micros(summary.p50),
+            "p99_us": micros(summary.p99),
+            "p999_us": micros(summary.p999),
+            "server_cpu_us_per_op": cpu.map(micros),
+            "bench_cpu_us_per_op": own_cpu.map(micros),
+            "note": note,
+        }));
     }
 
     /// A line of text that is not a measurement (a fact, or why a case was skipped).
-    pub fn note(&self, text: &str) {
+    pub fn note(&mut self, text: &str) {
         println!("  {text}");
+        self.notes.push(json!({ "section": self.section, "note": text }));
+    }
+
+    /// Writes every row and note to `path` as JSON, creating its directory.
+    pub fn write_json(&self, path: &Path, header: Value) -> Result<()> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let document = json!({ "run": header, "rows": self.rows, "notes": self.notes });
+        std::fs::write(path, serde_json::to_string_pretty(&document)?)?;
+        Ok(())
     }
 
     /// "0.81× floor, p99 1.4× floor" against the gRPC floor at the same concurrency.

@@ -30,6 +30,7 @@ pub async fn run(settings: &Settings, report: &mut Report) -> Result<()> {
         ));
         let target = Target {
             channel: server.channel.clone(),
+            cpu: server.cpu_clock()?,
             preloaded: rows,
         };
         let suffix = format!(" @{}", short(rows));

@@ -60,6 +60,13 @@ impl BenchServer {
         })
     }
 
+    /// Reads the server's CPU time.
+    pub fn cpu_clock(&self) -> Result<CpuClock> {
+        Ok(CpuClock {
+            pid: self.child.id().context("the server has exited")?,
+        })
+    }
+
     /// The server's resident set size and its peak, from /proc/<pid>/status.
     pub fn rss(&self) -> Result<Rss> {
         let pid = self.child.id().context("the server has exited")?;
@@ -153,6 +160,43 @@ async fn wait_serving(channel: &Channel, started: Instant) -> Result<()> {
             bail!("the server did not answer SERVING within {START_TIMEOUT:?}");
         }
         tokio::task::yield_now().await;
+    }
+}
+
+/// CPU time (user + system, every thread) a process has used, from /proc/<pid>/stat.
+#[derive(Debug, Clone, Copy)]
+pub struct CpuClock {
+    pid: u32,
+}
+
+impl CpuClock {
+    /// Linux reports these times in USER_HZ ticks, 100 per second on every mainstream kernel.
+    const TICKS_PER_SEC: u64 = 100;
+
+    /// This process (the load generator).
+    pub fn own() -> Self {
+        Self {
+            pid: std::process::id(),
+        }
+    }
+
+    pub fn used(&self) -> Result<Duration> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid))?;
+        // The command name (field 2) may hold spaces; count fields after its closing paren.
+        let after_name = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest)
+            .context("unexpected /proc/<pid>/stat")?;
+        let fields: Vec<&str> = after_name.split_whitespace().collect();
+        // utime and stime are fields 14 and 15; field 3 (state) is the first after the name.
+        let ticks = |index: usize| -> Result<u64> {
+            fields
+                .get(index)
+                .and_then(|field| field.parse().ok())
+                .context("no CPU times in /proc/<pid>/stat")
+        };
+        let total = ticks(11)? + ticks(12)?;
+        Ok(Duration::from_millis(total * 1000 / Self::TICKS_PER_SEC))
     }
 }
 

@@ -20,6 +20,7 @@ pub async fn run(settings: &Settings, report: &mut Report) -> Result<()> {
     let server = BenchServer::start(&db).await?;
     let target = Target {
         channel: server.channel.clone(),
+        cpu: server.cpu_clock()?,
         preloaded: settings.preload,
     };
     measure_calls(settings, report, &target, &Call::ALL, "").await?;

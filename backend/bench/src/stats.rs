@@ -11,6 +11,10 @@ pub struct Summary {
     pub p50: Duration,
     pub p99: Duration,
     pub p999: Duration,
+    /// CPU time the server process used during the run, when it was measured.
+    pub server_cpu: Option<Duration>,
+    /// CPU time the bench process (clients, and the store in store cases) used during the run.
+    pub client_cpu: Option<Duration>,
 }
 
 impl Summary {
@@ -24,7 +28,24 @@ impl Summary {
             p50: percentile(&samples, 0.50),
             p99: percentile(&samples, 0.99),
             p999: percentile(&samples, 0.999),
+            server_cpu: None,
+            client_cpu: None,
         }
+    }
+
+    /// Server CPU time per unit of work.
+    pub fn server_cpu_per_unit(&self) -> Option<Duration> {
+        self.per_unit(self.server_cpu)
+    }
+
+    /// Bench-process CPU time per unit of work.
+    pub fn client_cpu_per_unit(&self) -> Option<Duration> {
+        self.per_unit(self.client_cpu)
+    }
+
+    fn per_unit(&self, total: Option<Duration>) -> Option<Duration> {
+        let units = u32::try_from(self.units).ok().filter(|&units| units > 0)?;
+        total.map(|cpu| cpu / units)
     }
 
     /// Units per second.

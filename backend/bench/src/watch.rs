@@ -54,6 +54,8 @@ async fn measure(
     let mut writer = EnvironmentCommandControllerClient::new(server.channel.clone());
     let start_revision = create(&mut writer, epoch, "watch-start".into()).await?;
     let streams = open_watchers(server, watchers, start_revision).await?;
+    let cpu = server.cpu_clock()?;
+    let cpu_before = cpu.used()?;
     let (target_tx, target_rx) = signal::channel(0_i64);
     let mut tasks = JoinSet::new();
     for stream in streams {
@@ -68,9 +70,10 @@ async fn measure(
         .count();
     let errors: Vec<String> = seen.iter().filter_map(|s| s.error.clone()).collect();
     let lags: Vec<u64> = seen.into_iter().flat_map(|s| s.lags).collect();
-    let summary = Summary::from_nanos(lags, epoch.elapsed(), 1);
+    let mut summary = Summary::from_nanos(lags, epoch.elapsed(), 1);
+    summary.server_cpu = Some(cpu.used()?.saturating_sub(cpu_before));
     let note = format!(
-        "{written} events; {complete}/{watchers} watchers got every event; rate = deliveries/s"
+        "{written} events; {complete}/{watchers} watchers got every event; rate = deliveries/s, CPU per delivery"
     );
     report.row(
         &format!("watch lag, {watchers} watchers"),
