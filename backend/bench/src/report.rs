@@ -75,7 +75,8 @@ impl Report {
     /// A line of text that is not a measurement (a fact, or why a case was skipped).
     pub fn note(&mut self, text: &str) {
         println!("  {text}");
-        self.notes.push(json!({ "section": self.section, "note": text }));
+        self.notes
+            .push(json!({ "section": self.section, "note": text }));
     }
 
     /// Writes every row and note to `path` as JSON, creating its directory.

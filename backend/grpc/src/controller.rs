@@ -18,6 +18,7 @@ use stigmer_store::{
 use crate::catalog::{Catalog, KindInfo, Method, Verb};
 use crate::codec::Reply;
 use crate::error::ApiError;
+use crate::feed::EventCache;
 use crate::fields::{get_i32, get_i64, get_str, has, set, set_str};
 use crate::json::{from_json, to_json};
 use crate::resource::{
@@ -41,6 +42,8 @@ pub struct App {
     pub(crate) validator: Validator,
     pub(crate) keyring: Keyring,
     pub(crate) secrets: &'static SecretMap,
+    /// Watch events encoded once for every watcher (`feed.rs`).
+    pub(crate) events: EventCache,
 }
 
 impl App {
@@ -50,6 +53,7 @@ impl App {
             catalog,
             keyring,
             secrets: SecretMap::api(),
+            events: EventCache::new(),
             // The validator reads rules from descriptors it is given; without our descriptor
             // set it would see no rules at all and accept everything.
             validator: Validator::with_options(&[ValidatorOption::AdditionalDescriptorSetBytes(

@@ -3,9 +3,10 @@
 //! turns its items into WatchEvent messages.
 
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use prost::Message;
+use prost::bytes::Bytes;
 use prost_reflect::{DynamicMessage, MessageDescriptor, Value};
 use stigmer_store::{AtRevision, ChangeFilter, ChangeType, Scope, WatchItem, WatchOptions};
 use tokio_stream::Stream;
@@ -61,11 +62,30 @@ impl App {
         let app = Arc::clone(self);
         let events = ReceiverStream::new(items).map(move |item| {
             item.map_err(ApiError::from)
-                .and_then(|item| app.watch_event(&event, item))
-                .map(Reply::from)
+                .and_then(|item| app.watch_reply(&event, item))
                 .map_err(tonic::Status::from)
         });
         Ok(Box::pin(events))
+    }
+
+    /// A live or replayed change is the same event for every watcher, so it is encoded once
+    /// and shared (`EventCache`); snapshot items are the watcher's own.
+    fn watch_reply(
+        &self,
+        descriptor: &MessageDescriptor,
+        item: WatchItem,
+    ) -> Result<Reply, ApiError> {
+        match &item {
+            WatchItem::Change(change) => {
+                let revision = change.revision;
+                self.events
+                    .get_or_encode(revision, || {
+                        Ok(self.watch_event(descriptor, item)?.encode_to_vec().into())
+                    })
+                    .map(Reply::Encoded)
+            }
+            WatchItem::Snapshot { .. } => self.watch_event(descriptor, item).map(Reply::Message),
+        }
     }
 
     fn watch_event(
@@ -233,4 +253,44 @@ fn optional_kind<'a>(
     };
     check(&app.validator, request, violations)?;
     Ok(kind)
+}
+
+/// Encoded WatchEvents of the most recent changes, by revision. A revision names one change of
+/// one resource, so its event is the same for every watcher of ResourceService/watch.
+pub(crate) struct EventCache {
+    slots: Mutex<Vec<Option<(i64, Bytes)>>>,
+}
+
+/// Changes whose events are kept: enough for every watcher to pass a burst of writes.
+const CACHED_EVENTS: usize = 4096;
+
+impl EventCache {
+    pub(crate) fn new() -> Self {
+        Self {
+            slots: Mutex::new(vec![None; CACHED_EVENTS]),
+        }
+    }
+
+    /// The cached event of `revision`, or `encode`'s, which is then cached. Two watchers may
+    /// encode the same event at once; both results are equal.
+    fn get_or_encode(
+        &self,
+        revision: i64,
+        encode: impl FnOnce() -> Result<Bytes, ApiError>,
+    ) -> Result<Bytes, ApiError> {
+        let slot = usize::try_from(revision.rem_euclid(CACHED_EVENTS as i64)).unwrap_or(0);
+        if let Some((cached, bytes)) = &self.lock()[slot]
+            && *cached == revision
+        {
+            return Ok(bytes.clone());
+        }
+        let bytes = encode()?;
+        self.lock()[slot] = Some((revision, bytes.clone()));
+        Ok(bytes)
+    }
+
+    /// Slots are replaced whole, so a panic elsewhere cannot leave one half-written.
+    fn lock(&self) -> MutexGuard<'_, Vec<Option<(i64, Bytes)>>> {
+        self.slots.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
