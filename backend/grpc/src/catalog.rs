@@ -1,6 +1,7 @@
 //! What the server serves, read once at start-up from the descriptor pool: each kind's message,
 //! id prefix and services (every controller names its kind in the `api_resource_kind` option).
 
+use crate::wire::Envelope;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -29,6 +30,8 @@ pub struct KindInfo {
     pub named: bool,
     /// `metadata.owner_scope` to fill in when unspecified.
     pub default_owner_scope: Option<i32>,
+    /// Where reads served from the `proto` cache put the row's id and revision.
+    pub(crate) envelope: Option<Envelope>,
 }
 
 /// What a method does, from its name. Names are the contract's lowerCamel RPC names.
@@ -301,6 +304,7 @@ fn kind_info(
             meta.get_field_by_name("is_versioned").as_deref(),
             Some(Value::Bool(true))
         ),
+        envelope: Envelope::of(&message),
         message,
         named,
         default_owner_scope: match registration.owner_scope {

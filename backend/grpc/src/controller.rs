@@ -27,7 +27,6 @@ use crate::resource::{
 };
 use crate::secrets::SecretMap;
 use crate::validation::check;
-use crate::wire::Envelope;
 use stigmer_secrets::Keyring;
 
 pub(crate) const DEFAULT_PAGE_SIZE: usize = 100;
@@ -95,9 +94,9 @@ impl App {
             Verb::Get => return self.get(kind, caller, request).await,
             Verb::GetByReference => return self.get_by_reference(kind, caller, request).await,
             Verb::List | Verb::ListBy => return self.list(method, caller, request).await,
-            Verb::Create => self.create(kind, caller, request).await,
-            Verb::Update => self.update(kind, caller, request).await,
-            Verb::Apply => self.apply(kind, caller, request).await,
+            Verb::Create => return self.create(kind, caller, request).await,
+            Verb::Update => return self.update(kind, caller, request).await,
+            Verb::Apply => return self.apply(kind, caller, request).await,
             Verb::Delete => self.delete(kind, caller, request).await,
             Verb::UpdateStatus => self.update_status(kind, caller, request).await,
             Verb::Push => self.push_skill(kind, caller, request).await,
@@ -115,7 +114,7 @@ impl App {
         kind: &KindInfo,
         caller: &Caller,
         mut resource: DynamicMessage,
-    ) -> Result<DynamicMessage, ApiError> {
+    ) -> Result<Reply, ApiError> {
         let mut violations = prepare_create(kind, &mut resource, caller, SystemTime::now());
         let (more, related) = self.before_create(kind, caller, &mut resource).await?;
         violations.extend(more);
@@ -126,15 +125,10 @@ impl App {
         mutations.push(Mutation::Create(new_row(kind, &resource)?));
         mutations.extend(related.after);
         let stored = self.store.transact(mutations).await?;
-        let revision = stored
-            .iter()
-            .find(|row| row.id == id)
-            .map(|row| row.revision)
-            .ok_or_else(|| {
-                ApiError::internal("the created resource is missing from its transaction")
-            })?;
-        set_revision(&mut resource, revision);
-        Ok(resource)
+        let row = stored.iter().find(|row| row.id == id).ok_or_else(|| {
+            ApiError::internal("the created resource is missing from its transaction")
+        })?;
+        Ok(written(kind, resource, row))
     }
 
     async fn update(
@@ -142,7 +136,7 @@ impl App {
         kind: &KindInfo,
         caller: &Caller,
         resource: DynamicMessage,
-    ) -> Result<DynamicMessage, ApiError> {
+    ) -> Result<Reply, ApiError> {
         let id = meta(&resource).id;
         if id.is_empty() {
             return Err(ApiError::invalid_field(
@@ -165,7 +159,7 @@ impl App {
         scope: Scope,
         id: String,
         request: DynamicMessage,
-    ) -> Result<DynamicMessage, ApiError> {
+    ) -> Result<Reply, ApiError> {
         let expected = meta(&request).revision;
         for _ in 0..MAX_ATTEMPTS {
             let (stored_row, stored) = self.load(kind, &scope, &id, expected).await?;
@@ -179,17 +173,14 @@ impl App {
             );
             check(&self.validator, &updated, violations)?;
             if same_content(&stored, &updated) {
-                return Ok(stored);
+                return Ok(written(kind, stored, &stored_row));
             }
             match self
                 .store
                 .replace(new_row(kind, &updated)?, stored_row.revision)
                 .await
             {
-                Ok(row) => {
-                    set_revision(&mut updated, row.revision);
-                    return Ok(updated);
-                }
+                Ok(row) => return Ok(written(kind, updated, &row)),
                 Err(StoreError::Conflict { .. }) if expected == 0 => continue,
                 Err(err) => return Err(err.into()),
             }
@@ -231,7 +222,7 @@ impl App {
         kind: &KindInfo,
         caller: &Caller,
         resource: DynamicMessage,
-    ) -> Result<DynamicMessage, ApiError> {
+    ) -> Result<Reply, ApiError> {
         let slug = requested_slug(kind, &resource)
             .map_err(|violation| ApiError::invalid(kind.name.clone(), vec![violation]))?;
         let scope = Scope::new(kind.name.clone(), org_of(&resource, caller));
@@ -379,8 +370,8 @@ impl App {
                 .await
                 .map(Reply::Message);
         }
-        if let Some(bytes) = Envelope::of(&kind.message).and_then(|e| e.served(&row)) {
-            return Ok(Reply::Encoded(bytes));
+        if let Some(reply) = served(kind, &row) {
+            return Ok(reply);
         }
         decode_row(kind, &row).map(Reply::Message)
     }
@@ -450,7 +441,7 @@ impl App {
                 ))
             })?;
         let field = items_field.number();
-        let envelope = Envelope::of(&kind.message);
+        let envelope = kind.envelope;
         let rows_len: usize = rows.iter().map(|row| row.data.len()).sum();
         let mut out = BytesMut::with_capacity(response.encoded_len() + rows_len + 16 * rows.len());
         response
@@ -466,6 +457,23 @@ impl App {
         }
         Ok(out.freeze())
     }
+}
+
+/// The answer to a write: the stored row's cached encoding (the resource as written, redacted),
+/// or, when the row has none, `resource` with the row's revision.
+fn written(kind: &KindInfo, mut resource: DynamicMessage, row: &StoredResource) -> Reply {
+    served(kind, row).unwrap_or_else(|| {
+        set_revision(&mut resource, row.revision);
+        Reply::Message(resource)
+    })
+}
+
+/// The row's cached encoding as the answer, if it has one. The call's log line cannot read the
+/// id from bytes, so it is recorded here.
+fn served(kind: &KindInfo, row: &StoredResource) -> Option<Reply> {
+    let bytes = kind.envelope?.served(row)?;
+    tracing::Span::current().record("id", row.id.as_str());
+    Some(Reply::Encoded(bytes))
 }
 
 /// ExecutionContext reads open its secrets for a running execution (`jit.rs`).

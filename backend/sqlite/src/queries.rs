@@ -9,7 +9,15 @@ use stigmer_store::{
 
 use crate::errors::store_error;
 
-const COLUMNS: &str = "id, kind, org_id, slug, revision, data, proto";
+/// The columns of a [`StoredResource`], in the order `stored_from_row` reads them. A macro so
+/// that point reads can be `concat!`-ed into constants: a statement built per call would cost
+/// a formatting and a hash of its text on every read.
+macro_rules! resource_columns {
+    () => {
+        "id, kind, org_id, slug, revision, data, proto"
+    };
+}
+const COLUMNS: &str = resource_columns!();
 
 pub(crate) fn stored_from_row(row: &Row<'_>) -> rusqlite::Result<StoredResource> {
     Ok(StoredResource {
@@ -30,9 +38,12 @@ pub(crate) fn get_by_id(
     scope: &Scope,
     id: &str,
 ) -> StoreResult<Option<StoredResource>> {
-    let sql =
-        format!("SELECT {COLUMNS} FROM resources WHERE id = ?1 AND kind = ?2 AND org_id = ?3");
-    conn.prepare_cached(&sql)
+    const SQL: &str = concat!(
+        "SELECT ",
+        resource_columns!(),
+        " FROM resources WHERE id = ?1 AND kind = ?2 AND org_id = ?3"
+    );
+    conn.prepare_cached(SQL)
         .and_then(|mut stmt| {
             stmt.query_row(params![id, scope.kind, scope.org], stored_from_row)
                 .optional()
@@ -45,9 +56,12 @@ pub(crate) fn get_by_slug(
     scope: &Scope,
     slug: &str,
 ) -> StoreResult<Option<StoredResource>> {
-    let sql =
-        format!("SELECT {COLUMNS} FROM resources WHERE kind = ?1 AND org_id = ?2 AND slug = ?3");
-    conn.prepare_cached(&sql)
+    const SQL: &str = concat!(
+        "SELECT ",
+        resource_columns!(),
+        " FROM resources WHERE kind = ?1 AND org_id = ?2 AND slug = ?3"
+    );
+    conn.prepare_cached(SQL)
         .and_then(|mut stmt| {
             stmt.query_row(params![scope.kind, scope.org, slug], stored_from_row)
                 .optional()
