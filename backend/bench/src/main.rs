@@ -54,9 +54,10 @@ struct Args {
     /// Where to write every figure as JSON.
     #[arg(long, default_value = "bench/results/latest.json")]
     json: std::path::PathBuf,
-    /// Creates per second of the watch case's writer (0 = as fast as it can).
-    #[arg(long, default_value_t = 0)]
-    watch_rate: u32,
+    /// Creates per second of the watch case's writer, one run each (0 = as fast as it can);
+    /// default 0,100, or 0 with --smoke.
+    #[arg(long, value_delimiter = ',')]
+    watch_rate: Option<Vec<u32>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -78,7 +79,7 @@ pub struct Settings {
     pub preload: usize,
     pub scale: Vec<usize>,
     pub watchers: Vec<usize>,
-    pub watch_rate: u32,
+    pub watch_rates: Vec<u32>,
     pub calls: Vec<Call>,
 }
 
@@ -91,7 +92,7 @@ impl Settings {
                 preload: 500,
                 scale: vec![10_000],
                 watchers: vec![100],
-                watch_rate: 0,
+                watch_rates: vec![0],
                 calls: Call::ALL.to_vec(),
             }
         } else {
@@ -99,9 +100,9 @@ impl Settings {
                 duration: Duration::from_secs(3),
                 concurrency: vec![1, 16, 64],
                 preload: 1_000,
-                scale: vec![10_000, 100_000],
+                scale: vec![10_000, 1_000_000],
                 watchers: vec![100, 1_000],
-                watch_rate: 0,
+                watch_rates: vec![0, 100],
                 calls: Call::ALL.to_vec(),
             }
         };
@@ -109,7 +110,7 @@ impl Settings {
             duration: args.secs.map_or(base.duration, Duration::from_secs_f64),
             scale: args.scale.clone().unwrap_or(base.scale),
             watchers: args.watchers.clone().unwrap_or(base.watchers),
-            watch_rate: args.watch_rate,
+            watch_rates: args.watch_rate.clone().unwrap_or(base.watch_rates),
             calls: args.calls.clone().unwrap_or(base.calls),
             concurrency: args.in_flight.clone().unwrap_or(base.concurrency),
             ..base

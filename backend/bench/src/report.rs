@@ -33,7 +33,7 @@ impl Report {
         println!();
         println!("== {title}");
         println!(
-            "{:<34} {:>8} {:>12} {:>10} {:>10} {:>10} {:>10} {:>10}  note",
+            "{:<42} {:>8} {:>12} {:>10} {:>10} {:>10} {:>10} {:>10}  note",
             "case", "inflight", "ops/s", "p50", "p99", "p99.9", "srv CPU/op", "own CPU/op"
         );
         self.section = title.to_string();
@@ -45,7 +45,7 @@ impl Report {
         let own_cpu = summary.client_cpu_per_unit();
         let show = |cpu: Option<Duration>| cpu.map_or_else(|| "-".to_string(), fmt_duration);
         println!(
-            "{:<34} {:>8} {:>12} {:>10} {:>10} {:>10} {:>10} {:>10}  {note}",
+            "{:<42} {:>8} {:>12} {:>10} {:>10} {:>10} {:>10} {:>10}  {note}",
             case,
             in_flight,
             fmt_rate(summary.rate()),

@@ -28,11 +28,13 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub async fn run(settings: &Settings, report: &mut Report) -> Result<()> {
     report.section("5. watch delivery lag (1 writer, N watchers on ResourceService/watch)");
-    for &watchers in &settings.watchers {
-        let dir = tempfile::tempdir()?;
-        let server = BenchServer::start(&dir.path().join("watch.db")).await?;
-        measure(settings, report, &server, watchers).await?;
-        server.stop().await?;
+    for &rate in &settings.watch_rates {
+        for &watchers in &settings.watchers {
+            let dir = tempfile::tempdir()?;
+            let server = BenchServer::start(&dir.path().join("watch.db")).await?;
+            measure(settings, report, &server, watchers, rate).await?;
+            server.stop().await?;
+        }
     }
     Ok(())
 }
@@ -49,6 +51,7 @@ async fn measure(
     report: &mut Report,
     server: &BenchServer,
     watchers: usize,
+    rate: u32,
 ) -> Result<()> {
     let epoch = Instant::now();
     let mut writer = EnvironmentCommandControllerClient::new(server.channel.clone());
@@ -61,7 +64,7 @@ async fn measure(
     for stream in streams {
         tasks.spawn(receive(stream, epoch, target_rx.clone()));
     }
-    let (written, last_revision) = write(settings, &mut writer, epoch).await?;
+    let (written, last_revision) = write(settings, &mut writer, epoch, rate).await?;
     target_tx.send(last_revision)?;
     let seen = collect(&mut tasks).await?;
     let complete = seen
@@ -75,8 +78,12 @@ async fn measure(
     let note = format!(
         "{written} events; {complete}/{watchers} watchers got every event; rate = deliveries/s, CPU per delivery"
     );
+    let writer_pace = match rate {
+        0 => "writer unpaced".to_string(),
+        rate => format!("writer {rate}/s"),
+    };
     report.row(
-        &format!("watch lag, {watchers} watchers"),
+        &format!("watch lag, {watchers} watchers, {writer_pace}"),
         watchers,
         &summary,
         &note,
@@ -139,10 +146,11 @@ async fn write(
     settings: &Settings,
     writer: &mut EnvironmentCommandControllerClient<Channel>,
     epoch: Instant,
+    rate: u32,
 ) -> Result<(u64, i64)> {
     let deadline = Instant::now() + settings.duration;
-    let mut pace = (settings.watch_rate > 0).then(|| {
-        let mut every = tokio::time::interval(Duration::from_secs(1) / settings.watch_rate);
+    let mut pace = (rate > 0).then(|| {
+        let mut every = tokio::time::interval(Duration::from_secs(1) / rate);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         every
     });
