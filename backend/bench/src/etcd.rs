@@ -1,47 +1,47 @@
 //! Case 7, the etcd peer: if an `etcd` binary is on PATH, a single-member etcd on loopback with a
-//! temporary data dir, driven through its HTTP/JSON gateway (`/v3/kv/put`, `/v3/kv/range`) with
-//! a minimal HTTP/1.1 keep-alive client, one connection per in-flight worker. Without etcd's
-//! protos its gRPC API is out of reach; the gateway adds JSON and HTTP/1.1 on etcd's side, so
-//! these figures flatter the server slightly less than a gRPC comparison would.
+//! temporary data dir, driven through its native gRPC API (`etcdserverpb.KV/Put` and `Range`)
+//! by the same load generator and tonic client stack as stigmer-server: one HTTP/2 connection,
+//! every worker a clone of it. The messages below carry only the fields the bench uses; protobuf
+//! skips the others when decoding.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpListener, TcpStream};
+use http::uri::PathAndQuery;
+use tokio::net::TcpListener;
 use tokio::process::{Child, Command};
-use tokio::sync::Mutex;
+use tonic::transport::Channel;
+use tonic_prost::ProstCodec;
 
 use crate::Settings;
 use crate::drive::drive;
 use crate::report::Report;
+use crate::server::{CpuClock, connect};
 
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub async fn run(settings: &Settings, report: &mut Report) -> Result<()> {
-    report.section("7. etcd peer (etcd on loopback, HTTP/JSON gateway)");
+    report.section("7. etcd peer (etcd on loopback, native gRPC KV API)");
     let Some(binary) = find_on_path("etcd") else {
         report.note("etcd: skipped (no etcd binary on PATH)");
         return Ok(());
     };
     let dir = tempfile::tempdir()?;
-    let (mut child, addr) = start(&binary, dir.path()).await?;
-    let result = measure(settings, report, addr).await;
+    let (mut child, kv) = start(&binary, dir.path()).await?;
+    let cpu = CpuClock::of(child.id().context("etcd has exited")?);
+    let result = measure(settings, report, &kv, cpu).await;
     child.kill().await?;
     result
 }
 
-async fn measure(settings: &Settings, report: &mut Report, addr: SocketAddr) -> Result<()> {
+async fn measure(settings: &Settings, report: &mut Report, kv: &Kv, cpu: CpuClock) -> Result<()> {
     for &in_flight in &settings.concurrency {
-        let put = run_op(settings, addr, in_flight, Op::Put).await?;
+        let put = run_op(settings, kv, cpu, in_flight, Op::Put).await?;
         report.row("etcd put (durable)", in_flight, &put, "");
-        let range = run_op(settings, addr, in_flight, Op::Range).await?;
+        let range = run_op(settings, kv, cpu, in_flight, Op::Range).await?;
         report.row("etcd range (1 key)", in_flight, &range, "");
     }
     Ok(())
@@ -53,33 +53,34 @@ enum Op {
     Range,
 }
 
-/// `op` with `in_flight` workers, each on a keep-alive connection of its own.
+/// `op` with `in_flight` workers sharing one connection. Puts write 100-byte values under keys
+/// of their own; ranges read one key (linearizable, etcd's default).
 async fn run_op(
     settings: &Settings,
-    addr: SocketAddr,
+    kv: &Kv,
+    cpu: CpuClock,
     in_flight: usize,
     op: Op,
 ) -> Result<crate::stats::Summary> {
-    let mut connections = Vec::with_capacity(in_flight);
     for worker in 0..in_flight {
-        let mut gateway = Gateway::connect(addr).await?;
-        gateway.put(&format!("bench/{worker}/seed")).await?;
-        connections.push(Arc::new(Mutex::new(gateway)));
+        kv.put(format!("bench/{worker}/seed")).await?;
     }
-    drive(in_flight, settings.duration, 1, |worker| {
-        let connection = Arc::clone(&connections[worker]);
+    let cpu_before = cpu.used()?;
+    let mut summary = drive(in_flight, settings.duration, 1, |worker| {
+        let kv = kv.clone();
         move |sequence| {
-            let connection = Arc::clone(&connection);
+            let kv = kv.clone();
             async move {
-                let mut gateway = connection.lock().await;
                 match op {
-                    Op::Put => gateway.put(&format!("bench/{worker}/{sequence}")).await,
-                    Op::Range => gateway.range(&format!("bench/{worker}/seed")).await,
+                    Op::Put => kv.put(format!("bench/{worker}/{sequence}")).await,
+                    Op::Range => kv.range(format!("bench/{worker}/seed")).await,
                 }
             }
         }
     })
-    .await
+    .await?;
+    summary.server_cpu = Some(cpu.used()?.saturating_sub(cpu_before));
+    Ok(summary)
 }
 
 /// The first executable file named `name` in a directory of PATH.
@@ -94,8 +95,8 @@ async fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0").await?.local_addr()?.port())
 }
 
-/// Starts a one-member etcd in `dir` and waits until its gateway answers.
-async fn start(binary: &Path, dir: &Path) -> Result<(Child, SocketAddr)> {
+/// Starts a one-member etcd in `dir` and waits until its KV service answers.
+async fn start(binary: &Path, dir: &Path) -> Result<(Child, Kv)> {
     let client = SocketAddr::from(([127, 0, 0, 1], free_port().await?));
     let peer = format!("http://127.0.0.1:{}", free_port().await?);
     let child = Command::new(binary)
@@ -113,10 +114,11 @@ async fn start(binary: &Path, dir: &Path) -> Result<(Child, SocketAddr)> {
         .with_context(|| format!("starting {}", binary.display()))?;
     let started = Instant::now();
     loop {
-        if let Ok(mut gateway) = Gateway::connect(client).await
-            && gateway.range("bench/ready").await.is_ok()
-        {
-            return Ok((child, client));
+        if let Ok(channel) = connect(client).await {
+            let kv = Kv { channel };
+            if kv.range("bench/ready".into()).await.is_ok() {
+                return Ok((child, kv));
+            }
         }
         if started.elapsed() > READY_TIMEOUT {
             bail!("etcd did not answer within {READY_TIMEOUT:?}");
@@ -125,88 +127,79 @@ async fn start(binary: &Path, dir: &Path) -> Result<(Child, SocketAddr)> {
     }
 }
 
-/// One HTTP/1.1 keep-alive connection to etcd's JSON gateway.
-struct Gateway {
-    stream: BufReader<TcpStream>,
+/// etcd's KV service over one HTTP/2 connection.
+#[derive(Clone)]
+struct Kv {
+    channel: Channel,
 }
 
-impl Gateway {
-    async fn connect(addr: SocketAddr) -> Result<Self> {
-        let stream = TcpStream::connect(addr).await?;
-        stream.set_nodelay(true)?;
-        Ok(Self {
-            stream: BufReader::new(stream),
-        })
+impl Kv {
+    async fn put(&self, key: String) -> Result<()> {
+        let request = PutRequest {
+            key: key.into_bytes(),
+            value: vec![b'x'; 100],
+        };
+        self.call::<_, PutResponse>("/etcdserverpb.KV/Put", request)
+            .await
+            .map(|_| ())
     }
 
-    /// Puts a 100-byte value at `key`.
-    async fn put(&mut self, key: &str) -> Result<()> {
-        let body = serde_json::json!({
-            "key": STANDARD.encode(key),
-            "value": STANDARD.encode([b'x'; 100]),
-        });
-        self.post("/v3/kv/put", &body.to_string()).await
+    async fn range(&self, key: String) -> Result<()> {
+        let request = RangeRequest {
+            key: key.into_bytes(),
+        };
+        self.call::<_, RangeResponse>("/etcdserverpb.KV/Range", request)
+            .await
+            .map(|_| ())
     }
 
-    /// Reads `key` (linearizable, etcd's default).
-    async fn range(&mut self, key: &str) -> Result<()> {
-        let body = serde_json::json!({ "key": STANDARD.encode(key) });
-        self.post("/v3/kv/range", &body.to_string()).await
+    async fn call<Req, Resp>(&self, path: &'static str, request: Req) -> Result<Resp>
+    where
+        Req: prost::Message + Send + Sync + 'static,
+        Resp: prost::Message + Default + Send + Sync + 'static,
+    {
+        let mut grpc = tonic::client::Grpc::new(self.channel.clone());
+        grpc.ready().await?;
+        let response = grpc
+            .unary(
+                tonic::Request::new(request),
+                PathAndQuery::from_static(path),
+                ProstCodec::<Req, Resp>::default(),
+            )
+            .await?;
+        Ok(response.into_inner())
     }
+}
 
-    async fn post(&mut self, path: &str, body: &str) -> Result<()> {
-        let request = format!(
-            "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        );
-        self.stream.get_mut().write_all(request.as_bytes()).await?;
-        self.read_response().await
-    }
+// The fields of etcd's rpc.proto (etcdserverpb) this bench sends or reads.
 
-    /// Reads one response (Content-Length or chunked) and fails unless it is 200.
-    async fn read_response(&mut self) -> Result<()> {
-        let mut status = String::new();
-        self.stream.read_line(&mut status).await?;
-        let mut length = None;
-        let mut chunked = false;
-        loop {
-            let mut line = String::new();
-            if self.stream.read_line(&mut line).await? == 0 {
-                bail!("etcd closed the connection");
-            }
-            let line = line.trim_end().to_ascii_lowercase();
-            if line.is_empty() {
-                break;
-            }
-            if let Some(value) = line.strip_prefix("content-length:") {
-                length = Some(value.trim().parse::<usize>()?);
-            }
-            if line.starts_with("transfer-encoding:") && line.contains("chunked") {
-                chunked = true;
-            }
-        }
-        if chunked {
-            self.skip_chunks().await?;
-        } else {
-            let mut body = vec![0; length.unwrap_or(0)];
-            self.stream.read_exact(&mut body).await?;
-        }
-        if status.split_whitespace().nth(1) != Some("200") {
-            bail!("etcd answered {}", status.trim_end());
-        }
-        Ok(())
-    }
+#[derive(Clone, PartialEq, prost::Message)]
+struct PutRequest {
+    #[prost(bytes = "vec", tag = "1")]
+    key: Vec<u8>,
+    #[prost(bytes = "vec", tag = "2")]
+    value: Vec<u8>,
+}
 
-    async fn skip_chunks(&mut self) -> Result<()> {
-        loop {
-            let mut size = String::new();
-            self.stream.read_line(&mut size).await?;
-            let size = usize::from_str_radix(size.trim(), 16)?;
-            let mut chunk = vec![0; size + 2];
-            self.stream.read_exact(&mut chunk).await?;
-            if size == 0 {
-                return Ok(());
-            }
-        }
-    }
+#[derive(Clone, PartialEq, prost::Message)]
+struct PutResponse {}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct RangeRequest {
+    #[prost(bytes = "vec", tag = "1")]
+    key: Vec<u8>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct RangeResponse {
+    #[prost(message, repeated, tag = "2")]
+    kvs: Vec<KeyValue>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct KeyValue {
+    #[prost(bytes = "vec", tag = "1")]
+    key: Vec<u8>,
+    #[prost(bytes = "vec", tag = "5")]
+    value: Vec<u8>,
 }

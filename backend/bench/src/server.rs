@@ -175,9 +175,12 @@ impl CpuClock {
 
     /// This process (the load generator).
     pub fn own() -> Self {
-        Self {
-            pid: std::process::id(),
-        }
+        Self::of(std::process::id())
+    }
+
+    /// Another process, by pid.
+    pub fn of(pid: u32) -> Self {
+        Self { pid }
     }
 
     pub fn used(&self) -> Result<Duration> {
