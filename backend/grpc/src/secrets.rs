@@ -42,7 +42,9 @@ impl SecretMap {
 
     /// The protobuf encoding reads return for `resource`: secrets redacted.
     pub(crate) fn public_encoding(&self, resource: &DynamicMessage) -> Vec<u8> {
-        if self.holds(&resource.descriptor()) {
+        // Most resources that could hold a secret hold none; copying them to redact nothing
+        // costs more than looking.
+        if self.has_secret(resource) {
             let mut public = resource.clone();
             self.redact(&mut public);
             public.encode_to_vec()
@@ -71,6 +73,32 @@ impl SecretMap {
 
     fn holds(&self, descriptor: &MessageDescriptor) -> bool {
         self.holders.contains(descriptor.full_name())
+    }
+
+    /// Whether any value under `message` is marked secret.
+    fn has_secret(&self, message: &DynamicMessage) -> bool {
+        if !self.holds(&message.descriptor()) {
+            return false;
+        }
+        if SECRET_TYPES.contains(&message.descriptor().full_name()) {
+            return matches!(
+                message.get_field_by_name("is_secret").as_deref(),
+                Some(Value::Bool(true))
+            );
+        }
+        message.fields().any(|(field, value)| {
+            field_type(&field).is_some_and(|t| self.holds(&t))
+                && match value {
+                    Value::Message(child) => self.has_secret(child),
+                    Value::List(items) => items
+                        .iter()
+                        .any(|item| matches!(item, Value::Message(child) if self.has_secret(child))),
+                    Value::Map(entries) => entries
+                        .values()
+                        .any(|item| matches!(item, Value::Message(child) if self.has_secret(child))),
+                    _ => false,
+                }
+        })
     }
 
     /// Calls `visit(path, value)` for every secret value under `message`.
