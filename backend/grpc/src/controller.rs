@@ -402,6 +402,7 @@ impl App {
                 after_id,
                 limit,
                 filters,
+                proto_only: true,
             })
             .await?;
         let revision = page.revision;
@@ -442,7 +443,7 @@ impl App {
             })?;
         let field = items_field.number();
         let envelope = kind.envelope;
-        let rows_len: usize = rows.iter().map(|row| row.data.len()).sum();
+        let rows_len: usize = rows.iter().map(served_len).sum();
         let mut out = BytesMut::with_capacity(response.encoded_len() + rows_len + 16 * rows.len());
         response
             .encode(&mut out)
@@ -474,6 +475,11 @@ fn served(kind: &KindInfo, row: &StoredResource) -> Option<Reply> {
     let bytes = kind.envelope?.served(row)?;
     tracing::Span::current().record("id", row.id.as_str());
     Some(Reply::Encoded(bytes))
+}
+
+/// About how many bytes a row takes in a response.
+fn served_len(row: &StoredResource) -> usize {
+    row.proto.as_ref().map_or(row.data.len(), Vec::len)
 }
 
 /// ExecutionContext reads open its secrets for a running execution (`jit.rs`).
@@ -510,7 +516,7 @@ fn fit_in_response(page: ListPage) -> (Vec<StoredResource>, Option<String>) {
         .items
         .iter()
         .position(|row| {
-            bytes += row.data.len();
+            bytes += served_len(row);
             bytes > MAX_PAGE_BYTES
         })
         .map_or(page.items.len(), |overflow| overflow.max(1));

@@ -257,6 +257,7 @@ impl App {
                     path: path.into(),
                     value: value.into(),
                 }],
+                proto_only: true,
             })
             .await?;
         Ok(page.items.into_iter().map(|row| row.id).collect())

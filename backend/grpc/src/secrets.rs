@@ -90,12 +90,12 @@ impl SecretMap {
             field_type(&field).is_some_and(|t| self.holds(&t))
                 && match value {
                     Value::Message(child) => self.has_secret(child),
-                    Value::List(items) => items
-                        .iter()
-                        .any(|item| matches!(item, Value::Message(child) if self.has_secret(child))),
-                    Value::Map(entries) => entries
-                        .values()
-                        .any(|item| matches!(item, Value::Message(child) if self.has_secret(child))),
+                    Value::List(items) => items.iter().any(
+                        |item| matches!(item, Value::Message(child) if self.has_secret(child)),
+                    ),
+                    Value::Map(entries) => entries.values().any(
+                        |item| matches!(item, Value::Message(child) if self.has_secret(child)),
+                    ),
                     _ => false,
                 }
         })

@@ -162,6 +162,7 @@ async fn listing_pages_by_id_and_filters_on_json() {
                 after_id: after_id.clone(),
                 limit: 3,
                 filters: Vec::new(),
+                proto_only: false,
             })
             .await
             .expect("list");
@@ -182,6 +183,7 @@ async fn listing_pages_by_id_and_filters_on_json() {
                 path: "$.metadata.tags".into(),
                 value: "t-s3".into(),
             }],
+            proto_only: false,
         })
         .await
         .expect("list");
@@ -195,6 +197,7 @@ async fn listing_pages_by_id_and_filters_on_json() {
                 path: "$.metadata.slug".into(),
                 value: "s5".into(),
             }],
+            proto_only: false,
         })
         .await
         .expect("list");

@@ -100,6 +100,9 @@ pub struct ListQuery {
     pub limit: usize,
     /// Every filter must hold.
     pub filters: Vec<JsonFilter>,
+    /// Leave `data` empty in rows that have `proto`, for callers that serve `proto` as it is
+    /// and would otherwise copy every document twice.
+    pub proto_only: bool,
 }
 
 /// What one committed mutation did.
