@@ -101,6 +101,14 @@ impl Report {
         }
     }
 
+    /// "0.16× gRPC floor" (throughput only), for writes.
+    pub fn vs_grpc_floor_rate(&self, in_flight: usize, summary: &Summary) -> String {
+        match self.floors.grpc.get(&in_flight) {
+            Some(floor) => format!("{:.2}× gRPC floor", ratio(summary.rate(), floor.rate())),
+            None => String::new(),
+        }
+    }
+
     /// "0.42× store batch floor" against the batch-insert rows/s.
     pub fn vs_store_floor(&self, summary: &Summary) -> String {
         match &self.floors.store_batch {

@@ -2,6 +2,8 @@
 //! concurrency, with ratios against the floors.
 
 use anyhow::Result;
+use stigmer_api::ai::stigmer::backend::v1::InfoRequest;
+use stigmer_api::ai::stigmer::backend::v1::resource_service_client::ResourceServiceClient;
 
 use crate::Settings;
 use crate::calls::{Call, Target, measure};
@@ -37,15 +39,43 @@ pub async fn measure_calls(
 ) -> Result<()> {
     for &call in calls.iter().filter(|call| settings.calls.contains(call)) {
         for &in_flight in &settings.concurrency {
+            let commits_before = commits(target).await?;
             let summary = measure(call, target, in_flight, settings.duration).await?;
-            let note = match call {
-                Call::Get | Call::GetByReference => report.vs_grpc_floor(in_flight, &summary),
-                Call::Create => report.vs_store_floor(&summary),
-                Call::Update | Call::List => String::new(),
+            let (writes, transactions) = commits(target).await?;
+            let per_commit = match transactions - commits_before.1 {
+                0 => String::new(),
+                done => format!(
+                    "{:.1} writes per commit",
+                    (writes - commits_before.0) as f64 / done as f64
+                ),
             };
+            let notes = match call {
+                Call::Get | Call::GetByReference => vec![report.vs_grpc_floor(in_flight, &summary)],
+                Call::Create => vec![
+                    report.vs_store_floor(&summary),
+                    report.vs_grpc_floor_rate(in_flight, &summary),
+                    per_commit,
+                ],
+                Call::Update => vec![per_commit],
+                Call::List => Vec::new(),
+            };
+            let note = notes
+                .into_iter()
+                .filter(|note| !note.is_empty())
+                .collect::<Vec<_>>()
+                .join("; ");
             let label = format!("{}{label_suffix}", call.label());
             report.row(&label, in_flight, &summary, &note);
         }
     }
     Ok(())
+}
+
+/// The server's committed writes and the transactions they took (ResourceService/info).
+async fn commits(target: &Target) -> Result<(u64, u64)> {
+    let info = ResourceServiceClient::new(target.channel.clone())
+        .info(InfoRequest {})
+        .await?
+        .into_inner();
+    Ok((info.writes_committed, info.transactions_committed))
 }

@@ -222,6 +222,16 @@ impl App {
             .map(|(kind, count)| (prost_reflect::MapKey::String(kind), Value::I64(count)))
             .collect();
         set(&mut response, "counts", Value::Map(counts));
+        set(
+            &mut response,
+            "writes_committed",
+            Value::U64(info.writes_committed),
+        );
+        set(
+            &mut response,
+            "transactions_committed",
+            Value::U64(info.transactions_committed),
+        );
         Ok(response)
     }
 }

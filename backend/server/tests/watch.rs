@@ -779,6 +779,11 @@ async fn watches_filter_by_kind_org_and_id_and_refuse_unknown_kinds() {
 async fn info_reports_the_revision_backend_and_counts() {
     let server = TestServer::start().await;
     let mut command = Commands::new(server.channel.clone());
+    let before = ResourceServiceClient::new(server.channel.clone())
+        .info(InfoRequest {})
+        .await
+        .expect("info")
+        .into_inner();
     for n in 0..3 {
         command
             .create(agent(&format!("counted {n}")))
@@ -790,6 +795,12 @@ async fn info_reports_the_revision_backend_and_counts() {
         .await
         .expect("info")
         .into_inner();
+    // One after the other, each create is a write of its own transaction.
+    assert_eq!(info.writes_committed - before.writes_committed, 3);
+    assert_eq!(
+        info.transactions_committed - before.transactions_committed,
+        3
+    );
     assert_eq!(info.backend, "sqlite");
     assert_eq!(info.revision, 3);
     assert_eq!(info.counts.get(KIND), Some(&3));

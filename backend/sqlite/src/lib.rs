@@ -174,6 +174,7 @@ impl Store for SqliteStore {
             rusqlite::version(),
             self.config.synchronous.pragma_value()
         );
+        let stats = self.stats();
         self.readers
             .run(move |conn| {
                 let tx = conn.unchecked_transaction().map_err(errors::store_error)?;
@@ -182,6 +183,8 @@ impl Store for SqliteStore {
                     database,
                     bounds: queries::log_bounds(&tx)?,
                     counts: queries::counts(&tx, &org)?,
+                    writes_committed: stats.writes,
+                    transactions_committed: stats.batches,
                 })
             })
             .await

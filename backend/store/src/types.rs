@@ -201,6 +201,9 @@ pub struct StoreInfo {
     pub database: String,
     pub bounds: LogBounds,
     pub counts: Vec<(String, i64)>,
+    /// Writes committed since the store opened, and the transactions they took.
+    pub writes_committed: u64,
+    pub transactions_committed: u64,
 }
 
 /// A condition on the JSON document. Paths are SQLite/PostgreSQL JSON paths such as
