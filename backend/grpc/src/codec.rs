@@ -1,13 +1,10 @@
 //! A tonic codec for messages whose type is known only at run time: the server decodes each
 //! request as its method's input type; clients (and tests) decode responses the same way.
 
-use prost::Message;
 use prost::bytes::{BufMut, Bytes};
 use prost_reflect::{DynamicMessage, MessageDescriptor};
 use tonic::Status;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
-
-use crate::error::ApiError;
 
 /// Encodes any `DynamicMessage`; decodes messages of one type.
 #[derive(Clone)]
@@ -45,8 +42,8 @@ impl Encoder for DynamicEncoder {
     type Error = Status;
 
     fn encode(&mut self, item: DynamicMessage, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        item.encode(dst)
-            .map_err(|err| ApiError::internal(format!("encoding a message: {err}")).into())
+        dst.put_slice(&crate::encode::encode_message(&item));
+        Ok(())
     }
 }
 

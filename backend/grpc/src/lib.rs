@@ -8,6 +8,7 @@ pub mod catalog;
 pub mod codec;
 pub mod config;
 mod controller;
+mod encode;
 mod error;
 mod executions;
 mod feed;

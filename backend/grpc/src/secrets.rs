@@ -6,13 +6,12 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::LazyLock;
 
-use prost::Message;
-
 use prost_reflect::{
     DescriptorPool, DynamicMessage, Kind, MessageDescriptor, ReflectMessage, Value,
 };
 use stigmer_secrets::{Keyring, is_sealed};
 
+use crate::encode::encode_message;
 use crate::error::{ApiError, FieldViolation};
 use crate::fields::{get_str, set_str};
 
@@ -47,9 +46,9 @@ impl SecretMap {
         if self.has_secret(resource) {
             let mut public = resource.clone();
             self.redact(&mut public);
-            public.encode_to_vec()
+            encode_message(&public)
         } else {
-            resource.encode_to_vec()
+            encode_message(resource)
         }
     }
 
