@@ -29,20 +29,16 @@ pub(crate) struct Meta {
 }
 
 pub(crate) fn meta(resource: &DynamicMessage) -> Meta {
-    let metadata = child(resource, "metadata");
-    let read = |field| {
-        metadata
-            .as_ref()
-            .map(|m| get_str(m, field))
-            .unwrap_or_default()
-    };
+    // Borrowed, not copied: this runs several times per call.
+    let field = resource.get_field_by_name("metadata");
+    let metadata = field.as_deref().and_then(Value::as_message);
+    let read = |field| metadata.map(|m| get_str(m, field)).unwrap_or_default();
     Meta {
         id: read("id"),
         org: read("org"),
         slug: read("slug"),
         name: read("name"),
         revision: metadata
-            .as_ref()
             .map(|m| crate::fields::get_i64(m, "revision"))
             .unwrap_or_default(),
     }
