@@ -18,7 +18,7 @@ use tonic::transport::Channel;
 use crate::Settings;
 use crate::report::Report;
 use crate::resources::{KIND, environment};
-use crate::server::{BenchServer, connect};
+use crate::server::{BenchServer, CpuClock, connect};
 use crate::stats::{Summary, nanos};
 
 /// Watch streams per HTTP/2 connection (servers commonly allow 100-200 streams per connection).
@@ -59,6 +59,8 @@ async fn measure(
     let streams = open_watchers(server, watchers, start_revision).await?;
     let cpu = server.cpu_clock()?;
     let cpu_before = cpu.used()?;
+    let own_cpu = CpuClock::own();
+    let own_before = own_cpu.used()?;
     let (target_tx, target_rx) = signal::channel(0_i64);
     let mut tasks = JoinSet::new();
     for stream in streams {
@@ -75,6 +77,7 @@ async fn measure(
     let lags: Vec<u64> = seen.into_iter().flat_map(|s| s.lags).collect();
     let mut summary = Summary::from_nanos(lags, epoch.elapsed(), 1);
     summary.server_cpu = Some(cpu.used()?.saturating_sub(cpu_before));
+    summary.client_cpu = Some(own_cpu.used()?.saturating_sub(own_before));
     let note = format!(
         "{written} events; {complete}/{watchers} watchers got every event; rate = deliveries/s, CPU per delivery"
     );
