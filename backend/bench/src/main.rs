@@ -124,7 +124,7 @@ async fn main() -> Result<()> {
     let settings = Settings::from_args(&args);
     let started = Instant::now();
     println!(
-        "stigmer-bench: {:?} per case and concurrency, in flight {:?}, {} CPUs",
+        "## stigmer-bench: {:?} per case and concurrency, in flight {:?}, {} CPUs",
         settings.duration,
         settings.concurrency,
         std::thread::available_parallelism().map_or(1, usize::from)

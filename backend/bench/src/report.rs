@@ -19,11 +19,14 @@ pub struct Floors {
     pub store_batch: Option<Summary>,
 }
 
-/// Everything printed, kept for the JSON results file.
+/// Everything printed (markdown: a heading and a table per case, notes as list items), kept
+/// for the JSON results file.
 #[derive(Debug, Default)]
 pub struct Report {
     pub floors: Floors,
     section: String,
+    /// Whether the last line printed was a table line, so a row can continue the table.
+    in_table: bool,
     rows: Vec<Value>,
     notes: Vec<Value>,
 }
@@ -31,12 +34,25 @@ pub struct Report {
 impl Report {
     pub fn section(&mut self, title: &str) {
         println!();
-        println!("== {title}");
+        println!("### {title}");
+        self.section = title.to_string();
+        self.in_table = false;
+    }
+
+    fn table_header(&mut self) {
+        if self.in_table {
+            return;
+        }
+        println!();
         println!(
-            "{:<42} {:>8} {:>12} {:>10} {:>10} {:>10} {:>10} {:>10}  note",
+            "| {:<42} | {:>8} | {:>12} | {:>10} | {:>10} | {:>10} | {:>10} | {:>10} | note |",
             "case", "inflight", "ops/s", "p50", "p99", "p99.9", "srv CPU/op", "own CPU/op"
         );
-        self.section = title.to_string();
+        println!(
+            "|{:-<44}|{:->9}:|{:->13}:|{:->11}:|{:->11}:|{:->11}:|{:->11}:|{:->11}:|---|",
+            "", "", "", "", "", "", "", ""
+        );
+        self.in_table = true;
     }
 
     /// One line of figures.
@@ -44,8 +60,9 @@ impl Report {
         let cpu = summary.server_cpu_per_unit();
         let own_cpu = summary.client_cpu_per_unit();
         let show = |cpu: Option<Duration>| cpu.map_or_else(|| "-".to_string(), fmt_duration);
+        self.table_header();
         println!(
-            "{:<42} {:>8} {:>12} {:>10} {:>10} {:>10} {:>10} {:>10}  {note}",
+            "| {:<42} | {:>8} | {:>12} | {:>10} | {:>10} | {:>10} | {:>10} | {:>10} | {note} |",
             case,
             in_flight,
             fmt_rate(summary.rate()),
@@ -74,7 +91,11 @@ impl Report {
 
     /// A line of text that is not a measurement (a fact, or why a case was skipped).
     pub fn note(&mut self, text: &str) {
-        println!("  {text}");
+        if self.in_table {
+            println!();
+            self.in_table = false;
+        }
+        println!("- {text}");
         self.notes
             .push(json!({ "section": self.section, "note": text }));
     }
