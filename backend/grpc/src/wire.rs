@@ -91,3 +91,95 @@ impl Envelope {
 fn key_len(field: u32) -> usize {
     prost::encoding::key_len(field)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost_reflect::{DynamicMessage, ReflectMessage, Value};
+    use stigmer_api::ai::stigmer::agentic::agent::v1::{Agent, AgentList};
+    use stigmer_api::ai::stigmer::commons::apiresource::ApiResourceMetadata;
+    use stigmer_store::Scope;
+
+    fn agent(id: &str, revision: i64, name: &str) -> Agent {
+        Agent {
+            metadata: Some(ApiResourceMetadata {
+                id: id.into(),
+                name: name.into(),
+                revision,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// A row whose cached bytes carry a stale id and revision, as after a hand edit of the
+    /// columns or before the writer assigned the revision.
+    fn row(cached: &Agent, id: &str, revision: i64) -> StoredResource {
+        StoredResource {
+            scope: Scope::new("Agent", "local"),
+            id: id.into(),
+            slug: "a".into(),
+            revision,
+            data: String::new(),
+            proto: Some(prost::Message::encode_to_vec(cached)),
+        }
+    }
+
+    #[test]
+    fn served_bytes_carry_the_columns_id_and_revision_and_keep_the_rest() {
+        let envelope = Envelope::of(&Agent::default().descriptor()).expect("agent envelope");
+        let served = envelope
+            .served(&row(&agent("agt-old", 3, "kept"), "agt-new", 42))
+            .expect("cached bytes");
+        let decoded: Agent = prost::Message::decode(served).expect("valid protobuf");
+        assert_eq!(decoded, agent("agt-new", 42, "kept"));
+        assert!(
+            envelope
+                .served(&StoredResource {
+                    proto: None,
+                    ..row(&agent("a", 1, "n"), "a", 1)
+                })
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn list_items_are_whole_resources_each_with_its_own_columns() {
+        let envelope = Envelope::of(&Agent::default().descriptor()).expect("agent envelope");
+        let list = AgentList::default().descriptor();
+        let field = list
+            .fields()
+            .find(|f| f.is_list())
+            .expect("a repeated field of agents")
+            .number();
+        let mut out = BytesMut::new();
+        for (id, revision) in [("agt-1", 7), ("agt-2", 9)] {
+            assert!(envelope.put_item(field, &row(&agent("stale", 1, id), id, revision), &mut out));
+        }
+        let decoded = DynamicMessage::decode(list, out.freeze()).expect("valid list");
+        let Some(Value::List(items)) = decoded.get_field_by_number(field).as_deref().cloned()
+        else {
+            panic!("no items");
+        };
+        let got: Vec<(String, i64)> = items
+            .iter()
+            .map(|item| {
+                let agent: Agent = item
+                    .as_message()
+                    .expect("message")
+                    .transcode_to()
+                    .expect("an agent");
+                let meta = agent.metadata.expect("metadata");
+                assert_eq!(meta.name, meta.id, "the cached name stays");
+                (meta.id, meta.revision)
+            })
+            .collect();
+        assert_eq!(got, vec![("agt-1".into(), 7), ("agt-2".into(), 9)]);
+    }
+
+    #[test]
+    fn kinds_without_the_envelope_fields_are_not_served_from_the_cache() {
+        let id = stigmer_api::ai::stigmer::commons::apiresource::ApiResourceId::default();
+        assert!(Envelope::of(&id.descriptor()).is_none());
+    }
+}
