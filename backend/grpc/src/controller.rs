@@ -353,7 +353,11 @@ impl App {
                 .version_of(kind, &decode_row(kind, &row)?, &version)
                 .await
                 .map(Reply::Message),
-            Some(row) => self.readable(kind, row).await,
+            Some(row) => {
+                // The reference names a slug; the log line names the id it resolved to.
+                record_id(&row);
+                self.readable(kind, row).await
+            }
             None => Err(ApiError::NotFound {
                 kind: kind.name.clone(),
                 id: format!("{org}/{slug}"),
@@ -463,18 +467,27 @@ impl App {
 /// The answer to a write: the stored row's cached encoding (the resource as written, redacted),
 /// or, when the row has none, `resource` with the row's revision.
 fn written(kind: &KindInfo, mut resource: DynamicMessage, row: &StoredResource) -> Reply {
-    served(kind, row).unwrap_or_else(|| {
-        set_revision(&mut resource, row.revision);
-        Reply::Message(resource)
-    })
+    match served(kind, row) {
+        Some(reply) => {
+            // The request of a create has no id, and the log line cannot read it from bytes.
+            record_id(row);
+            reply
+        }
+        None => {
+            set_revision(&mut resource, row.revision);
+            Reply::Message(resource)
+        }
+    }
 }
 
-/// The row's cached encoding as the answer, if it has one. The call's log line cannot read the
-/// id from bytes, so it is recorded here.
+/// The row's cached encoding as the answer, if it has one.
 fn served(kind: &KindInfo, row: &StoredResource) -> Option<Reply> {
-    let bytes = kind.envelope?.served(row)?;
+    kind.envelope?.served(row).map(Reply::Encoded)
+}
+
+/// Names the resource in the call's log line.
+fn record_id(row: &StoredResource) {
     tracing::Span::current().record("id", row.id.as_str());
-    Some(Reply::Encoded(bytes))
 }
 
 /// About how many bytes a row takes in a response.
