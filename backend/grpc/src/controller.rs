@@ -4,33 +4,24 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use prost::Message;
-use prost::bytes::{Bytes, BytesMut};
 use prost_protovalidate::{Validator, ValidatorOption};
-use prost_reflect::{DynamicMessage, Kind, ReflectMessage, Value};
-use stigmer_store::{
-    JsonFilter, ListPage, ListQuery, Mutation, NewResource, Scope, Store, StoreError,
-    StoredResource,
-};
+use prost_reflect::{DynamicMessage, Value};
+use stigmer_store::{Mutation, NewResource, Scope, Store, StoreError, StoredResource};
 
 use crate::catalog::{Catalog, KindInfo, Method, Verb};
 use crate::codec::Reply;
 use crate::error::ApiError;
 use crate::feed::EventCache;
-use crate::fields::{get_i32, get_i64, get_str, has, set, set_str};
+use crate::fields::{get_i32, get_i64, get_str, set};
 use crate::json::{from_json, to_json};
 use crate::resource::{
-    self, API_VERSION, Caller, meta, org_of, prepare_create, prepare_update, requested_slug,
-    same_content, set_revision,
+    self, Caller, meta, org_of, prepare_create, prepare_update, requested_slug, same_content,
+    set_revision,
 };
 use crate::secrets::SecretMap;
 use crate::validation::check;
 use stigmer_secrets::Keyring;
 
-pub(crate) const DEFAULT_PAGE_SIZE: usize = 100;
-pub(crate) const MAX_PAGE_SIZE: usize = 1000;
 /// Read-modify-write attempts before an update without an expected revision gives up.
 pub(crate) const MAX_ATTEMPTS: usize = 32;
 
@@ -379,89 +370,6 @@ impl App {
         }
         decode_row(kind, &row).map(Reply::Message)
     }
-
-    async fn list(
-        &self,
-        method: &Method,
-        caller: &Caller,
-        request: DynamicMessage,
-    ) -> Result<Reply, ApiError> {
-        check(&self.validator, &request, Vec::new())?;
-        let kind = &method.kind;
-        let scope = Scope::new(kind.name.clone(), caller.org.clone());
-        let limit = page_size(&request);
-        let after_id = page_token::decode(&get_str(&request, "page_token"), &scope)?;
-        let mut filters = list_filters(&request)?;
-        if let Some(by) = &method.list_by {
-            // The parent id is a required field of these requests; its rule ran above.
-            filters.push(JsonFilter::Equals {
-                path: by.path.into(),
-                value: get_str(&request, by.field),
-            });
-        }
-        let page = self
-            .store
-            .list(ListQuery {
-                scope: scope.clone(),
-                after_id,
-                limit,
-                filters,
-                proto_only: true,
-            })
-            .await?;
-        let revision = page.revision;
-        let (rows, next_after_id) = fit_in_response(page);
-        let mut response = DynamicMessage::new(method.output.clone());
-        if let Some(after) = next_after_id {
-            set_str(
-                &mut response,
-                "next_page_token",
-                page_token::encode(&scope, &after),
-            );
-        }
-        set_str(&mut response, "api_version", API_VERSION);
-        set_str(&mut response, "kind", format!("{}List", kind.name));
-        set(&mut response, "revision", Value::I64(revision));
-        self.with_items(kind, &response, &rows).map(Reply::Encoded)
-    }
-
-    /// `response` with `rows` as its repeated resource field: each row's cached encoding when
-    /// it has one, else the row decoded, redacted and encoded. Field order does not matter on
-    /// the wire, so the items can follow the other fields.
-    fn with_items(
-        &self,
-        kind: &KindInfo,
-        response: &DynamicMessage,
-        rows: &[StoredResource],
-    ) -> Result<Bytes, ApiError> {
-        let descriptor = response.descriptor();
-        let items_field = descriptor
-            .fields()
-            .find(|f| f.is_list() && matches!(f.kind(), Kind::Message(m) if m == kind.message))
-            .ok_or_else(|| {
-                ApiError::internal(format!(
-                    "{} has no list of {}",
-                    descriptor.full_name(),
-                    kind.name
-                ))
-            })?;
-        let field = items_field.number();
-        let envelope = kind.envelope;
-        let rows_len: usize = rows.iter().map(served_len).sum();
-        let mut out = BytesMut::with_capacity(response.encoded_len() + rows_len + 16 * rows.len());
-        response
-            .encode(&mut out)
-            .map_err(|err| ApiError::internal(format!("encoding a list response: {err}")))?;
-        for row in rows {
-            if envelope.is_some_and(|e| e.put_item(field, row, &mut out)) {
-                continue;
-            }
-            let mut resource = decode_row(kind, row)?;
-            self.secrets.redact(&mut resource);
-            prost::encoding::message::encode(field, &resource, &mut out);
-        }
-        Ok(out.freeze())
-    }
 }
 
 /// The answer to a write: the stored row's cached encoding (the resource as written, redacted),
@@ -490,99 +398,9 @@ fn record_id(row: &StoredResource) {
     tracing::Span::current().record("id", row.id.as_str());
 }
 
-/// About how many bytes a row takes in a response.
-fn served_len(row: &StoredResource) -> usize {
-    row.proto.as_ref().map_or(row.data.len(), Vec::len)
-}
-
 /// ExecutionContext reads open its secrets for a running execution (`jit.rs`).
 fn is_just_in_time(kind: &KindInfo) -> bool {
     kind.name == "ExecutionContext"
-}
-
-/// `page_size`, else the deprecated `page_info.size` some upstream requests still carry, else
-/// the default; never more than the maximum.
-fn page_size(request: &DynamicMessage) -> usize {
-    let from_page_info = || {
-        crate::fields::child(request, "page_info")
-            .map(|info| get_i32(&info, "size"))
-            .unwrap_or_default()
-    };
-    let size = match get_i32(request, "page_size") {
-        0 => from_page_info(),
-        size => size,
-    };
-    match usize::try_from(size) {
-        Ok(0) | Err(_) => DEFAULT_PAGE_SIZE,
-        Ok(size) => size.min(MAX_PAGE_SIZE),
-    }
-}
-
-/// Most resource bytes one list response carries, leaving room under the 10 MiB message limit.
-const MAX_PAGE_BYTES: usize = 8 * 1024 * 1024;
-
-/// Ends a page early when its resources would not fit in one response; the next page starts
-/// after the last resource kept. A single resource always fits (the write limit is the same).
-fn fit_in_response(page: ListPage) -> (Vec<StoredResource>, Option<String>) {
-    let mut bytes = 0;
-    let keep = page
-        .items
-        .iter()
-        .position(|row| {
-            bytes += served_len(row);
-            bytes > MAX_PAGE_BYTES
-        })
-        .map_or(page.items.len(), |overflow| overflow.max(1));
-    if keep == page.items.len() {
-        return (page.items, page.next_after_id);
-    }
-    let mut items = page.items;
-    items.truncate(keep);
-    let next = items.last().map(|row| row.id.clone());
-    (items, next)
-}
-
-/// Filters a list request asks for: upstream's `tags` (all must be present) and `phase` (an
-/// execution's status phase), and our `label_selector` and `name_prefix`.
-fn list_filters(request: &DynamicMessage) -> Result<Vec<JsonFilter>, ApiError> {
-    let mut filters = Vec::new();
-    if let Some(Value::List(tags)) = request.get_field_by_name("tags").as_deref() {
-        filters.extend(
-            tags.iter()
-                .filter_map(Value::as_str)
-                .map(|tag| JsonFilter::Contains {
-                    path: "$.metadata.tags".into(),
-                    value: tag.to_string(),
-                }),
-        );
-    }
-    if has(request, "phase") {
-        let number = get_i32(request, "phase");
-        let name = request
-            .descriptor()
-            .get_field_by_name("phase")
-            .and_then(|f| f.kind().as_enum().and_then(|e| e.get_value(number)))
-            .map(|v| v.name().to_string());
-        if let Some(name) = name {
-            filters.push(JsonFilter::Equals {
-                path: "$.status.phase".into(),
-                value: name,
-            });
-        }
-    }
-    let selector = get_str(request, "label_selector");
-    filters.extend(
-        crate::selector::parse(&selector)
-            .map_err(|why| ApiError::invalid_field("list request", "label_selector", why))?,
-    );
-    let prefix = get_str(request, "name_prefix");
-    if !prefix.is_empty() {
-        filters.push(JsonFilter::Prefix {
-            path: "$.metadata.name".into(),
-            prefix,
-        });
-    }
-    Ok(filters)
 }
 
 /// The resource id an id-style request carries (`value` in the *Id messages,
@@ -624,118 +442,4 @@ pub(crate) fn decode_row(
         set(metadata, "id", Value::String(row.id.clone()));
     }
     Ok(resource)
-}
-
-/// Opaque page tokens: the listing they belong to and the last id returned, base64url-encoded.
-mod page_token {
-    use super::*;
-
-    const VERSION: &str = "v1";
-
-    pub(super) fn encode(scope: &Scope, after_id: &str) -> String {
-        URL_SAFE_NO_PAD.encode(format!(
-            "{VERSION}\n{}\n{}\n{after_id}",
-            scope.kind, scope.org
-        ))
-    }
-
-    pub(super) fn decode(token: &str, scope: &Scope) -> Result<Option<String>, ApiError> {
-        if token.is_empty() {
-            return Ok(None);
-        }
-        let invalid = |why: &str| {
-            ApiError::invalid_field(
-                "list request",
-                "page_token",
-                format!(
-                    "{why}; pass the next_page_token of the previous page unchanged, or empty to start over"
-                ),
-            )
-        };
-        let bytes = URL_SAFE_NO_PAD
-            .decode(token)
-            .map_err(|_| invalid("is not a token this server issued"))?;
-        let text =
-            String::from_utf8(bytes).map_err(|_| invalid("is not a token this server issued"))?;
-        let mut parts = text.splitn(4, '\n');
-        match (parts.next(), parts.next(), parts.next(), parts.next()) {
-            (Some(VERSION), Some(kind), Some(org), Some(after)) => {
-                if kind != scope.kind || org != scope.org {
-                    Err(invalid("belongs to a different listing"))
-                } else {
-                    Ok(Some(after.to_string()))
-                }
-            }
-            _ => Err(invalid("is not a token this server issued")),
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn row(id: &str, bytes: usize) -> StoredResource {
-        StoredResource {
-            scope: Scope::new("Agent", "local"),
-            id: id.into(),
-            slug: id.into(),
-            revision: 1,
-            data: "x".repeat(bytes),
-            proto: None,
-        }
-    }
-
-    #[test]
-    fn a_page_ends_early_when_it_would_not_fit_in_one_response() {
-        let mib = 1024 * 1024;
-        let page = ListPage {
-            items: vec![
-                row("a", 3 * mib),
-                row("b", 3 * mib),
-                row("c", 3 * mib),
-                row("d", 1),
-            ],
-            next_after_id: None,
-            revision: 1,
-        };
-        let (items, next) = fit_in_response(page);
-        assert_eq!(
-            items.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
-            ["a", "b"]
-        );
-        assert_eq!(next.as_deref(), Some("b"));
-
-        let small = ListPage {
-            items: vec![row("a", 10), row("b", 10)],
-            next_after_id: Some("b".into()),
-            revision: 1,
-        };
-        let (items, next) = fit_in_response(small);
-        assert_eq!(items.len(), 2);
-        assert_eq!(next.as_deref(), Some("b"));
-
-        let huge_first = ListPage {
-            items: vec![row("a", 9 * mib), row("b", 1)],
-            next_after_id: None,
-            revision: 1,
-        };
-        let (items, next) = fit_in_response(huge_first);
-        assert_eq!(items.len(), 1, "one resource always fits");
-        assert_eq!(next.as_deref(), Some("a"));
-    }
-
-    #[test]
-    fn page_tokens_round_trip_and_refuse_other_listings() {
-        let scope = Scope::new("Agent", "local");
-        let token = page_token::encode(&scope, "agt-123");
-        assert_eq!(
-            page_token::decode(&token, &scope).expect("valid"),
-            Some("agt-123".to_string())
-        );
-        assert_eq!(page_token::decode("", &scope).expect("empty"), None);
-        assert!(page_token::decode(&token, &Scope::new("Workflow", "local")).is_err());
-        assert!(page_token::decode(&token, &Scope::new("Agent", "team")).is_err());
-        assert!(page_token::decode("%%%", &scope).is_err());
-    }
 }

@@ -17,6 +17,7 @@ mod jit;
 mod json;
 pub mod kinds;
 mod lifecycle;
+mod listing;
 pub mod logging;
 pub mod naming;
 mod resource;
