@@ -114,8 +114,8 @@ impl Report {
     pub fn vs_grpc_floor(&self, in_flight: usize, summary: &Summary) -> String {
         match self.floors.grpc.get(&in_flight) {
             Some(floor) => format!(
-                "{:.2}× gRPC floor, p99 {:.2}× floor p99",
-                ratio(summary.rate(), floor.rate()),
+                "{}, p99 {:.2}× floor p99",
+                self.vs_grpc_floor_rate(in_flight, summary),
                 ratio(summary.p99.as_secs_f64(), floor.p99.as_secs_f64())
             ),
             None => String::new(),

@@ -346,7 +346,7 @@ impl App {
                 .map(Reply::Message),
             Some(row) => {
                 // The reference names a slug; the log line names the id it resolved to.
-                record_id(&row);
+                record_row_id(&row);
                 self.readable(kind, row).await
             }
             None => Err(ApiError::NotFound {
@@ -378,7 +378,7 @@ fn written(kind: &KindInfo, mut resource: DynamicMessage, row: &StoredResource) 
     match served(kind, row) {
         Some(reply) => {
             // The request of a create has no id, and the log line cannot read it from bytes.
-            record_id(row);
+            record_row_id(row);
             reply
         }
         None => {
@@ -394,7 +394,7 @@ fn served(kind: &KindInfo, row: &StoredResource) -> Option<Reply> {
 }
 
 /// Names the resource in the call's log line.
-fn record_id(row: &StoredResource) {
+fn record_row_id(row: &StoredResource) {
     tracing::Span::current().record("id", row.id.as_str());
 }
 

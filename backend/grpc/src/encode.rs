@@ -26,6 +26,13 @@ pub(crate) fn put_message(message: &DynamicMessage, out: &mut Vec<u8>) {
     }
 }
 
+/// Appends `message` as field `number` (key, length, fields).
+pub(crate) fn put_message_field(number: u32, message: &DynamicMessage, out: &mut Vec<u8>) {
+    let mut child = Vec::with_capacity(64);
+    put_message(message, &mut child);
+    put_len_delimited(number, &child, out);
+}
+
 fn put_field(field: &FieldDescriptor, value: &Value, out: &mut Vec<u8>) {
     let number = field.number();
     match value {
@@ -74,11 +81,7 @@ fn put_single(number: u32, kind: &Kind, value: &Value, out: &mut Vec<u8>) {
     match value {
         Value::String(text) => put_len_delimited(number, text.as_bytes(), out),
         Value::Bytes(bytes) => put_len_delimited(number, bytes, out),
-        Value::Message(message) => {
-            let mut child = Vec::with_capacity(64);
-            put_message(message, &mut child);
-            put_len_delimited(number, &child, out);
-        }
+        Value::Message(message) => put_message_field(number, message, out),
         scalar => {
             encode_key(number, wire_type(kind), out);
             put_scalar(kind, scalar, out);

@@ -5,7 +5,6 @@
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use prost::Message;
 use prost::bytes::Bytes;
 use prost_reflect::{DynamicMessage, MessageDescriptor, Value};
 use stigmer_store::{AtRevision, ChangeFilter, ChangeType, Scope, WatchItem, WatchOptions};
@@ -16,6 +15,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use crate::catalog::KindInfo;
 use crate::codec::Reply;
 use crate::controller::App;
+use crate::encode::encode_message;
 use crate::error::{ApiError, FieldViolation};
 use crate::fields::{get_i64, get_str, set, set_str};
 use crate::json::from_json;
@@ -80,7 +80,7 @@ impl App {
                 let revision = change.revision;
                 self.events
                     .get_or_encode(revision, || {
-                        Ok(self.watch_event(descriptor, item)?.encode_to_vec().into())
+                        Ok(encode_message(&self.watch_event(descriptor, item)?).into())
                     })
                     .map(Reply::Encoded)
             }
@@ -165,7 +165,7 @@ impl App {
         set(
             &mut any,
             "value",
-            Value::Bytes(resource.encode_to_vec().into()),
+            Value::Bytes(encode_message(&resource).into()),
         );
         Ok(any)
     }

@@ -3,14 +3,14 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use prost::Message;
-use prost::bytes::{Bytes, BytesMut};
+use prost::bytes::Bytes;
 use prost_reflect::{DynamicMessage, Kind, ReflectMessage, Value};
 use stigmer_store::{JsonFilter, ListPage, ListQuery, Scope, StoredResource};
 
 use crate::catalog::{KindInfo, Method};
 use crate::codec::Reply;
 use crate::controller::{App, decode_row};
+use crate::encode::{put_message, put_message_field};
 use crate::error::ApiError;
 use crate::fields::{get_i32, get_str, has, set, set_str};
 use crate::resource::{API_VERSION, Caller};
@@ -89,19 +89,17 @@ impl App {
         let field = items_field.number();
         let envelope = kind.envelope;
         let rows_len: usize = rows.iter().map(served_len).sum();
-        let mut out = BytesMut::with_capacity(response.encoded_len() + rows_len + 16 * rows.len());
-        response
-            .encode(&mut out)
-            .map_err(|err| ApiError::internal(format!("encoding a list response: {err}")))?;
+        let mut out = Vec::with_capacity(256 + rows_len + 16 * rows.len());
+        put_message(response, &mut out);
         for row in rows {
             if envelope.is_some_and(|e| e.put_item(field, row, &mut out)) {
                 continue;
             }
             let mut resource = decode_row(kind, row)?;
             self.secrets.redact(&mut resource);
-            prost::encoding::message::encode(field, &resource, &mut out);
+            put_message_field(field, &resource, &mut out);
         }
-        Ok(out.freeze())
+        Ok(Bytes::from(out))
     }
 }
 

@@ -5,7 +5,7 @@
 //! when a read decodes `data`.
 
 use prost::bytes::{BufMut, Bytes, BytesMut};
-use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint};
+use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
 use prost_reflect::{Kind, MessageDescriptor};
 use stigmer_store::StoredResource;
 
@@ -51,7 +51,7 @@ impl Envelope {
 
     /// Appends the resource of `row` as one element of the repeated message field `field`
     /// (a list response's items). `false` when the row has no cached bytes.
-    pub(crate) fn put_item(&self, field: u32, row: &StoredResource, out: &mut BytesMut) -> bool {
+    pub(crate) fn put_item(&self, field: u32, row: &StoredResource, out: &mut impl BufMut) -> bool {
         let Some(cached) = row.proto.as_deref() else {
             return false;
         };
@@ -76,7 +76,7 @@ impl Envelope {
         key_len(self.metadata) + encoded_len_varint(inner as u64) + inner
     }
 
-    fn put_patch(&self, row: &StoredResource, out: &mut BytesMut) {
+    fn put_patch(&self, row: &StoredResource, out: &mut impl BufMut) {
         encode_key(self.metadata, WireType::LengthDelimited, out);
         encode_varint(self.inner_len(row) as u64, out);
         encode_key(self.id, WireType::LengthDelimited, out);
@@ -86,10 +86,6 @@ impl Envelope {
         // int64 is encoded as the two's-complement u64, as prost does.
         encode_varint(row.revision as u64, out);
     }
-}
-
-fn key_len(field: u32) -> usize {
-    prost::encoding::key_len(field)
 }
 
 #[cfg(test)]
