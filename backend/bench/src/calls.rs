@@ -40,6 +40,11 @@ impl Call {
         Call::List,
     ];
 
+    /// Whether the call's row prints its ratio to a paired gRPC floor (the targets' ratios).
+    pub fn compared_with_grpc_floor(self) -> bool {
+        matches!(self, Call::Create | Call::Get | Call::GetByReference)
+    }
+
     pub fn label(self) -> &'static str {
         match self {
             Call::Create => "create (durable)",

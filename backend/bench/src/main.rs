@@ -134,7 +134,7 @@ async fn main() -> Result<()> {
     if wanted(Case::Store) {
         store_floor::run(&settings, &mut report).await?;
     }
-    if wanted(Case::GrpcFloor) || wanted(Case::Server) {
+    if wanted(Case::GrpcFloor) {
         grpc_floor::run(&settings, &mut report).await?;
     }
     if wanted(Case::Server) {

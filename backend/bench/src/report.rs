@@ -1,7 +1,6 @@
 //! The printed table: one line per measured case, printed as soon as it is measured, plus the
 //! floors later lines are compared against.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
@@ -13,8 +12,6 @@ use crate::stats::{Summary, fmt_duration, fmt_rate};
 /// Floors measured so far, to print ratios against.
 #[derive(Debug, Default)]
 pub struct Floors {
-    /// grpc.health.v1 Check, by requests in flight.
-    pub grpc: BTreeMap<usize, Summary>,
     /// Store batch inserts of 64, rows/s.
     pub store_batch: Option<Summary>,
 }
@@ -110,26 +107,6 @@ impl Report {
         Ok(())
     }
 
-    /// "0.81× floor, p99 1.4× floor" against the gRPC floor at the same concurrency.
-    pub fn vs_grpc_floor(&self, in_flight: usize, summary: &Summary) -> String {
-        match self.floors.grpc.get(&in_flight) {
-            Some(floor) => format!(
-                "{}, p99 {:.2}× floor p99",
-                self.vs_grpc_floor_rate(in_flight, summary),
-                ratio(summary.p99.as_secs_f64(), floor.p99.as_secs_f64())
-            ),
-            None => String::new(),
-        }
-    }
-
-    /// "0.16× gRPC floor" (throughput only), for writes.
-    pub fn vs_grpc_floor_rate(&self, in_flight: usize, summary: &Summary) -> String {
-        match self.floors.grpc.get(&in_flight) {
-            Some(floor) => format!("{:.2}× gRPC floor", ratio(summary.rate(), floor.rate())),
-            None => String::new(),
-        }
-    }
-
     /// "0.42× store batch floor" against the batch-insert rows/s.
     pub fn vs_store_floor(&self, summary: &Summary) -> String {
         match &self.floors.store_batch {
@@ -140,6 +117,16 @@ impl Report {
             None => String::new(),
         }
     }
+}
+
+/// "0.81× gRPC floor (58.2k/s), p99 1.40× floor p99" against a floor run paired with `summary`.
+pub fn vs_grpc_floor(summary: &Summary, floor: &Summary) -> String {
+    format!(
+        "{:.2}× gRPC floor ({}/s), p99 {:.2}× floor p99",
+        ratio(summary.rate(), floor.rate()),
+        fmt_rate(floor.rate()),
+        ratio(summary.p99.as_secs_f64(), floor.p99.as_secs_f64())
+    )
 }
 
 pub fn ratio(value: f64, base: f64) -> f64 {

@@ -7,8 +7,9 @@ use stigmer_api::ai::stigmer::backend::v1::resource_service_client::ResourceServ
 
 use crate::Settings;
 use crate::calls::{Call, Target, measure};
+use crate::grpc_floor::paired_floor;
 use crate::preload::preload;
-use crate::report::Report;
+use crate::report::{Report, vs_grpc_floor};
 use crate::server::BenchServer;
 
 pub async fn run(settings: &Settings, report: &mut Report) -> Result<()> {
@@ -40,7 +41,20 @@ pub async fn measure_calls(
     for &call in calls.iter().filter(|call| settings.calls.contains(call)) {
         for &in_flight in &settings.concurrency {
             let commits_before = commits(target).await?;
-            let summary = measure(call, target, in_flight, settings.duration).await?;
+            let run = measure(call, target, in_flight, settings.duration);
+            let (summary, floor) = if call.compared_with_grpc_floor() {
+                let (summary, floor) = paired_floor(
+                    &target.channel,
+                    &target.cpu,
+                    in_flight,
+                    settings.duration,
+                    run,
+                )
+                .await?;
+                (summary, Some(floor))
+            } else {
+                (run.await?, None)
+            };
             let (writes, transactions) = commits(target).await?;
             let per_commit = match transactions - commits_before.1 {
                 0 => String::new(),
@@ -49,11 +63,12 @@ pub async fn measure_calls(
                     (writes - commits_before.0) as f64 / done as f64
                 ),
             };
+            let vs_floor = floor.as_ref().map(|floor| vs_grpc_floor(&summary, floor));
             let notes = match call {
-                Call::Get | Call::GetByReference => vec![report.vs_grpc_floor(in_flight, &summary)],
+                Call::Get | Call::GetByReference => vec![vs_floor.unwrap_or_default()],
                 Call::Create => vec![
                     report.vs_store_floor(&summary),
-                    report.vs_grpc_floor_rate(in_flight, &summary),
+                    vs_floor.unwrap_or_default(),
                     per_commit,
                 ],
                 Call::Update => vec![per_commit],

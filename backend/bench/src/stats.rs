@@ -15,6 +15,9 @@ pub struct Summary {
     pub server_cpu: Option<Duration>,
     /// CPU time the bench process (clients, and the store in store cases) used during the run.
     pub client_cpu: Option<Duration>,
+    /// Every call's latency in nanoseconds, sorted, so that runs can be pooled.
+    samples: Vec<u64>,
+    units_per_call: u64,
 }
 
 impl Summary {
@@ -30,6 +33,20 @@ impl Summary {
             p999: percentile(&samples, 0.999),
             server_cpu: None,
             client_cpu: None,
+            samples,
+            units_per_call,
+        }
+    }
+
+    /// The figures of two runs of the same workload taken as one run: their calls, time and CPU
+    /// added up, percentiles over every call of both.
+    pub fn pooled(a: &Summary, b: &Summary) -> Self {
+        let samples = [a.samples.as_slice(), b.samples.as_slice()].concat();
+        let add = |x: Option<Duration>, y: Option<Duration>| Some(x? + y?);
+        Self {
+            server_cpu: add(a.server_cpu, b.server_cpu),
+            client_cpu: add(a.client_cpu, b.client_cpu),
+            ..Self::from_nanos(samples, a.elapsed + b.elapsed, a.units_per_call)
         }
     }
 
@@ -111,5 +128,20 @@ mod tests {
         let summary = Summary::from_nanos(vec![1, 2, 3, 4], Duration::from_secs(2), 64);
         assert_eq!(summary.units, 256);
         assert!((summary.rate() - 128.0).abs() < f64::EPSILON);
+    }
+
+    #[test]
+    fn pooled_runs_add_up_and_share_percentiles() {
+        let mut fast = Summary::from_nanos(vec![10; 99], Duration::from_secs(1), 1);
+        fast.server_cpu = Some(Duration::from_millis(5));
+        let mut slow = Summary::from_nanos(vec![1000; 101], Duration::from_secs(3), 1);
+        slow.server_cpu = Some(Duration::from_millis(7));
+        let both = Summary::pooled(&fast, &slow);
+        assert_eq!(both.units, 200);
+        assert!((both.rate() - 50.0).abs() < f64::EPSILON);
+        assert_eq!(both.p50, Duration::from_nanos(1000));
+        assert_eq!(percentile(&both.samples, 0.49), Duration::from_nanos(10));
+        assert_eq!(both.server_cpu, Some(Duration::from_millis(12)));
+        assert_eq!(both.client_cpu, None);
     }
 }
