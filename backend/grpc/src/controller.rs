@@ -4,6 +4,8 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use tokio::sync::Notify;
+
 use prost_protovalidate::{Validator, ValidatorOption};
 use prost_reflect::{DynamicMessage, Value};
 use stigmer_store::{Mutation, NewResource, Scope, Store, StoreError, StoredResource};
@@ -34,6 +36,8 @@ pub struct App {
     pub(crate) secrets: &'static SecretMap,
     /// Watch events encoded once for every watcher (`feed.rs`).
     pub(crate) events: EventCache,
+    /// Woken when a read had to decode a row without a cached encoding (`cache_fill.rs`).
+    pub(crate) cache_misses: Notify,
 }
 
 impl App {
@@ -44,6 +48,7 @@ impl App {
             keyring,
             secrets: SecretMap::api(),
             events: EventCache::new(),
+            cache_misses: Notify::new(),
             // The validator reads rules from descriptors it is given; without our descriptor
             // set it would see no rules at all and accept everything.
             validator: Validator::with_options(&[ValidatorOption::AdditionalDescriptorSetBytes(
@@ -368,6 +373,7 @@ impl App {
         if let Some(reply) = served(kind, &row) {
             return Ok(reply);
         }
+        self.cache_misses.notify_one();
         decode_row(kind, &row).map(Reply::Message)
     }
 }
@@ -429,6 +435,17 @@ pub(crate) fn new_row(kind: &KindInfo, resource: &DynamicMessage) -> Result<NewR
         data: to_json(resource)?,
         proto: Some(SecretMap::api().public_encoding(resource)),
     })
+}
+
+/// The encoding a write of the resource in `data` stores for reads: what [`new_row`] stores,
+/// made from the JSON instead of the written message.
+pub(crate) fn cached_encoding(kind: &KindInfo, data: &str) -> Result<Vec<u8>, ApiError> {
+    let mut resource = from_json(&kind.message, data)?;
+    // A write encodes before its revision is known; reads add the row's revision to the bytes.
+    if let Some(metadata) = crate::fields::child_mut(&mut resource, "metadata") {
+        crate::fields::clear(metadata, "revision");
+    }
+    Ok(SecretMap::api().public_encoding(&resource))
 }
 
 pub(crate) fn decode_row(

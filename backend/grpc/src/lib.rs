@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 mod backup;
+mod cache_fill;
 pub mod catalog;
 pub mod codec;
 pub mod config;

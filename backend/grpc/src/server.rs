@@ -15,6 +15,7 @@ use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
+use crate::cache_fill::refill_read_cache;
 use crate::catalog::{Catalog, CatalogError};
 use crate::config::{Durability, ServerConfig};
 use crate::controller::App;
@@ -145,29 +146,34 @@ pub async fn open_store(config: &ServerConfig) -> Result<Arc<dyn Store>, ServerE
 }
 
 /// Everything a server needs besides its transport: the open store and its background
-/// compaction, the routes, and health.
+/// tasks, the routes, and health.
 struct Parts {
     store: Arc<dyn Store>,
     routes: Routes,
     reporter: HealthReporter,
     service_names: Vec<String>,
-    stop_compactor: tokio::sync::watch::Sender<bool>,
-    compactor: tokio::task::JoinHandle<()>,
+    background: Background,
 }
 
 impl Parts {
     async fn start(config: &ServerConfig) -> Result<Self, ServerError> {
         let store = open_store(config).await?;
         let keyring = load_keyring(config, store.as_ref()).await?;
-        let (stop_compactor, compactor_stopped) = tokio::sync::watch::channel(false);
-        let compactor = tokio::spawn(compact_periodically(
-            Arc::clone(&store),
-            config.clone(),
-            compactor_stopped,
-        ));
         let catalog = Catalog::build(&stigmer_api::DESCRIPTOR_POOL, KINDS)?;
         let service_names = catalog.services().to_vec();
         let app = Arc::new(App::new(Arc::clone(&store), catalog, keyring));
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let background = Background {
+            stop,
+            tasks: vec![
+                tokio::spawn(compact_periodically(
+                    Arc::clone(&store),
+                    config.clone(),
+                    stopped.clone(),
+                )),
+                tokio::spawn(refill_read_cache(Arc::clone(&app), stopped)),
+            ],
+        };
         let (reporter, health) = tonic_health::server::health_reporter();
         let routes = routes(app, health)?;
         set_health(&reporter, &service_names, ServingStatus::Serving).await;
@@ -176,22 +182,26 @@ impl Parts {
             routes,
             reporter,
             service_names,
-            stop_compactor,
-            compactor,
+            background,
         })
     }
 
-    async fn close(
-        store: Arc<dyn Store>,
-        stop: tokio::sync::watch::Sender<bool>,
-        compactor: tokio::task::JoinHandle<()>,
-    ) -> Result<(), ServerError> {
-        let _ = stop.send(true);
-        compactor.await?;
+    async fn close(store: Arc<dyn Store>, background: Background) -> Result<(), ServerError> {
+        let _ = background.stop.send(true);
+        for task in background.tasks {
+            task.await?;
+        }
         store.close().await?;
         tracing::info!("database closed cleanly");
         Ok(())
     }
+}
+
+/// Work the server does on its own (compaction, refilling the read cache), stopped before the
+/// store closes.
+struct Background {
+    stop: tokio::sync::watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 /// Serves `listener` until `shutdown` resolves, then drains in-flight calls (for at most the
@@ -206,8 +216,7 @@ pub async fn run(
         routes,
         reporter,
         service_names,
-        stop_compactor,
-        compactor,
+        background,
     } = Parts::start(config).await?;
     let draining = Arc::new(Notify::new());
     let signal = {
@@ -234,7 +243,7 @@ pub async fn run(
             tracing::warn!(grace_secs = grace.as_secs(), "calls still running after the grace period; closing anyway");
         }
     }
-    Parts::close(store, stop_compactor, compactor).await
+    Parts::close(store, background).await
 }
 
 /// The tower service of an in-process server: every route behind the same logging layer as
@@ -245,8 +254,7 @@ pub type InProcessService = crate::logging::RpcLog<axum::Router>;
 pub struct InProcessServer {
     service: InProcessService,
     store: Arc<dyn Store>,
-    stop_compactor: tokio::sync::watch::Sender<bool>,
-    compactor: tokio::task::JoinHandle<()>,
+    background: Background,
 }
 
 impl InProcessServer {
@@ -257,8 +265,7 @@ impl InProcessServer {
         Ok(Self {
             service: tower_layer::Layer::layer(&RpcLogLayer, router),
             store: parts.store,
-            stop_compactor: parts.stop_compactor,
-            compactor: parts.compactor,
+            background: parts.background,
         })
     }
 
@@ -268,7 +275,7 @@ impl InProcessServer {
 
     /// Stops background work and closes the database cleanly.
     pub async fn close(self) -> Result<(), ServerError> {
-        Parts::close(self.store, self.stop_compactor, self.compactor).await
+        Parts::close(self.store, self.background).await
     }
 }
 

@@ -1,9 +1,12 @@
 //! What happens when someone else touches the database: a sqlite3 session holding the write lock,
-//! a hand edit that breaks a document, a hand fix that repairs it.
+//! a hand edit that breaks a document, a hand fix that repairs it, rows left without their
+//! cached encoding.
 
 mod common;
 
-use common::{TestServer, agent, assert_no_leak, expect_code};
+use common::{TestServer, agent, assert_no_leak, eventually, expect_code};
+use prost::Message;
+use stigmer_api::ai::stigmer::agentic::agent::v1::Agent;
 use stigmer_api::ai::stigmer::agentic::agent::v1::AgentId;
 use stigmer_api::ai::stigmer::agentic::agent::v1::agent_command_controller_client::AgentCommandControllerClient;
 use stigmer_api::ai::stigmer::agentic::agent::v1::agent_query_controller_client::AgentQueryControllerClient;
@@ -104,4 +107,113 @@ async fn a_broken_hand_edit_is_internal_with_a_correlation_id_and_a_fix_repairs_
         [&id],
     );
     assert!(refused.is_err(), "CHECK (json_valid(data)) holds");
+}
+
+#[tokio::test]
+async fn a_hand_edited_row_is_read_from_its_data_and_gets_its_cached_encoding_back() {
+    let server = TestServer::start().await;
+    let mut command = AgentCommandControllerClient::new(server.channel.clone());
+    let mut query = AgentQueryControllerClient::new(server.channel.clone());
+    let created = command
+        .create(agent("Cached"))
+        .await
+        .expect("create")
+        .into_inner();
+    let id = created.metadata.as_ref().expect("metadata").id.clone();
+    let get = || AgentId {
+        value: id.clone(),
+        ..Default::default()
+    };
+    let written = server
+        .cached_encoding(&id)
+        .expect("a write stores its encoding");
+
+    let conn = rusqlite::Connection::open(&server.db).expect("open");
+    conn.execute(
+        "UPDATE resources SET data = json_set(data, '$.spec.description', 'edited by hand') \
+         WHERE id = ?1",
+        [&id],
+    )
+    .expect("hand edit");
+    assert_eq!(
+        server.cached_encoding(&id),
+        None,
+        "the edit drops the stale encoding"
+    );
+    let decoded = query.get(get()).await.expect("get").into_inner();
+    assert_eq!(
+        decoded.spec.as_ref().expect("spec").description,
+        "edited by hand"
+    );
+
+    // That read found no encoding, so the server makes one from the edited data.
+    eventually("the row's encoding is refilled", || {
+        server.cached_encoding(&id).is_some()
+    })
+    .await;
+    let refilled = Agent::decode(server.cached_encoding(&id).expect("refilled").as_slice())
+        .expect("the refilled encoding is an Agent");
+    let mut expected = Agent::decode(written.as_slice()).expect("written encoding");
+    expected.spec.as_mut().expect("spec").description = "edited by hand".into();
+    assert_eq!(
+        refilled, expected,
+        "the same encoding a write of the edited resource stores"
+    );
+    let served = query.get(get()).await.expect("get").into_inner();
+    assert_eq!(
+        served, decoded,
+        "a read from the refilled encoding equals the decoded one"
+    );
+}
+
+#[tokio::test]
+async fn rows_without_a_cached_encoding_get_one_at_start_without_being_read() {
+    let dir = tempfile::tempdir().expect("dir");
+    let db = dir.path().join("stigmer.db");
+    let server = TestServer::start_at(&db).await;
+    let mut command = AgentCommandControllerClient::new(server.channel.clone());
+    let mut ids = Vec::new();
+    for n in 0..300 {
+        let created = command
+            .create(agent(&format!("Old {n}")))
+            .await
+            .expect("create")
+            .into_inner();
+        ids.push(created.metadata.expect("metadata").id);
+    }
+    server.stop().await;
+    // As in a database written before the cache existed.
+    let conn = rusqlite::Connection::open(&db).expect("open");
+    let cleared = conn
+        .execute("UPDATE resources SET proto = NULL", [])
+        .expect("drop every encoding");
+    // Each agent comes with its default instance.
+    assert_eq!(cleared, 600);
+    drop(conn);
+
+    let server = TestServer::start_at(&db).await;
+    let uncached = || -> i64 {
+        server
+            .sqlite()
+            .query_row(
+                "SELECT count(*) FROM resources WHERE proto IS NULL",
+                [],
+                |row| row.get(0),
+            )
+            .expect("count")
+    };
+    eventually("every row is refilled", || uncached() == 0).await;
+    let mut query = AgentQueryControllerClient::new(server.channel.clone());
+    for id in [&ids[0], &ids[299]] {
+        let agent = query
+            .get(AgentId {
+                value: id.clone(),
+                ..Default::default()
+            })
+            .await
+            .expect("get")
+            .into_inner();
+        assert_eq!(&agent.metadata.expect("metadata").id, id);
+    }
+    server.stop().await;
 }

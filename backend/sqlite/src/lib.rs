@@ -23,9 +23,9 @@ use std::thread::JoinHandle;
 
 use async_trait::async_trait;
 use stigmer_store::{
-    AtRevision, Change, ChangeFilter, Compaction, ListPage, ListQuery, LogBounds, Mutation,
-    ResourceVersion, Retention, Scope, Snapshot, Store, StoreError, StoreInfo, StoreResult,
-    StoredResource, TokenRewrite, VersionSelector,
+    AtRevision, CacheFill, Change, ChangeFilter, Compaction, ListPage, ListQuery, LogBounds,
+    Mutation, ResourceVersion, Retention, Scope, Snapshot, Store, StoreError, StoreInfo,
+    StoreResult, StoredResource, TokenRewrite, VersionSelector,
 };
 use tokio::sync::{Semaphore, broadcast, oneshot};
 
@@ -234,6 +234,21 @@ impl Store for SqliteStore {
             Applied::Maintained(count) => Ok(count),
             _ => Err(StoreError::Internal(
                 "a rewrite was answered as something else".into(),
+            )),
+        }
+    }
+
+    async fn uncached(&self, after_id: String, limit: usize) -> StoreResult<Vec<StoredResource>> {
+        self.readers
+            .run(move |conn| queries::uncached(conn, &after_id, limit))
+            .await
+    }
+
+    async fn fill_read_cache(&self, fills: Vec<CacheFill>) -> StoreResult<u64> {
+        match self.writer.submit(WriteOp::FillReadCache(fills)).await? {
+            Applied::Maintained(count) => Ok(count),
+            _ => Err(StoreError::Internal(
+                "a cache fill was answered as something else".into(),
             )),
         }
     }

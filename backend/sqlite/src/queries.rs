@@ -71,6 +71,27 @@ pub(crate) fn get_by_slug(
 
 /// Keyset pagination over the (kind, org_id, id) index: reads `limit + 1` rows to learn
 /// whether another page follows, never an OFFSET scan.
+/// Rows without a read-cache encoding after `after_id`, through the partial index that holds
+/// only those rows (migration V6), so finding them never scans the table.
+pub(crate) fn uncached(
+    conn: &Connection,
+    after_id: &str,
+    limit: usize,
+) -> StoreResult<Vec<StoredResource>> {
+    const SQL: &str = concat!(
+        "SELECT ",
+        resource_columns!(),
+        " FROM resources INDEXED BY resources_uncached WHERE proto IS NULL AND id > ?1 ORDER BY id"
+    );
+    let mut stmt = conn.prepare_cached(SQL).map_err(store_error)?;
+    let rows = stmt
+        .query_map([after_id], stored_from_row)
+        .map_err(store_error)?;
+    rows.take(limit)
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .map_err(store_error)
+}
+
 pub(crate) fn list(conn: &Connection, query: &ListQuery) -> StoreResult<ListPage> {
     // One read transaction: the page and its revision come from the same snapshot.
     let tx = conn.unchecked_transaction().map_err(store_error)?;

@@ -8,7 +8,7 @@ use std::thread::JoinHandle;
 use rusqlite::ToSql;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params, params_from_iter};
 use stigmer_store::{
-    Change, ChangeType, Compaction, Mutation, NewResource, Retention, Scope, StoreError,
+    CacheFill, Change, ChangeType, Compaction, Mutation, NewResource, Retention, Scope, StoreError,
     StoreResult, StoredResource, TokenRewrite,
 };
 use tokio::sync::{broadcast, oneshot};
@@ -31,6 +31,9 @@ pub(crate) enum WriteOp {
         prefix: String,
         rewrite: TokenRewrite,
     },
+    /// Stores read-cache encodings on rows that still lack one and still hold the data they
+    /// were made from. Consumes no revision: the resources do not change.
+    FillReadCache(Vec<CacheFill>),
 }
 
 /// What an applied operation produced.
@@ -291,6 +294,10 @@ fn apply(conn: &Connection, op: &WriteOp, last: i64) -> StoreResult<(Applied, Ve
             let count = rewrite_tokens(conn, prefix, rewrite)?;
             return Ok((Applied::Maintained(count), Vec::new()));
         }
+        WriteOp::FillReadCache(fills) => {
+            let count = fill_read_cache(conn, fills).map_err(store_error)?;
+            return Ok((Applied::Maintained(count), Vec::new()));
+        }
     };
     let mut stored = Vec::with_capacity(mutations.len());
     let mut changes = Vec::with_capacity(mutations.len());
@@ -391,6 +398,20 @@ fn apply_mutation(
             return Ok(None);
         }
     }))
+}
+
+/// Only a row that still has no encoding and still holds the exact data the encoding was made
+/// from takes it: a write or a hand edit since the fill was computed leaves the row alone.
+/// Updating `proto` alone does not fire the trigger that clears stale encodings.
+fn fill_read_cache(conn: &Connection, fills: &[CacheFill]) -> rusqlite::Result<u64> {
+    let mut stmt = conn.prepare_cached(
+        "UPDATE resources SET proto = ?3 WHERE id = ?1 AND data = ?2 AND proto IS NULL",
+    )?;
+    let mut filled = 0;
+    for fill in fills {
+        filled += stmt.execute(params![fill.id, fill.data, fill.proto])? as u64;
+    }
+    Ok(filled)
 }
 
 fn append_change(conn: &Connection, change: &Change) -> rusqlite::Result<()> {

@@ -5,7 +5,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
 
 use stigmer_sqlite::{SqliteConfig, SqliteStore};
-use stigmer_store::{JsonFilter, ListQuery, NewResource, Scope, Store, StoreError};
+use stigmer_store::{CacheFill, JsonFilter, ListQuery, NewResource, Scope, Store, StoreError};
 
 fn resource(id: &str, slug: &str) -> NewResource {
     NewResource {
@@ -563,5 +563,86 @@ async fn the_cached_encoding_is_kept_by_writes_and_dropped_by_hand_edits() {
         .await
         .expect("replace");
     assert_eq!(rewritten.proto.as_deref(), Some(&b"fourth"[..]));
+    store.close().await.expect("close");
+}
+
+#[tokio::test]
+async fn uncached_rows_are_found_in_order_and_filled_only_while_unchanged() {
+    let dir = tempfile::tempdir().expect("dir");
+    let store = open(&dir);
+    let scope = Scope::new("Agent", "local");
+    for (id, slug) in [("agt-3", "c"), ("agt-1", "a"), ("agt-2", "b")] {
+        store.create(resource(id, slug)).await.expect("create");
+    }
+    store
+        .create(NewResource {
+            proto: Some(b"cached".to_vec()),
+            ..resource("agt-0", "z")
+        })
+        .await
+        .expect("create with an encoding");
+    let ids = |rows: Vec<stigmer_store::StoredResource>| {
+        rows.into_iter().map(|row| row.id).collect::<Vec<_>>()
+    };
+    assert_eq!(
+        ids(store.uncached(String::new(), 10).await.expect("uncached")),
+        ["agt-1", "agt-2", "agt-3"],
+        "every row without an encoding, in id order, and no other"
+    );
+    assert_eq!(
+        ids(store.uncached("agt-1".into(), 1).await.expect("uncached")),
+        ["agt-2"],
+        "a page after an id, at most limit rows"
+    );
+
+    let rows = store.uncached(String::new(), 10).await.expect("uncached");
+    // agt-2 changes after its fill was computed: that fill must not land on the new data.
+    let current = store
+        .get(scope.clone(), "agt-2".into())
+        .await
+        .expect("get")
+        .expect("found");
+    store
+        .replace(
+            NewResource {
+                data: r#"{"metadata":{"id":"agt-2","slug":"b","name":"new"}}"#.into(),
+                ..resource("agt-2", "b")
+            },
+            current.revision,
+        )
+        .await
+        .expect("replace");
+    let fills = rows
+        .iter()
+        .map(|row| CacheFill {
+            id: row.id.clone(),
+            data: row.data.clone(),
+            proto: format!("enc-{}", row.id).into_bytes(),
+        })
+        .collect();
+    let revision_before = store.info("local".into()).await.expect("info").bounds;
+    assert_eq!(store.fill_read_cache(fills).await.expect("fill"), 2);
+    for (id, expected) in [
+        ("agt-1", Some(&b"enc-agt-1"[..])),
+        ("agt-2", None),
+        ("agt-3", Some(&b"enc-agt-3"[..])),
+        ("agt-0", Some(&b"cached"[..])),
+    ] {
+        let row = store
+            .get(scope.clone(), id.into())
+            .await
+            .expect("get")
+            .expect("found");
+        assert_eq!(row.proto.as_deref(), expected, "{id}");
+    }
+    assert_eq!(
+        store.info("local".into()).await.expect("info").bounds,
+        revision_before,
+        "a fill is not a change: no revision, no change-log entry"
+    );
+    assert_eq!(
+        ids(store.uncached(String::new(), 10).await.expect("uncached")),
+        ["agt-2"]
+    );
     store.close().await.expect("close");
 }

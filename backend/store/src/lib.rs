@@ -8,9 +8,9 @@ mod watch;
 
 pub use error::{StoreError, StoreResult};
 pub use types::{
-    AtRevision, Change, ChangeFilter, ChangeType, Compaction, JsonFilter, ListPage, ListQuery,
-    LogBounds, Mutation, NewResource, ResourceVersion, Retention, Scope, StoreInfo, StoredResource,
-    VersionSelector,
+    AtRevision, CacheFill, Change, ChangeFilter, ChangeType, Compaction, JsonFilter, ListPage,
+    ListQuery, LogBounds, Mutation, NewResource, ResourceVersion, Retention, Scope, StoreInfo,
+    StoredResource, VersionSelector,
 };
 pub use watch::{WatchItem, WatchOptions, watch};
 
@@ -144,6 +144,15 @@ pub trait Store: Send + Sync + 'static {
     /// `rewrite` makes of it. Tokens end at the next `"`. Returns how many were rewritten.
     /// Used to re-seal secrets under a new key.
     async fn rewrite_tokens(&self, prefix: String, rewrite: TokenRewrite) -> StoreResult<u64>;
+
+    /// Up to `limit` resources without a read-cache encoding (`proto` is `None`: written before
+    /// the cache existed, edited by hand, or re-sealed), in id order after `after_id`.
+    async fn uncached(&self, after_id: String, limit: usize) -> StoreResult<Vec<StoredResource>>;
+
+    /// Stores each fill's encoding on its row if the row still has no encoding and still holds
+    /// the fill's `data`, durably, without a new revision or change-log entry. Returns how many
+    /// rows took their encoding.
+    async fn fill_read_cache(&self, fills: Vec<CacheFill>) -> StoreResult<u64>;
 
     /// Flushes and closes the store. Calls made afterwards fail with [`StoreError::Closed`].
     async fn close(&self) -> StoreResult<()>;

@@ -27,6 +27,17 @@ pub struct NewResource {
     pub proto: Option<Vec<u8>>,
 }
 
+/// A read-cache encoding computed from a row's `data` by the layer that owns the encoding,
+/// stored only while the row still holds exactly that `data` (see
+/// [`crate::Store::fill_read_cache`]).
+#[derive(Debug, Clone)]
+pub struct CacheFill {
+    pub id: String,
+    /// The `data` the encoding was made from.
+    pub data: String,
+    pub proto: Vec<u8>,
+}
+
 /// One change to make as part of a transaction (see [`crate::Store::transact`]).
 #[derive(Debug, Clone)]
 pub enum Mutation {

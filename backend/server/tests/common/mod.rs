@@ -124,6 +124,15 @@ impl TestServer {
         cleared == 1
     }
 
+    /// The row's cached protobuf encoding, `None` when it has none.
+    pub fn cached_encoding(&self, id: &str) -> Option<Vec<u8>> {
+        self.sqlite()
+            .query_row("SELECT proto FROM resources WHERE id = ?1", [id], |row| {
+                row.get(0)
+            })
+            .expect("row exists")
+    }
+
     /// Calls any method with a message built from JSON, as grpcurl -d would.
     pub async fn call_json(
         &self,
@@ -250,5 +259,14 @@ pub fn assert_no_leak(status: &Status) {
             "status leaks {word:?}: {}",
             status.message()
         );
+    }
+}
+
+/// Polls `done` every few milliseconds until it holds; fails the test after 10 s.
+pub async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !done() {
+        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
