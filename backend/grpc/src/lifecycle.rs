@@ -23,6 +23,20 @@ pub(crate) const SESSION_AGENT_LABEL: &str = "stigmer.ai/agent-id";
 pub(crate) const PHASE_PENDING: i32 = 1;
 const REFERENCE_TYPE: &str = "ai.stigmer.commons.apiresource.ApiResourceReference";
 
+/// Reference fields whose target kind CONTRACT.md fixes but whose proto has no rule pinning it
+/// (`environment_refs` and `skill_refs` carry CEL rules; upstream gave `env_refs` none).
+/// `jit.rs` merges these references as Environments whatever kind they name, so a reference
+/// there may leave `kind` unset and is checked as that kind; naming another kind is refused.
+const UNPINNED_REFERENCE_KINDS: &[(&str, &str)] = &[("env_refs", "Environment")];
+
+/// The kind every reference in field `field` must name, if the contract fixes one.
+fn implied_kind(field: &str) -> Option<&'static str> {
+    UNPINNED_REFERENCE_KINDS
+        .iter()
+        .find(|(name, _)| *name == field)
+        .map(|(_, kind)| *kind)
+}
+
 /// Writes that go with a create, in the same transaction: `before` the resource (a new
 /// session it runs in) and `after` it (its default instance, its execution context).
 pub(crate) struct Related {
@@ -527,12 +541,38 @@ impl App {
             collect_references(&spec, "spec", &mut references);
         }
         let mut violations = Vec::new();
-        for (path, reference) in references {
+        for Reference {
+            path,
+            field,
+            reference,
+        } in references
+        {
             let number = get_i32(&reference, "kind");
-            let slug = get_str(&reference, "slug");
-            let Some(kind) = self.catalog.kinds().iter().find(|k| k.number == number) else {
-                continue; // unknown or unset kinds are the field rules' business
+            let named = self.catalog.kinds().iter().find(|k| k.number == number);
+            let kind = match (implied_kind(&field), named) {
+                (None, Some(kind)) => kind,
+                (None, None) => continue, // unknown or unset kinds are the field rules' business
+                (Some(implied), Some(kind)) if kind.name != implied => {
+                    let implied = self.kind_named(implied)?;
+                    violations.push(FieldViolation::new(
+                        path,
+                        format!(
+                            "{field} must reference {} (kind {}), not {}",
+                            implied.name, implied.number, kind.name
+                        ),
+                    ));
+                    continue;
+                }
+                (Some(implied), _) if number != 0 && named.is_none() => {
+                    violations.push(FieldViolation::new(
+                        format!("{path}.kind"),
+                        format!("{number} is not a kind; {field} must reference {implied}"),
+                    ));
+                    continue;
+                }
+                (Some(implied), _) => self.kind_named(implied)?,
             };
+            let slug = get_str(&reference, "slug");
             if slug.is_empty() {
                 violations.push(FieldViolation::new(format!("{path}.slug"), "is required"));
                 continue;
@@ -553,12 +593,15 @@ impl App {
     }
 }
 
-/// (path, reference) for every ApiResourceReference under `message`.
-fn collect_references(
-    message: &DynamicMessage,
-    path: &str,
-    out: &mut Vec<(String, DynamicMessage)>,
-) {
+/// An ApiResourceReference found in a resource: where, in which field, and what it says.
+struct Reference {
+    path: String,
+    field: String,
+    reference: DynamicMessage,
+}
+
+/// Every ApiResourceReference under `message`.
+fn collect_references(message: &DynamicMessage, path: &str, out: &mut Vec<Reference>) {
     for (field, value) in message.fields() {
         let Kind::Message(descriptor) = field.kind() else {
             continue;
@@ -567,7 +610,11 @@ fn collect_references(
         let here = format!("{path}.{}", field.name());
         let mut visit = |path: String, item: &DynamicMessage| {
             if is_reference {
-                out.push((path, item.clone()));
+                out.push(Reference {
+                    path,
+                    field: field.name().to_string(),
+                    reference: item.clone(),
+                });
             } else {
                 collect_references(item, &path, out);
             }

@@ -534,7 +534,8 @@ fn cases() -> Vec<KindCase> {
                 json!({ "spec": { "workflowId": null } }),
                 "spec.workflow_id",
             )],
-            parents: &[Parent::Workflow, Parent::Environment],
+            // The Agent is there to be referenced by mistake (env_refs of the wrong kind).
+            parents: &[Parent::Workflow, Parent::Environment, Parent::Agent],
             derived: &[],
             refusals: [
                 Refusal::missing_parent(
@@ -545,11 +546,36 @@ fn cases() -> Vec<KindCase> {
                     "workflow",
                     true,
                 ),
-                vec![missing_ref(
-                    json!({ "spec": { "envRefs": [{ "kind": "environment", "slug": "nope" }] } }),
-                    "spec.env_refs[0]",
-                    r#"Environment "nope" does not exist in org "local""#,
-                )],
+                vec![
+                    missing_ref(
+                        json!({ "spec": { "envRefs": [{ "kind": "environment", "slug": "nope" }] } }),
+                        "spec.env_refs[0]",
+                        r#"Environment "nope" does not exist in org "local""#,
+                    ),
+                    // Upstream gave env_refs no kind rule; the server merges them as
+                    // Environments, so an unset kind is checked as one...
+                    missing_ref(
+                        json!({ "spec": { "envRefs": [
+                            { "kind": "environment", "slug": "prod" },
+                            { "slug": "ghost" }
+                        ] } }),
+                        "spec.env_refs[1]",
+                        r#"Environment "ghost" does not exist in org "local""#,
+                    ),
+                    // ...and another kind is refused, even when that resource exists.
+                    Refusal::new(
+                        json!({ "spec": { "envRefs": [{ "kind": "agent", "slug": "{agentSlug}" }] } }),
+                        "spec.env_refs[0]",
+                        Some("env_refs must reference Environment (kind 53), not Agent"),
+                        true,
+                    ),
+                    Refusal::new(
+                        json!({ "spec": { "envRefs": [{ "kind": 99, "slug": "prod" }] } }),
+                        "spec.env_refs[0].kind",
+                        Some("99 is not a kind; env_refs must reference Environment"),
+                        true,
+                    ),
+                ],
             ]
             .concat(),
             lifecycle: Lifecycle::None,
