@@ -21,6 +21,8 @@ use crate::validation::check;
 pub(crate) const SESSION_AGENT_LABEL: &str = "stigmer.ai/agent-id";
 /// `ExecutionPhase.EXECUTION_PENDING` in both execution packages.
 pub(crate) const PHASE_PENDING: i32 = 1;
+/// Children read per page when a cascade looks for them.
+const CHILDREN_PAGE: usize = 1000;
 const REFERENCE_TYPE: &str = "ai.stigmer.commons.apiresource.ApiResourceReference";
 
 /// Reference fields whose target kind CONTRACT.md fixes but whose proto has no rule pinning it
@@ -227,7 +229,7 @@ impl App {
         Ok(Vec::new())
     }
 
-    /// Deletes of every ExecutionContext of an execution (they end with it).
+    /// Deletes of every ExecutionContext of an execution (they end with it), however many.
     pub(crate) async fn execution_contexts_of(
         &self,
         org: &str,
@@ -239,7 +241,7 @@ impl App {
                 org,
                 "$.spec.executionId",
                 execution_id,
-                1000,
+                usize::MAX,
             )
             .await?;
         Ok(rows
@@ -252,29 +254,39 @@ impl App {
             .collect())
     }
 
-    /// Ids of `kind` resources in `org` whose JSON `path` equals `value`.
+    /// Ids of up to `at_most` `kind` resources in `org` whose JSON `path` equals `value`, read
+    /// page by page.
     async fn children(
         &self,
         kind: &str,
         org: &str,
         path: &str,
         value: &str,
-        limit: usize,
+        at_most: usize,
     ) -> Result<Vec<String>, ApiError> {
-        let page = self
-            .store
-            .list(ListQuery {
-                scope: Scope::new(kind, org),
-                after_id: None,
-                limit,
-                filters: vec![JsonFilter::Equals {
-                    path: path.into(),
-                    value: value.into(),
-                }],
-                proto_only: true,
-            })
-            .await?;
-        Ok(page.items.into_iter().map(|row| row.id).collect())
+        let mut ids = Vec::new();
+        let mut after_id = None;
+        while ids.len() < at_most {
+            let page = self
+                .store
+                .list(ListQuery {
+                    scope: Scope::new(kind, org),
+                    after_id,
+                    limit: (at_most - ids.len()).min(CHILDREN_PAGE),
+                    filters: vec![JsonFilter::Equals {
+                        path: path.into(),
+                        value: value.into(),
+                    }],
+                    proto_only: true,
+                })
+                .await?;
+            ids.extend(page.items.into_iter().map(|row| row.id));
+            after_id = page.next_after_id;
+            if after_id.is_none() {
+                break;
+            }
+        }
+        Ok(ids)
     }
 
     async fn delete_default_instance(

@@ -556,3 +556,70 @@ async fn what_a_resource_belongs_to_cannot_change_after_creation() {
         status.message()
     );
 }
+
+#[tokio::test]
+async fn deleting_an_execution_takes_all_its_contexts_beyond_one_page() {
+    use stigmer_api::ai::stigmer::agentic::executioncontext::v1::execution_context_command_controller_client::ExecutionContextCommandControllerClient;
+    use stigmer_api::ai::stigmer::agentic::executioncontext::v1::{
+        ExecutionContext, ExecutionContextSpec,
+    };
+    use stigmer_api::ai::stigmer::commons::apiresource::{ApiResourceId, ApiResourceMetadata};
+
+    let server = TestServer::start().await;
+    let (_, execution) = started(&server).await;
+    let execution_id = exec_id(&execution);
+    // More contexts than the cascade reads in one page (1,000), written 16 at a time.
+    let mut writers = tokio::task::JoinSet::new();
+    for writer in 0..16 {
+        let channel = server.channel.clone();
+        let execution_id = execution_id.clone();
+        writers.spawn(async move {
+            let mut contexts = ExecutionContextCommandControllerClient::new(channel);
+            for n in 0..66 {
+                contexts
+                    .create(ExecutionContext {
+                        metadata: Some(ApiResourceMetadata {
+                            name: format!("context {writer}-{n}"),
+                            ..Default::default()
+                        }),
+                        spec: Some(ExecutionContextSpec {
+                            execution_id: execution_id.clone(),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    })
+                    .await
+                    .expect("create context");
+            }
+        });
+    }
+    while let Some(done) = writers.join_next().await {
+        done.expect("writer");
+    }
+    let contexts_of_execution = || -> i64 {
+        server
+            .sqlite()
+            .query_row(
+                "SELECT count(*) FROM resources WHERE kind = 'ExecutionContext' \
+                 AND json_extract(data, '$.spec.executionId') = ?1",
+                [&execution_id],
+                |row| row.get(0),
+            )
+            .expect("count")
+    };
+    // The execution's own context, made when it started, plus 16 × 66.
+    assert_eq!(contexts_of_execution(), 1 + 16 * 66);
+
+    Executions::new(server.channel.clone())
+        .delete(ApiResourceId {
+            value: execution_id.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect("delete the execution");
+    assert_eq!(
+        contexts_of_execution(),
+        0,
+        "every context ends with its execution"
+    );
+}
