@@ -51,8 +51,12 @@ impl App {
             })
             .await?;
         let revision = page.revision;
+        let total = page.total;
         let (rows, next_after_id) = fit_in_response(page);
         let mut response = DynamicMessage::new(method.output.clone());
+        if let Some(total) = total {
+            set_totals(&mut response, total, limit);
+        }
         if let Some(after) = next_after_id {
             set_str(
                 &mut response,
@@ -101,6 +105,21 @@ impl App {
             put_message_field(field, &resource, &mut out);
         }
         Ok(Bytes::from(out))
+    }
+}
+
+/// Upstream's `total_count` (AgentInstanceList) or `total_pages` (the other lists), when the
+/// store knows the listing's size; otherwise they stay 0. Pages are counted at `page_size`;
+/// one cut short by the response size limit can make a listing one page longer.
+fn set_totals(response: &mut DynamicMessage, total: u64, page_size: usize) {
+    let descriptor = response.descriptor();
+    let clamp = |n: u64| Value::I32(i32::try_from(n).unwrap_or(i32::MAX));
+    if descriptor.get_field_by_name("total_count").is_some() {
+        set(response, "total_count", clamp(total));
+    }
+    if descriptor.get_field_by_name("total_pages").is_some() {
+        let pages = total.div_ceil(page_size.max(1) as u64);
+        set(response, "total_pages", clamp(pages));
     }
 }
 
@@ -266,6 +285,7 @@ mod tests {
             ],
             next_after_id: None,
             revision: 1,
+            total: None,
         };
         let (items, next) = fit_in_response(page);
         assert_eq!(
@@ -278,6 +298,7 @@ mod tests {
             items: vec![row("a", 10), row("b", 10)],
             next_after_id: Some("b".into()),
             revision: 1,
+            total: None,
         };
         let (items, next) = fit_in_response(small);
         assert_eq!(items.len(), 2);
@@ -287,6 +308,7 @@ mod tests {
             items: vec![row("a", 9 * mib), row("b", 1)],
             next_after_id: None,
             revision: 1,
+            total: None,
         };
         let (items, next) = fit_in_response(huge_first);
         assert_eq!(items.len(), 1, "one resource always fits");

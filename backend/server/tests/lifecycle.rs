@@ -623,3 +623,77 @@ async fn deleting_an_execution_takes_all_its_contexts_beyond_one_page() {
         "every context ends with its execution"
     );
 }
+
+#[tokio::test]
+async fn upstream_list_totals_count_the_whole_listing() {
+    use stigmer_api::ai::stigmer::agentic::agentinstance::v1::ListAgentInstancesRequest;
+    use stigmer_api::ai::stigmer::agentic::session::v1::ListSessionsRequest;
+
+    let server = TestServer::start().await;
+    let mut agents = AgentCommandControllerClient::new(server.channel.clone());
+    let mut agent_ids = Vec::new();
+    for n in 0..5 {
+        let created = agents
+            .create(agent(&format!("Counted {n}")))
+            .await
+            .expect("agent")
+            .into_inner();
+        agent_ids.push(id(&created));
+    }
+    let mut instances = AgentInstanceQueryControllerClient::new(server.channel.clone());
+    let list = |page_token: String, name_prefix: &str| ListAgentInstancesRequest {
+        page_size: 2,
+        page_token,
+        name_prefix: name_prefix.into(),
+        ..Default::default()
+    };
+    // Every page of an unfiltered listing carries the listing's size (five default instances).
+    let first = instances
+        .list(list(String::new(), ""))
+        .await
+        .expect("list")
+        .into_inner();
+    assert_eq!((first.items.len(), first.total_count), (2, 5));
+    let second = instances
+        .list(list(first.next_page_token, ""))
+        .await
+        .expect("list")
+        .into_inner();
+    assert_eq!((second.items.len(), second.total_count), (2, 5));
+    // A filtered listing knows its size only when its first page is its last.
+    let whole = instances
+        .list(ListAgentInstancesRequest {
+            page_size: 10,
+            name_prefix: "Counted 1".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("filtered list")
+        .into_inner();
+    assert_eq!(whole.items.len(), 1, "{whole:?}");
+    assert_eq!(whole.total_count, 1);
+    let partial = instances
+        .list(list(String::new(), "Counted"))
+        .await
+        .expect("filtered list")
+        .into_inner();
+    assert_eq!((partial.items.len(), partial.total_count), (2, 0));
+
+    // Lists with upstream's total_pages count pages at the request's page size.
+    let mut executions = Executions::new(server.channel.clone());
+    for agent_id in &agent_ids[..3] {
+        executions
+            .create(run(agent_id, "Count me."))
+            .await
+            .expect("execution");
+    }
+    let sessions = SessionQueryControllerClient::new(server.channel.clone())
+        .list(ListSessionsRequest {
+            page_size: 2,
+            ..Default::default()
+        })
+        .await
+        .expect("list sessions")
+        .into_inner();
+    assert_eq!((sessions.entries.len(), sessions.total_pages), (2, 2));
+}

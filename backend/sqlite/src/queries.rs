@@ -128,11 +128,30 @@ pub(crate) fn list(conn: &Connection, query: &ListQuery) -> StoreResult<ListPage
     } else {
         None
     };
+    let total = if query.filters.is_empty() {
+        Some(resource_count(&tx, &query.scope)?)
+    } else if query.after_id.is_none() && next_after_id.is_none() {
+        Some(items.len() as u64)
+    } else {
+        None
+    };
     Ok(ListPage {
         items,
         next_after_id,
         revision,
+        total,
     })
+}
+
+/// The resources of one kind in one org, from the table the triggers of migration V7 keep.
+fn resource_count(conn: &Connection, scope: &Scope) -> StoreResult<u64> {
+    conn.prepare_cached("SELECT count FROM resource_counts WHERE kind = ?1 AND org_id = ?2")
+        .and_then(|mut stmt| {
+            stmt.query_row(params![scope.kind, scope.org], |row| row.get::<_, i64>(0))
+                .optional()
+        })
+        .map(|count| u64::try_from(count.unwrap_or(0)).unwrap_or(0))
+        .map_err(store_error)
 }
 
 /// One filter as SQL, its parameters appended to `values`. Paths and values are always bound
@@ -360,7 +379,7 @@ pub(crate) fn at_revision(
 /// Resource counts per kind in one org.
 pub(crate) fn counts(conn: &Connection, org: &str) -> StoreResult<Vec<(String, i64)>> {
     conn.prepare_cached(
-        "SELECT kind, count(*) FROM resources WHERE org_id = ?1 GROUP BY kind ORDER BY kind",
+        "SELECT kind, count FROM resource_counts WHERE org_id = ?1 AND count > 0 ORDER BY kind",
     )
     .and_then(|mut stmt| {
         stmt.query_map([org], |row| Ok((row.get(0)?, row.get(1)?)))?

@@ -646,3 +646,90 @@ async fn uncached_rows_are_found_in_order_and_filled_only_while_unchanged() {
     );
     store.close().await.expect("close");
 }
+
+#[tokio::test]
+async fn listings_know_their_total_without_counting_rows_even_after_hand_edits() {
+    let dir = tempfile::tempdir().expect("dir");
+    let store = open(&dir);
+    for n in 0..5 {
+        store
+            .create(resource(&format!("agt-{n}"), &format!("s{n}")))
+            .await
+            .expect("create");
+    }
+    store
+        .create(NewResource {
+            scope: Scope::new("Agent", "other"),
+            ..resource("agt-x", "x")
+        })
+        .await
+        .expect("create in another org");
+    let deleted = store
+        .delete(Scope::new("Agent", "local"), "agt-4".into(), None)
+        .await
+        .expect("delete");
+    assert_eq!(deleted.id, "agt-4");
+    let page = |after_id: Option<&str>, limit: usize, filters: Vec<JsonFilter>| {
+        let store = Arc::clone(&store);
+        let after_id = after_id.map(str::to_string);
+        async move {
+            store
+                .list(ListQuery {
+                    scope: Scope::new("Agent", "local"),
+                    after_id,
+                    limit,
+                    filters,
+                    proto_only: false,
+                })
+                .await
+                .expect("list")
+        }
+    };
+    assert_eq!(page(None, 2, vec![]).await.total, Some(4));
+    assert_eq!(page(Some("agt-1"), 2, vec![]).await.total, Some(4));
+    let slug_is = |slug: &str| {
+        vec![JsonFilter::Equals {
+            path: "$.metadata.slug".into(),
+            value: slug.into(),
+        }]
+    };
+    assert_eq!(
+        page(None, 10, slug_is("s1")).await.total,
+        Some(1),
+        "a filtered listing on one page knows its size"
+    );
+    assert_eq!(
+        page(Some("agt-0"), 10, slug_is("s1")).await.total,
+        None,
+        "a later page of a filtered listing does not"
+    );
+    let two_slugs = vec![JsonFilter::In {
+        path: "$.metadata.slug".into(),
+        values: vec!["s1".into(), "s2".into()],
+    }];
+    assert_eq!(
+        page(None, 1, two_slugs).await.total,
+        None,
+        "nor a first page that is not the last"
+    );
+
+    // Moves and deletes made with the sqlite3 CLI keep the totals exact.
+    let conn = rusqlite::Connection::open(dir.path().join("nested/dir/test.db")).expect("open");
+    conn.execute(
+        "UPDATE resources SET org_id = 'other' WHERE id = 'agt-0'",
+        [],
+    )
+    .expect("move by hand");
+    conn.execute("DELETE FROM resources WHERE id = 'agt-1'", [])
+        .expect("delete by hand");
+    assert_eq!(page(None, 2, vec![]).await.total, Some(2));
+    let counts = |org: &str| {
+        let store = Arc::clone(&store);
+        let org = org.to_string();
+        async move { store.info(org).await.expect("info").counts }
+    };
+    assert_eq!(counts("local").await, vec![("Agent".to_string(), 2)]);
+    assert_eq!(counts("other").await, vec![("Agent".to_string(), 2)]);
+    assert_eq!(counts("nobody").await, vec![]);
+    store.close().await.expect("close");
+}

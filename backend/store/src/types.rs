@@ -246,4 +246,8 @@ pub struct ListPage {
     pub items: Vec<StoredResource>,
     pub next_after_id: Option<String>,
     pub revision: i64,
+    /// How many resources the whole listing holds (every page), at `revision`, when the store
+    /// knows without counting them: always without filters, and with filters when this first
+    /// page is also the last.
+    pub total: Option<u64>,
 }
