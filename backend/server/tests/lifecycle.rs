@@ -641,42 +641,27 @@ async fn upstream_list_totals_count_the_whole_listing() {
         agent_ids.push(id(&created));
     }
     let mut instances = AgentInstanceQueryControllerClient::new(server.channel.clone());
-    let list = |page_token: String, name_prefix: &str| ListAgentInstancesRequest {
-        page_size: 2,
-        page_token,
-        name_prefix: name_prefix.into(),
-        ..Default::default()
+    let mut page = async |page_size: i32, page_token: String, name_prefix: &str| {
+        instances
+            .list(ListAgentInstancesRequest {
+                page_size,
+                page_token,
+                name_prefix: name_prefix.into(),
+                ..Default::default()
+            })
+            .await
+            .expect("list")
+            .into_inner()
     };
     // Every page of an unfiltered listing carries the listing's size (five default instances).
-    let first = instances
-        .list(list(String::new(), ""))
-        .await
-        .expect("list")
-        .into_inner();
+    let first = page(2, String::new(), "").await;
     assert_eq!((first.items.len(), first.total_count), (2, 5));
-    let second = instances
-        .list(list(first.next_page_token, ""))
-        .await
-        .expect("list")
-        .into_inner();
+    let second = page(2, first.next_page_token, "").await;
     assert_eq!((second.items.len(), second.total_count), (2, 5));
     // A filtered listing knows its size only when its first page is its last.
-    let whole = instances
-        .list(ListAgentInstancesRequest {
-            page_size: 10,
-            name_prefix: "Counted 1".into(),
-            ..Default::default()
-        })
-        .await
-        .expect("filtered list")
-        .into_inner();
-    assert_eq!(whole.items.len(), 1, "{whole:?}");
-    assert_eq!(whole.total_count, 1);
-    let partial = instances
-        .list(list(String::new(), "Counted"))
-        .await
-        .expect("filtered list")
-        .into_inner();
+    let whole = page(10, String::new(), "Counted 1").await;
+    assert_eq!((whole.items.len(), whole.total_count), (1, 1), "{whole:?}");
+    let partial = page(2, String::new(), "Counted").await;
     assert_eq!((partial.items.len(), partial.total_count), (2, 0));
 
     // Lists with upstream's total_pages count pages at the request's page size.

@@ -11,6 +11,29 @@ use stigmer_api::ai::stigmer::agentic::agent::v1::AgentId;
 use stigmer_api::ai::stigmer::agentic::agent::v1::agent_command_controller_client::AgentCommandControllerClient;
 use stigmer_api::ai::stigmer::agentic::agent::v1::agent_query_controller_client::AgentQueryControllerClient;
 use tonic::Code;
+use tonic::transport::Channel;
+
+/// A server holding one agent named `name`, a query client, and the agent's id.
+async fn server_with_agent(
+    name: &str,
+) -> (TestServer, AgentQueryControllerClient<Channel>, String) {
+    let server = TestServer::start().await;
+    let created = AgentCommandControllerClient::new(server.channel.clone())
+        .create(agent(name))
+        .await
+        .expect("create")
+        .into_inner();
+    let id = created.metadata.expect("metadata").id;
+    let query = AgentQueryControllerClient::new(server.channel.clone());
+    (server, query, id)
+}
+
+fn agent_id(id: &str) -> AgentId {
+    AgentId {
+        value: id.into(),
+        ..Default::default()
+    }
+}
 
 #[tokio::test]
 async fn a_write_blocked_by_another_process_is_unavailable_with_a_retry_hint_and_loses_nothing() {
@@ -56,19 +79,8 @@ async fn a_write_blocked_by_another_process_is_unavailable_with_a_retry_hint_and
 
 #[tokio::test]
 async fn a_broken_hand_edit_is_internal_with_a_correlation_id_and_a_fix_repairs_it() {
-    let server = TestServer::start().await;
-    let mut command = AgentCommandControllerClient::new(server.channel.clone());
-    let mut query = AgentQueryControllerClient::new(server.channel.clone());
-    let created = command
-        .create(agent("Edited"))
-        .await
-        .expect("create")
-        .into_inner();
-    let id = created.metadata.as_ref().expect("metadata").id.clone();
-    let get = || AgentId {
-        value: id.clone(),
-        ..Default::default()
-    };
+    let (server, mut query, id) = server_with_agent("Edited").await;
+    let get = || agent_id(&id);
 
     let conn = rusqlite::Connection::open(&server.db).expect("open");
     conn.execute(
@@ -111,19 +123,8 @@ async fn a_broken_hand_edit_is_internal_with_a_correlation_id_and_a_fix_repairs_
 
 #[tokio::test]
 async fn a_hand_edited_row_is_read_from_its_data_and_gets_its_cached_encoding_back() {
-    let server = TestServer::start().await;
-    let mut command = AgentCommandControllerClient::new(server.channel.clone());
-    let mut query = AgentQueryControllerClient::new(server.channel.clone());
-    let created = command
-        .create(agent("Cached"))
-        .await
-        .expect("create")
-        .into_inner();
-    let id = created.metadata.as_ref().expect("metadata").id.clone();
-    let get = || AgentId {
-        value: id.clone(),
-        ..Default::default()
-    };
+    let (server, mut query, id) = server_with_agent("Cached").await;
+    let get = || agent_id(&id);
     let written = server
         .cached_encoding(&id)
         .expect("a write stores its encoding");
@@ -205,14 +206,7 @@ async fn rows_without_a_cached_encoding_get_one_at_start_without_being_read() {
     eventually("every row is refilled", || uncached() == 0).await;
     let mut query = AgentQueryControllerClient::new(server.channel.clone());
     for id in [&ids[0], &ids[299]] {
-        let agent = query
-            .get(AgentId {
-                value: id.clone(),
-                ..Default::default()
-            })
-            .await
-            .expect("get")
-            .into_inner();
+        let agent = query.get(agent_id(id)).await.expect("get").into_inner();
         assert_eq!(&agent.metadata.expect("metadata").id, id);
     }
     server.stop().await;
