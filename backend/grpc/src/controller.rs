@@ -120,7 +120,11 @@ impl App {
         let mut mutations = related.before;
         mutations.push(Mutation::Create(new_row(kind, &resource)?));
         mutations.extend(related.after);
-        let stored = self.store.transact(mutations).await?;
+        let stored = self
+            .store
+            .transact(mutations)
+            .await
+            .map_err(|err| related_slug_taken(kind, &resource, err))?;
         let row = stored.iter().find(|row| row.id == id).ok_or_else(|| {
             ApiError::internal("the created resource is missing from its transaction")
         })?;
@@ -375,6 +379,34 @@ impl App {
         }
         self.cache_misses.notify_one();
         decode_row(kind, &row).map(Reply::Message)
+    }
+}
+
+/// A create whose own slug is free but whose related resource's is not (an Agent named "x"
+/// when an AgentInstance "x-default" exists) cannot succeed until the user changes something:
+/// FAILED_PRECONDITION naming both, not ALREADY_EXISTS for a resource the caller never named
+/// (which `apply` would also take for a lost race and retry).
+fn related_slug_taken(kind: &KindInfo, resource: &DynamicMessage, err: StoreError) -> ApiError {
+    match err {
+        StoreError::AlreadyExists {
+            kind: other_kind,
+            org,
+            slug: other_slug,
+        } if other_kind != kind.name => {
+            let slug = meta(resource).slug;
+            let related = if other_kind.ends_with("Instance") {
+                format!("its default instance ({other_kind})")
+            } else {
+                format!("the {other_kind} created with it")
+            };
+            ApiError::FailedPrecondition(format!(
+                "{} {slug:?} cannot be created: {related} would take slug {other_slug:?}, which \
+                 another {other_kind} in org {org:?} already uses; rename or delete that \
+                 {other_kind}, or give the {} another name",
+                kind.name, kind.name
+            ))
+        }
+        other => other.into(),
     }
 }
 

@@ -682,3 +682,56 @@ async fn upstream_list_totals_count_the_whole_listing() {
         .into_inner();
     assert_eq!((sessions.entries.len(), sessions.total_pages), (2, 2));
 }
+
+#[tokio::test]
+async fn a_default_instance_slug_taken_by_another_instance_fails_clearly_on_create_and_apply() {
+    use stigmer_api::ai::stigmer::agentic::agentinstance::v1::agent_instance_command_controller_client::AgentInstanceCommandControllerClient;
+    use stigmer_api::ai::stigmer::agentic::agentinstance::v1::{AgentInstance, AgentInstanceSpec};
+    use stigmer_api::ai::stigmer::commons::apiresource::ApiResourceMetadata;
+
+    let server = TestServer::start().await;
+    let mut agents = AgentCommandControllerClient::new(server.channel.clone());
+    let other = agents
+        .create(agent("Other"))
+        .await
+        .expect("agent")
+        .into_inner();
+    // An instance of another agent that happens to hold the slug "clash-default".
+    AgentInstanceCommandControllerClient::new(server.channel.clone())
+        .create(AgentInstance {
+            metadata: Some(ApiResourceMetadata {
+                name: "Clash Default".into(),
+                ..Default::default()
+            }),
+            spec: Some(AgentInstanceSpec {
+                agent_id: id(&other),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .expect("instance");
+
+    for (verb, result) in [
+        ("create", agents.create(agent("Clash")).await),
+        ("apply", agents.apply(agent("Clash")).await),
+    ] {
+        let status = expect_code(result, Code::FailedPrecondition);
+        for needle in ["default instance", "clash-default", "AgentInstance"] {
+            assert!(
+                status.message().contains(needle),
+                "{verb}: {needle:?} missing from {:?}",
+                status.message()
+            );
+        }
+    }
+    let count: i64 = server
+        .sqlite()
+        .query_row(
+            "SELECT count(*) FROM resources WHERE kind = 'Agent' AND slug = 'clash'",
+            [],
+            |row| row.get(0),
+        )
+        .expect("count");
+    assert_eq!(count, 0, "the refused agent was not stored");
+}
