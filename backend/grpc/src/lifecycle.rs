@@ -418,6 +418,19 @@ impl App {
                 violations.push(missing("session_id", "Session", &session_id, org));
                 return Ok(None);
             };
+            // A session outlives a deleted instance; running on it would silently drop the
+            // instance's environments.
+            let instance_id = spec_str(&session, "agent_instance_id");
+            if self
+                .find("AgentInstance", org, &instance_id)
+                .await?
+                .is_none()
+            {
+                return Err(ApiError::FailedPrecondition(format!(
+                    "Session {session_id} runs on AgentInstance {instance_id}, which no longer \
+                     exists; start a new session (set agent_id instead of session_id)"
+                )));
+            }
             if agent_id.is_empty() {
                 let agent = label_of(&session, SESSION_AGENT_LABEL);
                 set_spec_str(execution, "agent_id", &agent);

@@ -735,3 +735,84 @@ async fn a_default_instance_slug_taken_by_another_instance_fails_clearly_on_crea
         .expect("count");
     assert_eq!(count, 0, "the refused agent was not stored");
 }
+
+#[tokio::test]
+async fn an_execution_cannot_run_on_a_session_whose_instance_is_gone() {
+    use stigmer_api::ai::stigmer::agentic::agentinstance::v1::agent_instance_command_controller_client::AgentInstanceCommandControllerClient;
+    use stigmer_api::ai::stigmer::agentic::agentinstance::v1::{AgentInstance, AgentInstanceSpec};
+    use stigmer_api::ai::stigmer::agentic::session::v1::session_command_controller_client::SessionCommandControllerClient;
+    use stigmer_api::ai::stigmer::agentic::session::v1::{Session, SessionSpec};
+    use stigmer_api::ai::stigmer::commons::apiresource::ApiResourceMetadata;
+
+    let server = TestServer::start().await;
+    let created = AgentCommandControllerClient::new(server.channel.clone())
+        .create(agent("Orphaned"))
+        .await
+        .expect("agent")
+        .into_inner();
+    let mut instances = AgentInstanceCommandControllerClient::new(server.channel.clone());
+    let instance = instances
+        .create(AgentInstance {
+            metadata: Some(ApiResourceMetadata {
+                name: "Short lived".into(),
+                ..Default::default()
+            }),
+            spec: Some(AgentInstanceSpec {
+                agent_id: id(&created),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .expect("instance")
+        .into_inner();
+    let instance_id = instance.metadata.expect("metadata").id;
+    let session = SessionCommandControllerClient::new(server.channel.clone())
+        .create(Session {
+            metadata: Some(ApiResourceMetadata {
+                name: "Left behind".into(),
+                ..Default::default()
+            }),
+            spec: Some(SessionSpec {
+                agent_instance_id: instance_id.clone(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .expect("session")
+        .into_inner();
+    let session_id = session.metadata.expect("metadata").id;
+    let on_session = || AgentExecution {
+        spec: Some(AgentExecutionSpec {
+            session_id: session_id.clone(),
+            message: "Still there?".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let mut executions = Executions::new(server.channel.clone());
+    executions
+        .create(on_session())
+        .await
+        .expect("runs while the instance exists");
+
+    instances
+        .delete(AgentInstanceId {
+            value: instance_id.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect("delete the instance");
+    let status = expect_code(
+        executions.create(on_session()).await,
+        Code::FailedPrecondition,
+    );
+    for needle in [session_id.as_str(), instance_id.as_str(), "new session"] {
+        assert!(
+            status.message().contains(needle),
+            "{needle:?} missing from {:?}",
+            status.message()
+        );
+    }
+}
