@@ -15,7 +15,10 @@ use stigmer_api::ai::stigmer::agentic::agentexecution::v1::{
     AgentExecutionUpdateStatusInput, AgentMessage, ExecutionPhase,
     ListAgentExecutionsBySessionRequest,
 };
+use stigmer_api::ai::stigmer::agentic::agentinstance::v1::agent_instance_command_controller_client::AgentInstanceCommandControllerClient;
 use stigmer_api::ai::stigmer::agentic::agentinstance::v1::agent_instance_query_controller_client::AgentInstanceQueryControllerClient;
+use stigmer_api::ai::stigmer::agentic::agentinstance::v1::{AgentInstance, AgentInstanceSpec};
+use stigmer_api::ai::stigmer::commons::apiresource::ApiResourceMetadata;
 use stigmer_api::ai::stigmer::agentic::agentinstance::v1::{AgentInstanceId, GetAgentInstancesByAgentRequest};
 use stigmer_api::ai::stigmer::agentic::session::v1::session_query_controller_client::SessionQueryControllerClient;
 use stigmer_api::ai::stigmer::agentic::session::v1::{ListSessionsByAgentRequest, SessionId};
@@ -56,6 +59,21 @@ fn to_phase(execution_id: &str, phase: ExecutionPhase) -> AgentExecutionUpdateSt
             phase: phase as i32,
             ..Default::default()
         }),
+    }
+}
+
+/// A (non-default) AgentInstance of `agent_id` named `name`.
+fn instance_of(agent_id: String, name: &str) -> AgentInstance {
+    AgentInstance {
+        metadata: Some(ApiResourceMetadata {
+            name: name.into(),
+            ..Default::default()
+        }),
+        spec: Some(AgentInstanceSpec {
+            agent_id,
+            ..Default::default()
+        }),
+        ..Default::default()
     }
 }
 
@@ -114,8 +132,7 @@ async fn an_agent_brings_its_default_instance_and_takes_it_away() {
         .into_inner();
     assert_eq!(listed.items, vec![instance]);
 
-    let mut instance_commands =
-        stigmer_api::ai::stigmer::agentic::agentinstance::v1::agent_instance_command_controller_client::AgentInstanceCommandControllerClient::new(server.channel.clone());
+    let mut instance_commands = AgentInstanceCommandControllerClient::new(server.channel.clone());
     let status = expect_code(
         instance_commands
             .delete(AgentInstanceId {
@@ -563,7 +580,7 @@ async fn deleting_an_execution_takes_all_its_contexts_beyond_one_page() {
     use stigmer_api::ai::stigmer::agentic::executioncontext::v1::{
         ExecutionContext, ExecutionContextSpec,
     };
-    use stigmer_api::ai::stigmer::commons::apiresource::{ApiResourceId, ApiResourceMetadata};
+    use stigmer_api::ai::stigmer::commons::apiresource::ApiResourceId;
 
     let server = TestServer::start().await;
     let (_, execution) = started(&server).await;
@@ -685,10 +702,6 @@ async fn upstream_list_totals_count_the_whole_listing() {
 
 #[tokio::test]
 async fn a_default_instance_slug_taken_by_another_instance_fails_clearly_on_create_and_apply() {
-    use stigmer_api::ai::stigmer::agentic::agentinstance::v1::agent_instance_command_controller_client::AgentInstanceCommandControllerClient;
-    use stigmer_api::ai::stigmer::agentic::agentinstance::v1::{AgentInstance, AgentInstanceSpec};
-    use stigmer_api::ai::stigmer::commons::apiresource::ApiResourceMetadata;
-
     let server = TestServer::start().await;
     let mut agents = AgentCommandControllerClient::new(server.channel.clone());
     let other = agents
@@ -698,17 +711,7 @@ async fn a_default_instance_slug_taken_by_another_instance_fails_clearly_on_crea
         .into_inner();
     // An instance of another agent that happens to hold the slug "clash-default".
     AgentInstanceCommandControllerClient::new(server.channel.clone())
-        .create(AgentInstance {
-            metadata: Some(ApiResourceMetadata {
-                name: "Clash Default".into(),
-                ..Default::default()
-            }),
-            spec: Some(AgentInstanceSpec {
-                agent_id: id(&other),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
+        .create(instance_of(id(&other), "Clash Default"))
         .await
         .expect("instance");
 
@@ -738,11 +741,8 @@ async fn a_default_instance_slug_taken_by_another_instance_fails_clearly_on_crea
 
 #[tokio::test]
 async fn an_execution_cannot_run_on_a_session_whose_instance_is_gone() {
-    use stigmer_api::ai::stigmer::agentic::agentinstance::v1::agent_instance_command_controller_client::AgentInstanceCommandControllerClient;
-    use stigmer_api::ai::stigmer::agentic::agentinstance::v1::{AgentInstance, AgentInstanceSpec};
     use stigmer_api::ai::stigmer::agentic::session::v1::session_command_controller_client::SessionCommandControllerClient;
     use stigmer_api::ai::stigmer::agentic::session::v1::{Session, SessionSpec};
-    use stigmer_api::ai::stigmer::commons::apiresource::ApiResourceMetadata;
 
     let server = TestServer::start().await;
     let created = AgentCommandControllerClient::new(server.channel.clone())
@@ -752,17 +752,7 @@ async fn an_execution_cannot_run_on_a_session_whose_instance_is_gone() {
         .into_inner();
     let mut instances = AgentInstanceCommandControllerClient::new(server.channel.clone());
     let instance = instances
-        .create(AgentInstance {
-            metadata: Some(ApiResourceMetadata {
-                name: "Short lived".into(),
-                ..Default::default()
-            }),
-            spec: Some(AgentInstanceSpec {
-                agent_id: id(&created),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
+        .create(instance_of(id(&created), "Short lived"))
         .await
         .expect("instance")
         .into_inner();
