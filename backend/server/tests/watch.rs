@@ -292,7 +292,17 @@ async fn watches_started_while_writes_run_see_each_write_exactly_once_in_order()
     // Start watchers while the writers are busy: one from a snapshot, one from revision 0 of
     // the log (everything), one from wherever the log is now.
     let mut snapshot_watch = watch(&server, WatchRequest::default()).await;
-    let mid = current_revision(&server).await;
+    // since_revision 0 asks for a snapshot, so the replaying watcher needs a write to start
+    // after: wait for the writers' first commit.
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    let mid = loop {
+        let revision = current_revision(&server).await;
+        if revision > 0 {
+            break revision;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no write committed");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    };
     let mut replay_watch = watch(
         &server,
         WatchRequest {
