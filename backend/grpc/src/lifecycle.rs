@@ -591,7 +591,7 @@ impl App {
                 (Some(implied), _) if number != 0 && named.is_none() => {
                     violations.push(FieldViolation::new(
                         format!("{path}.kind"),
-                        format!("{number} is not a kind; {field} must reference {implied}"),
+                        format!("{number} is not a kind this server serves; {field} must reference {implied}"),
                     ));
                     continue;
                 }

@@ -572,7 +572,7 @@ fn cases() -> Vec<KindCase> {
                     Refusal::new(
                         json!({ "spec": { "envRefs": [{ "kind": 99, "slug": "prod" }] } }),
                         "spec.env_refs[0].kind",
-                        Some("99 is not a kind; env_refs must reference Environment"),
+                        Some("99 is not a kind this server serves; env_refs must reference Environment"),
                         true,
                     ),
                 ],
