@@ -377,7 +377,7 @@ impl App {
         if let Some(reply) = served(kind, &row) {
             return Ok(reply);
         }
-        self.cache_misses.notify_one();
+        self.note_uncached(&row);
         decode_row(kind, &row).map(Reply::Message)
     }
 }
@@ -407,6 +407,16 @@ fn related_slug_taken(kind: &KindInfo, resource: &DynamicMessage, err: StoreErro
             ))
         }
         other => other.into(),
+    }
+}
+
+impl App {
+    /// Wakes the refill (`cache_fill.rs`) when a read had to decode a row for want of its
+    /// cached encoding; rows that have one never need it.
+    pub(crate) fn note_uncached(&self, row: &StoredResource) {
+        if row.proto.is_none() {
+            self.cache_misses.notify_one();
+        }
     }
 }
 

@@ -99,7 +99,7 @@ impl App {
             if envelope.is_some_and(|e| e.put_item(field, row, &mut out)) {
                 continue;
             }
-            self.cache_misses.notify_one();
+            self.note_uncached(row);
             let mut resource = decode_row(kind, row)?;
             self.secrets.redact(&mut resource);
             put_message_field(field, &resource, &mut out);

@@ -83,13 +83,13 @@ pub(crate) fn uncached(
         resource_columns!(),
         " FROM resources INDEXED BY resources_uncached WHERE proto IS NULL AND id > ?1 ORDER BY id"
     );
-    let mut stmt = conn.prepare_cached(SQL).map_err(store_error)?;
-    let rows = stmt
-        .query_map([after_id], stored_from_row)
-        .map_err(store_error)?;
-    rows.take(limit)
-        .collect::<rusqlite::Result<Vec<_>>>()
-        .map_err(store_error)
+    first_rows(
+        conn,
+        SQL,
+        &[Value::Text(after_id.to_string())],
+        limit,
+        stored_from_row,
+    )
 }
 
 pub(crate) fn list(conn: &Connection, query: &ListQuery) -> StoreResult<ListPage> {
