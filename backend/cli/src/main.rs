@@ -12,7 +12,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use serde_json::Value;
-use stigmer_client::{BackendType, Client, ClientConfig, ClientError, CloudConfig};
+use stigmer_client::{BackendType, Client, ClientConfig, ClientError, CloudConfig, Export};
 use tokio_stream::StreamExt;
 
 use crate::output::Format;
@@ -606,7 +606,7 @@ async fn export(ctx: &Ctx, args: ExportArgs) -> Result<ExitCode> {
         let spinner = progress::spinner("exporting");
         let resources = client.export(&args.kinds).await.context("cannot export");
         spinner.finish_and_clear();
-        let resources = resources?;
+        let Export { resources, omitted } = resources?;
         let text = match args.output {
             ExportFormat::Json => {
                 let mut text = serde_json::to_string_pretty(&Value::Array(resources.clone()))
@@ -632,7 +632,17 @@ async fn export(ctx: &Ctx, args: ExportArgs) -> Result<ExitCode> {
             }
             None => print!("{text}"),
         }
-        Ok(ExitCode::SUCCESS)
+        if omitted.is_empty() {
+            return Ok(ExitCode::SUCCESS);
+        }
+        for reason in &omitted {
+            eprintln!("left out: {reason}");
+        }
+        eprintln!(
+            "error: the export is incomplete: {} resources were too large to export",
+            omitted.len()
+        );
+        Ok(ExitCode::FAILURE)
     }
     .await;
     finish(client, result).await

@@ -20,7 +20,7 @@ pub use config::{
     BackendConfig, BackendType, ClientConfig, CloudConfig, DEFAULT_LOCAL_ENDPOINT, LocalConfig,
     LocalTransport,
 };
-pub use resources::{Applied, EXPORTED_VERSIONS, ImportSummary, Outcome, WatchStream};
+pub use resources::{Applied, EXPORTED_VERSIONS, Export, ImportSummary, Outcome, WatchStream};
 pub use stigmer_grpc::naming::slug_from_name;
 pub use transport::Transport;
 

@@ -327,7 +327,7 @@ fn backend_method(name: &str) -> Result<prost_reflect::MethodDescriptor, ClientE
 impl Client {
     /// Every resource of the org (or of `kinds`) exactly as stored, without revisions, read at
     /// one revision, in id order.
-    pub async fn export(&self, kinds: &[String]) -> Result<Vec<Value>, ClientError> {
+    pub async fn export(&self, kinds: &[String]) -> Result<Export, ClientError> {
         let method = backend_method("export")?;
         let mut request = DynamicMessage::new(method.input());
         let names = kinds
@@ -350,11 +350,16 @@ impl Client {
             )
             .await?
             .into_inner();
-        let mut resources = Vec::new();
+        let mut export = Export::default();
         while let Some(item) = stream.message().await? {
-            resources.push(exported_document(&item)?);
+            match item.get_field_by_name("omitted").as_deref() {
+                Some(Field::String(reason)) if !reason.is_empty() => {
+                    export.omitted.push(reason.clone());
+                }
+                _ => export.resources.push(exported_document(&item)?),
+            }
         }
-        Ok(resources)
+        Ok(export)
     }
 
     /// Writes exported resources back, keeping ids; resources already stored as exported are
@@ -393,6 +398,16 @@ impl Client {
         }
         Ok(summary)
     }
+}
+
+/// What an export returned.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Export {
+    /// One document per resource, as [`Client::import`] takes them.
+    pub resources: Vec<Value>,
+    /// Why each resource the server could not send was left out (too large for one message:
+    /// stored before the size limit, or edited by hand).
+    pub omitted: Vec<String>,
 }
 
 /// Where an export document keeps the versions (and artifacts) of a versioned resource.

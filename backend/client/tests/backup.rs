@@ -36,7 +36,7 @@ async fn an_export_imported_into_an_empty_database_exports_the_same() {
             "spec": {"data": {"TOKEN": {"value": "n0t-in-the-file", "isSecret": true}}}}))
         .await
         .expect("environment");
-    let exported = source.export(&[]).await.expect("export");
+    let exported = source.export(&[]).await.expect("export").resources;
     source.close().await.expect("close");
     let text = serde_json::to_string(&exported).expect("json");
     assert!(
@@ -55,7 +55,10 @@ async fn an_export_imported_into_an_empty_database_exports_the_same() {
         .expect("target");
     let imported = target.import(&exported).await.expect("import");
     assert_eq!(imported.created, 3, "{imported:?}");
-    assert_eq!(target.export(&[]).await.expect("export again"), exported);
+    assert_eq!(
+        target.export(&[]).await.expect("export again").resources,
+        exported
+    );
     let twice = target.import(&exported).await.expect("import twice");
     assert_eq!((twice.created, twice.updated, twice.unchanged), (0, 0, 3));
     let agent = target.get("agent", "keeper").await.expect("agent by name");
@@ -94,7 +97,7 @@ async fn skill_versions_and_artifacts_travel_with_the_export() {
             .await
             .expect("push");
     }
-    let exported = source.export(&[]).await.expect("export");
+    let exported = source.export(&[]).await.expect("export").resources;
     source.close().await.expect("close");
     let versions = exported[0][stigmer_client::EXPORTED_VERSIONS]
         .as_array()
@@ -110,7 +113,10 @@ async fn skill_versions_and_artifacts_travel_with_the_export() {
         .await
         .expect("target");
     target.import(&exported).await.expect("import");
-    assert_eq!(target.export(&[]).await.expect("export again"), exported);
+    assert_eq!(
+        target.export(&[]).await.expect("export again").resources,
+        exported
+    );
     let old = target.get("skill", "helper").await.expect("skill");
     assert_eq!(old["spec"]["tag"], "v2");
     target.close().await.expect("close");

@@ -285,7 +285,7 @@ async fn export_import_round_trips(client: &Client) {
         }))
         .await
         .expect("environment");
-    let first = client.export(&[]).await.expect("export");
+    let first = client.export(&[]).await.expect("export").resources;
     assert_eq!(
         first.len(),
         3,
@@ -312,6 +312,7 @@ async fn export_import_round_trips(client: &Client) {
     let agents = client
         .export(&["agents".to_string()])
         .await
-        .expect("agents only");
+        .expect("agents only")
+        .resources;
     assert_eq!(agents.len(), 1);
 }

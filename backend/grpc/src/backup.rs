@@ -15,6 +15,7 @@ use crate::controller::App;
 use crate::error::{ApiError, FieldViolation};
 use crate::feed::EventStream;
 use crate::fields::{get_str, set, set_str};
+use crate::limits::{Footprint, MAX_RESOURCE_SIZE, row_size, servable, unservable_reason};
 use crate::resource::{Caller, meta};
 use crate::validation::check;
 
@@ -30,6 +31,19 @@ fn without_revision(data: &str) -> Result<serde_json::Value, ApiError> {
         metadata.remove("revision");
     }
     Ok(json)
+}
+
+/// An export item that says why its resource was left out, so that one resource too large to
+/// send never blocks a backup of the rest.
+fn omitted(
+    mut item: DynamicMessage,
+    row: &stigmer_store::StoredResource,
+    size: usize,
+) -> DynamicMessage {
+    let reason = unservable_reason(&row.scope.kind, &row.id, size);
+    tracing::warn!(kind = %row.scope.kind, id = %row.id, size, "{reason}");
+    set_str(&mut item, "omitted", reason);
+    item
 }
 
 impl App {
@@ -97,6 +111,9 @@ impl App {
         let mut item = DynamicMessage::new(output.clone());
         set_str(&mut item, "kind", row.scope.kind.clone());
         set_str(&mut item, "id", row.id.clone());
+        if !servable(row) {
+            return Ok(omitted(item, row, row_size(row)));
+        }
         set_str(&mut item, "json", without_revision(&row.data)?.to_string());
         let versioned = self
             .catalog
@@ -125,6 +142,14 @@ impl App {
                 versions.push(Value::Message(exported));
             }
             set(&mut item, "versions", Value::List(versions));
+        }
+        let size = prost::Message::encoded_len(&item);
+        if size > MAX_RESOURCE_SIZE {
+            // A Skill with many large versions: every version is bounded, their sum is not.
+            let mut item = DynamicMessage::new(output.clone());
+            set_str(&mut item, "kind", row.scope.kind.clone());
+            set_str(&mut item, "id", row.id.clone());
+            return Ok(omitted(item, row, size));
         }
         Ok(item)
     }
@@ -193,6 +218,13 @@ impl App {
             .catalog
             .kind_by_name(&kind_name)
             .ok_or_else(|| bad("kind", format!("{kind_name:?} is not a kind")))?;
+        let omitted = get_str(item, "omitted");
+        if !omitted.is_empty() {
+            return Err(bad(
+                "omitted",
+                format!("the export left this resource out, so it cannot be imported: {omitted}"),
+            ));
+        }
         let json = get_str(item, "json");
         let resource = crate::json::from_json(&kind.message, &json)
             .map_err(|_| bad("json", format!("is not a valid {}", kind.name)))?;
@@ -212,12 +244,20 @@ impl App {
         self.check_sealed_keys(&json)
             .map_err(|why| bad("json", why))?;
         let scope = Scope::new(kind.name.clone(), meta.org.clone());
+        let proto = self.secrets.public_encoding(&resource);
+        Footprint {
+            json: json.len(),
+            public: proto.len(),
+            sealed: prost::Message::encoded_len(&resource),
+        }
+        .check(&kind.name)
+        .map_err(|err| bad("json", err.to_string()))?;
         let row = NewResource {
             scope: scope.clone(),
             id: meta.id.clone(),
             slug: meta.slug.clone(),
             data: json.clone(),
-            proto: Some(self.secrets.public_encoding(&resource)),
+            proto: Some(proto),
         };
         match self.store.get(scope, meta.id.clone()).await {
             Ok(None) => Ok(Some((Mutation::Create(row), true))),

@@ -16,6 +16,7 @@ use crate::error::ApiError;
 use crate::feed::EventCache;
 use crate::fields::{get_i32, get_i64, get_str, set};
 use crate::json::{from_json, to_json};
+use crate::limits::{Footprint, servable, too_large_to_serve};
 use crate::resource::{
     self, Caller, meta, org_of, prepare_create, prepare_update, requested_slug, same_content,
     set_revision,
@@ -283,7 +284,8 @@ impl App {
             }];
             mutations.extend(self.before_delete(kind, &stored).await?);
             match self.store.transact(mutations).await {
-                Ok(_) => return Ok(stored),
+                Ok(_) if servable(&row) => return Ok(stored),
+                Ok(_) => return Ok(envelope_only(stored)),
                 Err(StoreError::Conflict { .. } | StoreError::NotFound { .. }) if expected == 0 => {
                     continue;
                 }
@@ -368,6 +370,9 @@ impl App {
     /// What a read returns: the resource itself, from its cached encoding when the row has
     /// one, except an ExecutionContext, whose secrets are resolved just in time.
     async fn readable(&self, kind: &KindInfo, row: StoredResource) -> Result<Reply, ApiError> {
+        if !servable(&row) {
+            return Err(too_large_to_serve(&row));
+        }
         if is_just_in_time(kind) {
             return self
                 .resolve_context(decode_row(kind, &row)?)
@@ -441,6 +446,19 @@ fn served(kind: &KindInfo, row: &StoredResource) -> Option<Reply> {
     kind.envelope?.served(row).map(Reply::Encoded)
 }
 
+/// The reply to a delete of a row too large to send back whole (`limits.rs`): the resource
+/// without its spec and status, so that such a row can still be deleted through the API.
+fn envelope_only(mut resource: DynamicMessage) -> DynamicMessage {
+    for field in ["spec", "status"] {
+        crate::fields::clear(&mut resource, field);
+    }
+    tracing::warn!(
+        id = %meta(&resource).id,
+        "deleted a resource too large to return; the reply carries its metadata only"
+    );
+    resource
+}
+
 /// Names the resource in the call's log line.
 fn record_row_id(row: &StoredResource) {
     tracing::Span::current().record("id", row.id.as_str());
@@ -468,14 +486,24 @@ fn not_found(kind: &KindInfo, id: &str) -> ApiError {
     }
 }
 
+/// The row a write stores for `resource`; RESOURCE_EXHAUSTED when it would be too large to
+/// serve back (`limits.rs`).
 pub(crate) fn new_row(kind: &KindInfo, resource: &DynamicMessage) -> Result<NewResource, ApiError> {
     let meta = resource::meta(resource);
+    let data = to_json(resource)?;
+    let proto = SecretMap::api().public_encoding(resource);
+    Footprint {
+        json: data.len(),
+        public: proto.len(),
+        sealed: prost::Message::encoded_len(resource),
+    }
+    .check(&kind.name)?;
     Ok(NewResource {
         scope: Scope::new(kind.name.clone(), meta.org),
         id: meta.id,
         slug: meta.slug,
-        data: to_json(resource)?,
-        proto: Some(SecretMap::api().public_encoding(resource)),
+        data,
+        proto: Some(proto),
     })
 }
 

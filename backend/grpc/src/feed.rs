@@ -19,6 +19,7 @@ use crate::encode::encode_message;
 use crate::error::{ApiError, FieldViolation};
 use crate::fields::{get_i64, get_str, set, set_str};
 use crate::json::from_json;
+use crate::limits::{MAX_RESOURCE_SIZE, unservable_reason};
 use crate::resource::Caller;
 use crate::validation::check;
 
@@ -137,18 +138,30 @@ impl App {
         set(&mut event, "type", Value::EnumNumber(event_type));
         set_str(&mut event, "kind", kind);
         set_str(&mut event, "id", id);
-        set(
-            &mut event,
-            "resource",
-            Value::Message(self.any(info, data)?),
-        );
+        match self.any(info, data)? {
+            Ok(any) => set(&mut event, "resource", Value::Message(any)),
+            Err(size) => {
+                // One such row must not end every watch of its kind (`limits.rs`).
+                let reason = unservable_reason(kind, id, size);
+                tracing::warn!(kind, id, size, revision, "{reason}");
+                set_str(&mut event, "resource_omitted", reason);
+            }
+        }
         Ok(event)
     }
 
-    /// A stored resource, its secrets redacted, as `google.protobuf.Any`, so grpcurl and typed clients can unpack it.
-    fn any(&self, kind: &KindInfo, data: &str) -> Result<DynamicMessage, ApiError> {
+    /// A stored resource, its secrets redacted, as `google.protobuf.Any`, so grpcurl and typed
+    /// clients can unpack it; `Err(size)` when it is too large to send.
+    fn any(&self, kind: &KindInfo, data: &str) -> Result<Result<DynamicMessage, usize>, ApiError> {
+        if data.len() > MAX_RESOURCE_SIZE {
+            return Ok(Err(data.len()));
+        }
         let mut resource = from_json(&kind.message, data)?;
         self.secrets.redact(&mut resource);
+        let value = encode_message(&resource);
+        if value.len() > MAX_RESOURCE_SIZE {
+            return Ok(Err(value.len()));
+        }
         let descriptor = kind
             .message
             .parent_pool()
@@ -162,12 +175,8 @@ impl App {
             "type_url",
             format!("type.googleapis.com/{}", kind.message.full_name()),
         );
-        set(
-            &mut any,
-            "value",
-            Value::Bytes(encode_message(&resource).into()),
-        );
-        Ok(any)
+        set(&mut any, "value", Value::Bytes(value.into()));
+        Ok(Ok(any))
     }
 
     pub(crate) async fn get_at_revision(

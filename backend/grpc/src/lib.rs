@@ -18,6 +18,7 @@ mod jit;
 mod json;
 pub mod kinds;
 mod lifecycle;
+pub mod limits;
 mod listing;
 pub mod logging;
 pub mod naming;

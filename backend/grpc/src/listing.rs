@@ -13,6 +13,7 @@ use crate::controller::{App, decode_row};
 use crate::encode::{put_message, put_message_field};
 use crate::error::ApiError;
 use crate::fields::{get_i32, get_str, has, set, set_str};
+use crate::limits::{note_omitted, row_size, servable};
 use crate::resource::{API_VERSION, Caller};
 use crate::validation::check;
 
@@ -52,7 +53,14 @@ impl App {
             .await?;
         let revision = page.revision;
         let total = page.total;
-        let (rows, next_after_id) = fit_in_response(page);
+        let Fitted {
+            rows,
+            next_after_id,
+            omitted,
+        } = fit_in_response(page);
+        for row in &omitted {
+            note_omitted(&row.scope.kind, &row.id, row_size(row));
+        }
         let mut response = DynamicMessage::new(method.output.clone());
         if let Some(total) = total {
             set_totals(&mut response, total, limit);
@@ -149,25 +157,40 @@ fn page_size(request: &DynamicMessage) -> usize {
 /// Most resource bytes one list response carries, leaving room under the 10 MiB message limit.
 const MAX_PAGE_BYTES: usize = 8 * 1024 * 1024;
 
+/// A page as one response carries it.
+struct Fitted {
+    rows: Vec<StoredResource>,
+    next_after_id: Option<String>,
+    /// Rows skipped because no response could carry them (`limits.rs`).
+    omitted: Vec<StoredResource>,
+}
+
 /// Ends a page early when its resources would not fit in one response; the next page starts
-/// after the last resource kept. A single resource always fits (the write limit is the same).
-fn fit_in_response(page: ListPage) -> (Vec<StoredResource>, Option<String>) {
+/// after the last resource kept. Any resource written through the API fits alone; a row too
+/// large to send at all is skipped, so that it never blocks the listing.
+fn fit_in_response(page: ListPage) -> Fitted {
+    let mut fitted = Fitted {
+        rows: Vec::new(),
+        next_after_id: page.next_after_id,
+        omitted: Vec::new(),
+    };
     let mut bytes = 0;
-    let keep = page
-        .items
-        .iter()
-        .position(|row| {
-            bytes += served_len(row);
-            bytes > MAX_PAGE_BYTES
-        })
-        .map_or(page.items.len(), |overflow| overflow.max(1));
-    if keep == page.items.len() {
-        return (page.items, page.next_after_id);
+    let mut last_consumed = None;
+    for row in page.items {
+        if !servable(&row) {
+            last_consumed = Some(row.id.clone());
+            fitted.omitted.push(row);
+            continue;
+        }
+        bytes += served_len(&row);
+        if bytes > MAX_PAGE_BYTES && !fitted.rows.is_empty() {
+            fitted.next_after_id = last_consumed;
+            return fitted;
+        }
+        last_consumed = Some(row.id.clone());
+        fitted.rows.push(row);
     }
-    let mut items = page.items;
-    items.truncate(keep);
-    let next = items.last().map(|row| row.id.clone());
-    (items, next)
+    fitted
 }
 
 /// Filters a list request asks for: upstream's `tags` (all must be present) and `phase` (an
@@ -276,43 +299,67 @@ mod tests {
     #[test]
     fn a_page_ends_early_when_it_would_not_fit_in_one_response() {
         let mib = 1024 * 1024;
-        let page = ListPage {
-            items: vec![
+        let ids = |fitted: &Fitted| fitted.rows.iter().map(|r| r.id.clone()).collect::<Vec<_>>();
+        let page = |items, next: Option<&str>| ListPage {
+            items,
+            next_after_id: next.map(str::to_string),
+            revision: 1,
+            total: None,
+        };
+        let fitted = fit_in_response(page(
+            vec![
                 row("a", 3 * mib),
                 row("b", 3 * mib),
                 row("c", 3 * mib),
                 row("d", 1),
             ],
-            next_after_id: None,
+            None,
+        ));
+        assert_eq!(ids(&fitted), ["a", "b"]);
+        assert_eq!(fitted.next_after_id.as_deref(), Some("b"));
+
+        let small = fit_in_response(page(vec![row("a", 10), row("b", 10)], Some("b")));
+        assert_eq!(small.rows.len(), 2);
+        assert_eq!(small.next_after_id.as_deref(), Some("b"));
+
+        let huge_first = fit_in_response(page(vec![row("a", 9 * mib), row("b", 1)], None));
+        assert_eq!(ids(&huge_first), ["a"], "one resource always fits");
+        assert_eq!(huge_first.next_after_id.as_deref(), Some("a"));
+    }
+
+    #[test]
+    fn a_row_too_large_to_send_is_skipped_and_never_blocks_the_listing() {
+        let too_large = crate::limits::MAX_RESOURCE_SIZE + 1;
+        let page = |items, next: Option<&str>| ListPage {
+            items,
+            next_after_id: next.map(str::to_string),
             revision: 1,
             total: None,
         };
-        let (items, next) = fit_in_response(page);
+        let fitted = fit_in_response(page(
+            vec![row("a", 10), row("b", too_large), row("c", 10)],
+            Some("c"),
+        ));
+        assert_eq!(fitted.rows.len(), 2);
+        assert_eq!(fitted.omitted.len(), 1);
+        assert_eq!(fitted.omitted[0].id, "b");
+        assert_eq!(fitted.next_after_id.as_deref(), Some("c"));
+
+        // Alone on its page, or last on a page cut short, it is still passed.
+        let alone = fit_in_response(page(vec![row("b", too_large)], Some("b")));
+        assert!(alone.rows.is_empty());
+        assert_eq!(alone.next_after_id.as_deref(), Some("b"));
+        let mib = 1024 * 1024;
+        let cut = fit_in_response(page(
+            vec![row("a", 5 * mib), row("b", too_large), row("c", 5 * mib)],
+            None,
+        ));
+        assert_eq!(cut.rows.len(), 1);
         assert_eq!(
-            items.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
-            ["a", "b"]
+            cut.next_after_id.as_deref(),
+            Some("b"),
+            "the next page starts after b"
         );
-        assert_eq!(next.as_deref(), Some("b"));
-
-        let small = ListPage {
-            items: vec![row("a", 10), row("b", 10)],
-            next_after_id: Some("b".into()),
-            revision: 1,
-            total: None,
-        };
-        let (items, next) = fit_in_response(small);
-        assert_eq!(items.len(), 2);
-        assert_eq!(next.as_deref(), Some("b"));
-
-        let huge_first = ListPage {
-            items: vec![row("a", 9 * mib), row("b", 1)],
-            next_after_id: None,
-            revision: 1,
-            total: None,
-        };
-        let (items, next) = fit_in_response(huge_first);
-        assert_eq!(items.len(), 1, "one resource always fits");
-        assert_eq!(next.as_deref(), Some("a"));
     }
 
     #[test]

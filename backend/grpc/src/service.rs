@@ -225,29 +225,49 @@ impl UnaryService<DynamicMessage> for UnaryCall {
             let caller = caller_of(request.metadata())?;
             let request = request.into_inner();
             record_id(&span, &request);
-            let response = match target {
-                Target::Kind(method) => app.handle(&method, &caller, request).await?,
-                Target::Backend(method) => match method.verb {
-                    BackendVerb::GetAtRevision => {
-                        span.record("kind", crate::fields::get_str(&request, "kind").as_str());
-                        app.get_at_revision(&caller, request, &method.output)
-                            .await?
-                            .into()
-                    }
-                    BackendVerb::Import => {
-                        app.import(&caller, request, &method.output).await?.into()
-                    }
-                    BackendVerb::Info | BackendVerb::Watch | BackendVerb::Export => {
-                        app.info(&caller, &method.output).await?.into()
-                    }
-                },
-            };
+            let (response, omitted) =
+                crate::limits::collecting_omitted(serve_unary(&app, target, &caller, request))
+                    .await;
+            let response = response?;
             if let Reply::Message(response) = &response {
                 record_id(&span, response);
             }
-            Ok(tonic::Response::new(response))
+            let mut response = tonic::Response::new(response);
+            for item in omitted {
+                if let Ok(value) = item.parse() {
+                    response
+                        .metadata_mut()
+                        .append(crate::limits::OMITTED_HEADER, value);
+                }
+            }
+            Ok(response)
         })
     }
+}
+
+async fn serve_unary(
+    app: &App,
+    target: Target,
+    caller: &Caller,
+    request: DynamicMessage,
+) -> Result<Reply, Status> {
+    let span = Span::current();
+    let response = match target {
+        Target::Kind(method) => app.handle(&method, caller, request).await?,
+        Target::Backend(method) => match method.verb {
+            BackendVerb::GetAtRevision => {
+                span.record("kind", crate::fields::get_str(&request, "kind").as_str());
+                app.get_at_revision(caller, request, &method.output)
+                    .await?
+                    .into()
+            }
+            BackendVerb::Import => app.import(caller, request, &method.output).await?.into(),
+            BackendVerb::Info | BackendVerb::Watch | BackendVerb::Export => {
+                app.info(caller, &method.output).await?.into()
+            }
+        },
+    };
+    Ok(response)
 }
 
 fn record_id(span: &Span, message: &DynamicMessage) {
