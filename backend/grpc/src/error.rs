@@ -45,6 +45,16 @@ pub enum ApiError {
         expected: i64,
         current: i64,
     },
+    /// A request body names an org other than the one the call works in.
+    #[error(
+        "{field} is {named:?}, but this call works in org {caller:?}; a request may only reach \
+         its own org (send the header x-stigmer-org: {named} to work in that org)"
+    )]
+    OtherOrg {
+        field: String,
+        named: String,
+        caller: String,
+    },
     /// The resource is not in the state the call needs (a phase, no dependents).
     #[error("{0}")]
     FailedPrecondition(String),
@@ -153,6 +163,14 @@ impl From<ApiError> for Status {
                     [("current_revision".to_string(), current.to_string())],
                 );
                 Status::with_error_details(Code::Aborted, message, details)
+            }
+            ApiError::OtherOrg { field, named, .. } => {
+                let mut details = ErrorDetails::new();
+                details.add_bad_request_violation(
+                    field,
+                    format!("names org {named:?}, not the org of the call"),
+                );
+                Status::with_error_details(Code::PermissionDenied, message, details)
             }
             ApiError::OutOfRange(_) => Status::new(Code::OutOfRange, message),
             ApiError::FailedPrecondition(_) => Status::new(Code::FailedPrecondition, message),

@@ -135,11 +135,17 @@ impl App {
             .flatten()
             .filter_map(Value::as_message)
         {
-            let ref_org = match get_str(reference, "org") {
-                o if o.is_empty() => org.to_string(),
-                o => o,
-            };
-            let scope = stigmer_store::Scope::new("Environment", ref_org);
+            let ref_org = get_str(reference, "org");
+            if !ref_org.is_empty() && ref_org != org {
+                // Writes refuse such references now; one stored earlier opens nothing.
+                tracing::warn!(
+                    org,
+                    ref_org,
+                    "skipped an environment reference to another org"
+                );
+                continue;
+            }
+            let scope = stigmer_store::Scope::new("Environment", org.to_string());
             if let Some(row) = self
                 .store
                 .get_by_slug(scope, get_str(reference, "slug"))

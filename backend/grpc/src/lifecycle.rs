@@ -606,6 +606,17 @@ impl App {
                 o if o.is_empty() => org.to_string(),
                 o => o,
             };
+            if ref_org != org {
+                // Orgs are kept apart: nothing (above all no secret) is reached across them.
+                violations.push(FieldViolation::new(
+                    format!("{path}.org"),
+                    format!(
+                        "is {ref_org:?}; a resource may only reference resources of its own org \
+                         ({org:?})"
+                    ),
+                ));
+                continue;
+            }
             let scope = Scope::new(kind.name.clone(), ref_org.clone());
             if self.store.get_by_slug(scope, slug.clone()).await?.is_none() {
                 violations.push(FieldViolation::new(

@@ -296,8 +296,8 @@ fn cases() -> Vec<KindCase> {
                         "instructions": "You help the main agent.",
                         "skillRefs": [{ "kind": "skill", "slug": "ghost", "org": OTHER_ORG }]
                     }] } }),
-                    "spec.sub_agents[0].skill_refs[0]",
-                    r#"Skill "ghost" does not exist in org "other-org""#,
+                    "spec.sub_agents[0].skill_refs[0].org",
+                    r#"is "other-org"; a resource may only reference resources of its own org ("local")"#,
                 ),
             ],
             lifecycle: Lifecycle::DefaultInstance {
@@ -472,8 +472,8 @@ fn cases() -> Vec<KindCase> {
                         json!({ "spec": { "environmentRefs": [
                             { "kind": "environment", "slug": "prod", "org": "no-such-org" }
                         ] } }),
-                        "spec.environment_refs[0]",
-                        r#"Environment "prod" does not exist in org "no-such-org""#,
+                        "spec.environment_refs[0].org",
+                        r#"is "no-such-org"; a resource may only reference resources of its own org ("local")"#,
                     ),
                     // A reference of the wrong kind gets the kind rule's violation, whether or
                     // not something of that kind happens to exist.

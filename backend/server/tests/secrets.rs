@@ -286,3 +286,120 @@ async fn a_wrong_or_missing_master_key_stops_the_start_with_a_clear_error() {
         .expect_err("a missing key is refused");
     assert!(err.to_string().contains("no master key was found"), "{err}");
 }
+
+/// The reported attack: a caller working in another org named this one in the request body
+/// and got its secrets in plain text. A body may only name the call's own org (the
+/// `x-stigmer-org` header's), for reads and writes alike.
+#[tokio::test]
+async fn a_request_body_cannot_reach_another_orgs_resources_or_secrets() {
+    let server = TestServer::start().await;
+    let (env, execution) = running_execution(&server).await;
+    let execution_id = execution["metadata"]["id"].as_str().expect("execution id");
+    let env_id = env["metadata"]["id"].as_str().expect("env id");
+    let intruder = "team-b";
+    let denied = |result: Result<prost_reflect::DynamicMessage, tonic::Status>, what: &str| {
+        let status = expect_code(result, Code::PermissionDenied);
+        assert!(
+            !status.message().contains(SECRET) && !status.message().contains(RUNTIME_SECRET),
+            "{what}: {status:?}"
+        );
+        assert!(
+            status.message().contains("x-stigmer-org"),
+            "{what}: {status:?}"
+        );
+        assert_eq!(
+            common::violated_fields(&status).len(),
+            1,
+            "{what}: {status:?}"
+        );
+    };
+
+    denied(
+        server
+            .call_json_as(
+                intruder,
+                &format!("{CONTEXT_Q}/getByReference"),
+                &format!(r#"{{"slug":"{execution_id}","org":"local"}}"#),
+            )
+            .await,
+        "ExecutionContext/getByReference",
+    );
+    denied(
+        server
+            .call_json_as(
+                intruder,
+                &format!("{ENV_Q}/getByReference"),
+                r#"{"slug":"prod","org":"local"}"#,
+            )
+            .await,
+        "Environment/getByReference",
+    );
+    denied(
+        server
+            .call_json_as(
+                intruder,
+                &format!("{ENV}/update"),
+                &format!(
+                    r#"{{"metadata":{{"id":"{env_id}","name":"prod","org":"local"}},
+                        "spec":{{"data":{{"API_TOKEN":{{"value":"stolen"}}}}}}}}"#
+                ),
+            )
+            .await,
+        "Environment/update",
+    );
+    denied(
+        server
+            .call_json_as(
+                intruder,
+                &format!("{ENV}/create"),
+                r#"{"metadata":{"name":"planted","org":"local"},"spec":{}}"#,
+            )
+            .await,
+        "Environment/create",
+    );
+    let mut watch = tonic::Request::new(stigmer_api::ai::stigmer::backend::v1::WatchRequest {
+        org: "local".into(),
+        ..Default::default()
+    });
+    watch
+        .metadata_mut()
+        .insert(stigmer_grpc::ORG_HEADER, intruder.parse().expect("header"));
+    let refused =
+        stigmer_api::ai::stigmer::backend::v1::resource_service_client::ResourceServiceClient::new(
+            server.channel.clone(),
+        )
+        .watch(watch)
+        .await;
+    expect_code(refused.map(|_| ()), Code::PermissionDenied);
+
+    // Without the body naming it, the other org is simply not there; in its own org the call
+    // may name it.
+    expect_code(
+        server
+            .call_json_as(
+                intruder,
+                &format!("{ENV_Q}/getByReference"),
+                r#"{"slug":"prod"}"#,
+            )
+            .await,
+        Code::NotFound,
+    );
+    let own = server
+        .call_json(
+            &format!("{CONTEXT_Q}/getByReference"),
+            &format!(r#"{{"slug":"{execution_id}","org":"local"}}"#),
+        )
+        .await
+        .expect("the context in its own org");
+    assert_eq!(to_json(&own)["spec"]["data"]["API_TOKEN"]["value"], SECRET);
+    let stored = call(
+        &server,
+        &format!("{ENV_Q}/get"),
+        &format!(r#"{{"value":"{env_id}"}}"#),
+    )
+    .await;
+    assert_eq!(
+        stored["metadata"]["revision"], env["metadata"]["revision"],
+        "unchanged"
+    );
+}

@@ -734,15 +734,20 @@ async fn watches_filter_by_kind_org_and_id_and_refuse_unknown_kinds() {
     assert_eq!(next(&mut by_id).await.revision, revision_of(&watched));
     assert_eq!(next(&mut by_id).await.revision, revision_of(&updated));
 
-    let mut team = watch(
-        &server,
-        WatchRequest {
-            since_revision: start,
-            org: "team-x".into(),
-            ..Default::default()
-        },
-    )
-    .await;
+    // Another org is watched from that org (the header); the body may repeat it.
+    let mut in_team = tonic::Request::new(WatchRequest {
+        since_revision: start,
+        org: "team-x".into(),
+        ..Default::default()
+    });
+    in_team
+        .metadata_mut()
+        .insert("x-stigmer-org", "team-x".parse().expect("header"));
+    let mut team = ResourceServiceClient::new(server.channel.clone())
+        .watch(in_team)
+        .await
+        .expect("watch team-x")
+        .into_inner();
     let event = next(&mut team).await;
     assert_eq!(unpack(&event).metadata.expect("metadata").name, "elsewhere");
 

@@ -139,10 +139,26 @@ impl TestServer {
         path: &str,
         request_json: &str,
     ) -> Result<DynamicMessage, Status> {
+        self.call_json_as(stigmer_grpc::LOCAL, path, request_json)
+            .await
+    }
+
+    /// [`Self::call_json`] in another org (`x-stigmer-org`).
+    pub async fn call_json_as(
+        &self,
+        org: &str,
+        path: &str,
+        request_json: &str,
+    ) -> Result<DynamicMessage, Status> {
         let (input, output) = method_types(path);
         let mut deserializer = serde_json::Deserializer::from_str(request_json);
         let request = DynamicMessage::deserialize(input, &mut deserializer).expect("request JSON");
-        call(&self.channel, path, request, output).await
+        let mut request = tonic::Request::new(request);
+        request.metadata_mut().insert(
+            stigmer_grpc::ORG_HEADER,
+            org.parse().expect("an org is a valid header value"),
+        );
+        call_request(&self.channel, path, request, output).await
     }
 }
 
@@ -194,6 +210,15 @@ pub async fn call(
     request: DynamicMessage,
     output: MessageDescriptor,
 ) -> Result<DynamicMessage, Status> {
+    call_request(channel, path, tonic::Request::new(request), output).await
+}
+
+async fn call_request(
+    channel: &Channel,
+    path: &str,
+    request: tonic::Request<DynamicMessage>,
+    output: MessageDescriptor,
+) -> Result<DynamicMessage, Status> {
     let mut client = tonic::client::Grpc::new(channel.clone());
     client
         .ready()
@@ -202,7 +227,7 @@ pub async fn call(
     let path = http::uri::PathAndQuery::from_str(path).expect("path");
     client
         .unary(
-            tonic::Request::new(request),
+            request,
             path,
             stigmer_grpc::codec::DynamicCodec::new(output),
         )
