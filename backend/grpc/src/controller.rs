@@ -16,6 +16,7 @@ use crate::error::ApiError;
 use crate::feed::EventCache;
 use crate::fields::{get_i32, get_i64, get_str, set};
 use crate::json::{from_json, to_json};
+use crate::key_locks::{KeyLocks, id_key, slug_key};
 use crate::limits::{Footprint, servable, too_large_to_serve};
 use crate::resource::{
     self, Caller, meta, org_of, prepare_create, prepare_update, requested_slug, same_content,
@@ -39,6 +40,8 @@ pub struct App {
     pub(crate) events: EventCache,
     /// Woken when a read had to decode a row without a cached encoding (`cache_fill.rs`).
     pub(crate) cache_misses: Notify,
+    /// Read-modify-write calls on one resource wait for each other (`key_locks.rs`).
+    pub(crate) key_locks: KeyLocks,
 }
 
 impl App {
@@ -50,6 +53,7 @@ impl App {
             secrets: SecretMap::api(),
             events: EventCache::new(),
             cache_misses: Notify::new(),
+            key_locks: KeyLocks::default(),
             // The validator reads rules from descriptors it is given; without our descriptor
             // set it would see no rules at all and accept everything.
             validator: Validator::with_options(&[ValidatorOption::AdditionalDescriptorSetBytes(
@@ -162,6 +166,10 @@ impl App {
         request: DynamicMessage,
     ) -> Result<Reply, ApiError> {
         let expected = meta(&request).revision;
+        let _key = self
+            .key_locks
+            .lock(id_key(&kind.name, &scope.org, &id))
+            .await;
         for _ in 0..MAX_ATTEMPTS {
             let (stored_row, stored) = self.load(kind, &scope, &id, expected).await?;
             let mut updated = request.clone();
@@ -228,6 +236,10 @@ impl App {
             .map_err(|violation| ApiError::invalid(kind.name.clone(), vec![violation]))?;
         let scope = Scope::new(kind.name.clone(), org_of(&resource, caller));
         let given_id = meta(&resource).id;
+        let _key = self
+            .key_locks
+            .lock(slug_key(&kind.name, &scope.org, &slug))
+            .await;
         for _ in 0..MAX_ATTEMPTS {
             match self.store.get_by_slug(scope.clone(), slug.clone()).await? {
                 Some(existing) => {
@@ -275,6 +287,10 @@ impl App {
         let id = id_of(&request);
         let expected = get_i64(&request, "expected_revision");
         let scope = Scope::new(kind.name.clone(), caller.org.clone());
+        let _key = self
+            .key_locks
+            .lock(id_key(&kind.name, &scope.org, &id))
+            .await;
         for _ in 0..MAX_ATTEMPTS {
             let (row, stored) = self.load(kind, &scope, &id, expected).await?;
             let mut mutations = vec![Mutation::Delete {

@@ -73,6 +73,10 @@ impl App {
         let reported = child(&request, "status")
             .ok_or_else(|| ApiError::invalid_field("status update", "status", "is required"))?;
         let scope = Scope::new(kind.name.clone(), caller.org.clone());
+        let _key = self
+            .key_locks
+            .lock(crate::key_locks::id_key(&kind.name, &scope.org, &id))
+            .await;
         for _ in 0..MAX_ATTEMPTS {
             let (row, stored) = self.load(kind, &scope, &id, 0).await?;
             let updated = self.next_status(&stored, &reported, caller)?;

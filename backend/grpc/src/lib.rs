@@ -16,6 +16,7 @@ mod feed;
 mod fields;
 mod jit;
 mod json;
+mod key_locks;
 pub mod kinds;
 mod lifecycle;
 pub mod limits;

@@ -74,6 +74,10 @@ impl App {
             "skill artifact accepted"
         );
         let scope = Scope::new(kind.name.clone(), org.clone());
+        let _key = self
+            .key_locks
+            .lock(crate::key_locks::slug_key(&kind.name, &org, &slug))
+            .await;
         for _ in 0..MAX_ATTEMPTS {
             let existing = self.store.get_by_slug(scope.clone(), slug.clone()).await?;
             let (skill, write) = match &existing {
