@@ -1,5 +1,7 @@
 //! The controller layer's one error type and its one mapping to `tonic::Status`.
 
+use std::borrow::Cow;
+
 use stigmer_store::StoreError;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
@@ -28,9 +30,9 @@ pub enum ApiError {
         message: String,
         violations: Vec<FieldViolation>,
     },
-    #[error("{kind} {id:?} not found")]
+    #[error("{kind} {} not found", quoted(id))]
     NotFound { kind: String, id: String },
-    #[error("{kind} with slug {slug:?} already exists in org {org:?}")]
+    #[error("{kind} with slug {} already exists in org {org:?}", quoted(slug))]
     AlreadyExists {
         kind: String,
         org: String,
@@ -47,8 +49,9 @@ pub enum ApiError {
     },
     /// A request body names an org other than the one the call works in.
     #[error(
-        "{field} is {named:?}, but this call works in org {caller:?}; a request may only reach \
-         its own org (send the header x-stigmer-org: {named} to work in that org)"
+        "{field} is {}, but this call works in org {caller:?}; a request may only reach its own \
+         org (send the header x-stigmer-org with that org to work in it)",
+        quoted(named)
     )]
     OtherOrg {
         field: String,
@@ -134,26 +137,78 @@ impl From<StoreError> for ApiError {
     }
 }
 
+/// Most bytes of a client's value repeated in an error or a log line.
+pub(crate) const MAX_ECHO: usize = 256;
+/// Most bytes of an error message, and of its field violations together. A status travels in
+/// HTTP/2 trailers, and common gRPC clients refuse trailers over 16 KiB (reading the call as
+/// RESOURCE_EXHAUSTED instead of its real code); the message may triple in size when
+/// percent-encoded and the details grow by a third in base64.
+const MAX_MESSAGE: usize = 1024;
+const MAX_DETAILS: usize = 4 * 1024;
+
+/// `value`, cut to `max` bytes (on a character boundary) with its full length, when longer.
+pub(crate) fn clipped(value: &str, max: usize) -> Cow<'_, str> {
+    if value.len() <= max {
+        return Cow::Borrowed(value);
+    }
+    let mut end = max;
+    while !value.is_char_boundary(end) {
+        end -= 1;
+    }
+    Cow::Owned(format!("{}… ({} bytes)", &value[..end], value.len()))
+}
+
+/// A client's value quoted for a message, clipped to [`MAX_ECHO`].
+pub(crate) fn quoted(value: &str) -> String {
+    format!("{:?}", clipped(value, MAX_ECHO))
+}
+
+/// The violations a status carries, within [`MAX_DETAILS`]; the rest are counted in a last one.
+fn bad_request(violations: Vec<FieldViolation>) -> ErrorDetails {
+    let mut details = ErrorDetails::new();
+    let total = violations.len();
+    let mut used = 0;
+    for (shown, v) in violations.into_iter().enumerate() {
+        let field = clipped(&v.field, MAX_ECHO).into_owned();
+        let description = clipped(&v.description, 2 * MAX_ECHO).into_owned();
+        used += field.len() + description.len();
+        if used > MAX_DETAILS {
+            details.add_bad_request_violation(
+                "",
+                format!(
+                    "{} more violations not shown; fix these and retry",
+                    total - shown
+                ),
+            );
+            break;
+        }
+        details.add_bad_request_violation(field, description);
+    }
+    details
+}
+
 impl From<ApiError> for Status {
     fn from(err: ApiError) -> Self {
-        let message = err.to_string();
+        let message = clipped(&err.to_string(), MAX_MESSAGE).into_owned();
+        let echo = |value: &str| clipped(value, MAX_ECHO).into_owned();
         match err {
             ApiError::InvalidArgument { violations, .. } => {
-                let mut details = ErrorDetails::new();
-                for v in violations {
-                    details.add_bad_request_violation(v.field, v.description);
-                }
-                Status::with_error_details(Code::InvalidArgument, message, details)
+                Status::with_error_details(Code::InvalidArgument, message, bad_request(violations))
             }
             ApiError::NotFound { kind, id } => Status::with_error_details(
                 Code::NotFound,
                 message,
-                ErrorDetails::with_resource_info(kind, id, "", message_for_owner()),
+                ErrorDetails::with_resource_info(kind, echo(&id), "", message_for_owner()),
             ),
             ApiError::AlreadyExists { kind, org, slug } => Status::with_error_details(
                 Code::AlreadyExists,
                 message,
-                ErrorDetails::with_resource_info(kind, slug, org, "the slug is already in use"),
+                ErrorDetails::with_resource_info(
+                    kind,
+                    echo(&slug),
+                    org,
+                    "the slug is already in use",
+                ),
             ),
             ApiError::Aborted { current, .. } => {
                 let mut details = ErrorDetails::new();
@@ -168,7 +223,7 @@ impl From<ApiError> for Status {
                 let mut details = ErrorDetails::new();
                 details.add_bad_request_violation(
                     field,
-                    format!("names org {named:?}, not the org of the call"),
+                    format!("names org {}, not the org of the call", quoted(&named)),
                 );
                 Status::with_error_details(Code::PermissionDenied, message, details)
             }
@@ -197,4 +252,54 @@ impl From<ApiError> for Status {
 
 fn message_for_owner() -> &'static str {
     "it does not exist in this org"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tonic_types::StatusExt;
+
+    #[test]
+    fn long_values_are_clipped_with_their_length_on_a_character_boundary() {
+        assert_eq!(clipped("short", 10), "short");
+        let long = "é".repeat(200); // 400 bytes, two per character
+        let cut = clipped(&long, 101);
+        assert!(cut.ends_with("… (400 bytes)"), "{cut}");
+        assert!(cut.starts_with(&"é".repeat(50)));
+    }
+
+    #[test]
+    fn a_huge_id_or_many_violations_keep_the_status_small_and_its_code() {
+        let id = "x".repeat(1 << 20);
+        let status = Status::from(ApiError::NotFound {
+            kind: "Agent".into(),
+            id,
+        });
+        assert_eq!(status.code(), Code::NotFound);
+        assert!(
+            status.message().len() < 2 * MAX_ECHO,
+            "{}",
+            status.message().len()
+        );
+        assert!(status.message().contains("(1048576 bytes)"));
+        assert!(status.details().len() < 1024, "{}", status.details().len());
+
+        let violations = (0..5000)
+            .map(|n| FieldViolation::new(format!("items[{n}].name"), "y".repeat(1000)))
+            .collect();
+        let status = Status::from(ApiError::invalid("ImportRequest", violations));
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert!(status.message().len() <= MAX_MESSAGE + 32);
+        // As trailers: the message percent-encoded (at most three bytes each), the details in
+        // base64, well under the 16 KiB clients accept.
+        let trailers = 3 * status.message().len() + status.details().len().div_ceil(3) * 4;
+        assert!(trailers < 12 * 1024, "{trailers}");
+        let shown = status.get_details_bad_request().expect("bad request");
+        let last = shown.field_violations.last().expect("a last violation");
+        assert!(
+            last.description.contains("more violations not shown"),
+            "{last:?}"
+        );
+        assert_eq!(shown.field_violations[0].field, "items[0].name");
+    }
 }

@@ -279,7 +279,10 @@ fn record_id(span: &Span, message: &DynamicMessage) {
         .find(|id| !id.is_empty())
         .unwrap_or_else(|| meta(message).id);
     if !id.is_empty() {
-        span.record("id", id.as_str());
+        span.record(
+            "id",
+            crate::error::clipped(&id, crate::error::MAX_ECHO).as_ref(),
+        );
     }
 }
 

@@ -367,6 +367,39 @@ async fn the_binary_defaults_to_a_private_home_database_logs_each_call_and_exits
     assert_eq!(stored, 1);
 }
 
+/// A client's huge value is echoed clipped, with its length, in the status and in the log: a
+/// whole 1 MiB id once made trailers too large for gRPC clients to read, which showed them
+/// RESOURCE_EXHAUSTED instead of the real code, and filled the log.
+#[tokio::test]
+async fn huge_inputs_are_clipped_in_errors_and_log_lines() {
+    let home = tempfile::tempdir().expect("home");
+    let mut binary = Binary::start(home.path(), None).await;
+    let mut query = AgentQueryControllerClient::new(binary.channel().await);
+    let huge = format!("agt-{}", "x".repeat(1 << 20));
+    let status = query
+        .get(AgentId {
+            value: huge.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("no such agent");
+    assert_eq!(status.code(), tonic::Code::NotFound, "{}", status.message());
+    assert!(status.message().len() < 1024, "{}", status.message().len());
+    assert!(
+        status
+            .message()
+            .contains(&format!("({} bytes)", huge.len())),
+        "{}",
+        status.message()
+    );
+    let line = binary
+        .log_line(|line| line["fields"]["message"] == "rpc" && line["fields"]["code"] == "NotFound")
+        .await;
+    let logged = line["span"]["id"].as_str().expect("the id is logged");
+    assert!(logged.len() < 1024, "{}", logged.len());
+    assert!(logged.starts_with("agt-xxx"));
+}
+
 #[tokio::test]
 async fn acknowledged_writes_survive_kill_dash_nine() {
     let home = tempfile::tempdir().expect("home");
