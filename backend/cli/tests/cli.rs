@@ -446,6 +446,39 @@ fn export_then_import_restores_deleted_resources_with_their_ids() {
     assert!(env.ok(&["get", "mcpserver", "files"]).contains("files"));
 }
 
+/// A resource too large to send (an older server stored it, or a hand edit grew it) is left
+/// out of the export, named, and the export fails, but everything else is written.
+#[test]
+fn export_names_what_it_left_out_and_fails() {
+    let env = Env::new();
+    let file = env.write("stack.yaml", MANIFESTS);
+    env.ok(&["apply", "-f", file.to_str().expect("utf-8")]);
+    let agent: Value =
+        serde_json::from_str(&env.ok(&["get", "agent", "code-reviewer", "-o", "json"]))
+            .expect("json");
+    let id = agent["metadata"]["id"].as_str().expect("id");
+    let db = rusqlite::Connection::open(env.home().join(".stigmer").join("stigmer.db"))
+        .expect("open the daemon's database");
+    db.busy_timeout(Duration::from_secs(10))
+        .expect("busy timeout");
+    let grown = db
+        .execute(
+            "UPDATE resources SET data = json_set(data, '$.spec.description', ?1) WHERE id = ?2",
+            rusqlite::params!["x".repeat(11 << 20), id],
+        )
+        .expect("hand edit");
+    assert_eq!(grown, 1);
+
+    let dump = env.home().join("dump.yaml");
+    let out = env.run(&["export", "--file", dump.to_str().expect("utf-8")]);
+    assert!(!out.status.success(), "an incomplete export fails");
+    let err = stderr(&out);
+    assert!(err.contains("left out") && err.contains(id), "{err}");
+    let text = std::fs::read_to_string(&dump).expect("the rest is written");
+    assert!(text.contains("kind: McpServer"), "{text}");
+    assert!(!text.contains("kind: Agent\n"), "{text}");
+}
+
 #[test]
 fn export_wipe_import_export_gives_the_same_file() {
     let env = Env::new();
