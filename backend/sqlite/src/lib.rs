@@ -85,6 +85,29 @@ impl SqliteStore {
             committing: counters.committing.load(Ordering::Relaxed),
         }
     }
+
+    /// Waits for the storage threads, then lets another process take the database.
+    async fn join_and_unlock(&self) -> StoreResult<()> {
+        let threads = match self.threads.lock() {
+            Ok(mut threads) => std::mem::take(&mut *threads),
+            Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
+        };
+        let lock = match self.lock.lock() {
+            Ok(mut lock) => lock.take(),
+            Err(poisoned) => poisoned.into_inner().take(),
+        };
+        tokio::task::spawn_blocking(move || {
+            for thread in threads {
+                if thread.join().is_err() {
+                    tracing::error!("a storage thread panicked before shutdown");
+                }
+            }
+            // Only once every connection is closed may another process take the database.
+            drop(lock);
+        })
+        .await
+        .map_err(|err| StoreError::Internal(format!("joining storage threads: {err}")))
+    }
 }
 
 #[async_trait]
@@ -256,27 +279,13 @@ impl Store for SqliteStore {
     async fn close(&self) -> StoreResult<()> {
         self.readers.shutdown().await;
         let (done_tx, done_rx) = oneshot::channel();
-        if self.writer.shutdown(done_tx).await {
-            done_rx.await.map_err(|_| StoreError::Closed)??;
-        }
-        let threads = match self.threads.lock() {
-            Ok(mut threads) => std::mem::take(&mut *threads),
-            Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
+        let closed = if self.writer.shutdown(done_tx).await {
+            done_rx.await.unwrap_or(Err(StoreError::Closed))
+        } else {
+            Ok(())
         };
-        let lock = match self.lock.lock() {
-            Ok(mut lock) => lock.take(),
-            Err(poisoned) => poisoned.into_inner().take(),
-        };
-        tokio::task::spawn_blocking(move || {
-            for thread in threads {
-                if thread.join().is_err() {
-                    tracing::error!("a storage thread panicked before shutdown");
-                }
-            }
-            // Only once every connection is closed may another process take the database.
-            drop(lock);
-        })
-        .await
-        .map_err(|err| StoreError::Internal(format!("joining storage threads: {err}")))
+        // Whatever the writer answered, its thread has ended: release the file either way.
+        self.join_and_unlock().await?;
+        closed
     }
 }

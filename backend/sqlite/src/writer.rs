@@ -184,20 +184,37 @@ fn run_writer(
 }
 
 /// Checkpoints the WAL into the main file and truncates it, so the database is one
-/// self-contained file after a clean stop.
+/// self-contained file after a clean stop. A checkpoint that fails loses nothing: every commit
+/// is already durable in the WAL, which the next start replays. So it is reported, and only a
+/// connection that will not close fails the close.
 fn close_cleanly(conn: Connection) -> StoreResult<()> {
-    let checkpoint = conn
-        .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| {
-            row.get::<_, i64>(0)
-        })
-        .map_err(store_error);
+    let checkpoint = checkpoint_truncate(&conn);
     match checkpoint {
-        Ok(0) => {}
-        Ok(_) => tracing::warn!("WAL checkpoint was blocked by a reader; the WAL stays"),
-        Err(ref err) => tracing::warn!(error = %err, "WAL checkpoint failed"),
+        Ok(true) => {}
+        Ok(false) => tracing::warn!(
+            "could not checkpoint the WAL: a reader still uses it; the WAL is kept and replayed \
+             at the next start, nothing is lost"
+        ),
+        Err(StoreError::Full) => tracing::error!(
+            "could not checkpoint the WAL: the disk is full; the WAL is kept and replayed at \
+             the next start, nothing is lost"
+        ),
+        Err(err) => tracing::error!(
+            error = %err,
+            "could not checkpoint the WAL; the WAL is kept and replayed at the next start, \
+             nothing is lost"
+        ),
     }
-    conn.close().map_err(|(_, err)| store_error(err))?;
-    checkpoint.map(|_| ())
+    conn.close().map_err(|(_, err)| store_error(err))
+}
+
+/// Whether the WAL was checkpointed whole (false: a reader held part of it back).
+fn checkpoint_truncate(conn: &Connection) -> StoreResult<bool> {
+    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| {
+        row.get::<_, i64>(0)
+    })
+    .map(|busy| busy == 0)
+    .map_err(store_error)
 }
 
 /// Commits one batch, publishes its changes, then answers its callers.
