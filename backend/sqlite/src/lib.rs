@@ -10,11 +10,12 @@ mod config;
 mod errors;
 mod queries;
 mod reader;
+mod reserve;
 mod schema;
 mod snapshot;
 mod writer;
 
-pub use config::{SqliteConfig, Synchronous};
+pub use config::{DEFAULT_RESERVE_BYTES, SqliteConfig, Synchronous};
 pub use errors::OpenError;
 
 use std::sync::atomic::Ordering;
@@ -30,6 +31,7 @@ use stigmer_store::{
 use tokio::sync::{Semaphore, broadcast, oneshot};
 
 use crate::reader::ReaderPool;
+use crate::reserve::{Reserve, Space};
 use crate::snapshot::SqliteSnapshot;
 use crate::writer::{Applied, WriteOp, Writer};
 
@@ -59,10 +61,13 @@ impl SqliteStore {
     pub fn open(config: &SqliteConfig) -> Result<Self, OpenError> {
         schema::prepare_path(&config.path)?;
         let lock = schema::lock(&config.path)?;
+        let reserve = Reserve::new(&config.path, config.reserve_bytes);
+        reserve.make_room_to_open();
         let mut conn = schema::open_writer_connection(config)?;
         schema::migrate(&mut conn)?;
+        let space = Space::start(reserve, &conn);
         let mut threads = Vec::new();
-        let writer = Writer::spawn(conn, config, &mut threads)?;
+        let writer = Writer::spawn(conn, config, space, &mut threads)?;
         let readers = ReaderPool::open(config)?;
         Ok(Self {
             config: config.clone(),

@@ -16,6 +16,7 @@ use tokio::sync::{broadcast, oneshot};
 use crate::config::SqliteConfig;
 use crate::errors::{OpenError, is_unique_violation, store_error};
 use crate::queries::{current_revision, stored_from_row};
+use crate::reserve::Space;
 
 /// One caller's work, applied inside its own savepoint.
 pub(crate) enum WriteOp {
@@ -77,6 +78,7 @@ impl Writer {
     pub(crate) fn spawn(
         conn: Connection,
         config: &SqliteConfig,
+        space: Space,
         threads: &mut Vec<JoinHandle<()>>,
     ) -> Result<Self, OpenError> {
         let revision = last_revision(&conn).map_err(|source| OpenError::Sqlite {
@@ -91,6 +93,7 @@ impl Writer {
             revision,
             counters: Arc::clone(&counters),
             changes: changes.clone(),
+            space,
         };
         let handle = std::thread::Builder::new()
             .name("sqlite-writer".into())
@@ -149,6 +152,7 @@ struct WriterState {
     revision: i64,
     counters: Arc<Counters>,
     changes: broadcast::Sender<Arc<Change>>,
+    space: Space,
 }
 
 fn run_writer(
@@ -174,10 +178,11 @@ fn run_writer(
             }
         }
         if !batch.is_empty() {
+            state.space.recheck(&conn);
             commit_batch(&mut conn, batch, &mut state);
         }
     }
-    let closed = close_cleanly(conn);
+    let closed = close_cleanly(conn, &mut state.space);
     if let Some(done) = shutdown {
         let _ = done.send(closed);
     }
@@ -187,8 +192,12 @@ fn run_writer(
 /// self-contained file after a clean stop. A checkpoint that fails loses nothing: every commit
 /// is already durable in the WAL, which the next start replays. So it is reported, and only a
 /// connection that will not close fails the close.
-fn close_cleanly(conn: Connection) -> StoreResult<()> {
-    let checkpoint = checkpoint_truncate(&conn);
+fn close_cleanly(conn: Connection, space: &mut Space) -> StoreResult<()> {
+    let mut checkpoint = checkpoint_truncate(&conn);
+    if matches!(checkpoint, Err(StoreError::Full)) && space.release_for_close() {
+        tracing::warn!("the disk is full: released the disk reserve for the final checkpoint");
+        checkpoint = checkpoint_truncate(&conn);
+    }
     match checkpoint {
         Ok(true) => {}
         Ok(false) => tracing::warn!(
@@ -217,7 +226,9 @@ fn checkpoint_truncate(conn: &Connection) -> StoreResult<bool> {
     .map_err(store_error)
 }
 
-/// Commits one batch, publishes its changes, then answers its callers.
+/// Commits one batch, publishes its changes, then answers its callers. When any of them was
+/// refused for want of space, the disk reserve is released first, so that a caller told the
+/// disk is full can delete at once.
 fn commit_batch(conn: &mut Connection, batch: Vec<WriteJob>, state: &mut WriterState) {
     let counters = Arc::clone(&state.counters);
     counters
@@ -233,7 +244,16 @@ fn commit_batch(conn: &mut Connection, batch: Vec<WriteJob>, state: &mut WriterS
     };
     counters.committing.store(0, Ordering::Relaxed);
     match outcome {
-        Ok(committed) => answer_committed(batch, committed, state),
+        Ok(committed) => {
+            let full = committed
+                .results
+                .iter()
+                .any(|result| matches!(result, Err(StoreError::Full)));
+            if full {
+                state.space.on_full(conn);
+            }
+            answer_committed(batch, committed, state);
+        }
         Err(err) => {
             let err = store_error(err);
             if matches!(err, StoreError::Full) {
@@ -241,6 +261,7 @@ fn commit_batch(conn: &mut Connection, batch: Vec<WriteJob>, state: &mut WriterS
                     writes = batch.len(),
                     "a batch did not commit: the disk is full"
                 );
+                state.space.on_full(conn);
             } else {
                 tracing::error!(error = %err, writes = batch.len(), "committing a batch failed");
             }
@@ -285,6 +306,7 @@ fn attempt(
             results.push(Err(err.clone()));
             continue;
         }
+        state.space.limit(&tx, frees_space(&job.op));
         let mut savepoint = tx.savepoint()?;
         match apply(&savepoint, &job.op, next) {
             Ok((applied, applied_changes)) => {
@@ -316,6 +338,22 @@ fn attempt(
         changes,
         revision: next,
     }))
+}
+
+/// Whether an operation only removes data: it may use some of a released disk reserve.
+fn frees_space(op: &WriteOp) -> bool {
+    match op {
+        WriteOp::Transact(mutations) => mutations.iter().all(|mutation| {
+            matches!(
+                mutation,
+                Mutation::Delete { .. } | Mutation::DeleteVersions { .. }
+            )
+        }),
+        WriteOp::Compact(_) => true,
+        WriteOp::PutSetting { .. } | WriteOp::RewriteTokens { .. } | WriteOp::FillReadCache(_) => {
+            false
+        }
+    }
 }
 
 fn answer_committed(batch: Vec<WriteJob>, committed: Committed, state: &mut WriterState) {
@@ -738,6 +776,7 @@ fn rewrite_text(text: &str, prefix: &str, rewrite: &TokenRewrite) -> StoreResult
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::reserve::Reserve;
     use crate::schema;
 
     fn create(id: &str) -> WriteOp {
@@ -777,11 +816,13 @@ mod tests {
         // Room for a few small rows, not for a 1 MiB artifact.
         conn.pragma_update(None, "max_page_count", pages + 20)
             .expect("cap");
+        let space = Space::start(Reserve::new(&config.path, 0), &conn);
         let (changes, _) = broadcast::channel(16);
         let mut state = WriterState {
             revision: 0,
             counters: Arc::default(),
             changes,
+            space,
         };
         let (first, mut first_answer) = job(create("agt-1"));
         let (artifact, mut artifact_answer) = job(WriteOp::Transact(vec![Mutation::PutArtifact {
