@@ -65,6 +65,11 @@ pub struct ServerConfig {
     #[arg(long, env = "STIGMER_WATCH_BUFFER", default_value_t = 8192, value_parser = clap::value_parser!(u32).range(1..))]
     pub watch_buffer: u32,
 
+    /// MiB of disk set aside next to the database (<db>.reserve) and given back when the disk
+    /// fills, so that deletes still commit and shutdown can still checkpoint (0 = none).
+    #[arg(long, env = "STIGMER_DISK_RESERVE_MIB", default_value_t = 8)]
+    pub disk_reserve_mib: u64,
+
     /// Master key sealing secret values: base64 of 32 random bytes. Prefer the environment
     /// variable to the flag (flags show in process lists). Without it, the key file is used.
     #[arg(long, env = "STIGMER_MASTER_KEY", hide_env_values = true)]

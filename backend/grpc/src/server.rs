@@ -140,6 +140,7 @@ pub async fn open_store(config: &ServerConfig) -> Result<Arc<dyn Store>, ServerE
     sqlite.read_connections = usize::from(config.read_connections);
     sqlite.busy_timeout = Duration::from_millis(config.busy_timeout_ms);
     sqlite.watch_buffer = config.watch_buffer as usize;
+    sqlite.reserve_bytes = config.disk_reserve_mib.saturating_mul(1024 * 1024);
     let store = tokio::task::spawn_blocking(move || SqliteStore::open(&sqlite)).await??;
     tracing::info!(db = %config.db_path().map_err(ServerError::DbPath)?.display(), "database open");
     Ok(Arc::new(store))
@@ -192,7 +193,7 @@ impl Parts {
             task.await?;
         }
         store.close().await?;
-        tracing::info!("database closed cleanly");
+        tracing::info!("database closed");
         Ok(())
     }
 }

@@ -5,6 +5,10 @@
 //! `SKILL.md` must be named exactly that. A root `skill.md` in another letter case is refused
 //! with its own message rather than accepted: readers of stored skills look up `SKILL.md` on
 //! case-sensitive file systems, so accepting variants would only move the failure later.
+//!
+//! No entry may be an archive or a compressed file, known by its name or by its first bytes:
+//! its contents would pass none of these checks, and a skill is instructions and scripts, so
+//! refusing is simpler and safer than inspecting archives inside archives.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -24,6 +28,35 @@ const S_IFLNK: u32 = 0o120_000;
 
 /// Entries up to this size are not held to the compression-ratio limit.
 const RATIO_EXEMPT_BYTES: u64 = 256 * 1024;
+
+/// How much of each entry is kept to recognise archives: tar's magic sits at offset 257.
+const HEAD_BYTES: usize = 512;
+
+/// Signatures of archive and compression formats: (offset, bytes, format with its article).
+const ARCHIVE_MAGIC: &[(usize, &[u8], &str)] = &[
+    (0, b"PK\x03\x04", "a zip"),
+    (0, b"PK\x05\x06", "a zip"),
+    (0, b"PK\x07\x08", "a zip"),
+    (0, b"\x1f\x8b", "a gzip"),
+    (0, b"\x1f\x9d", "a compress (.Z)"),
+    (0, b"\xfd7zXZ\x00", "an xz"),
+    (0, b"\x28\xb5\x2f\xfd", "a zstd"),
+    (0, b"7z\xbc\xaf\x27\x1c", "a 7z"),
+    (0, b"Rar!\x1a\x07", "a rar"),
+    (0, b"LZIP", "an lzip"),
+    (0, b"\x04\x22\x4d\x18", "an lz4"),
+    (0, b"MSCF\x00\x00\x00\x00", "a cab"),
+    (0, b"!<arch>\n", "an ar (.deb)"),
+    (0, b"\xed\xab\xee\xdb", "an rpm"),
+    (257, b"ustar", "a tar"),
+];
+
+/// File-name endings of archive and compression formats, lowercase, without the dot.
+const ARCHIVE_EXTENSIONS: &[&str] = &[
+    "zip", "jar", "war", "ear", "apk", "aar", "whl", "egg", "nupkg", "tar", "gz", "tgz", "bz2",
+    "tbz", "tbz2", "xz", "txz", "zst", "tzst", "7z", "rar", "lz", "lzma", "lz4", "cab", "deb",
+    "rpm",
+];
 
 pub(crate) struct ArtifactLimits {
     pub max_archive_bytes: usize,
@@ -149,6 +182,12 @@ pub(crate) enum ArtifactError {
     SkillMdNotUtf8,
     #[error("SKILL.md is empty; it must describe the skill")]
     SkillMdEmpty,
+    #[error(
+        "the entry {name:?} is {format} archive or compressed file; a skill may not contain \
+         archives (zip-based files like .jar or .docx included), since their contents would \
+         escape these checks: add the files themselves, unpacked"
+    )]
+    NestedArchive { name: String, format: String },
 }
 
 /// Checks `archive` against `limits` and returns its `SKILL.md`; nothing is written anywhere.
@@ -210,6 +249,7 @@ fn check_entries(zip: &Zip<'_>, limits: &ArtifactLimits) -> Result<Vec<String>, 
             .into_owned();
         check_path(&name)?;
         check_kind(&entry, &name)?;
+        check_archive_name(&name)?;
         declared_total = declared_total.saturating_add(declared_size(&entry, &name, limits)?);
         let folded = name.trim_end_matches('/').to_lowercase();
         if let Some(&first) = by_folded_name.get(&folded) {
@@ -287,6 +327,43 @@ fn check_kind(entry: &zip::read::ZipFileEntry<'_>, name: &str) -> Result<(), Art
         });
     }
     Ok(())
+}
+
+/// Refuses a file named like an archive, before any content is read: the name alone promises
+/// an archive to whoever unpacks the skill.
+fn check_archive_name(name: &str) -> Result<(), ArtifactError> {
+    if name.ends_with('/') {
+        return Ok(());
+    }
+    let file = name.rsplit_once('/').map_or(name, |(_, file)| file);
+    let Some((_, extension)) = file.rsplit_once('.') else {
+        return Ok(());
+    };
+    let extension = extension.to_ascii_lowercase();
+    if ARCHIVE_EXTENSIONS.contains(&extension.as_str()) {
+        return Err(ArtifactError::NestedArchive {
+            name: name.to_owned(),
+            format: format!("a .{extension}"),
+        });
+    }
+    Ok(())
+}
+
+/// Refuses an entry whose first bytes are an archive's signature, whatever its name.
+fn check_archive_content(name: &str, head: &[u8]) -> Result<(), ArtifactError> {
+    let found = ARCHIVE_MAGIC.iter().find(|(offset, magic, _)| {
+        head.get(*offset..offset.saturating_add(magic.len())) == Some(*magic)
+    });
+    let bzip2 = head.len() >= 4 && head.starts_with(b"BZh") && matches!(head[3], b'1'..=b'9');
+    let format = match (found, bzip2) {
+        (Some((_, _, format)), _) => *format,
+        (None, true) => "a bzip2",
+        (None, false) => return Ok(()),
+    };
+    Err(ArtifactError::NestedArchive {
+        name: name.to_owned(),
+        format: format.to_owned(),
+    })
 }
 
 /// `12 (Bzip2)`: the number is what a client can look up when the name is `Unknown`.
@@ -370,11 +447,12 @@ fn unpack_all(
         let corrupt = || ArtifactError::CorruptEntry { name: name.clone() };
         let budget = limits.max_unpacked_bytes.saturating_sub(unpacked);
         let mut entry = zip.by_index(index).map_err(|_| corrupt())?;
+        let mut head = Head::default();
         let read = if index == skill_index {
             let cap = budget.min(to_u64(limits.max_skill_md_bytes));
             copy_capped(&mut entry, cap, &mut skill_md)
         } else {
-            copy_capped(&mut entry, budget, &mut io::sink())
+            copy_capped(&mut entry, budget, &mut head)
         };
         let read = match read {
             Ok(read) => read,
@@ -394,9 +472,32 @@ fn unpack_all(
                 });
             }
         };
+        // SKILL.md is checked too: it must be text, and an archive under that name is not.
+        let head = if index == skill_index {
+            &skill_md
+        } else {
+            &head.0
+        };
+        check_archive_content(name, head)?;
         unpacked += read;
     }
     Ok((skill_md, unpacked))
+}
+
+/// A sink that keeps the first `HEAD_BYTES` written to it.
+#[derive(Default)]
+struct Head(Vec<u8>);
+
+impl Write for Head {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let room = HEAD_BYTES.saturating_sub(self.0.len());
+        self.0.extend_from_slice(&buf[..room.min(buf.len())]);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -909,6 +1010,102 @@ mod tests {
             err.to_string(),
             "SKILL.md is 31 bytes; the limit is 10 bytes"
         );
+    }
+
+    #[test]
+    fn archive_named_entries_are_refused() {
+        let inner = zip_of(&[(SKILL_MD, SKILL, CompressionMethod::Stored)]);
+        for name in [
+            "tools.zip",
+            "lib/helper.JAR",
+            "data/dump.tar.gz",
+            "x.tgz",
+            "a.7z",
+        ] {
+            let archive = skill_with(name, &inner, CompressionMethod::Deflated);
+            match check(&archive).unwrap_err() {
+                ArtifactError::NestedArchive { name: named, .. } => assert_eq!(named, name),
+                other => panic!("{name}: unexpected {other:?}"),
+            }
+        }
+        let err = check(&skill_with("tools.zip", &inner, CompressionMethod::Stored)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "the entry \"tools.zip\" is a .zip archive or compressed file; a skill may not \
+             contain archives (zip-based files like .jar or .docx included), since their \
+             contents would escape these checks: add the files themselves, unpacked"
+        );
+    }
+
+    /// A renamed archive is known by its first bytes; the content here only needs the
+    /// signature, since nothing tries to unpack it.
+    #[test]
+    fn archives_under_other_names_are_refused_by_content() {
+        let inner_zip = zip_of(&[("evil.sh", b"rm -rf ~", CompressionMethod::Deflated)]);
+        let mut tar = vec![0u8; 1024];
+        tar[..7].copy_from_slice(b"evil.sh");
+        tar[257..263].copy_from_slice(b"ustar\0");
+        let cases: [(&[u8], &str); 8] = [
+            (&inner_zip, "a zip"),
+            (b"PK\x05\x06\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0", "a zip"),
+            (b"\x1f\x8b\x08\0\0\0\0\0\0\x03", "a gzip"),
+            (b"BZh91AY&SY", "a bzip2"),
+            (b"\xfd7zXZ\0\0\x04", "an xz"),
+            (b"7z\xbc\xaf\x27\x1c\0\x04", "a 7z"),
+            (b"Rar!\x1a\x07\x01\0", "a rar"),
+            (&tar, "a tar"),
+        ];
+        for (content, format) in cases {
+            for method in [CompressionMethod::Stored, CompressionMethod::Deflated] {
+                let archive = skill_with("notes.txt", content, method);
+                assert_eq!(
+                    check(&archive).unwrap_err(),
+                    ArtifactError::NestedArchive {
+                        name: "notes.txt".into(),
+                        format: format.into()
+                    },
+                    "{format} {method:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn skill_md_holding_an_archive_is_refused() {
+        let inner = zip_of(&[("a.txt", b"a", CompressionMethod::Stored)]);
+        let archive = zip_of(&[(SKILL_MD, &inner, CompressionMethod::Stored)]);
+        assert_eq!(
+            check(&archive).unwrap_err(),
+            ArtifactError::NestedArchive {
+                name: SKILL_MD.into(),
+                format: "a zip".into()
+            }
+        );
+    }
+
+    #[test]
+    fn lookalike_names_and_contents_are_accepted() {
+        let archive = zip_of(&[
+            (SKILL_MD, SKILL, CompressionMethod::Stored),
+            (
+                "zip.md",
+                b"PK is how the zip format starts",
+                CompressionMethod::Stored,
+            ),
+            (
+                "gzip/notes",
+                b"BZh is bzip2, BZh9 with a digit",
+                CompressionMethod::Stored,
+            ),
+            ("archive.zip/", b"", CompressionMethod::Stored),
+            (
+                "scripts/unpack.sh",
+                b"tar xzf \"$1\"\n",
+                CompressionMethod::Deflated,
+            ),
+            ("Makefile", b"", CompressionMethod::Stored),
+        ]);
+        assert_eq!(check(&archive).unwrap().entries, 6);
     }
 
     #[test]

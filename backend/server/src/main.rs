@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 use std::io::IsTerminal;
+use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
@@ -10,9 +11,29 @@ use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> ExitCode {
     let config = ServerConfig::parse();
-    init_logging(&config)?;
+    if let Err(err) = init_logging(&config) {
+        eprintln!("stigmer-server: {err:#}");
+        return ExitCode::FAILURE;
+    }
+    match serve(config).await {
+        Ok(()) => ExitCode::SUCCESS,
+        // One log line like any other, in the configured format: the chain of causes says
+        // what went wrong, and a backtrace would tell an operator nothing more. Plain stderr
+        // when the log filter would drop it, since the reason for an exit must show.
+        Err(err) if tracing::enabled!(tracing::Level::ERROR) => {
+            tracing::error!("{err:#}");
+            ExitCode::FAILURE
+        }
+        Err(err) => {
+            eprintln!("stigmer-server: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(config: ServerConfig) -> anyhow::Result<()> {
     if let Some(Command::RotateMasterKey) = config.command {
         let rotation = stigmer_grpc::rotate_master_key(&config).await?;
         println!(
@@ -26,10 +47,11 @@ async fn main() -> anyhow::Result<()> {
         }
         return Ok(());
     }
+    let shutdown = shutdown_signal()?;
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
-    stigmer_grpc::run(&config, listener, shutdown_signal()).await?;
+    stigmer_grpc::run(&config, listener, shutdown).await?;
     Ok(())
 }
 
@@ -47,19 +69,26 @@ fn init_logging(config: &ServerConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Resolves on the first SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut terminate =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                .expect("installing the SIGTERM handler at start-up");
+/// Resolves on the first SIGINT or SIGTERM. The handlers are installed now rather than when
+/// the server first polls the future, which on a busy machine can be after it has answered
+/// calls: a signal in between would kill the process instead of stopping it cleanly.
+#[cfg(unix)]
+fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()> + Send + 'static> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut terminate =
+        signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    Ok(async move {
         tokio::select! {
-            _ = interrupt => {},
+            _ = interrupt.recv() => {},
             _ = terminate.recv() => {},
         }
-    }
-    #[cfg(not(unix))]
-    let _ = interrupt.await;
+    })
+}
+
+#[cfg(not(unix))]
+fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()> + Send + 'static> {
+    Ok(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
 }

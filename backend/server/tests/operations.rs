@@ -1,11 +1,12 @@
 //! What an operator relies on: reflection for grpcurl, health, restarts that keep everything,
-//! the binary's defaults, its per-call log lines, and clean exits on SIGTERM and survival of
-//! kill -9.
+//! the binary's defaults, its per-call log lines, and clean exits on SIGTERM (a full disk
+//! included) and survival of kill -9.
 
 mod common;
 
+use std::io::{ErrorKind, Write};
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -275,8 +276,12 @@ impl Binary {
         assert!(status.success());
     }
 
-    async fn wait(mut self) -> std::process::ExitStatus {
-        tokio::time::timeout(DEADLINE, self.child.wait())
+    async fn wait(self) -> std::process::ExitStatus {
+        Self::wait_child(self.child).await
+    }
+
+    async fn wait_child(mut child: Child) -> std::process::ExitStatus {
+        tokio::time::timeout(DEADLINE, child.wait())
             .await
             .expect("server exited in time")
             .expect("wait")
@@ -442,6 +447,158 @@ async fn acknowledged_writes_survive_kill_dash_nine() {
     }
     binary.signal("-TERM");
     assert!(binary.wait().await.success());
+}
+
+/// A tmpfs on a fresh temporary directory, unmounted when dropped. Mounting needs root: where
+/// it is refused the test says so and passes, except under CI, which runs as root and where a
+/// disk-full test that silently skips would test nothing.
+struct SmallDisk {
+    dir: tempfile::TempDir,
+    fillers: Vec<PathBuf>,
+}
+
+impl SmallDisk {
+    fn mount(size: &str) -> Option<Self> {
+        let dir = tempfile::tempdir().expect("dir");
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .output();
+        let why = match mounted {
+            Ok(out) if out.status.success() => {
+                return Some(Self {
+                    dir,
+                    fillers: Vec::new(),
+                });
+            }
+            Ok(out) => String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            Err(err) => err.to_string(),
+        };
+        let ci = std::env::var("CI").is_ok_and(|ci| !matches!(ci.as_str(), "" | "0" | "false"));
+        assert!(!ci, "CI must be able to mount a tmpfs (run as root): {why}");
+        eprintln!("SKIPPED: cannot mount a tmpfs here (needs root): {why}");
+        None
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Writes a file until the file system refuses another byte.
+    fn fill(&mut self) {
+        let path = self.path(&format!("filler-{}", self.fillers.len()));
+        let mut file = std::fs::File::create_new(&path).expect("filler");
+        self.fillers.push(path);
+        let chunk = vec![7u8; 64 * 1024];
+        loop {
+            match file.write_all(&chunk) {
+                Ok(()) => {}
+                Err(err) if err.kind() == ErrorKind::StorageFull => return,
+                Err(err) => panic!("filling the disk: {err}"),
+            }
+        }
+    }
+
+    fn free(&mut self) {
+        for filler in self.fillers.drain(..) {
+            std::fs::remove_file(filler).expect("remove filler");
+        }
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        // Lazy, so a failed test with files still open leaves no mount behind.
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+/// The final checkpoint cannot be written on a full disk. That loses nothing, since every
+/// acknowledged write is in the WAL, so the server says so and exits 0, and the next start
+/// replays the WAL.
+#[tokio::test]
+async fn sigterm_on_a_full_disk_exits_cleanly_and_loses_nothing() {
+    let Some(mut disk) = SmallDisk::mount("32m") else {
+        return;
+    };
+    let home = tempfile::tempdir().expect("home");
+    let db = disk.path("stigmer.db");
+    let binary = Binary::start(home.path(), Some(&db)).await;
+    let mut command = AgentCommandControllerClient::new(binary.channel().await);
+    let mut acknowledged = vec![command.create(agent("Kept")).await.expect("create")];
+    disk.fill();
+    let refused = loop {
+        assert!(acknowledged.len() < 100, "the disk never filled up");
+        match command
+            .create(agent(&format!("More {}", acknowledged.len())))
+            .await
+        {
+            Ok(created) => acknowledged.push(created),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(
+        refused.code(),
+        tonic::Code::ResourceExhausted,
+        "{refused:?}"
+    );
+    // The disk reserve the server gave back goes too: now the checkpoint has no room at all.
+    disk.fill();
+
+    binary.signal("-TERM");
+    let Binary { child, lines, .. } = binary;
+    let exit = Binary::wait_child(child).await;
+    assert!(exit.success(), "exit status {exit:?}");
+    let logged = drain(lines).await;
+    let checkpoint = logged
+        .iter()
+        .find(|line| {
+            line["fields"]["message"]
+                .as_str()
+                .is_some_and(|message| message.starts_with("could not checkpoint the WAL"))
+        })
+        .unwrap_or_else(|| panic!("no checkpoint message in {logged:#?}"));
+    assert_eq!(checkpoint["level"], "ERROR");
+    assert_eq!(
+        checkpoint["fields"]["message"],
+        "could not checkpoint the WAL: the disk is full; the WAL is kept and replayed at the \
+         next start, nothing is lost"
+    );
+
+    disk.free();
+    let binary = Binary::start(home.path(), Some(&db)).await;
+    let mut query = AgentQueryControllerClient::new(binary.channel().await);
+    for created in acknowledged {
+        let created = created.into_inner();
+        let id = created.metadata.as_ref().expect("metadata").id.clone();
+        let found = query
+            .get(AgentId {
+                value: id,
+                ..Default::default()
+            })
+            .await
+            .expect("an acknowledged agent survived")
+            .into_inner();
+        assert_eq!(found, created);
+    }
+    binary.signal("-TERM");
+    assert!(binary.wait().await.success());
+    let wal = disk.path("stigmer.db-wal");
+    assert_eq!(std::fs::metadata(&wal).map_or(0, |meta| meta.len()), 0);
+}
+
+/// Every log line the process wrote until its stderr closed.
+async fn drain(
+    mut lines: tokio::sync::mpsc::UnboundedReceiver<serde_json::Value>,
+) -> Vec<serde_json::Value> {
+    let mut logged = Vec::new();
+    while let Ok(Some(line)) = tokio::time::timeout(DEADLINE, lines.recv()).await {
+        logged.push(line);
+    }
+    logged
 }
 
 #[test]

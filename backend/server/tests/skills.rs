@@ -254,3 +254,41 @@ async fn bad_artifacts_are_refused_with_what_is_wrong() {
         .expect("count");
     assert_eq!(count, 0, "nothing stored");
 }
+
+/// A zip inside the skill, under an archive's name or disguised as text, would carry files
+/// that none of the artifact checks saw.
+#[tokio::test]
+async fn nested_archives_are_refused_by_name_and_by_content() {
+    let server = TestServer::start().await;
+    let mut command = SkillCommandControllerClient::new(server.channel.clone());
+    let inner = zip_of(&[("../../escape.sh", "echo out")]);
+    let cases = [
+        ("scripts/tools.zip", "is a .zip archive"),
+        ("scripts/tools.txt", "is a zip archive"),
+    ];
+    for (path, expected) in cases {
+        let mut writer = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+        let options = zip::write::SimpleFileOptions::default();
+        writer.start_file("SKILL.md", options).expect("entry");
+        writer.write_all(b"# Tools\nUse the tools.").expect("write");
+        writer.start_file(path, options).expect("entry");
+        writer.write_all(&inner).expect("write");
+        let artifact = writer.finish().expect("finish").into_inner();
+
+        let status = expect_code(
+            command.push(push("tools", artifact, "")).await,
+            Code::InvalidArgument,
+        );
+        assert_eq!(violated_fields(&status), vec!["artifact".to_string()]);
+        let message = status.message();
+        assert!(
+            message.contains(&format!("{path:?} {expected}")),
+            "{message}"
+        );
+    }
+    let count: i64 = server
+        .sqlite()
+        .query_row("SELECT count(*) FROM artifacts", [], |row| row.get(0))
+        .expect("count");
+    assert_eq!(count, 0, "nothing stored");
+}

@@ -19,6 +19,10 @@ impl Synchronous {
     }
 }
 
+/// Twice what the WAL reaches between automatic checkpoints (1000 pages of 4 KiB): room for
+/// the checkpoint to copy a full WAL into the database file and for deletes to append more.
+pub const DEFAULT_RESERVE_BYTES: u64 = 8 * 1024 * 1024;
+
 /// Everything needed to open a [`crate::SqliteStore`].
 #[derive(Debug, Clone)]
 pub struct SqliteConfig {
@@ -37,6 +41,9 @@ pub struct SqliteConfig {
     pub watch_buffer: usize,
     /// Watch snapshots that may be read at once, each on its own read-only connection.
     pub max_snapshots: usize,
+    /// Size of the disk reserve kept next to the database (`<db>.reserve`) and given back
+    /// when the disk fills, so that deletes can still commit. 0 keeps none.
+    pub reserve_bytes: u64,
 }
 
 impl SqliteConfig {
@@ -50,6 +57,7 @@ impl SqliteConfig {
             queue_depth: 4096,
             watch_buffer: 8192,
             max_snapshots: 32,
+            reserve_bytes: DEFAULT_RESERVE_BYTES,
         }
     }
 }

@@ -10,11 +10,12 @@ mod config;
 mod errors;
 mod queries;
 mod reader;
+mod reserve;
 mod schema;
 mod snapshot;
 mod writer;
 
-pub use config::{SqliteConfig, Synchronous};
+pub use config::{DEFAULT_RESERVE_BYTES, SqliteConfig, Synchronous};
 pub use errors::OpenError;
 
 use std::sync::atomic::Ordering;
@@ -30,6 +31,7 @@ use stigmer_store::{
 use tokio::sync::{Semaphore, broadcast, oneshot};
 
 use crate::reader::ReaderPool;
+use crate::reserve::{Reserve, Space};
 use crate::snapshot::SqliteSnapshot;
 use crate::writer::{Applied, WriteOp, Writer};
 
@@ -59,10 +61,13 @@ impl SqliteStore {
     pub fn open(config: &SqliteConfig) -> Result<Self, OpenError> {
         schema::prepare_path(&config.path)?;
         let lock = schema::lock(&config.path)?;
+        let reserve = Reserve::new(&config.path, config.reserve_bytes);
+        reserve.make_room_to_open();
         let mut conn = schema::open_writer_connection(config)?;
         schema::migrate(&mut conn)?;
+        let space = Space::start(reserve, &conn);
         let mut threads = Vec::new();
-        let writer = Writer::spawn(conn, config, &mut threads)?;
+        let writer = Writer::spawn(conn, config, space, &mut threads)?;
         let readers = ReaderPool::open(config)?;
         Ok(Self {
             config: config.clone(),
@@ -84,6 +89,29 @@ impl SqliteStore {
             queued: self.writer.queued(),
             committing: counters.committing.load(Ordering::Relaxed),
         }
+    }
+
+    /// Waits for the storage threads, then lets another process take the database.
+    async fn join_and_unlock(&self) -> StoreResult<()> {
+        let threads = match self.threads.lock() {
+            Ok(mut threads) => std::mem::take(&mut *threads),
+            Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
+        };
+        let lock = match self.lock.lock() {
+            Ok(mut lock) => lock.take(),
+            Err(poisoned) => poisoned.into_inner().take(),
+        };
+        tokio::task::spawn_blocking(move || {
+            for thread in threads {
+                if thread.join().is_err() {
+                    tracing::error!("a storage thread panicked before shutdown");
+                }
+            }
+            // Only once every connection is closed may another process take the database.
+            drop(lock);
+        })
+        .await
+        .map_err(|err| StoreError::Internal(format!("joining storage threads: {err}")))
     }
 }
 
@@ -256,27 +284,13 @@ impl Store for SqliteStore {
     async fn close(&self) -> StoreResult<()> {
         self.readers.shutdown().await;
         let (done_tx, done_rx) = oneshot::channel();
-        if self.writer.shutdown(done_tx).await {
-            done_rx.await.map_err(|_| StoreError::Closed)??;
-        }
-        let threads = match self.threads.lock() {
-            Ok(mut threads) => std::mem::take(&mut *threads),
-            Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
+        let closed = if self.writer.shutdown(done_tx).await {
+            done_rx.await.unwrap_or(Err(StoreError::Closed))
+        } else {
+            Ok(())
         };
-        let lock = match self.lock.lock() {
-            Ok(mut lock) => lock.take(),
-            Err(poisoned) => poisoned.into_inner().take(),
-        };
-        tokio::task::spawn_blocking(move || {
-            for thread in threads {
-                if thread.join().is_err() {
-                    tracing::error!("a storage thread panicked before shutdown");
-                }
-            }
-            // Only once every connection is closed may another process take the database.
-            drop(lock);
-        })
-        .await
-        .map_err(|err| StoreError::Internal(format!("joining storage threads: {err}")))
+        // Whatever the writer answered, its thread has ended: release the file either way.
+        self.join_and_unlock().await?;
+        closed
     }
 }

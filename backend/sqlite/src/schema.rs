@@ -62,8 +62,15 @@ pub(crate) fn open_writer_connection(config: &SqliteConfig) -> Result<Connection
         .map_err(wrap)?;
     conn.pragma_update(None, "foreign_keys", "ON")
         .map_err(wrap)?;
+    // A WAL that grew past this (a long reader held checkpoints back, a big batch) is cut back
+    // to it when it is next reset, instead of keeping that disk space for good.
+    conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)
+        .map_err(wrap)?;
     Ok(conn)
 }
+
+/// Four times what the WAL reaches between automatic checkpoints (1000 pages of 4 KiB).
+const WAL_SIZE_LIMIT: i64 = 16 * 1024 * 1024;
 
 pub(crate) fn open_reader_connection(config: &SqliteConfig) -> Result<Connection, OpenError> {
     let wrap = |source| OpenError::Sqlite {

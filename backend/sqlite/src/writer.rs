@@ -16,6 +16,7 @@ use tokio::sync::{broadcast, oneshot};
 use crate::config::SqliteConfig;
 use crate::errors::{OpenError, is_unique_violation, store_error};
 use crate::queries::{current_revision, stored_from_row};
+use crate::reserve::Space;
 
 /// One caller's work, applied inside its own savepoint.
 pub(crate) enum WriteOp {
@@ -77,6 +78,7 @@ impl Writer {
     pub(crate) fn spawn(
         conn: Connection,
         config: &SqliteConfig,
+        space: Space,
         threads: &mut Vec<JoinHandle<()>>,
     ) -> Result<Self, OpenError> {
         let revision = last_revision(&conn).map_err(|source| OpenError::Sqlite {
@@ -91,6 +93,7 @@ impl Writer {
             revision,
             counters: Arc::clone(&counters),
             changes: changes.clone(),
+            space,
         };
         let handle = std::thread::Builder::new()
             .name("sqlite-writer".into())
@@ -149,6 +152,7 @@ struct WriterState {
     revision: i64,
     counters: Arc<Counters>,
     changes: broadcast::Sender<Arc<Change>>,
+    space: Space,
 }
 
 fn run_writer(
@@ -174,99 +178,208 @@ fn run_writer(
             }
         }
         if !batch.is_empty() {
+            state.space.recheck(&conn);
             commit_batch(&mut conn, batch, &mut state);
         }
     }
-    let closed = close_cleanly(conn);
+    let closed = close_cleanly(conn, &mut state.space);
     if let Some(done) = shutdown {
         let _ = done.send(closed);
     }
 }
 
 /// Checkpoints the WAL into the main file and truncates it, so the database is one
-/// self-contained file after a clean stop.
-fn close_cleanly(conn: Connection) -> StoreResult<()> {
-    let checkpoint = conn
-        .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| {
-            row.get::<_, i64>(0)
-        })
-        .map_err(store_error);
-    match checkpoint {
-        Ok(0) => {}
-        Ok(_) => tracing::warn!("WAL checkpoint was blocked by a reader; the WAL stays"),
-        Err(ref err) => tracing::warn!(error = %err, "WAL checkpoint failed"),
+/// self-contained file after a clean stop. A checkpoint that fails loses nothing: every commit
+/// is already durable in the WAL, which the next start replays. So it is reported, and only a
+/// connection that will not close fails the close.
+fn close_cleanly(conn: Connection, space: &mut Space) -> StoreResult<()> {
+    let mut checkpoint = checkpoint_truncate(&conn);
+    if matches!(checkpoint, Err(StoreError::Full)) && space.release_for_close() {
+        tracing::warn!("the disk is full: released the disk reserve for the final checkpoint");
+        checkpoint = checkpoint_truncate(&conn);
     }
-    conn.close().map_err(|(_, err)| store_error(err))?;
-    checkpoint.map(|_| ())
+    match checkpoint {
+        Ok(true) => {}
+        Ok(false) => tracing::warn!(
+            "could not checkpoint the WAL: a reader still uses it; the WAL is kept and replayed \
+             at the next start, nothing is lost"
+        ),
+        Err(StoreError::Full) => tracing::error!(
+            "could not checkpoint the WAL: the disk is full; the WAL is kept and replayed at \
+             the next start, nothing is lost"
+        ),
+        Err(err) => tracing::error!(
+            error = %err,
+            "could not checkpoint the WAL; the WAL is kept and replayed at the next start, \
+             nothing is lost"
+        ),
+    }
+    conn.close().map_err(|(_, err)| store_error(err))
 }
 
-/// Commits one batch, publishes its changes, then answers its callers.
+/// Whether the WAL was checkpointed whole (false: a reader held part of it back).
+fn checkpoint_truncate(conn: &Connection) -> StoreResult<bool> {
+    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| {
+        row.get::<_, i64>(0)
+    })
+    .map(|busy| busy == 0)
+    .map_err(store_error)
+}
+
+/// Commits one batch, publishes its changes, then answers its callers. When any of them was
+/// refused for want of space, the disk reserve is released first, so that a caller told the
+/// disk is full can delete at once.
 fn commit_batch(conn: &mut Connection, batch: Vec<WriteJob>, state: &mut WriterState) {
-    let size = batch.len() as u64;
     let counters = Arc::clone(&state.counters);
-    counters.committing.store(size, Ordering::Relaxed);
-    let mut next = state.revision;
-    let outcome = (|| {
-        let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let mut results = Vec::with_capacity(batch.len());
-        let mut changes = Vec::new();
-        for job in &batch {
-            let mut savepoint = tx.savepoint()?;
-            let result = apply(&savepoint, &job.op, next);
-            match result {
-                Ok((applied, applied_changes)) => {
-                    savepoint.commit()?;
-                    if let Some(last) = applied_changes.last() {
-                        next = last.revision;
-                    }
-                    changes.extend(applied_changes.into_iter().map(Arc::new));
-                    results.push(Ok(applied));
-                }
-                Err(err) => {
-                    savepoint.rollback()?;
-                    results.push(Err(err));
-                }
-            }
+    counters
+        .committing
+        .store(batch.len() as u64, Ordering::Relaxed);
+    let mut dropped = vec![None; batch.len()];
+    let outcome = loop {
+        match attempt(conn, &batch, &dropped, state) {
+            Ok(Attempt::Committed(committed)) => break Ok(committed),
+            Ok(Attempt::RolledBack { index, err }) => dropped[index] = Some(err),
+            Err(err) => break Err(err),
         }
-        if next != state.revision {
-            tx.execute(
-                "UPDATE store_meta SET value = ?1 WHERE key = 'revision'",
-                params![next],
-            )?;
-        }
-        tx.commit()?;
-        Ok::<_, rusqlite::Error>((results, changes))
-    })();
+    };
     counters.committing.store(0, Ordering::Relaxed);
     match outcome {
-        Ok((results, changes)) => {
-            tracing::debug!(writes = batch.len(), revision = next, "committed a batch");
-            state.revision = next;
-            // Maintenance (compaction steps, settings) is not counted: the counters tell how
-            // well client writes share commits.
-            let writes = batch
+        Ok(committed) => {
+            let full = committed
+                .results
                 .iter()
-                .filter(|job| matches!(job.op, WriteOp::Transact(_)))
-                .count() as u64;
-            if writes > 0 {
-                counters.batches.fetch_add(1, Ordering::Relaxed);
-                counters.writes.fetch_add(writes, Ordering::Relaxed);
+                .any(|result| matches!(result, Err(StoreError::Full)));
+            if full {
+                state.space.on_full(conn);
             }
-            // Watchers hear of a change before its writer is answered.
-            for change in changes {
-                let _ = state.changes.send(change);
-            }
-            for (job, result) in batch.into_iter().zip(results) {
-                let _ = job.reply.send(result);
-            }
+            answer_committed(batch, committed, state);
         }
         Err(err) => {
-            tracing::error!(error = %err, writes = batch.len(), "committing a batch failed");
             let err = store_error(err);
+            if matches!(err, StoreError::Full) {
+                tracing::warn!(
+                    writes = batch.len(),
+                    "a batch did not commit: the disk is full"
+                );
+                state.space.on_full(conn);
+            } else {
+                tracing::error!(error = %err, writes = batch.len(), "committing a batch failed");
+            }
             for job in batch {
                 let _ = job.reply.send(Err(err.clone()));
             }
         }
+    }
+}
+
+/// A batch's transaction, committed: each job's result and the changes to publish.
+struct Committed {
+    results: Vec<StoreResult<Applied>>,
+    changes: Vec<Arc<Change>>,
+    revision: i64,
+}
+
+enum Attempt {
+    Committed(Committed),
+    /// SQLite rolled the whole transaction back when job `index` failed, as it may for some
+    /// errors (SQLITE_FULL among them) instead of undoing just the statement. The batch is
+    /// tried again without that job, so that it still sinks no other.
+    RolledBack {
+        index: usize,
+        err: StoreError,
+    },
+}
+
+/// Applies every job not yet `dropped`, each in its own savepoint, and commits.
+fn attempt(
+    conn: &mut Connection,
+    batch: &[WriteJob],
+    dropped: &[Option<StoreError>],
+    state: &WriterState,
+) -> rusqlite::Result<Attempt> {
+    let mut next = state.revision;
+    let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut results = Vec::with_capacity(batch.len());
+    let mut changes = Vec::new();
+    for (index, job) in batch.iter().enumerate() {
+        if let Some(err) = &dropped[index] {
+            results.push(Err(err.clone()));
+            continue;
+        }
+        state.space.limit(&tx, frees_space(&job.op));
+        let mut savepoint = tx.savepoint()?;
+        match apply(&savepoint, &job.op, next) {
+            Ok((applied, applied_changes)) => {
+                savepoint.commit()?;
+                if let Some(last) = applied_changes.last() {
+                    next = last.revision;
+                }
+                changes.extend(applied_changes.into_iter().map(Arc::new));
+                results.push(Ok(applied));
+            }
+            Err(err) if savepoint.is_autocommit() => {
+                return Ok(Attempt::RolledBack { index, err });
+            }
+            Err(err) => {
+                savepoint.rollback()?;
+                results.push(Err(err));
+            }
+        }
+    }
+    if next != state.revision {
+        tx.execute(
+            "UPDATE store_meta SET value = ?1 WHERE key = 'revision'",
+            params![next],
+        )?;
+    }
+    tx.commit()?;
+    Ok(Attempt::Committed(Committed {
+        results,
+        changes,
+        revision: next,
+    }))
+}
+
+/// Whether an operation only removes data: it may use some of a released disk reserve.
+fn frees_space(op: &WriteOp) -> bool {
+    match op {
+        WriteOp::Transact(mutations) => mutations.iter().all(|mutation| {
+            matches!(
+                mutation,
+                Mutation::Delete { .. } | Mutation::DeleteVersions { .. }
+            )
+        }),
+        WriteOp::Compact(_) => true,
+        WriteOp::PutSetting { .. } | WriteOp::RewriteTokens { .. } | WriteOp::FillReadCache(_) => {
+            false
+        }
+    }
+}
+
+fn answer_committed(batch: Vec<WriteJob>, committed: Committed, state: &mut WriterState) {
+    let Committed {
+        results,
+        changes,
+        revision,
+    } = committed;
+    tracing::debug!(writes = batch.len(), revision, "committed a batch");
+    state.revision = revision;
+    // Maintenance (compaction steps, settings) is not counted: the counters tell how well
+    // client writes share commits.
+    let writes = batch
+        .iter()
+        .filter(|job| matches!(job.op, WriteOp::Transact(_)))
+        .count() as u64;
+    if writes > 0 {
+        state.counters.batches.fetch_add(1, Ordering::Relaxed);
+        state.counters.writes.fetch_add(writes, Ordering::Relaxed);
+    }
+    // Watchers hear of a change before its writer is answered.
+    for change in changes {
+        let _ = state.changes.send(change);
+    }
+    for (job, result) in batch.into_iter().zip(results) {
+        let _ = job.reply.send(result);
     }
 }
 
@@ -658,4 +771,77 @@ fn rewrite_text(text: &str, prefix: &str, rewrite: &TokenRewrite) -> StoreResult
     }
     out.push_str(rest);
     Ok((out, count))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reserve::Reserve;
+    use crate::schema;
+
+    fn create(id: &str) -> WriteOp {
+        WriteOp::Transact(vec![Mutation::Create(NewResource {
+            scope: Scope::new("Agent", "local"),
+            id: id.into(),
+            slug: id.into(),
+            data: format!(r#"{{"metadata":{{"id":"{id}"}}}}"#),
+            proto: None,
+        })])
+    }
+
+    fn job(op: WriteOp) -> (WriteJob, oneshot::Receiver<StoreResult<Applied>>) {
+        let (reply, answer) = oneshot::channel();
+        (WriteJob { op, reply }, answer)
+    }
+
+    fn written(answer: &mut oneshot::Receiver<StoreResult<Applied>>) -> StoreResult<i64> {
+        match answer.try_recv().expect("answered")? {
+            Applied::Written(rows) => Ok(rows[0].revision),
+            _ => panic!("not a write"),
+        }
+    }
+
+    /// SQLite answers some errors, SQLITE_FULL among them, by rolling back the whole
+    /// transaction rather than the statement: the other writes of the batch must still commit.
+    #[test]
+    fn a_write_that_rolls_back_the_whole_transaction_sinks_no_other() {
+        let dir = tempfile::tempdir().expect("dir");
+        let config = SqliteConfig::new(dir.path().join("batch.db"));
+        schema::prepare_path(&config.path).expect("path");
+        let mut conn = schema::open_writer_connection(&config).expect("open");
+        schema::migrate(&mut conn).expect("migrate");
+        let pages: i64 = conn
+            .pragma_query_value(None, "page_count", |row| row.get(0))
+            .expect("page_count");
+        // Room for a few small rows, not for a 1 MiB artifact.
+        conn.pragma_update(None, "max_page_count", pages + 20)
+            .expect("cap");
+        let space = Space::start(Reserve::new(&config.path, 0), &conn);
+        let (changes, _) = broadcast::channel(16);
+        let mut state = WriterState {
+            revision: 0,
+            counters: Arc::default(),
+            changes,
+            space,
+        };
+        let (first, mut first_answer) = job(create("agt-1"));
+        let (artifact, mut artifact_answer) = job(WriteOp::Transact(vec![Mutation::PutArtifact {
+            hash: "a".repeat(64),
+            bytes: vec![7; 1024 * 1024],
+        }]));
+        let (last, mut last_answer) = job(create("agt-2"));
+
+        commit_batch(&mut conn, vec![first, artifact, last], &mut state);
+
+        assert_eq!(written(&mut first_answer).expect("first"), 1);
+        assert_eq!(written(&mut last_answer).expect("last"), 2);
+        assert!(matches!(
+            artifact_answer.try_recv().expect("answered"),
+            Err(StoreError::Full)
+        ));
+        let stored: i64 = conn
+            .query_row("SELECT count(*) FROM resources", [], |row| row.get(0))
+            .expect("count");
+        assert_eq!(stored, 2);
+    }
 }
