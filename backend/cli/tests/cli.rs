@@ -118,6 +118,37 @@ impl Drop for Env {
     }
 }
 
+/// The figures of import's summary line, parsed whole (so "1 created" never matches inside
+/// "11 created").
+#[derive(Debug)]
+struct ImportCounts {
+    total: u64,
+    created: u64,
+    updated: u64,
+    unchanged: u64,
+}
+
+fn import_counts(out: &str) -> ImportCounts {
+    let line = out
+        .lines()
+        .find(|line| line.starts_with("imported "))
+        .unwrap_or_else(|| panic!("no summary line in {out:?}"));
+    let numbers: Vec<u64> = line
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|part| !part.is_empty())
+        .map(|part| part.parse().expect("a number"))
+        .collect();
+    let [total, created, updated, unchanged] = numbers[..] else {
+        panic!("unexpected summary line {line:?}");
+    };
+    ImportCounts {
+        total,
+        created,
+        updated,
+        unchanged,
+    }
+}
+
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
@@ -435,10 +466,14 @@ fn export_then_import_restores_deleted_resources_with_their_ids() {
     assert!(!text.contains("kind: Environment"), "{text}");
 
     let again = env.ok(&["import", "-f", dump]);
-    assert!(again.contains("0 created, 0 updated"), "{again}");
+    let counts = import_counts(&again);
+    assert_eq!((counts.created, counts.updated), (0, 0), "{again}");
+    assert_eq!(counts.unchanged, counts.total, "{again}");
     env.ok(&["delete", "mcpserver", "files"]);
     let restored = env.ok(&["import", "-f", dump]);
-    assert!(restored.contains("1 created"), "{restored}");
+    let counts = import_counts(&restored);
+    assert_eq!((counts.created, counts.updated), (1, 0), "{restored}");
+    assert_eq!(counts.unchanged, counts.total - 1, "{restored}");
     let after: Value =
         serde_json::from_str(&env.ok(&["get", "agent", "code-reviewer", "-o", "json"]))
             .expect("json");
@@ -502,7 +537,9 @@ fn export_wipe_import_export_gives_the_same_file() {
     );
 
     let imported = env.ok(&["import", "-f", first.to_str().expect("utf-8")]);
-    assert!(imported.contains("created"), "{imported}");
+    let counts = import_counts(&imported);
+    assert!(counts.total > 0, "{imported}");
+    assert_eq!(counts.created, counts.total, "{imported}");
     let second = env.home().join("second.yaml");
     env.ok(&["export", "--file", second.to_str().expect("utf-8")]);
     let (a, b) = (
@@ -512,5 +549,7 @@ fn export_wipe_import_export_gives_the_same_file() {
     assert!(!a.is_empty());
     assert_eq!(a, b, "the round trip is lossless");
     let twice = env.ok(&["import", "-f", first.to_str().expect("utf-8")]);
-    assert!(twice.contains("0 created, 0 updated"), "{twice}");
+    let counts = import_counts(&twice);
+    assert_eq!((counts.created, counts.updated), (0, 0), "{twice}");
+    assert_eq!(counts.unchanged, counts.total, "{twice}");
 }

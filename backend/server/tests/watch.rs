@@ -580,14 +580,17 @@ async fn a_watcher_that_falls_behind_is_ended_and_can_resume_without_losing_anyt
     let mut command = Commands::new(server.channel.clone());
     let mut big = agent("big");
     big.spec.as_mut().expect("spec").description = "x".repeat(4096);
-    for n in 0..600 {
-        let mut next_agent = big.clone();
-        next_agent.metadata.as_mut().expect("metadata").name = format!("big {n}");
-        command
-            .create(next_agent)
-            .await
-            .expect("writers are never held up by a slow watcher");
-    }
+    // A writer held up by the watcher would wait forever: the deadline turns that into a
+    // failure.
+    tokio::time::timeout(DEADLINE, async {
+        for n in 0..600 {
+            let mut next_agent = big.clone();
+            next_agent.metadata.as_mut().expect("metadata").name = format!("big {n}");
+            command.create(next_agent).await.expect("create");
+        }
+    })
+    .await
+    .expect("writers are never held up by a slow watcher");
     let end = current_revision(&server).await;
     // The slow watcher gets what was buffered, then RESOURCE_EXHAUSTED naming where to resume.
     let mut received = Vec::new();

@@ -439,6 +439,49 @@ async fn age_based_retention_keeps_recent_changes_whatever_their_number() {
     store.close().await.expect("close");
 }
 
+/// Age removes as well as keeps: changes older than the age go, a prefix at a time, without
+/// waiting an hour (their commit times are moved back by hand, as a clock would).
+#[tokio::test]
+async fn age_based_retention_removes_old_changes_as_a_prefix() {
+    use stigmer_store::Retention;
+    let dir = tempfile::tempdir().expect("dir");
+    let store = open(&dir);
+    for n in 0..10 {
+        store
+            .create(resource(&format!("agt-{n}"), &format!("s{n}")))
+            .await
+            .expect("create");
+    }
+    let two_hours_ago = std::time::SystemTime::now()
+        .checked_sub(std::time::Duration::from_secs(7200))
+        .expect("time")
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after the epoch")
+        .as_millis() as i64;
+    let conn = rusqlite::Connection::open(dir.path().join("nested/dir/test.db")).expect("open");
+    conn.busy_timeout(std::time::Duration::from_secs(5))
+        .expect("busy timeout");
+    // Revisions 1-6 are old; so is 8, but 7 is recent, so the prefix ends at 6.
+    let aged = conn
+        .execute(
+            "UPDATE changes SET committed_at = ?1 WHERE revision <= 6 OR revision = 8",
+            [two_hours_ago],
+        )
+        .expect("age the first changes");
+    assert_eq!(aged, 7);
+    drop(conn);
+    let hour = Retention {
+        revisions: 0,
+        age: std::time::Duration::from_secs(3600),
+    };
+    let done = store.compact(hour).await.expect("compact");
+    assert_eq!((done.removed, done.compacted), (6, 6));
+    assert_eq!(store.log_bounds().await.expect("bounds").compacted, 6);
+    // Nothing else is old enough: a second pass removes nothing.
+    assert_eq!(store.compact(hour).await.expect("compact").removed, 0);
+    store.close().await.expect("close");
+}
+
 #[tokio::test]
 async fn a_transaction_applies_all_of_its_mutations_or_none() {
     use stigmer_store::Mutation;
