@@ -11,7 +11,6 @@ use stigmer_store::{Retention, Store};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tonic::service::Routes;
-use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
@@ -19,6 +18,7 @@ use crate::cache_fill::refill_read_cache;
 use crate::catalog::{Catalog, CatalogError};
 use crate::config::{Durability, ServerConfig};
 use crate::controller::App;
+use crate::incoming::Incoming;
 use crate::kinds::KINDS;
 use crate::logging::RpcLogLayer;
 use crate::service::{MAX_MESSAGE_SIZE, ResourceRpc};
@@ -204,6 +204,12 @@ struct Background {
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
+/// Seconds between HTTP/2 pings on an open connection, and seconds the peer has to answer one
+/// before the connection is closed: a peer that vanished without a FIN (or stopped reading)
+/// frees its descriptor within a minute and a half.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(60);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+
 /// Serves `listener` until `shutdown` resolves, then drains in-flight calls (for at most the
 /// configured grace period) and closes the store.
 pub async fn run(
@@ -232,10 +238,13 @@ pub async fn run(
         Ok(address) => tracing::info!(%address, "serving gRPC"),
         Err(err) => tracing::warn!(error = %err, "serving gRPC on an address the OS will not name"),
     }
+    let incoming = Incoming::new(listener, Duration::from_millis(config.handshake_timeout_ms));
     let server = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
         .layer(RpcLogLayer)
         .add_routes(routes)
-        .serve_with_incoming_shutdown(incoming(listener), signal);
+        .serve_with_incoming_shutdown(incoming, signal);
     let grace = Duration::from_secs(config.shutdown_grace_secs);
     tokio::select! {
         served = server => served?,
@@ -310,14 +319,6 @@ async fn compact_periodically(
             Err(err) => tracing::warn!(error = %err, "compacting the change log failed"),
         }
     }
-}
-
-/// Accepted connections with TCP_NODELAY: without it, Nagle's algorithm holds back the last
-/// frame of a response until the client's delayed ACK, adding ~40 ms to larger replies.
-fn incoming(listener: TcpListener) -> TcpIncoming {
-    TcpIncoming::from(listener)
-        .with_nodelay(Some(true))
-        .with_keepalive(Some(Duration::from_secs(60)))
 }
 
 async fn set_health(reporter: &HealthReporter, services: &[String], status: ServingStatus) {

@@ -14,7 +14,7 @@ use prost::Message;
 use stigmer_api::ai::stigmer::agentic::agent::v1::agent_command_controller_client::AgentCommandControllerClient;
 use stigmer_api::ai::stigmer::agentic::agent::v1::agent_query_controller_client::AgentQueryControllerClient;
 use stigmer_api::ai::stigmer::agentic::agent::v1::{AgentId, ListAgentsRequest};
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tonic::transport::Channel;
 use tonic_health::pb::HealthCheckRequest;
@@ -23,6 +23,8 @@ use tonic_health::pb::health_client::HealthClient;
 use tonic_reflection::pb::v1 as reflection;
 
 const DEADLINE: Duration = Duration::from_secs(60);
+
+const BINARY: &str = env!("CARGO_BIN_EXE_stigmer-server");
 
 async fn reflect(
     channel: &Channel,
@@ -210,7 +212,12 @@ impl Binary {
     }
 
     async fn start_logging(home: &Path, db: Option<&Path>, filter: &str) -> Self {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_stigmer-server"));
+        Self::spawn(Self::configure(Command::new(BINARY), home, db, filter)).await
+    }
+
+    /// `command` (the binary, or a shell that execs it) set up as a user would start it: a
+    /// private HOME, a free port on 127.0.0.1, JSON log lines on stderr.
+    fn configure(mut command: Command, home: &Path, db: Option<&Path>, filter: &str) -> Command {
         command
             .env_clear()
             .env("HOME", home)
@@ -224,6 +231,11 @@ impl Binary {
         if let Some(db) = db {
             command.env("STIGMER_DB", db);
         }
+        command
+    }
+
+    /// Spawns `command` and waits until the server says where it serves.
+    async fn spawn(mut command: Command) -> Self {
         let mut child = command.spawn().expect("spawn stigmer-server");
         let stderr = child.stderr.take().expect("stderr");
         let (tx, mut lines) = tokio::sync::mpsc::unbounded_channel();
@@ -413,7 +425,7 @@ async fn acknowledged_writes_survive_kill_dash_nine() {
 
 #[test]
 fn help_documents_every_flag_with_its_environment_variable() {
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_stigmer-server"))
+    let output = std::process::Command::new(BINARY)
         .arg("--help")
         .output()
         .expect("run --help");
@@ -431,7 +443,80 @@ fn help_documents_every_flag_with_its_environment_variable() {
         "--log-format",
         "STIGMER_LOG_FORMAT",
         "--synchronous",
+        "--handshake-timeout-ms",
+        "STIGMER_HANDSHAKE_TIMEOUT_MS",
     ] {
         assert!(help.contains(needle), "--help lacks {needle}:\n{help}");
+    }
+}
+
+/// The descriptor limit, soft and hard, of the server in the exhaustion test: well under the
+/// idle connections it is sent.
+const FD_LIMIT: usize = 128;
+
+#[tokio::test]
+async fn idle_connections_past_the_descriptor_limit_are_closed_and_calls_still_get_through() {
+    let home = tempfile::tempdir().expect("home");
+    // Plain `ulimit -n` lowers the hard limit too, which the server cannot raise back.
+    let mut shell = Command::new("/bin/sh");
+    shell.args([
+        "-c",
+        &format!("ulimit -n {FD_LIMIT} && exec \"$0\" \"$@\""),
+        BINARY,
+    ]);
+    let mut command = Binary::configure(shell, home.path(), None, "info");
+    // The variable rather than the flag, so a server without the setting still starts.
+    command.env("STIGMER_HANDSHAKE_TIMEOUT_MS", "1000");
+    let mut binary = Binary::spawn(command).await;
+
+    let mut idle = Vec::new();
+    for _ in 0..FD_LIMIT + 72 {
+        let stream = tokio::net::TcpStream::connect(&binary.address)
+            .await
+            .expect("the kernel queues the connection");
+        idle.push(stream);
+    }
+
+    let status = tokio::time::timeout(DEADLINE, async {
+        let mut health = HealthClient::new(binary.channel().await);
+        health.check(HealthCheckRequest::default()).await
+    })
+    .await
+    .expect("a real call got through in time")
+    .expect("health check")
+    .into_inner()
+    .status();
+    assert_eq!(status, ServingStatus::Serving);
+
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    for (n, stream) in idle.iter_mut().enumerate() {
+        tokio::time::timeout_at(deadline, closed_by_peer(stream))
+            .await
+            .unwrap_or_else(|_| panic!("idle connection {n} is still open"));
+    }
+
+    let warning = binary
+        .log_line(|line| {
+            line["fields"]["message"]
+                .as_str()
+                .is_some_and(|message| message.starts_with("accept failed"))
+        })
+        .await;
+    assert_eq!(warning["level"], "WARN");
+    let message = warning["fields"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("backing off"), "{message}");
+
+    binary.signal("-TERM");
+    let exit = binary.wait().await;
+    assert!(exit.success(), "exit status {exit:?}");
+}
+
+/// Reads until the server closes the connection (it may send its SETTINGS frame first).
+async fn closed_by_peer(stream: &mut tokio::net::TcpStream) {
+    let mut buf = [0u8; 256];
+    while let Ok(n) = stream.read(&mut buf).await {
+        if n == 0 {
+            return;
+        }
     }
 }
