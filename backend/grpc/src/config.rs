@@ -18,6 +18,12 @@ pub struct ServerConfig {
     #[arg(long, env = "STIGMER_LISTEN", default_value = "127.0.0.1:50051")]
     pub listen: SocketAddr,
 
+    /// Serve on an address other than loopback although this server has neither TLS nor
+    /// authentication yet: anyone who can reach the port can read and change every resource.
+    /// Without it, such a --listen is refused at start-up. Only on a trusted network.
+    #[arg(long, env = "STIGMER_ALLOW_INSECURE", value_parser = clap::builder::BoolishValueParser::new())]
+    pub allow_insecure: bool,
+
     /// Milliseconds a new connection has to send the HTTP/2 client preface (its first 24
     /// bytes) before it is closed, so connections that never speak cannot hold on to file
     /// descriptors. Once talking, a connection that stops answering HTTP/2 pings (every 60 s,

@@ -2,6 +2,7 @@
 //! close the store cleanly.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,6 +27,12 @@ use crate::service::{MAX_MESSAGE_SIZE, ResourceRpc};
 /// Why the server could not start or stop cleanly.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
+    #[error(
+        "refusing to serve {0} without TLS and authentication: anyone who can reach it could read and change every resource; listen on a loopback address (127.0.0.1, [::1]), or pass --allow-insecure (STIGMER_ALLOW_INSECURE=true) on a trusted network"
+    )]
+    InsecureListen(SocketAddr),
+    #[error("the address of the listening socket: {0}")]
+    ListenAddress(std::io::Error),
     #[error("database path: {0}")]
     DbPath(std::io::Error),
     #[error(transparent)]
@@ -211,12 +218,15 @@ const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(60);
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Serves `listener` until `shutdown` resolves, then drains in-flight calls (for at most the
-/// configured grace period) and closes the store.
+/// configured grace period) and closes the store. Refuses a listener on an address other than
+/// loopback unless `config.allow_insecure`.
 pub async fn run(
     config: &ServerConfig,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
+    let address = listener.local_addr().map_err(ServerError::ListenAddress)?;
+    check_listen(config, address)?;
     let Parts {
         store,
         routes,
@@ -234,9 +244,9 @@ pub async fn run(
             draining.notify_one();
         }
     };
-    match listener.local_addr() {
-        Ok(address) => tracing::info!(%address, "serving gRPC"),
-        Err(err) => tracing::warn!(error = %err, "serving gRPC on an address the OS will not name"),
+    tracing::info!(%address, "serving gRPC");
+    if !is_loopback(address) {
+        tracing::warn!(%address, "serving without TLS or authentication on an address other than loopback, as --allow-insecure says");
     }
     let incoming = Incoming::new(listener, Duration::from_millis(config.handshake_timeout_ms));
     let server = tonic::transport::Server::builder()
@@ -321,6 +331,23 @@ async fn compact_periodically(
     }
 }
 
+/// Refuses to serve plain, unauthenticated gRPC beyond this machine unless told to. The check
+/// lives here rather than in the binary so that every server started through the library (the
+/// CLI's daemon, tests, embedders) obeys it, and it looks at the socket actually bound rather
+/// than at the flag. It runs before the database is opened, so a refused start changes nothing.
+fn check_listen(config: &ServerConfig, address: SocketAddr) -> Result<(), ServerError> {
+    if is_loopback(address) || config.allow_insecure {
+        Ok(())
+    } else {
+        Err(ServerError::InsecureListen(address))
+    }
+}
+
+/// 127.0.0.0/8 and ::1, including IPv4 loopback written as an IPv4-mapped IPv6 address.
+fn is_loopback(address: SocketAddr) -> bool {
+    address.ip().to_canonical().is_loopback()
+}
+
 async fn set_health(reporter: &HealthReporter, services: &[String], status: ServingStatus) {
     reporter.set_service_status("", status).await;
     for service in services {
@@ -351,4 +378,36 @@ fn routes(
         router = router.route_service(&format!("/{service}/{{*method}}"), rpc.clone());
     }
     Ok(Routes::from(router))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_loopback_is_served_without_allow_insecure() {
+        let mut config = ServerConfig::new(([127, 0, 0, 1], 0).into(), "unused.db");
+        for served in [
+            "127.0.0.1:1",
+            "127.9.9.9:1",
+            "[::1]:1",
+            "[::ffff:127.0.0.1]:1",
+        ] {
+            let address = served.parse().expect("address");
+            assert!(check_listen(&config, address).is_ok(), "{served}");
+        }
+        for refused in [
+            "0.0.0.0:1",
+            "[::]:1",
+            "192.168.1.10:1",
+            "[::ffff:10.0.0.1]:1",
+        ] {
+            let address = refused.parse().expect("address");
+            let err = check_listen(&config, address).expect_err(refused);
+            assert!(err.to_string().contains("--allow-insecure"), "{err}");
+        }
+        config.allow_insecure = true;
+        let anywhere = "0.0.0.0:1".parse().expect("address");
+        assert!(check_listen(&config, anywhere).is_ok());
+    }
 }

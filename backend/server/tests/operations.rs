@@ -445,6 +445,8 @@ fn help_documents_every_flag_with_its_environment_variable() {
         "--synchronous",
         "--handshake-timeout-ms",
         "STIGMER_HANDSHAKE_TIMEOUT_MS",
+        "--allow-insecure",
+        "STIGMER_ALLOW_INSECURE",
     ] {
         assert!(help.contains(needle), "--help lacks {needle}:\n{help}");
     }
@@ -519,4 +521,69 @@ async fn closed_by_peer(stream: &mut tokio::net::TcpStream) {
             return;
         }
     }
+}
+
+#[test]
+fn a_non_loopback_listen_is_refused_without_allow_insecure() {
+    for (listen, allow) in [
+        ("0.0.0.0:0", None),
+        ("[::]:0", None),
+        ("0.0.0.0:0", Some("false")),
+    ] {
+        let home = tempfile::tempdir().expect("home");
+        let mut command = std::process::Command::new(BINARY);
+        command
+            .env_clear()
+            .env("HOME", home.path())
+            .args(["--listen", listen]);
+        if let Some(allow) = allow {
+            command.env("STIGMER_ALLOW_INSECURE", allow);
+        }
+        let output = command.output().expect("run stigmer-server");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{listen} was served:\n{stderr}");
+        let (host, _) = listen.rsplit_once(':').expect("host:port");
+        assert!(
+            stderr.contains("--allow-insecure") && stderr.contains(&format!("{host}:")),
+            "the refusal names neither the address nor the flag:\n{stderr}"
+        );
+        assert!(
+            !home.path().join(".stigmer").exists(),
+            "refused before touching the database"
+        );
+    }
+}
+
+#[tokio::test]
+async fn allow_insecure_serves_a_non_loopback_listen_and_warns() {
+    let home = tempfile::tempdir().expect("home");
+    let mut command = Binary::configure(Command::new(BINARY), home.path(), None, "info");
+    command
+        .env("STIGMER_LISTEN", "0.0.0.0:0")
+        .arg("--allow-insecure");
+    let mut binary = Binary::spawn(command).await;
+    let port = binary
+        .address
+        .strip_prefix("0.0.0.0:")
+        .unwrap_or_else(|| panic!("served on {}", binary.address))
+        .to_string();
+    let warning = binary.log_line(|line| line["level"] == "WARN").await;
+    let message = warning["fields"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("--allow-insecure"), "{message}");
+
+    let channel = Channel::from_shared(format!("http://127.0.0.1:{port}"))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect");
+    let status = HealthClient::new(channel)
+        .check(HealthCheckRequest::default())
+        .await
+        .expect("health check")
+        .into_inner()
+        .status();
+    assert_eq!(status, ServingStatus::Serving);
+
+    binary.signal("-TERM");
+    assert!(binary.wait().await.success());
 }
