@@ -26,11 +26,12 @@ async fn main() -> anyhow::Result<()> {
         }
         return Ok(());
     }
+    let shutdown = shutdown_signal()?;
     raise_open_files_limit();
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
-    stigmer_grpc::run(&config, listener, shutdown_signal()).await?;
+    stigmer_grpc::run(&config, listener, shutdown).await?;
     Ok(())
 }
 
@@ -58,19 +59,26 @@ fn init_logging(config: &ServerConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Resolves on the first SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut terminate =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                .expect("installing the SIGTERM handler at start-up");
+/// A future that resolves on the first SIGINT or SIGTERM. The handlers are installed here,
+/// not when the future is first polled (once the server is serving): until installed, a signal
+/// kills the process outright instead of stopping it cleanly.
+#[cfg(unix)]
+fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()> + Send + 'static> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut terminate =
+        signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    Ok(async move {
         tokio::select! {
-            _ = interrupt => {},
+            _ = interrupt.recv() => {},
             _ = terminate.recv() => {},
         }
-    }
-    #[cfg(not(unix))]
-    let _ = interrupt.await;
+    })
+}
+
+#[cfg(not(unix))]
+fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()> + Send + 'static> {
+    Ok(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
 }

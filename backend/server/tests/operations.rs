@@ -585,5 +585,6 @@ async fn allow_insecure_serves_a_non_loopback_listen_and_warns() {
     assert_eq!(status, ServingStatus::Serving);
 
     binary.signal("-TERM");
-    assert!(binary.wait().await.success());
+    let exit = binary.wait().await;
+    assert!(exit.success(), "exit status {exit:?}");
 }
