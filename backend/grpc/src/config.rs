@@ -18,6 +18,19 @@ pub struct ServerConfig {
     #[arg(long, env = "STIGMER_LISTEN", default_value = "127.0.0.1:50051")]
     pub listen: SocketAddr,
 
+    /// Serve on an address other than loopback although this server has neither TLS nor
+    /// authentication yet: anyone who can reach the port can read and change every resource.
+    /// Without it, such a --listen is refused at start-up. Only on a trusted network.
+    #[arg(long, env = "STIGMER_ALLOW_INSECURE", value_parser = clap::builder::BoolishValueParser::new())]
+    pub allow_insecure: bool,
+
+    /// Milliseconds a new connection has to send the HTTP/2 client preface (its first 24
+    /// bytes) before it is closed, so connections that never speak cannot hold on to file
+    /// descriptors. Once talking, a connection that stops answering HTTP/2 pings (every 60 s,
+    /// 20 s to answer) is closed too.
+    #[arg(long, env = "STIGMER_HANDSHAKE_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub handshake_timeout_ms: u64,
+
     /// SQLite database file. Its directory is created with mode 0700 and the file with 0600
     /// when missing. A leading "~/" means the home directory.
     #[arg(long, env = "STIGMER_DB", default_value = DEFAULT_DB)]

@@ -14,6 +14,7 @@ mod error;
 mod executions;
 mod feed;
 mod fields;
+mod incoming;
 mod jit;
 mod json;
 mod key_locks;

@@ -2,6 +2,7 @@
 //! close the store cleanly.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,7 +12,6 @@ use stigmer_store::{Retention, Store};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tonic::service::Routes;
-use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
@@ -19,6 +19,7 @@ use crate::cache_fill::refill_read_cache;
 use crate::catalog::{Catalog, CatalogError};
 use crate::config::{Durability, ServerConfig};
 use crate::controller::App;
+use crate::incoming::Incoming;
 use crate::kinds::KINDS;
 use crate::logging::RpcLogLayer;
 use crate::service::{MAX_MESSAGE_SIZE, ResourceRpc};
@@ -26,6 +27,12 @@ use crate::service::{MAX_MESSAGE_SIZE, ResourceRpc};
 /// Why the server could not start or stop cleanly.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
+    #[error(
+        "refusing to serve {0} without TLS and authentication: anyone who can reach it could read and change every resource; listen on a loopback address (127.0.0.1, [::1]), or pass --allow-insecure (STIGMER_ALLOW_INSECURE=true) on a trusted network"
+    )]
+    InsecureListen(SocketAddr),
+    #[error("the address of the listening socket: {0}")]
+    ListenAddress(std::io::Error),
     #[error("database path: {0}")]
     DbPath(std::io::Error),
     #[error(transparent)]
@@ -205,13 +212,22 @@ struct Background {
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
+/// Seconds between HTTP/2 pings on an open connection, and seconds the peer has to answer one
+/// before the connection is closed: a peer that vanished without a FIN (or stopped reading)
+/// frees its descriptor within a minute and a half.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(60);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+
 /// Serves `listener` until `shutdown` resolves, then drains in-flight calls (for at most the
-/// configured grace period) and closes the store.
+/// configured grace period) and closes the store. Refuses a listener on an address other than
+/// loopback unless `config.allow_insecure`.
 pub async fn run(
     config: &ServerConfig,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
+    let address = listener.local_addr().map_err(ServerError::ListenAddress)?;
+    check_listen(config, address)?;
     let Parts {
         store,
         routes,
@@ -229,14 +245,17 @@ pub async fn run(
             draining.notify_one();
         }
     };
-    match listener.local_addr() {
-        Ok(address) => tracing::info!(%address, "serving gRPC"),
-        Err(err) => tracing::warn!(error = %err, "serving gRPC on an address the OS will not name"),
+    tracing::info!(%address, "serving gRPC");
+    if !is_loopback(address) {
+        tracing::warn!(%address, "serving without TLS or authentication on an address other than loopback, as --allow-insecure says");
     }
+    let incoming = Incoming::new(listener, Duration::from_millis(config.handshake_timeout_ms));
     let server = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
         .layer(RpcLogLayer)
         .add_routes(routes)
-        .serve_with_incoming_shutdown(incoming(listener), signal);
+        .serve_with_incoming_shutdown(incoming, signal);
     let grace = Duration::from_secs(config.shutdown_grace_secs);
     tokio::select! {
         served = server => served?,
@@ -313,12 +332,21 @@ async fn compact_periodically(
     }
 }
 
-/// Accepted connections with TCP_NODELAY: without it, Nagle's algorithm holds back the last
-/// frame of a response until the client's delayed ACK, adding ~40 ms to larger replies.
-fn incoming(listener: TcpListener) -> TcpIncoming {
-    TcpIncoming::from(listener)
-        .with_nodelay(Some(true))
-        .with_keepalive(Some(Duration::from_secs(60)))
+/// Refuses to serve plain, unauthenticated gRPC beyond this machine unless told to. The check
+/// lives here rather than in the binary so that every server started through the library (the
+/// CLI's daemon, tests, embedders) obeys it, and it looks at the socket actually bound rather
+/// than at the flag. It runs before the database is opened, so a refused start changes nothing.
+fn check_listen(config: &ServerConfig, address: SocketAddr) -> Result<(), ServerError> {
+    if is_loopback(address) || config.allow_insecure {
+        Ok(())
+    } else {
+        Err(ServerError::InsecureListen(address))
+    }
+}
+
+/// 127.0.0.0/8 and ::1, including IPv4 loopback written as an IPv4-mapped IPv6 address.
+fn is_loopback(address: SocketAddr) -> bool {
+    address.ip().to_canonical().is_loopback()
 }
 
 async fn set_health(reporter: &HealthReporter, services: &[String], status: ServingStatus) {
@@ -351,4 +379,36 @@ fn routes(
         router = router.route_service(&format!("/{service}/{{*method}}"), rpc.clone());
     }
     Ok(Routes::from(router))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_loopback_is_served_without_allow_insecure() {
+        let mut config = ServerConfig::new(([127, 0, 0, 1], 0).into(), "unused.db");
+        for served in [
+            "127.0.0.1:1",
+            "127.9.9.9:1",
+            "[::1]:1",
+            "[::ffff:127.0.0.1]:1",
+        ] {
+            let address = served.parse().expect("address");
+            assert!(check_listen(&config, address).is_ok(), "{served}");
+        }
+        for refused in [
+            "0.0.0.0:1",
+            "[::]:1",
+            "192.168.1.10:1",
+            "[::ffff:10.0.0.1]:1",
+        ] {
+            let address = refused.parse().expect("address");
+            let err = check_listen(&config, address).expect_err(refused);
+            assert!(err.to_string().contains("--allow-insecure"), "{err}");
+        }
+        config.allow_insecure = true;
+        let anywhere = "0.0.0.0:1".parse().expect("address");
+        assert!(check_listen(&config, anywhere).is_ok());
+    }
 }

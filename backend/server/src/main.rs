@@ -48,11 +48,22 @@ async fn serve(config: ServerConfig) -> anyhow::Result<()> {
         return Ok(());
     }
     let shutdown = shutdown_signal()?;
+    raise_open_files_limit();
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     stigmer_grpc::run(&config, listener, shutdown).await?;
     Ok(())
+}
+
+/// Raises the soft limit on open files to the hard limit. Every connection holds a descriptor,
+/// and the usual soft limit (1024) is a few hundred idle clients away; the hard limit is the
+/// one the operator chose.
+fn raise_open_files_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::info!(limit, "open files limit"),
+        Err(err) => tracing::warn!(error = %err, "cannot raise the open files limit; keeping it"),
+    }
 }
 
 fn init_logging(config: &ServerConfig) -> anyhow::Result<()> {

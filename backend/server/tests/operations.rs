@@ -15,7 +15,7 @@ use prost::Message;
 use stigmer_api::ai::stigmer::agentic::agent::v1::agent_command_controller_client::AgentCommandControllerClient;
 use stigmer_api::ai::stigmer::agentic::agent::v1::agent_query_controller_client::AgentQueryControllerClient;
 use stigmer_api::ai::stigmer::agentic::agent::v1::{AgentId, ListAgentsRequest};
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tonic::transport::Channel;
 use tonic_health::pb::HealthCheckRequest;
@@ -24,6 +24,8 @@ use tonic_health::pb::health_client::HealthClient;
 use tonic_reflection::pb::v1 as reflection;
 
 const DEADLINE: Duration = Duration::from_secs(60);
+
+const BINARY: &str = env!("CARGO_BIN_EXE_stigmer-server");
 
 async fn reflect(
     channel: &Channel,
@@ -211,7 +213,12 @@ impl Binary {
     }
 
     async fn start_logging(home: &Path, db: Option<&Path>, filter: &str) -> Self {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_stigmer-server"));
+        Self::spawn(Self::configure(Command::new(BINARY), home, db, filter)).await
+    }
+
+    /// `command` (the binary, or a shell that execs it) set up as a user would start it: a
+    /// private HOME, a free port on 127.0.0.1, JSON log lines on stderr.
+    fn configure(mut command: Command, home: &Path, db: Option<&Path>, filter: &str) -> Command {
         command
             .env_clear()
             .env("HOME", home)
@@ -225,6 +232,11 @@ impl Binary {
         if let Some(db) = db {
             command.env("STIGMER_DB", db);
         }
+        command
+    }
+
+    /// Spawns `command` and waits until the server says where it serves.
+    async fn spawn(mut command: Command) -> Self {
         let mut child = command.spawn().expect("spawn stigmer-server");
         let stderr = child.stderr.take().expect("stderr");
         let (tx, mut lines) = tokio::sync::mpsc::unbounded_channel();
@@ -603,7 +615,7 @@ async fn drain(
 
 #[test]
 fn help_documents_every_flag_with_its_environment_variable() {
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_stigmer-server"))
+    let output = std::process::Command::new(BINARY)
         .arg("--help")
         .output()
         .expect("run --help");
@@ -621,7 +633,148 @@ fn help_documents_every_flag_with_its_environment_variable() {
         "--log-format",
         "STIGMER_LOG_FORMAT",
         "--synchronous",
+        "--handshake-timeout-ms",
+        "STIGMER_HANDSHAKE_TIMEOUT_MS",
+        "--allow-insecure",
+        "STIGMER_ALLOW_INSECURE",
     ] {
         assert!(help.contains(needle), "--help lacks {needle}:\n{help}");
     }
+}
+
+/// The descriptor limit, soft and hard, of the server in the exhaustion test: well under the
+/// idle connections it is sent.
+const FD_LIMIT: usize = 128;
+
+#[tokio::test]
+async fn idle_connections_past_the_descriptor_limit_are_closed_and_calls_still_get_through() {
+    let home = tempfile::tempdir().expect("home");
+    // Plain `ulimit -n` lowers the hard limit too, which the server cannot raise back.
+    let mut shell = Command::new("/bin/sh");
+    shell.args([
+        "-c",
+        &format!("ulimit -n {FD_LIMIT} && exec \"$0\" \"$@\""),
+        BINARY,
+    ]);
+    let mut command = Binary::configure(shell, home.path(), None, "info");
+    // The variable rather than the flag, so a server without the setting still starts.
+    command.env("STIGMER_HANDSHAKE_TIMEOUT_MS", "1000");
+    let mut binary = Binary::spawn(command).await;
+
+    let mut idle = Vec::new();
+    for _ in 0..FD_LIMIT + 72 {
+        let stream = tokio::net::TcpStream::connect(&binary.address)
+            .await
+            .expect("the kernel queues the connection");
+        idle.push(stream);
+    }
+
+    let status = tokio::time::timeout(DEADLINE, async {
+        let mut health = HealthClient::new(binary.channel().await);
+        health.check(HealthCheckRequest::default()).await
+    })
+    .await
+    .expect("a real call got through in time")
+    .expect("health check")
+    .into_inner()
+    .status();
+    assert_eq!(status, ServingStatus::Serving);
+
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    for (n, stream) in idle.iter_mut().enumerate() {
+        tokio::time::timeout_at(deadline, closed_by_peer(stream))
+            .await
+            .unwrap_or_else(|_| panic!("idle connection {n} is still open"));
+    }
+
+    let warning = binary
+        .log_line(|line| {
+            line["fields"]["message"]
+                .as_str()
+                .is_some_and(|message| message.starts_with("accept failed"))
+        })
+        .await;
+    assert_eq!(warning["level"], "WARN");
+    let message = warning["fields"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("backing off"), "{message}");
+
+    binary.signal("-TERM");
+    let exit = binary.wait().await;
+    assert!(exit.success(), "exit status {exit:?}");
+}
+
+/// Reads until the server closes the connection (it may send its SETTINGS frame first).
+async fn closed_by_peer(stream: &mut tokio::net::TcpStream) {
+    let mut buf = [0u8; 256];
+    while let Ok(n) = stream.read(&mut buf).await {
+        if n == 0 {
+            return;
+        }
+    }
+}
+
+#[test]
+fn a_non_loopback_listen_is_refused_without_allow_insecure() {
+    for (listen, allow) in [
+        ("0.0.0.0:0", None),
+        ("[::]:0", None),
+        ("0.0.0.0:0", Some("false")),
+    ] {
+        let home = tempfile::tempdir().expect("home");
+        let mut command = std::process::Command::new(BINARY);
+        command
+            .env_clear()
+            .env("HOME", home.path())
+            .args(["--listen", listen]);
+        if let Some(allow) = allow {
+            command.env("STIGMER_ALLOW_INSECURE", allow);
+        }
+        let output = command.output().expect("run stigmer-server");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{listen} was served:\n{stderr}");
+        let (host, _) = listen.rsplit_once(':').expect("host:port");
+        assert!(
+            stderr.contains("--allow-insecure") && stderr.contains(&format!("{host}:")),
+            "the refusal names neither the address nor the flag:\n{stderr}"
+        );
+        assert!(
+            !home.path().join(".stigmer").exists(),
+            "refused before touching the database"
+        );
+    }
+}
+
+#[tokio::test]
+async fn allow_insecure_serves_a_non_loopback_listen_and_warns() {
+    let home = tempfile::tempdir().expect("home");
+    let mut command = Binary::configure(Command::new(BINARY), home.path(), None, "info");
+    command
+        .env("STIGMER_LISTEN", "0.0.0.0:0")
+        .arg("--allow-insecure");
+    let mut binary = Binary::spawn(command).await;
+    let port = binary
+        .address
+        .strip_prefix("0.0.0.0:")
+        .unwrap_or_else(|| panic!("served on {}", binary.address))
+        .to_string();
+    let warning = binary.log_line(|line| line["level"] == "WARN").await;
+    let message = warning["fields"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("--allow-insecure"), "{message}");
+
+    let channel = Channel::from_shared(format!("http://127.0.0.1:{port}"))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect");
+    let status = HealthClient::new(channel)
+        .check(HealthCheckRequest::default())
+        .await
+        .expect("health check")
+        .into_inner()
+        .status();
+    assert_eq!(status, ServingStatus::Serving);
+
+    binary.signal("-TERM");
+    let exit = binary.wait().await;
+    assert!(exit.success(), "exit status {exit:?}");
 }
