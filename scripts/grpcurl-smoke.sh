@@ -5,6 +5,10 @@
 set -uo pipefail
 
 server_bin=${1:-target/debug/stigmer-server}
+# Zero configuration means none from the caller's shell either.
+for var in $(compgen -e); do
+  case $var in STIGMER_* | RUST_LOG) unset "$var" ;; esac
+done
 passed=0
 failed=0
 

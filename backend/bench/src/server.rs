@@ -39,9 +39,10 @@ impl BenchServer {
             .arg("127.0.0.1:0")
             .arg("--db")
             .arg(db)
+            // Only what is set here: a STIGMER_* variable in the shell (synchronous=normal,
+            // say) would change what is measured.
+            .env_clear()
             .env("STIGMER_MASTER_KEY_FILE", dir.join("master.key"))
-            .env_remove("STIGMER_MASTER_KEY")
-            .env_remove("RUST_LOG")
             .env("HOME", dir)
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -63,16 +63,14 @@ impl Env {
 
     fn cmd(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_stigmer"));
-        for var in [
-            "STIGMER_BACKEND",
-            "STIGMER_TOKEN",
-            "STIGMER_ORG",
-            "STIGMER_CONFIG",
-            "STIGMER_DB",
-            "STIGMER_MASTER_KEY",
-            "STIGMER_LISTEN",
-        ] {
-            cmd.env_remove(var);
+        // The developer's settings reach neither the CLI nor the daemon it starts.
+        for (var, _) in std::env::vars_os() {
+            if var
+                .to_str()
+                .is_some_and(|name| name.starts_with("STIGMER_") || name == "RUST_LOG")
+            {
+                cmd.env_remove(var);
+            }
         }
         cmd.env("HOME", self.home())
             .env("STIGMER_ENDPOINT", &self.endpoint)

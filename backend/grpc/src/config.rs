@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 /// Where the database lives when neither --db nor STIGMER_DB says otherwise.
 pub const DEFAULT_DB: &str = "~/.stigmer/stigmer.db";
@@ -123,12 +123,23 @@ pub enum Durability {
 }
 
 impl ServerConfig {
-    /// A configuration with every default, listening on `listen` and storing in `db`.
+    /// A configuration with every default, listening on `listen` and storing in `db`. The
+    /// environment is not read: a server built in code (tests, the in-process transport) runs
+    /// as documented whatever `STIGMER_*` variables the shell holds; only the binary reads them.
     pub fn new(listen: SocketAddr, db: impl Into<PathBuf>) -> Self {
-        let mut config = Self::parse_from(["stigmer-server"]);
+        let matches = Self::defaults_command()
+            .try_get_matches_from(["stigmer-server"])
+            .expect("every flag has a default or is optional");
+        let mut config =
+            Self::from_arg_matches(&matches).expect("the defaults form a configuration");
         config.listen = listen;
         config.db = db.into();
         config
+    }
+
+    /// The command line with no environment variable behind any flag.
+    fn defaults_command() -> clap::Command {
+        Self::command().mut_args(|arg| arg.env(None))
     }
 
     /// Where the master key file is (or will be).
@@ -152,5 +163,32 @@ impl ServerConfig {
                 }),
             Err(_) => Ok(self.db.clone()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn configs_built_in_code_read_no_environment_variable() {
+        let with_env: Vec<String> = ServerConfig::command()
+            .get_arguments()
+            .filter(|arg| arg.get_env().is_some())
+            .map(|arg| arg.get_id().to_string())
+            .collect();
+        assert!(
+            with_env.len() > 10,
+            "the binary reads the environment: {with_env:?}"
+        );
+        let still: Vec<String> = ServerConfig::defaults_command()
+            .get_arguments()
+            .filter(|arg| arg.get_env().is_some())
+            .map(|arg| arg.get_id().to_string())
+            .collect();
+        assert!(still.is_empty(), "{still:?}");
+        let config = ServerConfig::new(([127, 0, 0, 1], 0).into(), "x.db");
+        assert_eq!(config.synchronous, Durability::Full);
+        assert!(config.master_key.is_none());
     }
 }
