@@ -22,6 +22,8 @@ use stigmer_api::ai::stigmer::commons::apiresource::ApiResourceMetadata;
 use stigmer_api::ai::stigmer::agentic::agentinstance::v1::{AgentInstanceId, GetAgentInstancesByAgentRequest};
 use stigmer_api::ai::stigmer::agentic::session::v1::session_query_controller_client::SessionQueryControllerClient;
 use stigmer_api::ai::stigmer::agentic::session::v1::{ListSessionsByAgentRequest, SessionId};
+use stigmer_api::ai::stigmer::backend::v1::resource_service_client::ResourceServiceClient;
+use stigmer_api::ai::stigmer::backend::v1::{InfoRequest, ServerInfo};
 use tonic::Code;
 use tonic::transport::Channel;
 
@@ -700,6 +702,11 @@ async fn upstream_list_totals_count_the_whole_listing() {
     assert_eq!((sessions.entries.len(), sessions.total_pages), (2, 2));
 }
 
+/// The Agent is not stored when its default instance cannot be: both are one transaction.
+///
+/// Fails when a create commits each of its writes alone (one `transact` per mutation in
+/// `App::create`): the refused create leaves the Agent behind, which the apply then updates:
+/// "expected FailedPrecondition, got success".
 #[tokio::test]
 async fn a_default_instance_slug_taken_by_another_instance_fails_clearly_on_create_and_apply() {
     let server = TestServer::start().await;
@@ -805,4 +812,132 @@ async fn an_execution_cannot_run_on_a_session_whose_instance_is_gone() {
             status.message()
         );
     }
+}
+
+/// What one call committed, from ResourceService/info read around it on a server with no
+/// other writer: transactions, the writes they held, revisions taken, and rows per kind.
+struct Committed {
+    transactions: u64,
+    writes: u64,
+    revisions: i64,
+    before: ServerInfo,
+    after: ServerInfo,
+}
+
+impl Committed {
+    fn rows_added(&self, kind: &str) -> i64 {
+        let count = |info: &ServerInfo| info.counts.get(kind).copied().unwrap_or(0);
+        count(&self.after) - count(&self.before)
+    }
+}
+
+async fn info(server: &TestServer) -> ServerInfo {
+    ResourceServiceClient::new(server.channel.clone())
+        .info(InfoRequest {})
+        .await
+        .expect("info")
+        .into_inner()
+}
+
+async fn committed_by<T>(server: &TestServer, call: impl Future<Output = T>) -> (T, Committed) {
+    let before = info(server).await;
+    let result = call.await;
+    let after = info(server).await;
+    let committed = Committed {
+        transactions: after.transactions_committed - before.transactions_committed,
+        writes: after.writes_committed - before.writes_committed,
+        revisions: after.revision - before.revision,
+        before,
+        after,
+    };
+    (result, committed)
+}
+
+/// An Agent and its default instance commit in one transaction, read from the writer's
+/// counters: adjacent revisions prove nothing, two commits in a row take them too. That the
+/// Agent is not stored when its instance cannot be is
+/// `a_default_instance_slug_taken_by_another_instance_fails_clearly_on_create_and_apply`.
+///
+/// Fails when a create commits each of its writes alone (one `transact` per mutation in
+/// `App::create`): "one transaction wrote the agent and its default instance:
+/// 2 transactions, 2 writes, 2 revisions".
+#[tokio::test]
+async fn an_agent_and_its_default_instance_commit_in_one_transaction() {
+    let server = TestServer::start().await;
+    let mut agents = AgentCommandControllerClient::new(server.channel.clone());
+    let (created, committed) = committed_by(&server, agents.create(agent("Atomic"))).await;
+    created.expect("agent");
+    let Committed {
+        transactions,
+        writes,
+        revisions,
+        ..
+    } = committed;
+    assert_eq!(
+        (transactions, writes, revisions),
+        (1, 1, 2),
+        "one transaction wrote the agent and its default instance: {transactions} \
+         transactions, {writes} writes, {revisions} revisions"
+    );
+    assert_eq!(committed.rows_added("Agent"), 1);
+    assert_eq!(committed.rows_added("AgentInstance"), 1);
+}
+
+/// An execution started on an agent commits with its new Session and its ExecutionContext in
+/// one transaction, or not at all: when the execution's own write fails (its name's slug is
+/// taken), the session written before it in the transaction is not stored either.
+///
+/// Fails when a create commits each of its writes alone (one `transact` per mutation in
+/// `App::create`): "one transaction wrote the session, the execution and its context:
+/// 3 transactions, 3 writes, 3 revisions"; and "the refused execution left no session: 1".
+#[tokio::test]
+async fn an_execution_and_its_new_session_commit_in_one_transaction_or_not_at_all() {
+    let server = TestServer::start().await;
+    let (agent, _) = started(&server).await;
+    let named = |name: &str| {
+        let mut execution = run(&id(&agent), "Rotate the keys.");
+        execution.metadata = Some(ApiResourceMetadata {
+            name: name.into(),
+            ..Default::default()
+        });
+        execution
+    };
+    let mut executions = Executions::new(server.channel.clone());
+    let (created, committed) = committed_by(&server, executions.create(named("Nightly"))).await;
+    let created = created.expect("execution").into_inner();
+    assert_eq!(created.metadata.as_ref().expect("metadata").slug, "nightly");
+    let Committed {
+        transactions,
+        writes,
+        revisions,
+        ..
+    } = committed;
+    assert_eq!(
+        (transactions, writes, revisions),
+        (1, 1, 3),
+        "one transaction wrote the session, the execution and its context: {transactions} \
+         transactions, {writes} writes, {revisions} revisions"
+    );
+    for kind in ["Session", "AgentExecution", "ExecutionContext"] {
+        assert_eq!(committed.rows_added(kind), 1, "{kind}");
+    }
+
+    let (refused, committed) = committed_by(&server, executions.create(named("Nightly"))).await;
+    expect_code(refused, Code::AlreadyExists);
+    assert_eq!(
+        committed.rows_added("Session"),
+        0,
+        "the refused execution left no session: {}",
+        committed.rows_added("Session")
+    );
+    assert_eq!(committed.revisions, 0, "nothing was committed");
+    let sessions = SessionQueryControllerClient::new(server.channel.clone())
+        .list_by_agent(ListSessionsByAgentRequest {
+            agent_id: id(&agent),
+            ..Default::default()
+        })
+        .await
+        .expect("listByAgent")
+        .into_inner();
+    assert_eq!(sessions.entries.len(), 2, "the two executions that ran");
 }

@@ -9,6 +9,9 @@ use stigmer_store::{
 
 use crate::errors::store_error;
 
+#[cfg(test)]
+mod plans;
+
 /// The columns of a [`StoredResource`], in the order `stored_from_row` reads them. A macro so
 /// that point reads can be `concat!`-ed into constants: a statement built per call would cost
 /// a formatting and a hash of its text on every read.
@@ -69,8 +72,6 @@ pub(crate) fn get_by_slug(
         .map_err(store_error)
 }
 
-/// Keyset pagination over the (kind, org_id, id) index: reads `limit + 1` rows to learn
-/// whether another page follows, never an OFFSET scan.
 /// Rows without a read-cache encoding after `after_id`, through the partial index that holds
 /// only those rows (migration V6), so finding them never scans the table.
 pub(crate) fn uncached(
@@ -92,29 +93,21 @@ pub(crate) fn uncached(
     )
 }
 
+/// A statement as the store runs it: its SQL and the values bound to it. The statements whose
+/// plan depends on the request (lists, the change log, snapshots) are built apart from their
+/// execution so that tests can check the plan of exactly what runs (`queries/plans.rs`).
+pub(crate) struct Statement {
+    pub(crate) sql: String,
+    pub(crate) values: Vec<Value>,
+}
+
+/// Keyset pagination over the (kind, org_id, id) index: reads `limit + 1` rows to learn
+/// whether another page follows, never an OFFSET scan.
 pub(crate) fn list(conn: &Connection, query: &ListQuery) -> StoreResult<ListPage> {
     // One read transaction: the page and its revision come from the same snapshot.
     let tx = conn.unchecked_transaction().map_err(store_error)?;
     let revision = log_bounds(&tx)?.current;
-    let columns = if query.proto_only {
-        "id, kind, org_id, slug, revision, \
-         CASE WHEN proto IS NULL THEN data ELSE '' END, proto"
-    } else {
-        COLUMNS
-    };
-    let mut sql =
-        format!("SELECT {columns} FROM resources WHERE kind = ?1 AND org_id = ?2 AND id > ?3");
-    let after = query.after_id.clone().unwrap_or_default();
-    let mut values: Vec<Value> = vec![
-        query.scope.kind.clone().into(),
-        query.scope.org.clone().into(),
-        after.into(),
-    ];
-    for filter in &query.filters {
-        sql.push_str(" AND ");
-        sql.push_str(&filter_sql(filter, &mut values));
-    }
-    sql.push_str(" ORDER BY id");
+    let Statement { sql, values } = list_statement(query);
     let mut items = first_rows(
         conn,
         &sql,
@@ -141,6 +134,30 @@ pub(crate) fn list(conn: &Connection, query: &ListQuery) -> StoreResult<ListPage
         revision,
         total,
     })
+}
+
+/// One page of `query` after its `after_id`, in id order, without a limit (see `first_rows`).
+pub(crate) fn list_statement(query: &ListQuery) -> Statement {
+    let columns = if query.proto_only {
+        "id, kind, org_id, slug, revision, \
+         CASE WHEN proto IS NULL THEN data ELSE '' END, proto"
+    } else {
+        COLUMNS
+    };
+    let mut sql =
+        format!("SELECT {columns} FROM resources WHERE kind = ?1 AND org_id = ?2 AND id > ?3");
+    let after = query.after_id.clone().unwrap_or_default();
+    let mut values: Vec<Value> = vec![
+        query.scope.kind.clone().into(),
+        query.scope.org.clone().into(),
+        after.into(),
+    ];
+    for filter in &query.filters {
+        sql.push_str(" AND ");
+        sql.push_str(&filter_sql(filter, &mut values));
+    }
+    sql.push_str(" ORDER BY id");
+    Statement { sql, values }
 }
 
 /// The resources of one kind in one org, from the table the triggers of migration V7 keep.
@@ -271,13 +288,19 @@ pub(crate) fn changes(
             compacted: bounds.compacted,
         });
     }
+    let Statement { sql, values } = changes_statement(filter, after);
+    first_rows(&tx, &sql, &values, limit, change_from_row)
+}
+
+/// The log after revision `after`, filtered, in revision order, without a limit.
+pub(crate) fn changes_statement(filter: &ChangeFilter, after: i64) -> Statement {
     let mut values: Vec<Value> = vec![after.into()];
     let mut sql = String::from(
         "SELECT revision, type, kind, org_id, id, data FROM changes WHERE revision > ?1",
     );
     filter_scope(filter, &mut sql, &mut values);
     sql.push_str(" ORDER BY revision");
-    first_rows(&tx, &sql, &values, limit, change_from_row)
+    Statement { sql, values }
 }
 
 /// Current resources matching `filter` after `after_id`, in id order (one snapshot page).
@@ -287,11 +310,17 @@ pub(crate) fn matching_resources(
     after_id: &str,
     limit: usize,
 ) -> StoreResult<Vec<StoredResource>> {
+    let Statement { sql, values } = matching_statement(filter, after_id);
+    first_rows(conn, &sql, &values, limit, stored_from_row)
+}
+
+/// Current resources matching `filter` after `after_id`, in id order, without a limit.
+pub(crate) fn matching_statement(filter: &ChangeFilter, after_id: &str) -> Statement {
     let mut values: Vec<Value> = vec![after_id.to_string().into()];
     let mut sql = format!("SELECT {COLUMNS} FROM resources WHERE id > ?1");
     filter_scope(filter, &mut sql, &mut values);
     sql.push_str(" ORDER BY id");
-    first_rows(conn, &sql, &values, limit, stored_from_row)
+    Statement { sql, values }
 }
 
 /// The first `limit` rows of an ordered query. The limit is applied by reading no further

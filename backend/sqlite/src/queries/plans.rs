@@ -1,0 +1,195 @@
+//! The query plans of the statements the store runs, built by the same functions `list`,
+//! `changes` and the watch snapshots call, with the values they bind: SQL written here would
+//! prove nothing about the store's own.
+//!
+//! Fails when a list pages by OFFSET (`LIMIT -1 OFFSET 0` appended in `list_statement`):
+//! "plain: a keyset page has no OFFSET: SELECT id, kind, ... ORDER BY id LIMIT -1 OFFSET 0";
+//! when its order leaves the index (`ORDER BY revision`): "plain: no sort step: SEARCH
+//! resources USING INDEX resources_kind_org_id (kind=? AND org_id=? AND id>?)\nUSE TEMP B-TREE
+//! FOR ORDER BY"; and when the replay's does (`ORDER BY kind` in `changes_statement`): "replay
+//! of ChangeFilter { .. }: no sort step: ... USE TEMP B-TREE FOR ORDER BY".
+
+use rusqlite::{Connection, params_from_iter};
+use stigmer_store::{ChangeFilter, JsonFilter, ListQuery, Scope};
+
+use super::{Statement, changes_statement, list_statement, matching_statement};
+use crate::config::SqliteConfig;
+use crate::schema;
+
+/// A migrated database, as the store opens it.
+fn database(dir: &tempfile::TempDir) -> Connection {
+    let config = SqliteConfig::new(dir.path().join("plans.db"));
+    schema::prepare_path(&config.path).expect("prepare");
+    let mut conn = schema::open_writer_connection(&config).expect("open");
+    schema::migrate(&mut conn).expect("migrate");
+    conn
+}
+
+/// `EXPLAIN QUERY PLAN` of the statement, with its own bound values, one detail per line.
+fn plan(conn: &Connection, statement: &Statement) -> String {
+    let sql = format!("EXPLAIN QUERY PLAN {}", statement.sql);
+    let mut stmt = conn.prepare(&sql).expect("explain");
+    let details: Vec<String> = stmt
+        .query_map(params_from_iter(statement.values.iter()), |row| row.get(3))
+        .expect("plan")
+        .collect::<Result<_, _>>()
+        .expect("plan rows");
+    details.join("\n")
+}
+
+fn equals(path: &str, value: &str) -> JsonFilter {
+    JsonFilter::Equals {
+        path: path.into(),
+        value: value.into(),
+    }
+}
+
+fn label(key: &str) -> String {
+    format!("$.metadata.labels.\"{key}\"")
+}
+
+/// The filters the API builds (`listing.rs`, `selector.rs`, `kinds.rs`), one case for each
+/// way a list request can ask, and one with them all.
+fn list_cases() -> Vec<(&'static str, Vec<JsonFilter>)> {
+    let selector = vec![
+        equals(&label("team"), "core"),
+        JsonFilter::NotEquals {
+            path: label("tier"),
+            value: "gold".into(),
+        },
+        JsonFilter::In {
+            path: label("env"),
+            values: vec!["dev".into(), "prod".into()],
+        },
+        JsonFilter::NotIn {
+            path: label("zone"),
+            values: vec!["a".into(), "b".into()],
+        },
+        JsonFilter::Exists {
+            path: label("owner"),
+        },
+        JsonFilter::Missing {
+            path: label("legacy"),
+        },
+    ];
+    let prefix = vec![JsonFilter::Prefix {
+        path: "$.metadata.name".into(),
+        prefix: "deploy".into(),
+    }];
+    let tags = vec![JsonFilter::Contains {
+        path: "$.metadata.tags".into(),
+        value: "nightly".into(),
+    }];
+    let by_session = vec![equals("$.spec.sessionId", "ses-01jz0000000000000000000000")];
+    let by_agent = vec![equals(
+        &label("stigmer.ai/agent-id"),
+        "agt-01jz0000000000000000",
+    )];
+    let phase = vec![equals("$.status.phase", "EXECUTION_PENDING")];
+    let all: Vec<JsonFilter> = [&selector, &prefix, &tags, &by_session, &phase]
+        .into_iter()
+        .flatten()
+        .cloned()
+        .collect();
+    vec![
+        ("plain", Vec::new()),
+        ("label selector", selector),
+        ("name prefix", prefix),
+        ("tags", tags),
+        ("listBySession", by_session),
+        ("listByAgent", by_agent),
+        ("phase", phase),
+        ("every filter at once", all),
+    ]
+}
+
+#[test]
+fn every_list_page_is_a_keyset_range_of_the_kind_org_id_index() {
+    let dir = tempfile::tempdir().expect("dir");
+    let conn = database(&dir);
+    for (case, filters) in list_cases() {
+        for after_id in [None, Some("agt-01jz0000000000000000000000".to_string())] {
+            for proto_only in [false, true] {
+                let statement = list_statement(&ListQuery {
+                    scope: Scope::new("AgentExecution", "local"),
+                    after_id: after_id.clone(),
+                    limit: 100,
+                    filters: filters.clone(),
+                    proto_only,
+                });
+                let sql = statement.sql.to_uppercase();
+                assert!(
+                    !sql.contains("OFFSET"),
+                    "{case}: a keyset page has no OFFSET: {}",
+                    statement.sql
+                );
+                let plan = plan(&conn, &statement);
+                assert!(
+                    plan.contains(
+                        "SEARCH resources USING INDEX resources_kind_org_id \
+                         (kind=? AND org_id=? AND id>?)"
+                    ),
+                    "{case}: a range of the (kind, org_id, id) index: {plan}"
+                );
+                assert!(!plan.contains("SCAN resources"), "{case}: no scan: {plan}");
+                assert!(
+                    !plan.contains("TEMP B-TREE"),
+                    "{case}: no sort step: {plan}"
+                );
+            }
+        }
+    }
+}
+
+/// The watch's replay (`changes`) and snapshot pages are keyset ranges too: of the log's
+/// revisions, and of ids.
+#[test]
+fn watch_replay_and_snapshot_pages_are_keyset_ranges() {
+    let dir = tempfile::tempdir().expect("dir");
+    let conn = database(&dir);
+    let filters = [
+        (None, None),
+        (Some("Agent"), None),
+        (Some("Agent"), Some("agt-01jz0000000000000000000000")),
+    ];
+    for (kind, id) in filters {
+        let filter = ChangeFilter {
+            org: "local".into(),
+            kind: kind.map(Into::into),
+            id: id.map(Into::into),
+        };
+        // The keyset column's range as the plan names it: a log revision is the rowid.
+        for (what, statement, table, ranges) in [
+            (
+                "replay",
+                changes_statement(&filter, 41),
+                "changes",
+                &["rowid>?", "revision>?"][..],
+            ),
+            (
+                "snapshot",
+                matching_statement(&filter, "agt-0"),
+                "resources",
+                &["id>?", "id=?"][..],
+            ),
+        ] {
+            let case = format!("{what} of {filter:?}");
+            assert!(
+                !statement.sql.to_uppercase().contains("OFFSET"),
+                "{case}: {}",
+                statement.sql
+            );
+            let plan = plan(&conn, &statement);
+            assert!(
+                plan.starts_with(&format!("SEARCH {table} USING "))
+                    && ranges.iter().any(|range| plan.contains(range)),
+                "{case}: a range of {ranges:?}, not a scan: {plan}"
+            );
+            assert!(!plan.contains("SCAN "), "{case}: no scan: {plan}");
+            assert!(
+                !plan.contains("TEMP B-TREE"),
+                "{case}: no sort step: {plan}"
+            );
+        }
+    }
+}
