@@ -162,5 +162,12 @@ async fn main() -> Result<()> {
         }),
     )?;
     println!("figures written to {}", args.json.display());
-    Ok(())
+    match report.failures() {
+        [] => Ok(()),
+        failures => anyhow::bail!(
+            "{} cases gave wrong results: {}",
+            failures.len(),
+            failures.join("; ")
+        ),
+    }
 }

@@ -26,6 +26,8 @@ pub struct Report {
     in_table: bool,
     rows: Vec<Value>,
     notes: Vec<Value>,
+    /// Cases whose result is wrong, not just slow: the run fails at the end.
+    failures: Vec<String>,
 }
 
 impl Report {
@@ -87,6 +89,16 @@ impl Report {
     }
 
     /// A line of text that is not a measurement (a fact, or why a case was skipped).
+    /// Records a wrong result (a lost event, say): printed now, and the run fails when done.
+    pub fn fail(&mut self, text: &str) {
+        self.note(&format!("FAILED: {text}"));
+        self.failures.push(text.to_string());
+    }
+
+    pub fn failures(&self) -> &[String] {
+        &self.failures
+    }
+
     pub fn note(&mut self, text: &str) {
         if self.in_table {
             println!();

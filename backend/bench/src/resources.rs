@@ -6,7 +6,10 @@ use prost_reflect::ReflectMessage;
 use stigmer_api::ai::stigmer::agentic::environment::v1::{
     Environment, EnvironmentSpec, EnvironmentValue,
 };
-use stigmer_api::ai::stigmer::commons::apiresource::{ApiResourceMetadata, ApiResourceOwnerScope};
+use stigmer_api::ai::stigmer::commons::apiresource::{
+    ApiResourceAudit, ApiResourceAuditActor, ApiResourceAuditInfo, ApiResourceAuditStatus,
+    ApiResourceMetadata, ApiResourceOwnerScope,
+};
 use stigmer_store::{NewResource, Scope};
 
 pub const KIND: &str = "Environment";
@@ -65,7 +68,7 @@ pub fn preload_row(index: usize) -> anyhow::Result<NewResource> {
             )]
             .into(),
         }),
-        ..Default::default()
+        status: Some(created_audit()),
     };
     Ok(NewResource {
         scope: Scope::new(KIND, ORG),
@@ -74,4 +77,29 @@ pub fn preload_row(index: usize) -> anyhow::Result<NewResource> {
         data: serde_json::to_string(&resource.transcode_to_dynamic())?,
         proto: Some(resource.encode_to_vec()),
     })
+}
+
+/// The audit a create through the API stamps (spec and status, by "local", event "created"),
+/// so that preloaded rows are as large as the rows the server writes.
+fn created_audit() -> ApiResourceAuditStatus {
+    let now = prost_types::Timestamp::from(std::time::SystemTime::now());
+    let local = || {
+        Some(ApiResourceAuditActor {
+            id: "local".into(),
+            ..Default::default()
+        })
+    };
+    let info = ApiResourceAuditInfo {
+        created_by: local(),
+        created_at: Some(now),
+        updated_by: local(),
+        updated_at: Some(now),
+        event: "created".into(),
+    };
+    ApiResourceAuditStatus {
+        audit: Some(ApiResourceAudit {
+            spec_audit: Some(info.clone()),
+            status_audit: Some(info),
+        }),
+    }
 }

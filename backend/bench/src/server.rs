@@ -28,6 +28,18 @@ pub struct BenchServer {
 }
 
 impl BenchServer {
+    /// What the server reports of its database (`ResourceService/info`), durability included:
+    /// printed with the figures, so they never claim a setting the server did not run with.
+    pub async fn database(&self) -> Result<String> {
+        let info = stigmer_api::ai::stigmer::backend::v1::resource_service_client::ResourceServiceClient::new(
+            self.channel.clone(),
+        )
+        .info(stigmer_api::ai::stigmer::backend::v1::InfoRequest {})
+        .await?
+        .into_inner();
+        Ok(info.database)
+    }
+
     /// Starts `stigmer-server` on the database at `db` (created when missing) with default
     /// settings, so commits are fsynced (synchronous FULL). Its master key file and log go next
     /// to the database.

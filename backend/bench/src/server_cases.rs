@@ -14,13 +14,14 @@ use crate::server::BenchServer;
 
 pub async fn run(settings: &Settings, report: &mut Report) -> Result<()> {
     report.section(&format!(
-        "3. server over gRPC (stigmer-server process, loopback, synchronous FULL, {} preloaded)",
+        "3. server over gRPC (stigmer-server process, loopback, {} preloaded)",
         settings.preload
     ));
     let dir = tempfile::tempdir()?;
     let db = dir.path().join("server.db");
     preload(&db, settings.preload).await?;
     let server = BenchServer::start(&db).await?;
+    report.note(&format!("the server says: {}", server.database().await?));
     let target = Target {
         channel: server.channel.clone(),
         cpu: server.cpu_clock()?,

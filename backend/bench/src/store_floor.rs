@@ -1,4 +1,5 @@
-//! Case 1, the store floors: SqliteStore on a temporary file with synchronous FULL, no gRPC.
+//! Case 1, the store floors: SqliteStore on a temporary file with synchronous FULL (as the
+//! store reports it in the output), no gRPC.
 //! Single-row inserts (one create, so one transaction and one fsync, at a time) and batches of
 //! 64 creates in one transact.
 
@@ -12,14 +13,16 @@ use stigmer_store::{Mutation, Store};
 use crate::Settings;
 use crate::drive::drive;
 use crate::report::Report;
-use crate::resources::preload_row;
+use crate::resources::{self, preload_row};
 
 pub const BATCH: usize = 64;
 
 pub async fn run(settings: &Settings, report: &mut Report) -> Result<()> {
-    report.section("1. store floors (SqliteStore, synchronous FULL, no gRPC) — rows/s");
+    report.section("1. store floors (SqliteStore, no gRPC) — rows/s");
     let dir = tempfile::tempdir()?;
     let store = open(&dir.path().join("floor.db"), Synchronous::Full).await?;
+    let info = store.info(resources::ORG.into()).await?;
+    report.note(&format!("the store says: {}", info.database));
     let single = drive(1, settings.duration, 1, |_| {
         let store = Arc::clone(&store);
         move |sequence| {

@@ -97,6 +97,14 @@ async fn measure(
             errors.len()
         ));
     }
+    if complete < watchers {
+        // A watch that loses an event is a bug, whatever its lag.
+        report.fail(&format!(
+            "watch lag, {watchers} watchers, {writer_pace}: {} watchers missed events of the \
+             {written} written",
+            watchers - complete
+        ));
+    }
     Ok(())
 }
 
