@@ -3,8 +3,11 @@
 
 CARGO ?= cargo
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# Where cargo puts binaries: target/ unless CARGO_TARGET_DIR or cargo's config say otherwise.
+TARGET_DIR = $(shell $(CARGO) metadata --format-version 1 --no-deps --locked | \
+	python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
 
-.PHONY: run test build lint fmt deps check-deps clean bench bench-smoke bench-peers
+.PHONY: run test smoke install build lint fmt deps check-deps clean bench bench-smoke bench-peers
 
 ## run: start stigmer-server with zero configuration on 127.0.0.1:50051 (~/.stigmer/stigmer.db)
 run: deps
@@ -13,14 +16,24 @@ run: deps
 ## test: formatting, lints, every unit and integration test, then the README walk-through with grpcurl
 test: deps lint
 	$(CARGO) test --workspace --locked
-	scripts/grpcurl-smoke.sh target/debug/stigmer-server
+	scripts/grpcurl-smoke.sh "$(TARGET_DIR)/debug/stigmer-server"
 
-## build: release binaries of stigmer-server and the stigmer CLI in target/release/
+## smoke: only the README walk-through with grpcurl, against a debug build of the server
+smoke: deps
+	$(CARGO) build --locked -p stigmer-server
+	scripts/grpcurl-smoke.sh "$(TARGET_DIR)/debug/stigmer-server"
+
+## install: the stigmer CLI and stigmer-server into ~/.cargo/bin (on PATH after rustup's setup)
+install: deps
+	$(CARGO) install --locked --path backend/cli
+	$(CARGO) install --locked --path backend/server
+
+## build: release binaries of stigmer-server and the stigmer CLI in $(TARGET_DIR)/release/
 build: deps
 	$(CARGO) build --release --locked -p stigmer-server -p stigmer
 
 ## bench: every benchmark case in release mode, figures on stdout and in bench/results/latest.json
-## (see BENCHMARKS.md; < 10 min). The bench starts target/release/stigmer-server itself.
+## (see BENCHMARKS.md; < 10 min). The bench starts the stigmer-server built beside it.
 bench: deps
 	$(CARGO) build --release --locked -p stigmer-server -p stigmer-bench
 	$(CARGO) run --release --locked -p stigmer-bench -- $(ARGS)

