@@ -241,7 +241,7 @@ impl App {
             .lock(slug_key(&kind.name, &scope.org, &slug))
             .await;
         for _ in 0..MAX_ATTEMPTS {
-            match self.store.get_by_slug(scope.clone(), slug.clone()).await? {
+            match self.applied_to(&scope, &resource, &slug).await? {
                 Some(existing) => {
                     if !given_id.is_empty() && given_id != existing.id {
                         return Err(ApiError::invalid_field(
@@ -275,6 +275,31 @@ impl App {
             "{} {slug:?} is being created and deleted by many writers at once; retry",
             kind.name
         )))
+    }
+
+    /// The resource an apply updates: the one with `slug`, else, for a slug derived from a
+    /// name with letters outside ASCII, the one named so before slugs transliterated them
+    /// (ADR 0009), so that re-applying an old manifest updates rather than duplicates.
+    async fn applied_to(
+        &self,
+        scope: &Scope,
+        resource: &DynamicMessage,
+        slug: &str,
+    ) -> Result<Option<StoredResource>, ApiError> {
+        if let Some(found) = self
+            .store
+            .get_by_slug(scope.clone(), slug.to_string())
+            .await?
+        {
+            return Ok(Some(found));
+        }
+        let meta = meta(resource);
+        let legacy = crate::naming::legacy_slug_from_name(&meta.name);
+        if !meta.slug.is_empty() || legacy == slug || legacy.is_empty() {
+            return Ok(None);
+        }
+        let found = self.store.get_by_slug(scope.clone(), legacy).await?;
+        Ok(found.filter(|row| decode_row_name(row).as_deref() == Some(meta.name.as_str())))
     }
 
     async fn delete(
@@ -532,6 +557,12 @@ pub(crate) fn cached_encoding(kind: &KindInfo, data: &str) -> Result<Vec<u8>, Ap
         crate::fields::clear(metadata, "revision");
     }
     Ok(SecretMap::api().public_encoding(&resource))
+}
+
+/// `metadata.name` of a stored row, read from its JSON.
+fn decode_row_name(row: &StoredResource) -> Option<String> {
+    let json: serde_json::Value = serde_json::from_str(&row.data).ok()?;
+    json.pointer("/metadata/name")?.as_str().map(str::to_string)
 }
 
 pub(crate) fn decode_row(

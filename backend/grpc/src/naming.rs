@@ -20,6 +20,35 @@ pub(crate) fn new_id(prefix: &str) -> String {
 /// The contract's slug of a name: lowercase; spaces become `-`; anything but a-z, 0-9 and `-`
 /// is dropped; runs of `-` collapse; leading and trailing `-` go.
 pub fn slug_from_name(name: &str) -> String {
+    slug_of_ascii(&transliterated(name))
+}
+
+/// Letters of other scripts spelled in ASCII (`Ü` → `U`, `日本` → `Ri Ben`), so that a name in
+/// any language keeps its words in the slug; symbols and emoji are left to be dropped.
+fn transliterated(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for c in name.chars() {
+        match deunicode::deunicode_char(c) {
+            Some(ascii) if !c.is_ascii() && c.is_alphanumeric() => {
+                out.push_str(ascii.trim());
+                // Scripts without letters cases (CJK) spell each character as a word.
+                if ascii.ends_with(' ') {
+                    out.push(' ');
+                }
+            }
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+/// The slug rule of ADR 0009 before transliteration (non-ASCII letters dropped), which
+/// resources named before it still carry: apply looks them up by it too.
+pub fn legacy_slug_from_name(name: &str) -> String {
+    slug_of_ascii(name)
+}
+
+fn slug_of_ascii(name: &str) -> String {
     let mut slug = String::with_capacity(name.len());
     for c in name.chars().flat_map(char::to_lowercase) {
         let c = if c == ' ' { '-' } else { c };
@@ -63,13 +92,28 @@ mod tests {
             ("My Cool Agent", "my-cool-agent"),
             ("  leading and trailing  ", "leading-and-trailing"),
             ("a -- b", "a-b"),
-            ("Ünïcode_and_under_scores!", "ncodeandunderscores"),
+            ("Ünïcode_and_under_scores!", "unicodeandunderscores"),
             ("---", ""),
             ("v1.2 Release", "v12-release"),
+            // Letters of any script are spelled in ASCII; symbols and emoji are dropped.
+            ("Überprüfer 🚀", "uberprufer"),
+            ("Crème brûlée", "creme-brulee"),
+            ("Straße", "strasse"),
+            ("日本語 Agent", "ri-ben-yu-agent"),
+            ("Ωmega", "omega"),
         ];
         for (name, slug) in cases {
             assert_eq!(slug_from_name(name), slug, "name {name:?}");
         }
+    }
+
+    #[test]
+    fn the_legacy_rule_dropped_non_ascii_letters() {
+        assert_eq!(legacy_slug_from_name("Überprüfer 🚀"), "berprfer");
+        assert_eq!(
+            legacy_slug_from_name("My Agent"),
+            slug_from_name("My Agent")
+        );
     }
 
     #[test]
