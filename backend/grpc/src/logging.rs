@@ -1,6 +1,6 @@
 //! One log line per call (method, kind, id, code, duration), as a tower layer around every
 //! service, so controllers never log calls themselves. Failed calls log at info (server faults
-//! at error); successful and cancelled ones at debug.
+//! at error); successful, not-found and cancelled ones at debug.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -84,20 +84,28 @@ struct PendingLog {
 
 impl Drop for PendingLog {
     fn drop(&mut self) {
-        let duration_ms = self.started.elapsed().as_secs_f64() * 1000.0;
+        let duration_ms = readable_ms(self.started.elapsed());
         match self.code {
             Some(code @ (Code::Internal | Code::Unknown | Code::DataLoss)) => {
                 tracing::error!(parent: &self.span, code = ?code, duration_ms, "rpc")
             }
             // A line per successful call costs a write to stderr per call, about 8% of the
             // server's CPU on point reads; `--log debug` shows them.
-            Some(Code::Ok) => {
-                tracing::debug!(parent: &self.span, code = ?Code::Ok, duration_ms, "rpc")
+            // NotFound is how a lookup says "not there yet" (the CLI asks before it creates):
+            // an answer, not a failure, so a healthy session does not read like one.
+            Some(code @ (Code::Ok | Code::NotFound)) => {
+                tracing::debug!(parent: &self.span, code = ?code, duration_ms, "rpc")
             }
             Some(code) => tracing::info!(parent: &self.span, code = ?code, duration_ms, "rpc"),
             None => tracing::debug!(parent: &self.span, code = "Cancelled", duration_ms, "rpc"),
         }
     }
+}
+
+/// Milliseconds to the microsecond (`0.48`, not `0.47989099999999996`), still a number for log
+/// collectors.
+fn readable_ms(elapsed: std::time::Duration) -> f64 {
+    (elapsed.as_secs_f64() * 1_000_000.0).round() / 1000.0
 }
 
 pin_project_lite::pin_project! {
@@ -151,5 +159,17 @@ impl<B: Body> Body for LoggedBody<B> {
 
     fn size_hint(&self) -> http_body::SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_are_logged_in_milliseconds_to_the_microsecond() {
+        assert_eq!(readable_ms(std::time::Duration::from_nanos(479_891)), 0.48);
+        assert_eq!(readable_ms(std::time::Duration::from_micros(12_345)), 12.345);
+        assert_eq!(readable_ms(std::time::Duration::from_secs(2)), 2000.0);
     }
 }

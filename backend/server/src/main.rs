@@ -67,8 +67,16 @@ fn raise_open_files_limit() {
 }
 
 fn init_logging(config: &ServerConfig) -> anyhow::Result<()> {
-    let filter = EnvFilter::try_new(&config.log_filter)
+    let mut filter = EnvFilter::try_new(&config.log_filter)
         .with_context(|| format!("invalid log filter {:?}", config.log_filter))?;
+    if !config.log_filter.contains("refinery") {
+        // refinery announces each migration too; the store logs them once, with their names.
+        filter = filter.add_directive(
+            "refinery_core=warn"
+                .parse()
+                .context("the refinery log directive")?,
+        );
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
