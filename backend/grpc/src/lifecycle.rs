@@ -383,7 +383,7 @@ impl App {
             other => other,
         };
         match self.find(parent_kind, org, &id).await? {
-            None => violations.push(missing(field, parent_kind, &id, org)),
+            None => violations.push(self.missing(field, parent_kind, &id, org).await?),
             Some(parent) if kind.name == "Session" => {
                 let agent_id = spec_str(&parent, "agent_id");
                 if let Some(metadata) = child_mut(resource, "metadata") {
@@ -415,7 +415,10 @@ impl App {
         );
         if !session_id.is_empty() {
             let Some(session) = self.find("Session", org, &session_id).await? else {
-                violations.push(missing("session_id", "Session", &session_id, org));
+                violations.push(
+                    self.missing("session_id", "Session", &session_id, org)
+                        .await?,
+                );
                 return Ok(None);
             };
             // A session outlives a deleted instance; running on it would silently drop the
@@ -445,7 +448,7 @@ impl App {
             return Ok(None);
         }
         let Some(agent) = self.find("Agent", org, &agent_id).await? else {
-            violations.push(missing("agent_id", "Agent", &agent_id, org));
+            violations.push(self.missing("agent_id", "Agent", &agent_id, org).await?);
             return Ok(None);
         };
         let instance_id = child(&agent, "status")
@@ -507,12 +510,15 @@ impl App {
         );
         if !instance_id.is_empty() {
             match self.find("WorkflowInstance", org, &instance_id).await? {
-                None => violations.push(missing(
-                    "workflow_instance_id",
-                    "WorkflowInstance",
-                    &instance_id,
-                    org,
-                )),
+                None => violations.push(
+                    self.missing(
+                        "workflow_instance_id",
+                        "WorkflowInstance",
+                        &instance_id,
+                        org,
+                    )
+                    .await?,
+                ),
                 Some(instance) => {
                     let owner = spec_str(&instance, "workflow_id");
                     if !workflow_id.is_empty() && workflow_id != owner {
@@ -536,7 +542,10 @@ impl App {
             return Ok(());
         }
         let Some(workflow) = self.find("Workflow", org, &workflow_id).await? else {
-            violations.push(missing("workflow_id", "Workflow", &workflow_id, org));
+            violations.push(
+                self.missing("workflow_id", "Workflow", &workflow_id, org)
+                    .await?,
+            );
             return Ok(());
         };
         let default = child(&workflow, "status")
@@ -678,11 +687,46 @@ fn collect_references(message: &DynamicMessage, path: &str, out: &mut Vec<Refere
     }
 }
 
-fn missing(field: &str, kind: &str, id: &str, org: &str) -> FieldViolation {
-    FieldViolation::new(
-        format!("spec.{field}"),
-        format!("{kind} {id:?} does not exist in org {org:?}"),
-    )
+impl App {
+    /// Why `spec.<field>` names no `kind`: no such id, or, when the value is not an id of that
+    /// kind at all, that an id is expected, naming the id of the resource with that slug if
+    /// there is one (`agentId: pr-reviewer` is a slug given where an id belongs).
+    async fn missing(
+        &self,
+        field: &str,
+        kind: &str,
+        id: &str,
+        org: &str,
+    ) -> Result<FieldViolation, ApiError> {
+        let path = format!("spec.{field}");
+        let prefix = &self.kind_named(kind)?.id_prefix;
+        if id.starts_with(&format!("{prefix}-")) {
+            return Ok(FieldViolation::new(
+                path,
+                format!("{kind} {id:?} does not exist in org {org:?}"),
+            ));
+        }
+        let scope = Scope::new(kind, org);
+        let hint = match self.store.get_by_slug(scope, id.to_string()).await? {
+            Some(row) => format!("; the {kind} with slug {id:?} has id {:?}", row.id),
+            None => format!("; no {kind} has slug {id:?} in org {org:?} either"),
+        };
+        Ok(FieldViolation::new(
+            path,
+            format!(
+                "is {id:?}, but {} {kind} id ({prefix}-…) is expected here{hint}",
+                article(kind)
+            ),
+        ))
+    }
+}
+
+fn article(word: &str) -> &'static str {
+    if word.starts_with(['A', 'E', 'I', 'O', 'U']) {
+        "an"
+    } else {
+        "a"
+    }
 }
 
 fn start_pending(execution: &mut DynamicMessage) {

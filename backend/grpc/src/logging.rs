@@ -169,7 +169,10 @@ mod tests {
     #[test]
     fn durations_are_logged_in_milliseconds_to_the_microsecond() {
         assert_eq!(readable_ms(std::time::Duration::from_nanos(479_891)), 0.48);
-        assert_eq!(readable_ms(std::time::Duration::from_micros(12_345)), 12.345);
+        assert_eq!(
+            readable_ms(std::time::Duration::from_micros(12_345)),
+            12.345
+        );
         assert_eq!(readable_ms(std::time::Duration::from_secs(2)), 2000.0);
     }
 }

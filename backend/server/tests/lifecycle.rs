@@ -202,6 +202,42 @@ async fn references_to_missing_resources_are_refused() {
     );
 }
 
+/// A slug where an id belongs (`agentId: pr-reviewer`) is told so, with the id to use.
+#[tokio::test]
+async fn a_slug_given_for_an_id_is_named_with_the_id_it_stands_for() {
+    let server = TestServer::start().await;
+    let reviewer = AgentCommandControllerClient::new(server.channel.clone())
+        .create(agent("PR Reviewer"))
+        .await
+        .expect("agent")
+        .into_inner();
+    let mut instances = AgentInstanceCommandControllerClient::new(server.channel.clone());
+    let status = expect_code(
+        instances
+            .create(instance_of("pr-reviewer".into(), "by slug"))
+            .await,
+        Code::InvalidArgument,
+    );
+    let message = status.message();
+    assert!(
+        message.contains("an Agent id (agt-…) is expected") && message.contains(&id(&reviewer)),
+        "{message}"
+    );
+    let status = expect_code(
+        instances
+            .create(instance_of("no-such-agent".into(), "unknown"))
+            .await,
+        Code::InvalidArgument,
+    );
+    assert!(
+        status
+            .message()
+            .contains("no Agent has slug \"no-such-agent\""),
+        "{}",
+        status.message()
+    );
+}
+
 #[tokio::test]
 async fn an_execution_starts_pending_in_a_new_session_and_lists_by_it() {
     let server = TestServer::start().await;

@@ -390,7 +390,8 @@ async fn the_binary_defaults_to_a_private_home_database_logs_each_call_and_exits
 #[tokio::test]
 async fn huge_inputs_are_clipped_in_errors_and_log_lines() {
     let home = tempfile::tempdir().expect("home");
-    let mut binary = Binary::start(home.path(), None).await;
+    // NotFound logs at debug (an answer, not a failure).
+    let mut binary = Binary::start_logging(home.path(), None, "info,stigmer_grpc=debug").await;
     let mut query = AgentQueryControllerClient::new(binary.channel().await);
     let huge = format!("agt-{}", "x".repeat(1 << 20));
     let status = query
