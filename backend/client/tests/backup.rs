@@ -121,3 +121,35 @@ async fn skill_versions_and_artifacts_travel_with_the_export() {
     assert_eq!(old["spec"]["tag"], "v2");
     target.close().await.expect("close");
 }
+
+/// Importing sealed secrets into a server without their key names the resource and says how
+/// to supply the key (it used to name only `resources[0].json`).
+#[tokio::test]
+async fn an_import_without_the_master_key_names_the_resource_and_the_remedy() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (first_db, second_db) = (dir.path().join("first.db"), dir.path().join("second.db"));
+    let source = stigmer_client::connect(&config(&first_db))
+        .await
+        .expect("source");
+    source
+        .apply(&json!({"kind": "Environment", "metadata": {"name": "prod"},
+            "spec": {"data": {"TOKEN": {"value": "k3pt-sealed", "isSecret": true}}}}))
+        .await
+        .expect("environment");
+    let exported = source.export(&[]).await.expect("export").resources;
+    source.close().await.expect("close");
+    let target = stigmer_client::connect(&config(&second_db))
+        .await
+        .expect("target with a key of its own");
+    let err = target
+        .import(&exported)
+        .await
+        .expect_err("the secret cannot be opened here")
+        .to_string();
+    assert!(err.contains("Environment \"prod\""), "{err}");
+    assert!(
+        err.contains("STIGMER_MASTER_KEY") && err.contains("--master-key-file"),
+        "{err}"
+    );
+    assert!(!err.contains("k3pt-sealed"), "{err}");
+}

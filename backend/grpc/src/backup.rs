@@ -242,7 +242,7 @@ impl App {
             ));
         }
         self.check_sealed_keys(&json)
-            .map_err(|why| bad("json", why))?;
+            .map_err(|why| bad("json", format!("{} {:?} {why}", kind.name, meta.name)))?;
         let scope = Scope::new(kind.name.clone(), meta.org.clone());
         let proto = self.secrets.public_encoding(&resource);
         Footprint {
@@ -284,7 +284,10 @@ impl App {
             let id = key_id_of(token).unwrap_or_default();
             if !self.keyring.contains(id) {
                 return Err(format!(
-                    "holds a secret sealed with master key {id}, which this server does not have; import with that key"
+                    "holds a secret sealed under master key {id}, which this server does not \
+                     have: restart the server with the key of the server that exported it \
+                     (STIGMER_MASTER_KEY, or a copy of its key file such as \
+                     ~/.stigmer/stigmer.key given to --master-key-file), then import again"
                 ));
             }
         }
