@@ -224,6 +224,9 @@ enum ServerCommand {
 }
 
 fn main() -> ExitCode {
+    // A closed stdout (`stigmer get agents | head -1`) ends the process quietly, as it does
+    // every Unix tool, instead of a panic on the failed write.
+    sigpipe::reset();
     let cli = Cli::parse();
     let verbose = cli.verbose;
     let runtime = match tokio::runtime::Runtime::new() {
@@ -719,11 +722,6 @@ async fn backend_status(ctx: &Ctx) -> Result<ExitCode> {
             if daemon::uses_daemon(&config) {
                 println!("endpoint:   {}", backend.local.endpoint);
             }
-            let database = backend.local.database.as_ref().map_or_else(
-                || "~/.stigmer/stigmer.db (default)".to_string(),
-                |d| d.display().to_string(),
-            );
-            println!("database:   {database}");
             if daemon::uses_daemon(&config) {
                 let pid = daemon::read_pid()
                     .ok()
@@ -786,6 +784,8 @@ async fn backend_status(ctx: &Ctx) -> Result<ExitCode> {
             let field = |name: &str| output::scalar(&info[name]);
             println!("version:    {}", field("version"));
             println!("backend:    {} ({})", field("backend"), field("database"));
+            // The server's own answer: a daemon may run on another file than the config says.
+            println!("database:   {}", field("location"));
             println!("revision:   {}", field("revision"));
             println!("compacted:  {}", field("compactedRevision"));
             println!("counts:");
@@ -903,7 +903,16 @@ async fn server(ctx: &Ctx, command: ServerCommand) -> Result<ExitCode> {
                 ),
                 (None, false) => println!("not running (endpoint {endpoint})"),
             }
+            if !serving {
+                return Ok(not_running());
+            }
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `server status` when nothing serves: 3, as `systemctl status` and LSB init scripts say
+/// "not running", so scripts can test it.
+fn not_running() -> ExitCode {
+    ExitCode::from(3)
 }

@@ -326,7 +326,10 @@ fn the_daemon_starts_once_on_demand_and_stops() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(!env.pid_file().exists());
-    let status = env.ok(&["server", "status"]);
+    // Not running is exit status 3, as systemctl says it, so scripts can test it.
+    let out = env.run(&["server", "status"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let status = String::from_utf8_lossy(&out.stdout);
     assert!(status.starts_with("not running"), "{status}");
     // `server start` starts it explicitly, and stop works again.
     let started = env.ok(&["server", "start"]);
@@ -357,6 +360,12 @@ fn dry_run_backend_status_set_and_completion() {
     assert!(status.contains(&env.endpoint), "{status}");
     assert!(status.contains("Agent: 1"), "{status}");
     assert!(status.contains("McpServer: 1"), "{status}");
+    // The database the server reports, not one read from the config file.
+    let served = env.home().join(".stigmer").join("stigmer.db");
+    assert!(
+        status.contains(&format!("database:   {}", served.display())),
+        "{status}"
+    );
 
     env.ok(&["backend", "set", "cloud"]);
     let config = std::fs::read_to_string(env.home().join(".stigmer/config.yaml")).expect("config");
@@ -550,4 +559,58 @@ fn export_wipe_import_export_gives_the_same_file() {
     let counts = import_counts(&twice);
     assert_eq!((counts.created, counts.updated), (0, 0), "{twice}");
     assert_eq!(counts.unchanged, counts.total, "{twice}");
+}
+
+/// A closed stdout (`stigmer completion bash | head -1`) ends the CLI quietly: no panic, no
+/// exit status 101.
+#[test]
+fn a_closed_stdout_ends_quietly() {
+    use std::io::{BufRead, BufReader};
+    let env = Env::new();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_stigmer"))
+        .args(["completion", "bash"])
+        .env("HOME", env.home())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut first)
+        .expect("first line");
+    // The reader is dropped here: the pipe is closed with most of the script unread.
+    let out = child.wait_with_output().expect("wait");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!first.is_empty());
+    assert_ne!(out.status.code(), Some(101), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+/// A token goes in plain text only to this machine: a cloud endpoint without TLS is refused
+/// before anything is sent, with what to use instead.
+#[test]
+fn a_token_is_never_sent_unencrypted_to_another_machine() {
+    let env = Env::new();
+    env.ok(&[
+        "login",
+        "--endpoint",
+        "203.0.113.7:50051",
+        "--token",
+        "t0k",
+        "--org",
+        "acme",
+    ]);
+    // The harness points STIGMER_ENDPOINT at a local port; the saved login must apply here.
+    let out = env
+        .cmd(&["get", "agents"])
+        .env_remove("STIGMER_ENDPOINT")
+        .output()
+        .expect("run stigmer");
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("refusing to send the token unencrypted to 203.0.113.7:50051")
+            && err.contains("https://"),
+        "{err}"
+    );
 }

@@ -108,6 +108,9 @@ pub async fn connect(config: &ClientConfig) -> Result<Client, ClientError> {
                 .then(|| format!("Bearer {}", cloud.token).parse())
                 .transpose()
                 .map_err(|_| ClientError::Config("the token is not a valid header value".into()))?;
+            if token.is_some() {
+                refuse_plaintext_token(&cloud.endpoint)?;
+            }
             let transport = Transport::remote(channel(&cloud.endpoint).await?).with_token(token);
             (transport, None, cloud.endpoint)
         }
@@ -120,15 +123,45 @@ pub async fn connect(config: &ClientConfig) -> Result<Client, ClientError> {
     })
 }
 
-/// A channel to `endpoint` (`host:port`, or a URL; `https://` and port 443 use TLS).
-async fn channel(endpoint: &str) -> Result<Channel, ClientError> {
-    let url = if endpoint.contains("://") {
+/// The URL of `endpoint` (`host:port`, or a URL; `https://` and port 443 use TLS).
+fn url_of(endpoint: &str) -> String {
+    if endpoint.contains("://") {
         endpoint.to_string()
     } else if endpoint.ends_with(":443") {
         format!("https://{endpoint}")
     } else {
         format!("http://{endpoint}")
-    };
+    }
+}
+
+/// A token is a password: it may travel in plain text only to this machine.
+fn refuse_plaintext_token(endpoint: &str) -> Result<(), ClientError> {
+    let url = url_of(endpoint);
+    if url.starts_with("https://") {
+        return Ok(());
+    }
+    let host = http::Uri::from_str(&url)
+        .ok()
+        .and_then(|uri| uri.host().map(|h| h.trim_matches(['[', ']']).to_string()))
+        .unwrap_or_default();
+    let loopback = host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if loopback {
+        return Ok(());
+    }
+    Err(ClientError::Config(format!(
+        "refusing to send the token unencrypted to {endpoint}: use https://{} or a TLS port \
+         (443) (`stigmer login --endpoint https://HOST:PORT`); plain text is only for loopback \
+         addresses",
+        endpoint.trim_start_matches("http://")
+    )))
+}
+
+/// A channel to `endpoint` (`host:port`, or a URL; `https://` and port 443 use TLS).
+async fn channel(endpoint: &str) -> Result<Channel, ClientError> {
+    let url = url_of(endpoint);
     let fail = |reason: String| ClientError::Connect {
         endpoint: endpoint.to_string(),
         reason,
@@ -204,5 +237,33 @@ impl Client {
                 .map_err(|err| ClientError::InProcess(err.to_string()))?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_travels_in_plain_text_only_to_loopback() {
+        for ok in [
+            "https://api.example.com:8443",
+            "api.example.com:443",
+            "127.0.0.1:50051",
+            "localhost:50051",
+            "http://[::1]:50051",
+        ] {
+            assert!(refuse_plaintext_token(ok).is_ok(), "{ok}");
+        }
+        for refused in [
+            "api.example.com:50051",
+            "http://10.0.0.5:50051",
+            "0.0.0.0:1",
+        ] {
+            let err = refuse_plaintext_token(refused)
+                .expect_err(refused)
+                .to_string();
+            assert!(err.contains("https://"), "{err}");
+        }
     }
 }

@@ -220,6 +220,7 @@ impl App {
         set(&mut response, "revision", Value::I64(info.bounds.current));
         set_str(&mut response, "backend", info.backend);
         set_str(&mut response, "database", info.database);
+        set_str(&mut response, "location", info.location);
         set(
             &mut response,
             "compacted_revision",

@@ -203,12 +203,14 @@ impl Store for SqliteStore {
             self.config.synchronous.pragma_value()
         );
         let stats = self.stats();
+        let location = self.config.path.display().to_string();
         self.readers
             .run(move |conn| {
                 let tx = conn.unchecked_transaction().map_err(errors::store_error)?;
                 Ok(StoreInfo {
                     backend: "sqlite",
                     database,
+                    location,
                     bounds: queries::log_bounds(&tx)?,
                     counts: queries::counts(&tx, &org)?,
                     writes_committed: stats.writes,

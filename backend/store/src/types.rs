@@ -210,6 +210,8 @@ pub struct Compaction {
 pub struct StoreInfo {
     pub backend: &'static str,
     pub database: String,
+    /// Where the data lives, for operators: the database file, or the server's address.
+    pub location: String,
     pub bounds: LogBounds,
     pub counts: Vec<(String, i64)>,
     /// Writes committed since the store opened, and the transactions they took.
