@@ -10,11 +10,15 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
+use clap::ValueEnum;
 use common::{TestServer, agent};
 use prost::Message;
 use stigmer_api::ai::stigmer::agentic::agent::v1::agent_command_controller_client::AgentCommandControllerClient;
 use stigmer_api::ai::stigmer::agentic::agent::v1::agent_query_controller_client::AgentQueryControllerClient;
 use stigmer_api::ai::stigmer::agentic::agent::v1::{AgentId, ListAgentsRequest};
+use stigmer_api::ai::stigmer::backend::v1::InfoRequest;
+use stigmer_api::ai::stigmer::backend::v1::resource_service_client::ResourceServiceClient;
+use stigmer_grpc::Durability;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tonic::transport::Channel;
@@ -459,6 +463,58 @@ async fn acknowledged_writes_survive_kill_dash_nine() {
     }
     binary.signal("-TERM");
     assert!(binary.wait().await.success());
+}
+
+/// ServerInfo.database names the level SQLite reports for the writer connection after it was
+/// set, so this fails when a value of --synchronous or STIGMER_SYNCHRONOUS stops reaching the
+/// connection. Fails when `open_store` ignores the setting: "synchronous=FULL" for `normal`;
+/// and when the pragma is not set, or info formats the config instead of reading it back.
+#[tokio::test]
+async fn the_writer_commits_at_the_synchronous_level_the_flag_or_the_variable_asks_for() {
+    let home = tempfile::tempdir().expect("home");
+    let db = home.path().join("sync.db");
+    let names: Vec<String> = Durability::value_variants()
+        .iter()
+        .map(|value| {
+            value
+                .to_possible_value()
+                .expect("a listed value")
+                .get_name()
+                .to_string()
+        })
+        .collect();
+    assert!(names.len() >= 2, "{names:?}");
+    // (flag, variable, expected level): the default, each value through the variable alone,
+    // and each through the flag over a variable that says otherwise.
+    let mut cases = vec![(None, None, "FULL".to_string())];
+    for (n, name) in names.iter().enumerate() {
+        let other = &names[(n + 1) % names.len()];
+        cases.push((None, Some(name), name.to_uppercase()));
+        cases.push((Some(name), Some(other), name.to_uppercase()));
+    }
+    for (flag, variable, expected) in cases {
+        let mut command = Binary::configure(Command::new(BINARY), home.path(), Some(&db), "info");
+        if let Some(flag) = flag {
+            command.args(["--synchronous", flag]);
+        }
+        if let Some(variable) = variable {
+            command.env("STIGMER_SYNCHRONOUS", variable);
+        }
+        let binary = Binary::spawn(command).await;
+        let info = ResourceServiceClient::new(binary.channel().await)
+            .info(InfoRequest {})
+            .await
+            .expect("info")
+            .into_inner();
+        assert!(
+            info.database
+                .ends_with(&format!(", synchronous={expected}")),
+            "--synchronous {flag:?}, STIGMER_SYNCHRONOUS={variable:?}: {}",
+            info.database
+        );
+        binary.signal("-TERM");
+        assert!(binary.wait().await.success());
+    }
 }
 
 /// A tmpfs on a fresh temporary directory, unmounted when dropped. Mounting needs root: where

@@ -19,6 +19,14 @@ pub enum OpenError {
     },
     #[error("{path} could not be switched to WAL mode (it reports journal_mode={mode})")]
     NotWal { path: PathBuf, mode: String },
+    #[error(
+        "{path}: SQLite kept synchronous={effective} when asked for synchronous={asked}; commits would not be as durable as configured"
+    )]
+    Synchronous {
+        path: PathBuf,
+        asked: &'static str,
+        effective: &'static str,
+    },
     #[error("cannot migrate the database schema: {0}")]
     Migration(#[from] refinery::Error),
     #[error(

@@ -60,6 +60,16 @@ pub(crate) fn open_writer_connection(config: &SqliteConfig) -> Result<Connection
     }
     conn.pragma_update(None, "synchronous", config.synchronous.pragma_value())
         .map_err(wrap)?;
+    // SQLite ignores a value it does not understand without a word, which would leave commits
+    // less durable than the operator asked for: read the level back and insist.
+    let effective = synchronous_level(&conn).map_err(wrap)?;
+    if effective != config.synchronous.pragma_value() {
+        return Err(OpenError::Synchronous {
+            path: config.path.clone(),
+            asked: config.synchronous.pragma_value(),
+            effective,
+        });
+    }
     conn.pragma_update(None, "foreign_keys", "ON")
         .map_err(wrap)?;
     // A WAL that grew past this (a long reader held checkpoints back, a big batch) is cut back
@@ -67,6 +77,18 @@ pub(crate) fn open_writer_connection(config: &SqliteConfig) -> Result<Connection
     conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)
         .map_err(wrap)?;
     Ok(conn)
+}
+
+/// The `synchronous` level `conn` commits with, as SQLite reports it.
+pub(crate) fn synchronous_level(conn: &Connection) -> rusqlite::Result<&'static str> {
+    let level: i64 = conn.pragma_query_value(None, "synchronous", |row| row.get(0))?;
+    Ok(match level {
+        0 => "OFF",
+        1 => "NORMAL",
+        2 => "FULL",
+        3 => "EXTRA",
+        _ => "UNKNOWN",
+    })
 }
 
 /// Four times what the WAL reaches between automatic checkpoints (1000 pages of 4 KiB).
