@@ -15,7 +15,7 @@ mod schema;
 mod snapshot;
 mod writer;
 
-pub use config::{DEFAULT_RESERVE_BYTES, SqliteConfig, Synchronous};
+pub use config::{AfterCommit, DEFAULT_RESERVE_BYTES, SqliteConfig, Synchronous};
 pub use errors::OpenError;
 
 use std::sync::atomic::Ordering;
