@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use clap::ValueEnum;
+use clap::{CommandFactory, ValueEnum};
 use common::{TestServer, agent};
 use prost::Message;
 use stigmer_api::ai::stigmer::agentic::agent::v1::agent_command_controller_client::AgentCommandControllerClient;
@@ -18,7 +18,7 @@ use stigmer_api::ai::stigmer::agentic::agent::v1::agent_query_controller_client:
 use stigmer_api::ai::stigmer::agentic::agent::v1::{AgentId, ListAgentsRequest};
 use stigmer_api::ai::stigmer::backend::v1::InfoRequest;
 use stigmer_api::ai::stigmer::backend::v1::resource_service_client::ResourceServiceClient;
-use stigmer_grpc::Durability;
+use stigmer_grpc::{Durability, ServerConfig};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tonic::transport::Channel;
@@ -204,10 +204,79 @@ async fn a_restart_on_the_same_file_keeps_everything() {
     drop(dir);
 }
 
+/// A process's log as it writes it to stderr: one JSON value a line.
+struct Log {
+    lines: tokio::sync::mpsc::UnboundedReceiver<Result<serde_json::Value, String>>,
+}
+
+impl Log {
+    /// Reads `stderr` in a task of its own. A line that is not JSON is handed on as an error
+    /// rather than panicking there, where no test would notice: whoever reads it fails.
+    fn read(stderr: impl tokio::io::AsyncRead + Unpin + Send + 'static) -> Self {
+        let (tx, lines) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut reader = BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = reader.next_line().await {
+                if tx
+                    .send(serde_json::from_str(&line).map_err(|_| line))
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        });
+        Self { lines }
+    }
+
+    /// The next line, `None` once the process closed stderr; panics at a line that is not JSON.
+    async fn next(&mut self) -> Option<serde_json::Value> {
+        match self.lines.recv().await? {
+            Ok(line) => Some(line),
+            Err(line) => panic!("log line is not JSON: {line}"),
+        }
+    }
+
+    /// The next line matching `predicate`.
+    async fn line(&mut self, predicate: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+        tokio::time::timeout(DEADLINE, async {
+            loop {
+                let line = self.next().await.expect("log line");
+                if predicate(&line) {
+                    return line;
+                }
+            }
+        })
+        .await
+        .expect("log line in time")
+    }
+
+    /// Every line until the process closes stderr.
+    async fn drain(mut self) -> Vec<serde_json::Value> {
+        let mut logged = Vec::new();
+        while let Some(line) = tokio::time::timeout(DEADLINE, self.next())
+            .await
+            .expect("stderr closed in time")
+        {
+            logged.push(line);
+        }
+        logged
+    }
+}
+
+/// Fails when the reader panics in its own task on a line that is not JSON (as it did): the
+/// test then only sees the log end early, "test did not panic as expected".
+#[tokio::test]
+#[should_panic(expected = "log line is not JSON: thread 'main' panicked at src/main.rs")]
+async fn a_log_line_that_is_not_json_fails_the_test_reading_it() {
+    let stderr: &[u8] =
+        b"{\"level\":\"INFO\"}\nthread 'main' panicked at src/main.rs\n{\"level\":\"INFO\"}\n";
+    Log::read(stderr).drain().await;
+}
+
 /// The real binary, started as a user would, with its log lines collected.
 struct Binary {
     child: Child,
-    lines: tokio::sync::mpsc::UnboundedReceiver<serde_json::Value>,
+    log: Log,
     address: String,
 }
 
@@ -240,38 +309,41 @@ impl Binary {
     }
 
     /// Spawns `command` and waits until the server says where it serves.
-    async fn spawn(mut command: Command) -> Self {
+    async fn spawn(command: Command) -> Self {
+        match Self::try_spawn(command).await {
+            Ok(binary) => binary,
+            Err(logged) => panic!("server exited before serving: {logged:#?}"),
+        }
+    }
+
+    /// [`Self::spawn`], or every line the server logged when it exits before serving.
+    async fn try_spawn(mut command: Command) -> Result<Self, Vec<serde_json::Value>> {
         let mut child = command.spawn().expect("spawn stigmer-server");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, mut lines) = tokio::sync::mpsc::unbounded_channel();
-        tokio::spawn(async move {
-            let mut reader = BufReader::new(stderr).lines();
-            while let Ok(Some(line)) = reader.next_line().await {
-                let value = serde_json::from_str(&line)
-                    .unwrap_or_else(|_| panic!("log line is not JSON: {line}"));
-                if tx.send(value).is_err() {
-                    break;
-                }
-            }
-        });
+        let mut log = Log::read(child.stderr.take().expect("stderr"));
+        let mut logged = Vec::new();
         let address = tokio::time::timeout(DEADLINE, async {
-            loop {
-                let line: serde_json::Value =
-                    lines.recv().await.expect("server exited before serving");
+            while let Some(line) = log.next().await {
                 if line["fields"]["message"] == "serving gRPC" {
-                    return line["fields"]["address"]
-                        .as_str()
-                        .expect("address")
-                        .to_string();
+                    return Some(
+                        line["fields"]["address"]
+                            .as_str()
+                            .expect("address")
+                            .to_string(),
+                    );
                 }
+                logged.push(line);
             }
+            None
         })
         .await
-        .expect("server started in time");
-        Self {
-            child,
-            lines,
-            address,
+        .expect("server started or exited in time");
+        match address {
+            Some(address) => Ok(Self {
+                child,
+                log,
+                address,
+            }),
+            None => Err(logged),
         }
     }
 
@@ -308,16 +380,7 @@ impl Binary {
         &mut self,
         predicate: impl Fn(&serde_json::Value) -> bool,
     ) -> serde_json::Value {
-        tokio::time::timeout(DEADLINE, async {
-            loop {
-                let line = self.lines.recv().await.expect("log line");
-                if predicate(&line) {
-                    return line;
-                }
-            }
-        })
-        .await
-        .expect("log line in time")
+        self.log.line(predicate).await
     }
 }
 
@@ -617,10 +680,10 @@ async fn sigterm_on_a_full_disk_exits_cleanly_and_loses_nothing() {
     disk.fill();
 
     binary.signal("-TERM");
-    let Binary { child, lines, .. } = binary;
+    let Binary { child, log, .. } = binary;
     let exit = Binary::wait_child(child).await;
     assert!(exit.success(), "exit status {exit:?}");
-    let logged = drain(lines).await;
+    let logged = log.drain().await;
     let checkpoint = logged
         .iter()
         .find(|line| {
@@ -658,43 +721,54 @@ async fn sigterm_on_a_full_disk_exits_cleanly_and_loses_nothing() {
     assert_eq!(std::fs::metadata(&wal).map_or(0, |meta| meta.len()), 0);
 }
 
-/// Every log line the process wrote until its stderr closed.
-async fn drain(
-    mut lines: tokio::sync::mpsc::UnboundedReceiver<serde_json::Value>,
-) -> Vec<serde_json::Value> {
-    let mut logged = Vec::new();
-    while let Ok(Some(line)) = tokio::time::timeout(DEADLINE, lines.recv()).await {
-        logged.push(line);
-    }
-    logged
-}
-
+/// Every flag of `ServerConfig`, as clap knows them, not a list kept by hand: each with an
+/// environment variable, and --help shows both (and the default, when there is one). Fails
+/// when a flag loses its variable: "--watch-buffer has no environment variable".
 #[test]
 fn help_documents_every_flag_with_its_environment_variable() {
     let output = std::process::Command::new(BINARY)
+        .env_clear()
         .arg("--help")
         .output()
         .expect("run --help");
     assert!(output.status.success());
-    let help = String::from_utf8(output.stdout).expect("utf-8");
-    for needle in [
-        "--listen",
-        "STIGMER_LISTEN",
-        "127.0.0.1:50051",
-        "--db",
-        "STIGMER_DB",
-        "~/.stigmer/stigmer.db",
-        "--log",
-        "RUST_LOG",
-        "--log-format",
-        "STIGMER_LOG_FORMAT",
-        "--synchronous",
-        "--handshake-timeout-ms",
-        "STIGMER_HANDSHAKE_TIMEOUT_MS",
-        "--allow-insecure",
-        "STIGMER_ALLOW_INSECURE",
-    ] {
-        assert!(help.contains(needle), "--help lacks {needle}:\n{help}");
+    // As one line: clap wraps the help to the terminal's width, inside "[env: …]" too.
+    let help = String::from_utf8(output.stdout)
+        .expect("utf-8")
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    let command = ServerConfig::command();
+    let flags: Vec<_> = command
+        .get_arguments()
+        .filter(|arg| !matches!(arg.get_id().as_str(), "help" | "version"))
+        .collect();
+    assert!(flags.len() >= 17, "only {} flags", flags.len());
+    for arg in flags {
+        let long = arg
+            .get_long()
+            .unwrap_or_else(|| panic!("{} has no --flag", arg.get_id()));
+        let flag = format!("--{long}");
+        assert!(
+            help.contains(&format!("{flag} ")),
+            "--help lacks {flag}:\n{help}"
+        );
+        let env = arg
+            .get_env()
+            .unwrap_or_else(|| panic!("{flag} has no environment variable"))
+            .to_string_lossy()
+            .into_owned();
+        assert!(
+            help.contains(&format!("[env: {env}")),
+            "--help lacks {env} for {flag}:\n{help}"
+        );
+        for default in arg.get_default_values() {
+            let default = default.to_string_lossy();
+            assert!(
+                help.contains(&format!("[default: {default}]")),
+                "--help lacks the default {default} of {flag}:\n{help}"
+            );
+        }
     }
 }
 
