@@ -580,6 +580,102 @@ async fn the_writer_commits_at_the_synchronous_level_the_flag_or_the_variable_as
     }
 }
 
+/// The database and WAL files byte for byte, the rows and the revision.
+fn database_state(db: &Path) -> (Vec<u8>, Vec<u8>, i64, i64) {
+    let conn =
+        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .expect("open read-only");
+    let rows = conn
+        .query_row("SELECT count(*) FROM resources", [], |row| row.get(0))
+        .expect("count");
+    let revision = conn
+        .query_row(
+            "SELECT value FROM store_meta WHERE key = 'revision'",
+            [],
+            |row| row.get(0),
+        )
+        .expect("revision");
+    drop(conn);
+    let mut wal = db.as_os_str().to_owned();
+    wal.push("-wal");
+    (
+        std::fs::read(db).expect("db"),
+        std::fs::read(wal).unwrap_or_default(),
+        rows,
+        revision,
+    )
+}
+
+/// "One process owns a database file at a time": a second server, the binary or one in this
+/// process, is refused with the lock file and the owner's pid, and writes nothing. Fails when
+/// `schema::lock` takes no lock: "a second server started on a database in use"; and without
+/// the pid in the lock file: "... (or a key rotation), pid unknown, which holds the lock ...".
+#[tokio::test]
+async fn a_second_server_on_a_database_in_use_is_refused_naming_the_lock_and_the_owner() {
+    let home = tempfile::tempdir().expect("home");
+    let db = home.path().join("owned.db");
+    let lock = format!("{}.lock", db.display());
+    let start = || {
+        let mut command = Binary::configure(Command::new(BINARY), home.path(), Some(&db), "info");
+        // Nothing of its own to write while the other one tries.
+        command.env("STIGMER_COMPACT_EVERY_SECS", "0");
+        command
+    };
+    let owner = Binary::spawn(start()).await;
+    let pid = owner.child.id().expect("running");
+    let created = AgentCommandControllerClient::new(owner.channel().await)
+        .create(agent("Owned"))
+        .await
+        .expect("create")
+        .into_inner();
+    let before = database_state(&db);
+
+    let logged = match Binary::try_spawn(start()).await {
+        Ok(_) => panic!("a second server started on a database in use"),
+        Err(logged) => logged,
+    };
+    let refusal = logged
+        .iter()
+        .find(|line| line["level"] == "ERROR")
+        .unwrap_or_else(|| panic!("no error logged: {logged:#?}"));
+    let message = refusal["fields"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains(&lock) && message.contains(&format!("pid {pid},")),
+        "{message}"
+    );
+
+    let config = ServerConfig::new(([127, 0, 0, 1], 0).into(), &db);
+    let message = match stigmer_grpc::InProcessServer::start(&config).await {
+        Ok(_) => panic!("a server in this process started on a database in use"),
+        Err(err) => err.to_string(),
+    };
+    assert!(
+        message.contains(&lock) && message.contains(&format!("pid {pid},")),
+        "{message}"
+    );
+
+    assert!(
+        database_state(&db) == before,
+        "a refused server changed the database"
+    );
+    let recorded = std::fs::read_to_string(&lock).expect("lock file");
+    assert_eq!(
+        recorded.trim(),
+        pid.to_string(),
+        "the lock still names the owner"
+    );
+    let id = created.metadata.expect("metadata").id;
+    AgentQueryControllerClient::new(owner.channel().await)
+        .get(AgentId {
+            value: id,
+            ..Default::default()
+        })
+        .await
+        .expect("the owner serves on");
+    owner.signal("-TERM");
+    assert!(owner.wait().await.success());
+}
+
 /// A tmpfs on a fresh temporary directory, unmounted when dropped. Mounting needs root: where
 /// it is refused the test says so and passes, except under CI, which runs as root and where a
 /// disk-full test that silently skips would test nothing.
