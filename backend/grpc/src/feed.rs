@@ -241,6 +241,11 @@ impl App {
             "transactions_committed",
             Value::U64(info.transactions_committed),
         );
+        set(
+            &mut response,
+            "writes_pending",
+            Value::U64(info.writes_pending),
+        );
         Ok(response)
     }
 }

@@ -221,6 +221,7 @@ impl Store for SqliteStore {
                     counts: queries::counts(&tx, &org)?,
                     writes_committed: stats.writes,
                     transactions_committed: stats.batches,
+                    writes_pending: stats.queued as u64 + stats.committing,
                 })
             })
             .await
