@@ -58,6 +58,7 @@ impl App {
             since_revision: get_i64(&request, "since_revision"),
             page_size: WATCH_PAGE,
             buffer: WATCH_BUFFER,
+            stop: Some(self.shutdown.signal()),
         };
         let items = stigmer_store::watch(Arc::clone(&self.store), options);
         let app = Arc::clone(self);

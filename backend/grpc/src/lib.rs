@@ -29,6 +29,7 @@ mod secrets;
 mod selector;
 mod server;
 mod service;
+mod shutdown;
 mod skill_artifact;
 mod skills;
 mod validation;

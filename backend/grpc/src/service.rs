@@ -17,10 +17,11 @@ use tracing::Span;
 use crate::catalog::{BackendMethod, BackendVerb, Method, Verb};
 use crate::codec::{Reply, ServerCodec};
 use crate::controller::App;
-use crate::error::ApiError;
+use crate::error::{ApiError, SHUTTING_DOWN};
 use crate::feed::EventStream;
 use crate::naming::is_valid_slug;
 use crate::resource::{Caller, meta};
+use crate::shutdown::Counted;
 
 /// Largest request or response, both ways (CONTRACT.md).
 pub const MAX_MESSAGE_SIZE: usize = 10 * 1024 * 1024;
@@ -59,6 +60,10 @@ where
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         let app = Arc::clone(&self.app);
         Box::pin(async move {
+            let Some(call) = app.shutdown.enter() else {
+                let status: Status = ApiError::Unavailable(SHUTTING_DOWN.into()).into();
+                return Ok(status.into_http());
+            };
             let path = request.uri().path().to_string();
             let mut response = if let Some(method) = app.catalog.method(&path).cloned() {
                 serve_kind_method(app, method, request).await
@@ -68,7 +73,7 @@ where
                 Status::unimplemented(format!("unknown method {path}")).into_http()
             };
             oversize_is_resource_exhausted(&mut response);
-            Ok(response)
+            Ok(response.map(|body| tonic::body::Body::new(Counted::new(body, call))))
         })
     }
 }
