@@ -24,6 +24,7 @@ pub mod limits;
 mod listing;
 pub mod logging;
 pub mod naming;
+mod panics;
 mod resource;
 mod secrets;
 mod selector;

@@ -676,6 +676,65 @@ async fn a_second_server_on_a_database_in_use_is_refused_naming_the_lock_and_the
     assert!(owner.wait().await.success());
 }
 
+/// The correlation id a client was given for an internal error.
+fn correlation_id(status: &tonic::Status) -> String {
+    status
+        .message()
+        .split("correlation id ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no correlation id in {:?}", status.message()))
+        .to_string()
+}
+
+/// A panic while serving a call, in its handler or while its response body is made, reaches
+/// the client as INTERNAL with a correlation id and nothing of the panic, is logged at error
+/// with the same id in the call's span, keeps the log JSON, and leaves the server serving.
+/// The panics come from the `test-faults` header. Fails without `Caught` around the handler:
+/// "call: Status { code: Cancelled, message: \"h2 protocol error: http2 error\" ..."; without
+/// `CaughtBody`: "body: Status { code: Cancelled, message: \"h2 protocol error: error reading
+/// a body from connection\" ..."; without the server's panic hook: "log line is not JSON: "
+/// (the default hook's plain text).
+#[tokio::test]
+async fn a_panic_in_a_call_is_internal_with_a_correlation_id_that_the_log_shares() {
+    let home = tempfile::tempdir().expect("home");
+    let mut binary = Binary::start(home.path(), None).await;
+    let feed = ResourceServiceClient::new(binary.channel().await);
+    for fault in ["call", "body"] {
+        let mut request = tonic::Request::new(InfoRequest {});
+        request.metadata_mut().insert(
+            "x-stigmer-test-panic",
+            fault.parse().expect("a header value"),
+        );
+        let status = feed.clone().info(request).await.expect_err("it panicked");
+        assert_eq!(status.code(), tonic::Code::Internal, "{fault}: {status:?}");
+        assert!(
+            !status.message().contains("panic") && !status.message().contains("test asked"),
+            "{fault}: {}",
+            status.message()
+        );
+        let id = correlation_id(&status);
+        let logged = binary
+            .log_line(|line| line["fields"]["correlation_id"] == id.as_str())
+            .await;
+        assert_eq!(logged["level"], "ERROR", "{logged}");
+        assert_eq!(
+            logged["span"]["method"], "/ai.stigmer.backend.v1.ResourceService/info",
+            "{logged}"
+        );
+        let detail = logged["fields"]["detail"].as_str().unwrap_or_default();
+        assert!(detail.contains("a test asked this"), "{fault}: {detail}");
+    }
+    let info = feed
+        .clone()
+        .info(InfoRequest {})
+        .await
+        .expect("the server serves on");
+    assert_eq!(info.into_inner().backend, "sqlite");
+    binary.signal("-TERM");
+    assert!(binary.wait().await.success());
+}
+
 /// A tmpfs on a fresh temporary directory, unmounted when dropped. Mounting needs root: where
 /// it is refused the test says so and passes, except under CI, which runs as root and where a
 /// disk-full test that silently skips would test nothing.
