@@ -6,55 +6,73 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 
 use http_body::{Body, Frame, SizeHint};
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
+/// Atomics rather than a lock: every call passes here twice.
 #[derive(Clone)]
-pub(crate) struct Shutdown {
-    begun: Arc<watch::Sender<bool>>,
-    calls: Arc<watch::Sender<usize>>,
+pub(crate) struct Shutdown(Arc<State>);
+
+struct State {
+    begun: AtomicBool,
+    signal: watch::Sender<bool>,
+    calls: AtomicUsize,
+    idle: Notify,
 }
 
 impl Shutdown {
     pub(crate) fn new() -> Self {
-        Self {
-            begun: Arc::new(watch::Sender::new(false)),
-            calls: Arc::new(watch::Sender::new(0)),
-        }
+        Self(Arc::new(State {
+            begun: AtomicBool::new(false),
+            signal: watch::Sender::new(false),
+            calls: AtomicUsize::new(0),
+            idle: Notify::new(),
+        }))
     }
 
     pub(crate) fn begin(&self) {
-        self.begun.send_replace(true);
+        self.0.begun.store(true, Ordering::SeqCst);
+        self.0.signal.send_replace(true);
     }
 
     /// Holds true from the moment the shutdown begins.
     pub(crate) fn signal(&self) -> watch::Receiver<bool> {
-        self.begun.subscribe()
+        self.0.signal.subscribe()
     }
 
     /// A call starting, counted until the guard drops; `None` once the shutdown has begun.
     pub(crate) fn enter(&self) -> Option<CallGuard> {
-        // Counted before the check, so that `drained` cannot see zero while a call that
-        // passed the check is not counted yet.
-        self.calls.send_modify(|calls| *calls += 1);
-        let guard = CallGuard(Arc::clone(&self.calls));
-        (!*self.begun.borrow()).then_some(guard)
+        // Counted before the check (both SeqCst), so that `drained` cannot see no call while
+        // one that passed the check is not counted yet.
+        self.0.calls.fetch_add(1, Ordering::SeqCst);
+        let guard = CallGuard(Arc::clone(&self.0));
+        (!self.0.begun.load(Ordering::SeqCst)).then_some(guard)
     }
 
     /// Resolves once no call admitted by [`Self::enter`] is left.
     pub(crate) async fn drained(&self) {
-        let mut calls = self.calls.subscribe();
-        let _ = calls.wait_for(|calls| *calls == 0).await;
+        loop {
+            let idle = self.0.idle.notified();
+            let mut idle = std::pin::pin!(idle);
+            idle.as_mut().enable();
+            if self.0.calls.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            idle.await;
+        }
     }
 }
 
-pub(crate) struct CallGuard(Arc<watch::Sender<usize>>);
+pub(crate) struct CallGuard(Arc<State>);
 
 impl Drop for CallGuard {
     fn drop(&mut self) {
-        self.0.send_modify(|calls| *calls = calls.saturating_sub(1));
+        if self.0.calls.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.idle.notify_waiters();
+        }
     }
 }
 
