@@ -23,6 +23,7 @@ use crate::resource::{
     set_revision,
 };
 use crate::secrets::SecretMap;
+use crate::shutdown::Shutdown;
 use crate::validation::check;
 use stigmer_secrets::Keyring;
 
@@ -42,6 +43,8 @@ pub struct App {
     pub(crate) cache_misses: Notify,
     /// Read-modify-write calls on one resource wait for each other (`key_locks.rs`).
     pub(crate) key_locks: KeyLocks,
+    /// Ends watches and subscriptions when the server shuts down (`shutdown.rs`).
+    pub(crate) shutdown: Shutdown,
 }
 
 impl App {
@@ -54,6 +57,7 @@ impl App {
             events: EventCache::new(),
             cache_misses: Notify::new(),
             key_locks: KeyLocks::default(),
+            shutdown: Shutdown::new(),
             // The validator reads rules from descriptors it is given; without our descriptor
             // set it would see no rules at all and accept everything.
             validator: Validator::with_options(&[ValidatorOption::AdditionalDescriptorSetBytes(

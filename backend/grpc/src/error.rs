@@ -125,17 +125,20 @@ impl From<StoreError> for ApiError {
             },
             err @ StoreError::Compacted { .. } => Self::OutOfRange(err.to_string()),
             err @ StoreError::WatchLagged { .. } => Self::ResourceExhausted(err.to_string()),
+            err @ StoreError::WatchStopped { .. } => Self::Unavailable(err.to_string()),
             StoreError::Unavailable(reason) => Self::Unavailable(reason),
             StoreError::Full => Self::ResourceExhausted(
                 "the server's storage is full; free disk space and retry".into(),
             ),
-            StoreError::Closed => Self::Unavailable(
-                "the server is shutting down; retry against a running server".into(),
-            ),
+            StoreError::Closed => Self::Unavailable(SHUTTING_DOWN.into()),
             StoreError::Internal(detail) => Self::Internal(detail),
         }
     }
 }
+
+/// What a call that comes too late is told.
+pub(crate) const SHUTTING_DOWN: &str =
+    "the server is shutting down; retry against a running server";
 
 /// Most bytes of a client's value repeated in an error or a log line.
 pub(crate) const MAX_ECHO: usize = 256;

@@ -197,6 +197,7 @@ impl App {
                 since_revision: 0,
                 page_size: 1,
                 buffer: 64,
+                stop: Some(self.shutdown.signal()),
             },
         );
         let (tx, rx) = mpsc::channel(64);

@@ -58,6 +58,7 @@ impl App {
             since_revision: get_i64(&request, "since_revision"),
             page_size: WATCH_PAGE,
             buffer: WATCH_BUFFER,
+            stop: Some(self.shutdown.signal()),
         };
         let items = stigmer_store::watch(Arc::clone(&self.store), options);
         let app = Arc::clone(self);
@@ -241,6 +242,11 @@ impl App {
             &mut response,
             "transactions_committed",
             Value::U64(info.transactions_committed),
+        );
+        set(
+            &mut response,
+            "writes_pending",
+            Value::U64(info.writes_pending),
         );
         Ok(response)
     }

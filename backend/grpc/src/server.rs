@@ -23,6 +23,7 @@ use crate::incoming::Incoming;
 use crate::kinds::KINDS;
 use crate::logging::RpcLogLayer;
 use crate::service::{MAX_MESSAGE_SIZE, ResourceRpc};
+use crate::shutdown::Shutdown;
 
 /// Why the server could not start or stop cleanly.
 #[derive(Debug, thiserror::Error)]
@@ -161,6 +162,7 @@ struct Parts {
     reporter: HealthReporter,
     service_names: Vec<String>,
     background: Background,
+    shutdown: Shutdown,
 }
 
 impl Parts {
@@ -170,6 +172,7 @@ impl Parts {
         let catalog = Catalog::build(&stigmer_api::DESCRIPTOR_POOL, KINDS)?;
         let service_names = catalog.services().to_vec();
         let app = Arc::new(App::new(Arc::clone(&store), catalog, keyring));
+        let shutdown = app.shutdown.clone();
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let background = Background {
             stop,
@@ -191,6 +194,7 @@ impl Parts {
             reporter,
             service_names,
             background,
+            shutdown,
         })
     }
 
@@ -234,15 +238,22 @@ pub async fn run(
         reporter,
         service_names,
         background,
+        shutdown: stopping,
     } = Parts::start(config).await?;
     let draining = Arc::new(Notify::new());
     let signal = {
         let draining = Arc::clone(&draining);
         async move {
             shutdown.await;
-            tracing::info!("shutting down: draining in-flight calls");
+            stopping.begin();
+            tracing::info!(
+                "shutting down: draining calls in flight, ending watches, refusing new calls"
+            );
             set_health(&reporter, &service_names, ServingStatus::NotServing).await;
             draining.notify_one();
+            // Connections stay open meanwhile, so that a call arriving now gets UNAVAILABLE
+            // from us, not a reset or a GOAWAY its client may report as something else.
+            stopping.drained().await;
         }
     };
     tracing::info!(%address, "serving gRPC");
@@ -275,6 +286,7 @@ pub struct InProcessServer {
     service: InProcessService,
     store: Arc<dyn Store>,
     background: Background,
+    shutdown: Shutdown,
 }
 
 impl InProcessServer {
@@ -286,6 +298,7 @@ impl InProcessServer {
             service: tower_layer::Layer::layer(&RpcLogLayer, router),
             store: parts.store,
             background: parts.background,
+            shutdown: parts.shutdown,
         })
     }
 
@@ -293,8 +306,9 @@ impl InProcessServer {
         self.service.clone()
     }
 
-    /// Stops background work and closes the database cleanly.
+    /// Ends open watches, stops background work and closes the database cleanly.
     pub async fn close(self) -> Result<(), ServerError> {
+        self.shutdown.begin();
         Parts::close(self.store, self.background).await
     }
 }

@@ -17,10 +17,12 @@ use tracing::Span;
 use crate::catalog::{BackendMethod, BackendVerb, Method, Verb};
 use crate::codec::{Reply, ServerCodec};
 use crate::controller::App;
-use crate::error::ApiError;
+use crate::error::{ApiError, SHUTTING_DOWN};
 use crate::feed::EventStream;
 use crate::naming::is_valid_slug;
+use crate::panics::{Caught, CaughtBody};
 use crate::resource::{Caller, meta};
+use crate::shutdown::Counted;
 
 /// Largest request or response, both ways (CONTRACT.md).
 pub const MAX_MESSAGE_SIZE: usize = 10 * 1024 * 1024;
@@ -59,18 +61,43 @@ where
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         let app = Arc::clone(&self.app);
         Box::pin(async move {
-            let path = request.uri().path().to_string();
-            let mut response = if let Some(method) = app.catalog.method(&path).cloned() {
-                serve_kind_method(app, method, request).await
-            } else if let Some(method) = app.catalog.backend_method(&path).cloned() {
-                serve_backend_method(app, method, request).await
-            } else {
-                Status::unimplemented(format!("unknown method {path}")).into_http()
+            let Some(call) = app.shutdown.enter() else {
+                let status: Status = ApiError::Unavailable(SHUTTING_DOWN.into()).into();
+                return Ok(status.into_http());
             };
-            oversize_is_resource_exhausted(&mut response);
-            Ok(response)
+            #[cfg(feature = "test-faults")]
+            let fault = crate::panics::faults::Fault::of(request.headers());
+            let served = Caught::new(async move {
+                #[cfg(feature = "test-faults")]
+                fault.strike_call();
+                serve(app, request).await
+            });
+            let response = served
+                .await
+                .unwrap_or_else(|panic| crate::panics::internal(&panic).into_http());
+            #[cfg(feature = "test-faults")]
+            let response = response.map(|body| fault.body(body));
+            Ok(response
+                .map(|body| tonic::body::Body::new(Counted::new(CaughtBody::new(body), call))))
         })
     }
+}
+
+async fn serve<B>(app: Arc<App>, request: http::Request<B>) -> http::Response<tonic::body::Body>
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<StdError> + Send + 'static,
+{
+    let path = request.uri().path().to_string();
+    let mut response = if let Some(method) = app.catalog.method(&path).cloned() {
+        serve_kind_method(app, method, request).await
+    } else if let Some(method) = app.catalog.backend_method(&path).cloned() {
+        serve_backend_method(app, method, request).await
+    } else {
+        Status::unimplemented(format!("unknown method {path}")).into_http()
+    };
+    oversize_is_resource_exhausted(&mut response);
+    response
 }
 
 fn grpc_for(input: &prost_reflect::MessageDescriptor) -> Grpc<ServerCodec> {

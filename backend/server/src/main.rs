@@ -17,6 +17,7 @@ async fn main() -> ExitCode {
         eprintln!("stigmer-server: {err:#}");
         return ExitCode::FAILURE;
     }
+    log_panics();
     match serve(config).await {
         Ok(()) => ExitCode::SUCCESS,
         // One log line like any other, in the configured format: the chain of causes says
@@ -86,6 +87,25 @@ fn init_logging(config: &ServerConfig) -> anyhow::Result<()> {
         LogFormat::Json => builder.json().init(),
     }
     Ok(())
+}
+
+/// Reports a panic as a log line like any other (so still JSON when the log is), in the span
+/// of the call that panicked, where the default hook would print plain text to stderr. The
+/// call itself is answered INTERNAL with a correlation id (stigmer_grpc).
+fn log_panics() {
+    std::panic::set_hook(Box::new(|info| {
+        let thread = std::thread::current();
+        let thread = thread.name().unwrap_or("unnamed");
+        // Only when RUST_BACKTRACE asks for one, as the default hook does.
+        let backtrace = std::backtrace::Backtrace::capture();
+        let backtrace = (backtrace.status() == std::backtrace::BacktraceStatus::Captured)
+            .then(|| backtrace.to_string());
+        if tracing::enabled!(tracing::Level::ERROR) {
+            tracing::error!(thread, backtrace, "{info}");
+        } else {
+            eprintln!("stigmer-server: thread '{thread}' {info}");
+        }
+    }));
 }
 
 /// Resolves on the first SIGINT or SIGTERM. The handlers are installed now rather than when

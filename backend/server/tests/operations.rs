@@ -10,11 +10,15 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
+use clap::{CommandFactory, ValueEnum};
 use common::{TestServer, agent};
 use prost::Message;
 use stigmer_api::ai::stigmer::agentic::agent::v1::agent_command_controller_client::AgentCommandControllerClient;
 use stigmer_api::ai::stigmer::agentic::agent::v1::agent_query_controller_client::AgentQueryControllerClient;
 use stigmer_api::ai::stigmer::agentic::agent::v1::{AgentId, ListAgentsRequest};
+use stigmer_api::ai::stigmer::backend::v1::InfoRequest;
+use stigmer_api::ai::stigmer::backend::v1::resource_service_client::ResourceServiceClient;
+use stigmer_grpc::{Durability, ServerConfig};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tonic::transport::Channel;
@@ -200,10 +204,79 @@ async fn a_restart_on_the_same_file_keeps_everything() {
     drop(dir);
 }
 
+/// A process's log as it writes it to stderr: one JSON value a line.
+struct Log {
+    lines: tokio::sync::mpsc::UnboundedReceiver<Result<serde_json::Value, String>>,
+}
+
+impl Log {
+    /// Reads `stderr` in a task of its own. A line that is not JSON is handed on as an error
+    /// rather than panicking there, where no test would notice: whoever reads it fails.
+    fn read(stderr: impl tokio::io::AsyncRead + Unpin + Send + 'static) -> Self {
+        let (tx, lines) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut reader = BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = reader.next_line().await {
+                if tx
+                    .send(serde_json::from_str(&line).map_err(|_| line))
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        });
+        Self { lines }
+    }
+
+    /// The next line, `None` once the process closed stderr; panics at a line that is not JSON.
+    async fn next(&mut self) -> Option<serde_json::Value> {
+        match self.lines.recv().await? {
+            Ok(line) => Some(line),
+            Err(line) => panic!("log line is not JSON: {line}"),
+        }
+    }
+
+    /// The next line matching `predicate`.
+    async fn line(&mut self, predicate: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+        tokio::time::timeout(DEADLINE, async {
+            loop {
+                let line = self.next().await.expect("log line");
+                if predicate(&line) {
+                    return line;
+                }
+            }
+        })
+        .await
+        .expect("log line in time")
+    }
+
+    /// Every line until the process closes stderr.
+    async fn drain(mut self) -> Vec<serde_json::Value> {
+        let mut logged = Vec::new();
+        while let Some(line) = tokio::time::timeout(DEADLINE, self.next())
+            .await
+            .expect("stderr closed in time")
+        {
+            logged.push(line);
+        }
+        logged
+    }
+}
+
+/// Fails when the reader panics in its own task on a line that is not JSON (as it did): the
+/// test then only sees the log end early, "test did not panic as expected".
+#[tokio::test]
+#[should_panic(expected = "log line is not JSON: thread 'main' panicked at src/main.rs")]
+async fn a_log_line_that_is_not_json_fails_the_test_reading_it() {
+    let stderr: &[u8] =
+        b"{\"level\":\"INFO\"}\nthread 'main' panicked at src/main.rs\n{\"level\":\"INFO\"}\n";
+    Log::read(stderr).drain().await;
+}
+
 /// The real binary, started as a user would, with its log lines collected.
 struct Binary {
     child: Child,
-    lines: tokio::sync::mpsc::UnboundedReceiver<serde_json::Value>,
+    log: Log,
     address: String,
 }
 
@@ -236,38 +309,41 @@ impl Binary {
     }
 
     /// Spawns `command` and waits until the server says where it serves.
-    async fn spawn(mut command: Command) -> Self {
+    async fn spawn(command: Command) -> Self {
+        match Self::try_spawn(command).await {
+            Ok(binary) => binary,
+            Err(logged) => panic!("server exited before serving: {logged:#?}"),
+        }
+    }
+
+    /// [`Self::spawn`], or every line the server logged when it exits before serving.
+    async fn try_spawn(mut command: Command) -> Result<Self, Vec<serde_json::Value>> {
         let mut child = command.spawn().expect("spawn stigmer-server");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, mut lines) = tokio::sync::mpsc::unbounded_channel();
-        tokio::spawn(async move {
-            let mut reader = BufReader::new(stderr).lines();
-            while let Ok(Some(line)) = reader.next_line().await {
-                let value = serde_json::from_str(&line)
-                    .unwrap_or_else(|_| panic!("log line is not JSON: {line}"));
-                if tx.send(value).is_err() {
-                    break;
-                }
-            }
-        });
+        let mut log = Log::read(child.stderr.take().expect("stderr"));
+        let mut logged = Vec::new();
         let address = tokio::time::timeout(DEADLINE, async {
-            loop {
-                let line: serde_json::Value =
-                    lines.recv().await.expect("server exited before serving");
+            while let Some(line) = log.next().await {
                 if line["fields"]["message"] == "serving gRPC" {
-                    return line["fields"]["address"]
-                        .as_str()
-                        .expect("address")
-                        .to_string();
+                    return Some(
+                        line["fields"]["address"]
+                            .as_str()
+                            .expect("address")
+                            .to_string(),
+                    );
                 }
+                logged.push(line);
             }
+            None
         })
         .await
-        .expect("server started in time");
-        Self {
-            child,
-            lines,
-            address,
+        .expect("server started or exited in time");
+        match address {
+            Some(address) => Ok(Self {
+                child,
+                log,
+                address,
+            }),
+            None => Err(logged),
         }
     }
 
@@ -304,16 +380,7 @@ impl Binary {
         &mut self,
         predicate: impl Fn(&serde_json::Value) -> bool,
     ) -> serde_json::Value {
-        tokio::time::timeout(DEADLINE, async {
-            loop {
-                let line = self.lines.recv().await.expect("log line");
-                if predicate(&line) {
-                    return line;
-                }
-            }
-        })
-        .await
-        .expect("log line in time")
+        self.log.line(predicate).await
     }
 }
 
@@ -462,6 +529,213 @@ async fn acknowledged_writes_survive_kill_dash_nine() {
     assert!(binary.wait().await.success());
 }
 
+/// ServerInfo.database names the level SQLite reports for the writer connection after it was
+/// set, so this fails when a value of --synchronous or STIGMER_SYNCHRONOUS stops reaching the
+/// connection. Fails when `open_store` ignores the setting: "synchronous=FULL" for `normal`;
+/// and when the pragma is not set, or info formats the config instead of reading it back.
+#[tokio::test]
+async fn the_writer_commits_at_the_synchronous_level_the_flag_or_the_variable_asks_for() {
+    let home = tempfile::tempdir().expect("home");
+    let db = home.path().join("sync.db");
+    let names: Vec<String> = Durability::value_variants()
+        .iter()
+        .map(|value| {
+            value
+                .to_possible_value()
+                .expect("a listed value")
+                .get_name()
+                .to_string()
+        })
+        .collect();
+    assert!(names.len() >= 2, "{names:?}");
+    // (flag, variable, expected level): the default, each value through the variable alone,
+    // and each through the flag over a variable that says otherwise.
+    let mut cases = vec![(None, None, "FULL".to_string())];
+    for (n, name) in names.iter().enumerate() {
+        let other = &names[(n + 1) % names.len()];
+        cases.push((None, Some(name), name.to_uppercase()));
+        cases.push((Some(name), Some(other), name.to_uppercase()));
+    }
+    for (flag, variable, expected) in cases {
+        let mut command = Binary::configure(Command::new(BINARY), home.path(), Some(&db), "info");
+        if let Some(flag) = flag {
+            command.args(["--synchronous", flag]);
+        }
+        if let Some(variable) = variable {
+            command.env("STIGMER_SYNCHRONOUS", variable);
+        }
+        let binary = Binary::spawn(command).await;
+        let info = ResourceServiceClient::new(binary.channel().await)
+            .info(InfoRequest {})
+            .await
+            .expect("info")
+            .into_inner();
+        assert!(
+            info.database
+                .ends_with(&format!(", synchronous={expected}")),
+            "--synchronous {flag:?}, STIGMER_SYNCHRONOUS={variable:?}: {}",
+            info.database
+        );
+        binary.signal("-TERM");
+        assert!(binary.wait().await.success());
+    }
+}
+
+/// The database and WAL files byte for byte, the rows and the revision.
+fn database_state(db: &Path) -> (Vec<u8>, Vec<u8>, i64, i64) {
+    let conn =
+        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .expect("open read-only");
+    let rows = conn
+        .query_row("SELECT count(*) FROM resources", [], |row| row.get(0))
+        .expect("count");
+    let revision = conn
+        .query_row(
+            "SELECT value FROM store_meta WHERE key = 'revision'",
+            [],
+            |row| row.get(0),
+        )
+        .expect("revision");
+    drop(conn);
+    let mut wal = db.as_os_str().to_owned();
+    wal.push("-wal");
+    (
+        std::fs::read(db).expect("db"),
+        std::fs::read(wal).unwrap_or_default(),
+        rows,
+        revision,
+    )
+}
+
+/// "One process owns a database file at a time": a second server, the binary or one in this
+/// process, is refused with the lock file and the owner's pid, and writes nothing. Fails when
+/// `schema::lock` takes no lock: "a second server started on a database in use"; and without
+/// the pid in the lock file: "... (or a key rotation), pid unknown, which holds the lock ...".
+#[tokio::test]
+async fn a_second_server_on_a_database_in_use_is_refused_naming_the_lock_and_the_owner() {
+    let home = tempfile::tempdir().expect("home");
+    let db = home.path().join("owned.db");
+    let lock = format!("{}.lock", db.display());
+    let start = || {
+        let mut command = Binary::configure(Command::new(BINARY), home.path(), Some(&db), "info");
+        // Nothing of its own to write while the other one tries.
+        command.env("STIGMER_COMPACT_EVERY_SECS", "0");
+        command
+    };
+    let owner = Binary::spawn(start()).await;
+    let pid = owner.child.id().expect("running");
+    let created = AgentCommandControllerClient::new(owner.channel().await)
+        .create(agent("Owned"))
+        .await
+        .expect("create")
+        .into_inner();
+    let before = database_state(&db);
+
+    let logged = match Binary::try_spawn(start()).await {
+        Ok(_) => panic!("a second server started on a database in use"),
+        Err(logged) => logged,
+    };
+    let refusal = logged
+        .iter()
+        .find(|line| line["level"] == "ERROR")
+        .unwrap_or_else(|| panic!("no error logged: {logged:#?}"));
+    let message = refusal["fields"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains(&lock) && message.contains(&format!("pid {pid},")),
+        "{message}"
+    );
+
+    let config = ServerConfig::new(([127, 0, 0, 1], 0).into(), &db);
+    let message = match stigmer_grpc::InProcessServer::start(&config).await {
+        Ok(_) => panic!("a server in this process started on a database in use"),
+        Err(err) => err.to_string(),
+    };
+    assert!(
+        message.contains(&lock) && message.contains(&format!("pid {pid},")),
+        "{message}"
+    );
+
+    assert!(
+        database_state(&db) == before,
+        "a refused server changed the database"
+    );
+    let recorded = std::fs::read_to_string(&lock).expect("lock file");
+    assert_eq!(
+        recorded.trim(),
+        pid.to_string(),
+        "the lock still names the owner"
+    );
+    let id = created.metadata.expect("metadata").id;
+    AgentQueryControllerClient::new(owner.channel().await)
+        .get(AgentId {
+            value: id,
+            ..Default::default()
+        })
+        .await
+        .expect("the owner serves on");
+    owner.signal("-TERM");
+    assert!(owner.wait().await.success());
+}
+
+/// The correlation id a client was given for an internal error.
+fn correlation_id(status: &tonic::Status) -> String {
+    status
+        .message()
+        .split("correlation id ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no correlation id in {:?}", status.message()))
+        .to_string()
+}
+
+/// A panic while serving a call, in its handler or while its response body is made, reaches
+/// the client as INTERNAL with a correlation id and nothing of the panic, is logged at error
+/// with the same id in the call's span, keeps the log JSON, and leaves the server serving.
+/// The panics come from the `test-faults` header. Fails without `Caught` around the handler:
+/// "call: Status { code: Cancelled, message: \"h2 protocol error: http2 error\" ..."; without
+/// `CaughtBody`: "body: Status { code: Cancelled, message: \"h2 protocol error: error reading
+/// a body from connection\" ..."; without the server's panic hook: "log line is not JSON: "
+/// (the default hook's plain text).
+#[tokio::test]
+async fn a_panic_in_a_call_is_internal_with_a_correlation_id_that_the_log_shares() {
+    let home = tempfile::tempdir().expect("home");
+    let mut binary = Binary::start(home.path(), None).await;
+    let feed = ResourceServiceClient::new(binary.channel().await);
+    for fault in ["call", "body"] {
+        let mut request = tonic::Request::new(InfoRequest {});
+        request.metadata_mut().insert(
+            "x-stigmer-test-panic",
+            fault.parse().expect("a header value"),
+        );
+        let status = feed.clone().info(request).await.expect_err("it panicked");
+        assert_eq!(status.code(), tonic::Code::Internal, "{fault}: {status:?}");
+        assert!(
+            !status.message().contains("panic") && !status.message().contains("test asked"),
+            "{fault}: {}",
+            status.message()
+        );
+        let id = correlation_id(&status);
+        let logged = binary
+            .log_line(|line| line["fields"]["correlation_id"] == id.as_str())
+            .await;
+        assert_eq!(logged["level"], "ERROR", "{logged}");
+        assert_eq!(
+            logged["span"]["method"], "/ai.stigmer.backend.v1.ResourceService/info",
+            "{logged}"
+        );
+        let detail = logged["fields"]["detail"].as_str().unwrap_or_default();
+        assert!(detail.contains("a test asked this"), "{fault}: {detail}");
+    }
+    let info = feed
+        .clone()
+        .info(InfoRequest {})
+        .await
+        .expect("the server serves on");
+    assert_eq!(info.into_inner().backend, "sqlite");
+    binary.signal("-TERM");
+    assert!(binary.wait().await.success());
+}
+
 /// A tmpfs on a fresh temporary directory, unmounted when dropped. Mounting needs root: where
 /// it is refused the test says so and passes, except under CI, which runs as root and where a
 /// disk-full test that silently skips would test nothing.
@@ -562,10 +836,10 @@ async fn sigterm_on_a_full_disk_exits_cleanly_and_loses_nothing() {
     disk.fill();
 
     binary.signal("-TERM");
-    let Binary { child, lines, .. } = binary;
+    let Binary { child, log, .. } = binary;
     let exit = Binary::wait_child(child).await;
     assert!(exit.success(), "exit status {exit:?}");
-    let logged = drain(lines).await;
+    let logged = log.drain().await;
     let checkpoint = logged
         .iter()
         .find(|line| {
@@ -603,43 +877,54 @@ async fn sigterm_on_a_full_disk_exits_cleanly_and_loses_nothing() {
     assert_eq!(std::fs::metadata(&wal).map_or(0, |meta| meta.len()), 0);
 }
 
-/// Every log line the process wrote until its stderr closed.
-async fn drain(
-    mut lines: tokio::sync::mpsc::UnboundedReceiver<serde_json::Value>,
-) -> Vec<serde_json::Value> {
-    let mut logged = Vec::new();
-    while let Ok(Some(line)) = tokio::time::timeout(DEADLINE, lines.recv()).await {
-        logged.push(line);
-    }
-    logged
-}
-
+/// Every flag of `ServerConfig`, as clap knows them, not a list kept by hand: each with an
+/// environment variable, and --help shows both (and the default, when there is one). Fails
+/// when a flag loses its variable: "--watch-buffer has no environment variable".
 #[test]
 fn help_documents_every_flag_with_its_environment_variable() {
     let output = std::process::Command::new(BINARY)
+        .env_clear()
         .arg("--help")
         .output()
         .expect("run --help");
     assert!(output.status.success());
-    let help = String::from_utf8(output.stdout).expect("utf-8");
-    for needle in [
-        "--listen",
-        "STIGMER_LISTEN",
-        "127.0.0.1:50051",
-        "--db",
-        "STIGMER_DB",
-        "~/.stigmer/stigmer.db",
-        "--log",
-        "RUST_LOG",
-        "--log-format",
-        "STIGMER_LOG_FORMAT",
-        "--synchronous",
-        "--handshake-timeout-ms",
-        "STIGMER_HANDSHAKE_TIMEOUT_MS",
-        "--allow-insecure",
-        "STIGMER_ALLOW_INSECURE",
-    ] {
-        assert!(help.contains(needle), "--help lacks {needle}:\n{help}");
+    // As one line: clap wraps the help to the terminal's width, inside "[env: …]" too.
+    let help = String::from_utf8(output.stdout)
+        .expect("utf-8")
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    let command = ServerConfig::command();
+    let flags: Vec<_> = command
+        .get_arguments()
+        .filter(|arg| !matches!(arg.get_id().as_str(), "help" | "version"))
+        .collect();
+    assert!(flags.len() >= 17, "only {} flags", flags.len());
+    for arg in flags {
+        let long = arg
+            .get_long()
+            .unwrap_or_else(|| panic!("{} has no --flag", arg.get_id()));
+        let flag = format!("--{long}");
+        assert!(
+            help.contains(&format!("{flag} ")),
+            "--help lacks {flag}:\n{help}"
+        );
+        let env = arg
+            .get_env()
+            .unwrap_or_else(|| panic!("{flag} has no environment variable"))
+            .to_string_lossy()
+            .into_owned();
+        assert!(
+            help.contains(&format!("[env: {env}")),
+            "--help lacks {env} for {flag}:\n{help}"
+        );
+        for default in arg.get_default_values() {
+            let default = default.to_string_lossy();
+            assert!(
+                help.contains(&format!("[default: {default}]")),
+                "--help lacks the default {default} of {flag}:\n{help}"
+            );
+        }
     }
 }
 

@@ -211,3 +211,39 @@ async fn rows_without_a_cached_encoding_get_one_at_start_without_being_read() {
     }
     server.stop().await;
 }
+
+/// ADR 0017: an `id` changed by hand without `proto` clears the cached encoding (trigger
+/// `resources_proto_stale`), so no encoding made for another identity stays on the row. Fails
+/// when the trigger does not watch `id` (`AFTER UPDATE OF data, revision`): "the id change
+/// left the cached encoding in place".
+#[tokio::test]
+async fn a_hand_changed_id_clears_the_cached_encoding_and_reads_serve_the_new_id() {
+    let (server, mut query, id) = server_with_agent("Moved").await;
+    let before = query.get(agent_id(&id)).await.expect("get").into_inner();
+    assert!(
+        server.cached_encoding(&id).is_some(),
+        "a write stores its encoding"
+    );
+    let last = if id.ends_with('0') { "1" } else { "0" };
+    let moved = format!("{}{last}", &id[..id.len() - 1]);
+
+    let conn = rusqlite::Connection::open(&server.db).expect("open");
+    let changed = conn
+        .execute(
+            "UPDATE resources SET id = ?2 WHERE id = ?1",
+            [id.as_str(), moved.as_str()],
+        )
+        .expect("change the id by hand");
+    assert_eq!(changed, 1);
+    assert_eq!(
+        server.cached_encoding(&moved),
+        None,
+        "the id change left the cached encoding in place"
+    );
+
+    let served = query.get(agent_id(&moved)).await.expect("get").into_inner();
+    let mut expected = before;
+    expected.metadata.as_mut().expect("metadata").id = moved.clone();
+    assert_eq!(served, expected);
+    expect_code(query.get(agent_id(&id)).await, Code::NotFound);
+}

@@ -1,4 +1,5 @@
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// How hard SQLite works to make a commit survive power loss.
@@ -44,6 +45,30 @@ pub struct SqliteConfig {
     /// Size of the disk reserve kept next to the database (`<db>.reserve`) and given back
     /// when the disk fills, so that deletes can still commit. 0 keeps none.
     pub reserve_bytes: u64,
+    /// Called on the writer thread once a batch's transaction has committed and before any of
+    /// its callers is answered, with the number of calls in the batch. `None` in the server;
+    /// tests hold the writer there to prove that no call is answered before its commit.
+    pub after_commit: Option<AfterCommit>,
+}
+
+/// See [`SqliteConfig::after_commit`].
+#[derive(Clone)]
+pub struct AfterCommit(Arc<dyn Fn(usize) + Send + Sync>);
+
+impl AfterCommit {
+    pub fn new(observer: impl Fn(usize) + Send + Sync + 'static) -> Self {
+        Self(Arc::new(observer))
+    }
+
+    pub(crate) fn call(&self, calls: usize) {
+        (self.0)(calls);
+    }
+}
+
+impl std::fmt::Debug for AfterCommit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AfterCommit(..)")
+    }
 }
 
 impl SqliteConfig {
@@ -58,6 +83,7 @@ impl SqliteConfig {
             watch_buffer: 8192,
             max_snapshots: 32,
             reserve_bytes: DEFAULT_RESERVE_BYTES,
+            after_commit: None,
         }
     }
 }

@@ -19,14 +19,35 @@ pub enum OpenError {
     },
     #[error("{path} could not be switched to WAL mode (it reports journal_mode={mode})")]
     NotWal { path: PathBuf, mode: String },
+    #[error(
+        "{path}: SQLite kept synchronous={effective} when asked for synchronous={asked}; commits would not be as durable as configured"
+    )]
+    Synchronous {
+        path: PathBuf,
+        asked: &'static str,
+        effective: &'static str,
+    },
     #[error("cannot migrate the database schema: {0}")]
     Migration(#[from] refinery::Error),
     #[error(
-        "{path} is in use by another stigmer-server (or a key rotation); stop it first, or point this one at another database"
+        "{path} is in use by another stigmer-server (or a key rotation), {}, which holds the lock {lock}; stop it first, or point this one at another database",
+        owner_text(*.owner)
     )]
-    InUse { path: PathBuf },
+    InUse {
+        path: PathBuf,
+        lock: PathBuf,
+        /// The owner's pid, as it wrote it in the lock file.
+        owner: Option<u32>,
+    },
     #[error("cannot start a storage thread: {0}")]
     Thread(std::io::Error),
+}
+
+fn owner_text(owner: Option<u32>) -> String {
+    match owner {
+        Some(pid) => format!("pid {pid}"),
+        None => "pid unknown".to_string(),
+    }
 }
 
 /// Maps a SQLite failure that has no more specific meaning to the store's error.

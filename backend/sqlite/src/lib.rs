@@ -15,7 +15,7 @@ mod schema;
 mod snapshot;
 mod writer;
 
-pub use config::{DEFAULT_RESERVE_BYTES, SqliteConfig, Synchronous};
+pub use config::{AfterCommit, DEFAULT_RESERVE_BYTES, SqliteConfig, Synchronous};
 pub use errors::OpenError;
 
 use std::sync::atomic::Ordering;
@@ -51,6 +51,9 @@ pub struct SqliteStore {
     readers: ReaderPool,
     snapshots: Arc<Semaphore>,
     threads: Mutex<Vec<JoinHandle<()>>>,
+    /// What `info` says the store runs on, with the writer connection's `synchronous` level
+    /// as SQLite reported it after it was set, not as configured.
+    database: String,
     /// Held until the store closes (see `schema::lock`).
     lock: Mutex<Option<std::fs::File>>,
 }
@@ -65,6 +68,14 @@ impl SqliteStore {
         reserve.make_room_to_open();
         let mut conn = schema::open_writer_connection(config)?;
         schema::migrate(&mut conn)?;
+        let database = format!(
+            "SQLite {}, WAL, synchronous={}",
+            rusqlite::version(),
+            schema::synchronous_level(&conn).map_err(|source| OpenError::Sqlite {
+                path: config.path.clone(),
+                source,
+            })?
+        );
         let space = Space::start(reserve, &conn);
         let mut threads = Vec::new();
         let writer = Writer::spawn(conn, config, space, &mut threads)?;
@@ -73,6 +84,7 @@ impl SqliteStore {
             config: config.clone(),
             writer,
             readers,
+            database,
             snapshots: Arc::new(Semaphore::new(config.max_snapshots.max(1))),
             threads: Mutex::new(threads),
             lock: Mutex::new(Some(lock)),
@@ -197,11 +209,7 @@ impl Store for SqliteStore {
     }
 
     async fn info(&self, org: String) -> StoreResult<StoreInfo> {
-        let database = format!(
-            "SQLite {}, WAL, synchronous={}",
-            rusqlite::version(),
-            self.config.synchronous.pragma_value()
-        );
+        let database = self.database.clone();
         let stats = self.stats();
         let location = self.config.path.display().to_string();
         self.readers
@@ -215,6 +223,7 @@ impl Store for SqliteStore {
                     counts: queries::counts(&tx, &org)?,
                     writes_committed: stats.writes,
                     transactions_committed: stats.batches,
+                    writes_pending: stats.queued as u64 + stats.committing,
                 })
             })
             .await

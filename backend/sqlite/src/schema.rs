@@ -1,5 +1,5 @@
 use std::fs::{DirBuilder, OpenOptions};
-use std::io::ErrorKind;
+use std::io::{ErrorKind, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::Path;
 
@@ -60,6 +60,16 @@ pub(crate) fn open_writer_connection(config: &SqliteConfig) -> Result<Connection
     }
     conn.pragma_update(None, "synchronous", config.synchronous.pragma_value())
         .map_err(wrap)?;
+    // SQLite ignores a value it does not understand without a word, which would leave commits
+    // less durable than the operator asked for: read the level back and insist.
+    let effective = synchronous_level(&conn).map_err(wrap)?;
+    if effective != config.synchronous.pragma_value() {
+        return Err(OpenError::Synchronous {
+            path: config.path.clone(),
+            asked: config.synchronous.pragma_value(),
+            effective,
+        });
+    }
     conn.pragma_update(None, "foreign_keys", "ON")
         .map_err(wrap)?;
     // A WAL that grew past this (a long reader held checkpoints back, a big batch) is cut back
@@ -67,6 +77,18 @@ pub(crate) fn open_writer_connection(config: &SqliteConfig) -> Result<Connection
     conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)
         .map_err(wrap)?;
     Ok(conn)
+}
+
+/// The `synchronous` level `conn` commits with, as SQLite reports it.
+pub(crate) fn synchronous_level(conn: &Connection) -> rusqlite::Result<&'static str> {
+    let level: i64 = conn.pragma_query_value(None, "synchronous", |row| row.get(0))?;
+    Ok(match level {
+        0 => "OFF",
+        1 => "NORMAL",
+        2 => "FULL",
+        3 => "EXTRA",
+        _ => "UNKNOWN",
+    })
 }
 
 /// Four times what the WAL reaches between automatic checkpoints (1000 pages of 4 KiB).
@@ -104,29 +126,51 @@ pub(crate) fn migrate(conn: &mut Connection) -> Result<(), OpenError> {
 
 /// Takes the database's lock file for as long as the returned handle lives, so that two servers
 /// (or a server and a key rotation) never share one database: its single-writer design and
-/// in-memory state assume they are alone.
+/// in-memory state assume they are alone. The file holds the owner's pid, so that whoever is
+/// refused can be told which process to stop.
 pub(crate) fn lock(path: &Path) -> Result<std::fs::File, OpenError> {
     let mut lock_path = path.as_os_str().to_owned();
     lock_path.push(".lock");
     let lock_path = std::path::PathBuf::from(lock_path);
-    let file = OpenOptions::new()
+    let wrap = |source| OpenError::Path {
+        path: lock_path.clone(),
+        source,
+    };
+    // Not truncated on open: until the lock is ours, the pid in it is the owner's.
+    let mut file = OpenOptions::new()
         .create(true)
         .truncate(false)
+        .read(true)
         .write(true)
         .mode(0o600)
         .open(&lock_path)
-        .map_err(|source| OpenError::Path {
-            path: lock_path.clone(),
-            source,
-        })?;
+        .map_err(wrap)?;
     match file.try_lock() {
-        Ok(()) => Ok(file),
+        Ok(()) => {
+            record_owner(&mut file).map_err(wrap)?;
+            Ok(file)
+        }
         Err(std::fs::TryLockError::WouldBlock) => Err(OpenError::InUse {
             path: path.to_path_buf(),
+            owner: read_owner(&mut file),
+            lock: lock_path,
         }),
-        Err(std::fs::TryLockError::Error(source)) => Err(OpenError::Path {
-            path: lock_path,
-            source,
-        }),
+        Err(std::fs::TryLockError::Error(source)) => Err(wrap(source)),
     }
+}
+
+fn record_owner(file: &mut std::fs::File) -> std::io::Result<()> {
+    file.set_len(0)?;
+    file.seek(SeekFrom::Start(0))?;
+    writeln!(file, "{}", std::process::id())?;
+    file.sync_data()
+}
+
+/// The pid the owner wrote; `None` if it has not written it yet (it just took the lock) or the
+/// file was written by a server older than this rule.
+fn read_owner(file: &mut std::fs::File) -> Option<u32> {
+    let mut text = String::new();
+    file.seek(SeekFrom::Start(0)).ok()?;
+    file.read_to_string(&mut text).ok()?;
+    text.trim().parse().ok()
 }

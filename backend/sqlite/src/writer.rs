@@ -13,7 +13,7 @@ use stigmer_store::{
 };
 use tokio::sync::{broadcast, oneshot};
 
-use crate::config::SqliteConfig;
+use crate::config::{AfterCommit, SqliteConfig};
 use crate::errors::{OpenError, is_unique_violation, store_error};
 use crate::queries::{current_revision, stored_from_row};
 use crate::reserve::Space;
@@ -94,6 +94,7 @@ impl Writer {
             counters: Arc::clone(&counters),
             changes: changes.clone(),
             space,
+            after_commit: config.after_commit.clone(),
         };
         let handle = std::thread::Builder::new()
             .name("sqlite-writer".into())
@@ -153,6 +154,7 @@ struct WriterState {
     counters: Arc<Counters>,
     changes: broadcast::Sender<Arc<Change>>,
     space: Space,
+    after_commit: Option<AfterCommit>,
 }
 
 fn run_writer(
@@ -373,6 +375,9 @@ fn answer_committed(batch: Vec<WriteJob>, committed: Committed, state: &mut Writ
     if writes > 0 {
         state.counters.batches.fetch_add(1, Ordering::Relaxed);
         state.counters.writes.fetch_add(writes, Ordering::Relaxed);
+    }
+    if let Some(after_commit) = &state.after_commit {
+        after_commit.call(batch.len());
     }
     // Watchers hear of a change before its writer is answered.
     for change in changes {
@@ -823,6 +828,7 @@ mod tests {
             counters: Arc::default(),
             changes,
             space,
+            after_commit: None,
         };
         let (first, mut first_answer) = job(create("agt-1"));
         let (artifact, mut artifact_answer) = job(WriteOp::Transact(vec![Mutation::PutArtifact {

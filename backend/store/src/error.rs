@@ -40,6 +40,14 @@ pub enum StoreError {
     )]
     WatchLagged { last_revision: i64 },
 
+    /// The watch was ended because the server is shutting down (`WatchOptions::stop`).
+    #[error("{}", stopped_message(*.resume_after))]
+    WatchStopped {
+        /// The revision to watch again from (since_revision), the last one the watch
+        /// delivered; `None` while its snapshot was still incomplete.
+        resume_after: Option<i64>,
+    },
+
     /// The database cannot take the call now (locked by another process, I/O hiccup); retrying may work.
     #[error("storage is temporarily unavailable: {0}")]
     Unavailable(String),
@@ -55,4 +63,13 @@ pub enum StoreError {
     /// Anything else; the detail is for operators, not clients.
     #[error("internal storage error: {0}")]
     Internal(String),
+}
+
+fn stopped_message(resume_after: Option<i64>) -> String {
+    match resume_after {
+        Some(revision) => format!(
+            "the server is shutting down; watch again from revision {revision}, the last one this watch received, on a running server"
+        ),
+        None => "the server is shutting down before this watch's snapshot was complete; watch again from the start on a running server".to_string(),
+    }
 }

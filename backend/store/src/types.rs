@@ -217,6 +217,8 @@ pub struct StoreInfo {
     /// Writes committed since the store opened, and the transactions they took.
     pub writes_committed: u64,
     pub transactions_committed: u64,
+    /// Writes waiting to be committed or being committed now.
+    pub writes_pending: u64,
 }
 
 /// A condition on the JSON document. Paths are SQLite/PostgreSQL JSON paths such as

@@ -23,6 +23,10 @@ pub struct WatchOptions {
     pub page_size: usize,
     /// Items buffered for a slow consumer before the watcher waits.
     pub buffer: usize,
+    /// Once this holds true (the server is shutting down), the watch ends with
+    /// [`StoreError::WatchStopped`], saying where to resume, instead of following changes for
+    /// ever and holding up the shutdown.
+    pub stop: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 /// One item of a watch, in delivery order.
@@ -44,11 +48,29 @@ pub fn watch(
 ) -> mpsc::Receiver<StoreResult<WatchItem>> {
     let (tx, rx) = mpsc::channel(options.buffer.max(1));
     tokio::spawn(async move {
-        if let Err(err) = run(store.as_ref(), &options, &tx).await {
-            let _ = tx.send(Err(err)).await;
-        }
+        let mut resume_after = None;
+        // `None` when stopped: `run` is dropped wherever it was waiting.
+        let failed = tokio::select! {
+            ran = run(store.as_ref(), &options, &tx, &mut resume_after) => match ran {
+                Ok(()) => return,
+                Err(err) => Some(err),
+            },
+            () = stopped(options.stop.clone()) => None,
+        };
+        let err = failed.unwrap_or(StoreError::WatchStopped { resume_after });
+        let _ = tx.send(Err(err)).await;
     });
     rx
+}
+
+/// Resolves once `stop` holds true; never without one, or once its sender is gone.
+async fn stopped(stop: Option<tokio::sync::watch::Receiver<bool>>) {
+    if let Some(mut stop) = stop
+        && stop.wait_for(|stop| *stop).await.is_ok()
+    {
+        return;
+    }
+    std::future::pending().await
 }
 
 /// The consumer went away: stop quietly.
@@ -58,10 +80,13 @@ async fn send(tx: &mpsc::Sender<StoreResult<WatchItem>>, item: WatchItem) -> Res
     tx.send(Ok(item)).await.map_err(|_| Gone)
 }
 
+/// Runs the watch, keeping `resume_after` at the revision a watcher stopped now would resume
+/// from: the last one handed to `tx`, once the snapshot (if any) is complete.
 async fn run(
     store: &dyn Store,
     options: &WatchOptions,
     tx: &mpsc::Sender<StoreResult<WatchItem>>,
+    resume_after: &mut Option<i64>,
 ) -> StoreResult<()> {
     let mut live = store.subscribe();
     let page = options.page_size.max(1);
@@ -74,15 +99,18 @@ async fn run(
     } else {
         options.since_revision
     };
+    *resume_after = Some(last);
     // Catch up from the log: everything committed before (or while) we subscribed.
     loop {
         let changes = store.changes(options.filter.clone(), last, page).await?;
         let done = changes.len() < page;
         for change in changes {
-            last = change.revision;
+            let revision = change.revision;
             if send(tx, WatchItem::Change(Arc::new(change))).await.is_err() {
                 return Ok(());
             }
+            last = revision;
+            *resume_after = Some(last);
         }
         if done {
             break;
@@ -101,10 +129,12 @@ async fn run(
         if change.revision <= last || !options.filter.matches(&change) {
             continue;
         }
-        last = change.revision;
+        let revision = change.revision;
         if send(tx, WatchItem::Change(change)).await.is_err() {
             return Ok(());
         }
+        last = revision;
+        *resume_after = Some(last);
     }
 }
 

@@ -79,6 +79,13 @@ impl TestServer {
         }
     }
 
+    /// Signals the server to stop, the way SIGTERM does, without waiting; [`Self::stop`] waits.
+    pub fn begin_stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+
     /// Stops the server the way SIGTERM does and waits until the database is closed.
     pub async fn stop(mut self) -> Option<TempDir> {
         if let Some(stop) = self.stop.take() {
