@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 use serde_json::Value;
+use stigmer_client::API_VERSION;
 
 /// One document of one source, numbered from 1 within its file.
 pub struct Document {
@@ -106,20 +107,38 @@ pub fn parse(source: &str, text: &str, json: bool) -> Vec<Document> {
     documents
 }
 
-/// Checks what every manifest needs before it goes to the client: a mapping with a kind.
+/// Checks what every manifest needs before it goes to the client: a mapping with a kind, and
+/// no apiVersion but ours. The rule, as the README states it: `kind` is required; `apiVersion`
+/// may be left out (the server fills it in), and when given must be [`API_VERSION`].
 pub fn check_shape(value: &Value) -> Result<(), String> {
     let Some(object) = value.as_object() else {
         return Err(format!(
-            "a manifest must be a mapping with apiVersion, kind, metadata and spec, not {}",
+            "a manifest must be a mapping with kind, metadata and spec, not {}",
             type_name(value)
         ));
     };
+    check_api_version(object.get("apiVersion"))?;
     match object.get("kind") {
-        None => {
-            Err("kind: missing; every document needs apiVersion, kind, metadata and spec".into())
-        }
+        None => Err(format!(
+            "kind: missing; every document needs a kind, such as Agent (apiVersion may be left \
+             out, and is {API_VERSION} when given)"
+        )),
         Some(Value::String(kind)) if !kind.is_empty() => Ok(()),
         Some(_) => Err("kind: must be a non-empty string such as Agent".into()),
+    }
+}
+
+fn check_api_version(api_version: Option<&Value>) -> Result<(), String> {
+    match api_version {
+        None => Ok(()),
+        Some(Value::String(version)) if version == API_VERSION => Ok(()),
+        Some(Value::String(version)) => Err(format!(
+            "apiVersion: {version:?} is not supported; use {API_VERSION}, or leave apiVersion out"
+        )),
+        Some(other) => Err(format!(
+            "apiVersion: must be the string {API_VERSION} (or left out), not {}",
+            type_name(other)
+        )),
     }
 }
 
@@ -172,6 +191,20 @@ mod tests {
         let err = check_shape(docs[2].value.as_ref().unwrap()).unwrap_err();
         assert!(err.contains("mapping"), "{err}");
         assert_eq!(docs[1].location(), "a.yaml, document 3");
+    }
+
+    #[test]
+    fn api_version_may_be_left_out_but_not_wrong() {
+        let shape = |v: serde_json::Value| check_shape(&v);
+        assert!(shape(serde_json::json!({"kind": "Agent"})).is_ok());
+        assert!(shape(serde_json::json!({"apiVersion": API_VERSION, "kind": "Agent"})).is_ok());
+        let err = shape(serde_json::json!({"apiVersion": "v1", "kind": "Agent"})).unwrap_err();
+        assert!(
+            err.starts_with("apiVersion: \"v1\" is not supported"),
+            "{err}"
+        );
+        let err = shape(serde_json::json!({"apiVersion": 1, "kind": "Agent"})).unwrap_err();
+        assert!(err.contains("not a number"), "{err}");
     }
 
     #[test]

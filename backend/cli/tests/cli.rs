@@ -551,3 +551,45 @@ fn export_wipe_import_export_gives_the_same_file() {
     assert_eq!((counts.created, counts.updated), (0, 0), "{twice}");
     assert_eq!(counts.unchanged, counts.total, "{twice}");
 }
+
+/// One rule for the envelope, checked before anything is sent: `kind` is required,
+/// `apiVersion` may be left out but, when given, must be agentic.stigmer.ai/v1.
+#[test]
+fn kind_is_required_and_api_version_optional_but_exact() {
+    let env = Env::new();
+    let file = env.write(
+        "envelope.yaml",
+        "kind: Agent\nmetadata: {name: no-version}\nspec: {instructions: Long enough instructions}\n\
+         ---\napiVersion: agentic.stigmer.ai/v2\nkind: Agent\nmetadata: {name: wrong-version}\n\
+         spec: {instructions: Long enough instructions}\n\
+         ---\napiVersion: agentic.stigmer.ai/v1\nmetadata: {name: no-kind}\n",
+    );
+    let out = env.run(&["apply", "--dry-run", "-f", file.to_str().expect("utf-8")]);
+    assert!(!out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "agent/no-version valid (dry run)\n"
+    );
+    let err = stderr(&out);
+    let line = |document: &str| {
+        err.lines()
+            .find(|line| line.contains(document))
+            .unwrap_or_else(|| panic!("no error for {document} in {err}"))
+            .to_string()
+    };
+    assert!(
+        line("envelope.yaml, document 2").ends_with(
+            ": apiVersion: \"agentic.stigmer.ai/v2\" is not supported; use \
+             agentic.stigmer.ai/v1, or leave apiVersion out"
+        ),
+        "{err}"
+    );
+    assert!(
+        line("envelope.yaml, document 3").ends_with(
+            ": kind: missing; every document needs a kind, such as Agent (apiVersion may be \
+             left out, and is agentic.stigmer.ai/v1 when given)"
+        ),
+        "{err}"
+    );
+    assert!(err.contains("2 of 3 documents failed the check"), "{err}");
+}

@@ -38,6 +38,7 @@ mod workflow_rules;
 pub use config::{Command, DEFAULT_DB, Durability, LogFormat, ServerConfig};
 pub use controller::App;
 pub use error::{ApiError, FieldViolation};
+pub use resource::API_VERSION;
 pub use server::{
     InProcessServer, InProcessService, Rotation, ServerError, load_keyring, open_store,
     rotate_master_key, run,
