@@ -17,6 +17,7 @@ mod fields;
 mod incoming;
 mod jit;
 mod json;
+mod json_names;
 mod key_locks;
 pub mod kinds;
 mod lifecycle;
