@@ -235,7 +235,7 @@ fn unknown_fields(descriptor: &MessageDescriptor, json: &Json, path: &str) -> Ve
             .or_else(|| descriptor.get_field_by_name(key));
         let Some(field) = field else {
             let description = format!(
-                "unknown field; {} has {}",
+                "unknown field; {} has: {}",
                 descriptor.name(),
                 field_names(descriptor)
             );
@@ -555,9 +555,9 @@ mod tests {
         );
         assert_eq!(
             found[0].description,
-            "unknown field; HttpCallTaskConfig has method, endpoint, headers, body, timeoutSeconds"
+            "unknown field; HttpCallTaskConfig has: method, endpoint, headers, body, timeoutSeconds"
         );
-        assert_eq!(found[1].description, "unknown field; HttpEndpoint has uri");
+        assert_eq!(found[1].description, "unknown field; HttpEndpoint has: uri");
     }
 
     #[test]
