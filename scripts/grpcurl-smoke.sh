@@ -70,8 +70,10 @@ id=$(grep -o '"agt-[0-9a-z]*"' <<<"$created" | head -1 | tr -d '"')
 check "create assigns an agt- id" "$id" "agt-"
 
 check "getByReference finds it" "$(rpc -d '{"slug":"code-reviewer"}' "$addr" ai.stigmer.agentic.agent.v1.AgentQueryController/getByReference)" "\"id\": \"$id\""
-check "list returns it" "$(rpc -d '{"page_size":10}' "$addr" ai.stigmer.agentic.agent.v1.AgentQueryController/list)" "\"id\": \"$id\""
+check "list returns it" "$(rpc -d '{"pageSize":10}' "$addr" ai.stigmer.agentic.agent.v1.AgentQueryController/list)" "\"id\": \"$id\""
 check "a bad field is named" "$(rpc -d '{"metadata":{"name":"x"},"spec":{"instructions":"short"}}' "$addr" ai.stigmer.agentic.agent.v1.AgentCommandController/create)" '"field":"spec.instructions"'
+check "a field is named as JSON writes it" "$(rpc -d '{"metadata":{"name":"y"},"spec":{"instructions":"Review pull requests.","skillRefs":[{"kind":"skill","slug":"none"}]}}' "$addr" ai.stigmer.agentic.agent.v1.AgentCommandController/create)" '"field":"spec.skillRefs[0]"'
+check "a required oneof names its members" "$(rpc -d '{"metadata":{"name":"m"},"spec":{}}' "$addr" ai.stigmer.agentic.mcpserver.v1.McpServerCommandController/create)" 'set one of spec.stdio, spec.http, spec.docker'
 check "a duplicate is AlreadyExists" "$(rpc -d "$agent" "$addr" ai.stigmer.agentic.agent.v1.AgentCommandController/create)" "Code: AlreadyExists"
 check "sqlite3 sees the JSON" "$(sqlite3 "$home/.stigmer/stigmer.db" "select kind, org_id, json_extract(data,'\$.metadata.name') from resources where id='$id'")" "Agent|local|Code Reviewer"
 check "info reports the backend" "$(rpc "$addr" ai.stigmer.backend.v1.ResourceService/info)" '"backend": "sqlite"'

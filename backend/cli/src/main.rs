@@ -2,9 +2,11 @@
 #![forbid(unsafe_code)]
 
 mod daemon;
+mod lines;
 mod manifest;
 mod output;
 mod progress;
+mod schema;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -437,14 +439,14 @@ async fn apply(ctx: &Ctx, args: ApplyArgs) -> Result<ExitCode> {
     let mut failed = 0;
     for document in &documents {
         let result = match &document.value {
-            Err(err) => Err(err.clone()),
-            Ok(value) => apply_one(&client, value, args.dry_run).await,
+            Err(err) => Err(vec![manifest::Problem::from(err.clone())]),
+            Ok(value) => apply_one(&client, document, value, args.dry_run).await,
         };
         match result {
             Ok(line) => println!("{line}"),
-            Err(err) => {
+            Err(problems) => {
                 failed += 1;
-                eprintln!("error: {}: {err}", document.location());
+                document.report(&problems);
             }
         }
     }
@@ -467,11 +469,18 @@ async fn finish<T>(client: Client, result: Result<T>) -> Result<T> {
     Ok(value)
 }
 
-async fn apply_one(client: &Client, value: &Value, dry_run: bool) -> Result<String, String> {
-    manifest::check_shape(value)?;
+async fn apply_one(
+    client: &Client,
+    document: &manifest::Document,
+    value: &Value,
+    dry_run: bool,
+) -> Result<String, Vec<manifest::Problem>> {
+    manifest::check(client, document, value)?;
     let kind = value["kind"].as_str().unwrap_or_default();
     if dry_run {
-        client.parse_manifest(value).map_err(|e| e.to_string())?;
+        client
+            .parse_manifest(value)
+            .map_err(|e| vec![e.to_string().into()])?;
         let slug = manifest::manifest_slug(value);
         let mut shown = value.clone();
         shown["metadata"]["slug"] = Value::String(slug.clone());
@@ -480,7 +489,10 @@ async fn apply_one(client: &Client, value: &Value, dry_run: bool) -> Result<Stri
             reference(client, kind, &shown, "<unnamed>")
         ));
     }
-    let applied = client.apply(value).await.map_err(|e| server_message(&e))?;
+    let applied = client
+        .apply(value)
+        .await
+        .map_err(|e| manifest::server_problems(&e, server_message(&e)))?;
     Ok(format!(
         "{} {}",
         reference(client, kind, &applied.resource, "<unnamed>"),

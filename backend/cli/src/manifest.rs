@@ -1,11 +1,19 @@
 //! Reading manifests: files, directories and stdin, YAML (several documents separated by
-//! `---`) or JSON (one object, or an array of them).
+//! `---`) or JSON (one object, or an array of them), and finding every mistake in them, each
+//! reported with its file, document, line and path.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 
 use anyhow::{Context, Result, bail};
+use prost_reflect::MessageDescriptor;
 use serde::Deserialize;
 use serde_json::Value;
+use stigmer_client::{API_VERSION, Client, ClientError};
+
+use crate::lines::{Lines, parse_path};
+pub use crate::schema::Problem;
+use crate::schema::type_name;
 
 /// One document of one source, numbered from 1 within its file.
 pub struct Document {
@@ -14,6 +22,15 @@ pub struct Document {
     pub number: usize,
     /// The parsed document, or why it could not be parsed.
     pub value: Result<Value, String>,
+    text: Arc<Text>,
+}
+
+/// A file's text, kept to find lines in when a document of it has a mistake.
+struct Text {
+    text: String,
+    json: bool,
+    /// Read on the first mistake, once for all the file's documents.
+    lines: OnceLock<Vec<Lines>>,
 }
 
 impl Document {
@@ -21,6 +38,82 @@ impl Document {
     pub fn location(&self) -> String {
         format!("{}, document {}", self.source, self.number)
     }
+
+    /// The line `path` (or the nearest field around it that the document has) is written on.
+    fn line_of(&self, path: &str) -> Option<usize> {
+        Some(self.lines()?.line_of(&parse_path(path)))
+    }
+
+    fn lines(&self) -> Option<&Lines> {
+        let text = &self.text;
+        text.lines
+            .get_or_init(|| crate::lines::documents(&text.text, text.json))
+            .get(self.number.checked_sub(1)?)
+    }
+
+    /// Prints every problem on its own line, `agents.yaml, document 2, line 7: path: what`,
+    /// in the order they are written.
+    pub fn report(&self, problems: &[Problem]) {
+        let mut located: Vec<(Option<usize>, &Problem)> = problems
+            .iter()
+            .map(|problem| (self.line_of(&problem.path), problem))
+            .collect();
+        located.sort_by_key(|(line, _)| *line);
+        for (line, problem) in located {
+            match line {
+                Some(line) => eprintln!("error: {}, line {line}: {problem}", self.location()),
+                None => eprintln!("error: {}: {problem}", self.location()),
+            }
+        }
+    }
+
+    /// Every mistake of `value` as a `descriptor` message.
+    fn check_fields(&self, descriptor: &MessageDescriptor, value: &Value) -> Vec<Problem> {
+        let source = |path: &str| {
+            self.lines()
+                .and_then(|lines| lines.plain_text(&parse_path(path)))
+                .map(str::to_string)
+        };
+        crate::schema::check(descriptor, value, &source)
+    }
+}
+
+/// Every mistake a document shows before it is sent: its envelope, its kind, then each of its
+/// fields against the kind's message.
+pub fn check(client: &Client, document: &Document, value: &Value) -> Result<(), Vec<Problem>> {
+    if let Some(problem) = shape_problem(value) {
+        return Err(vec![problem]);
+    }
+    let kind = value["kind"].as_str().unwrap_or_default();
+    let kind = client
+        .kind(kind)
+        .map_err(|err| vec![Problem::new("kind", err.to_string())])?;
+    let problems = document.check_fields(&kind.message, value);
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems)
+    }
+}
+
+/// A server's refusal as problems: one per field it names (in the JSON names a manifest uses,
+/// so each finds its line), or else `message` alone.
+pub fn server_problems(err: &ClientError, message: String) -> Vec<Problem> {
+    use tonic_types::StatusExt;
+    let violations = match err {
+        ClientError::Status(status) if status.code() == tonic::Code::InvalidArgument => status
+            .get_details_bad_request()
+            .map(|bad| bad.field_violations)
+            .unwrap_or_default(),
+        _ => Vec::new(),
+    };
+    if violations.is_empty() {
+        return vec![Problem::from(message)];
+    }
+    violations
+        .into_iter()
+        .map(|v| Problem::new(v.field, v.description))
+        .collect()
 }
 
 /// Every document of every `-f` argument, in order. A directory means each *.yaml, *.yml and
@@ -32,7 +125,7 @@ pub fn read_all(args: &[PathBuf]) -> Result<Vec<Document>> {
             let mut text = String::new();
             std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
                 .context("cannot read manifests from stdin")?;
-            documents.extend(parse("<stdin>", &text, false));
+            documents.extend(parse("<stdin>", text, false));
         } else if arg.is_dir() {
             let mut files = Vec::new();
             for entry in std::fs::read_dir(arg)
@@ -70,18 +163,24 @@ fn read_file(path: &Path) -> Result<Vec<Document>> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let json = path.extension().and_then(|e| e.to_str()) == Some("json");
-    Ok(parse(&path.display().to_string(), &text, json))
+    Ok(parse(&path.display().to_string(), text, json))
 }
 
 /// The documents of one file's text. Empty YAML documents are skipped (but counted).
-pub fn parse(source: &str, text: &str, json: bool) -> Vec<Document> {
+pub fn parse(source: &str, text: String, json: bool) -> Vec<Document> {
+    let text = Arc::new(Text {
+        text,
+        json,
+        lines: OnceLock::new(),
+    });
     let doc = |number: usize, value: Result<Value, String>| Document {
         source: source.to_string(),
         number,
         value,
+        text: Arc::clone(&text),
     };
     if json {
-        return match serde_json::from_str::<Value>(text) {
+        return match serde_json::from_str::<Value>(&text.text) {
             Ok(Value::Array(items)) => items
                 .into_iter()
                 .enumerate()
@@ -92,7 +191,7 @@ pub fn parse(source: &str, text: &str, json: bool) -> Vec<Document> {
         };
     }
     let mut documents = Vec::new();
-    for (i, document) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
+    for (i, document) in serde_yaml_ng::Deserializer::from_str(&text.text).enumerate() {
         match Value::deserialize(document) {
             Ok(Value::Null) => {}
             Ok(value) => documents.push(doc(i + 1, Ok(value))),
@@ -106,31 +205,44 @@ pub fn parse(source: &str, text: &str, json: bool) -> Vec<Document> {
     documents
 }
 
-/// Checks what every manifest needs before it goes to the client: a mapping with a kind.
+/// Checks what every manifest needs before it goes to the client: a mapping with a kind, and
+/// no apiVersion but ours. The rule, as the README states it: `kind` is required; `apiVersion`
+/// may be left out (the server fills it in), and when given must be [`API_VERSION`].
 pub fn check_shape(value: &Value) -> Result<(), String> {
-    let Some(object) = value.as_object() else {
-        return Err(format!(
-            "a manifest must be a mapping with apiVersion, kind, metadata and spec, not {}",
-            type_name(value)
-        ));
-    };
-    match object.get("kind") {
-        None => {
-            Err("kind: missing; every document needs apiVersion, kind, metadata and spec".into())
-        }
-        Some(Value::String(kind)) if !kind.is_empty() => Ok(()),
-        Some(_) => Err("kind: must be a non-empty string such as Agent".into()),
-    }
+    shape_problem(value).map_or(Ok(()), |problem| Err(problem.to_string()))
 }
 
-fn type_name(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "a list",
-        Value::Object(_) => "a mapping",
+fn shape_problem(value: &Value) -> Option<Problem> {
+    let Some(object) = value.as_object() else {
+        return Some(Problem::from(format!(
+            "a manifest must be a mapping with kind, metadata and spec, not {}",
+            type_name(value)
+        )));
+    };
+    if let Some(message) = api_version_problem(object.get("apiVersion")) {
+        return Some(Problem::new("apiVersion", message));
+    }
+    let message = match object.get("kind") {
+        None => format!(
+            "missing; every document needs a kind, such as Agent (apiVersion may be left out, \
+             and is {API_VERSION} when given)"
+        ),
+        Some(Value::String(kind)) if !kind.is_empty() => return None,
+        Some(_) => "must be a non-empty string such as Agent".into(),
+    };
+    Some(Problem::new("kind", message))
+}
+
+fn api_version_problem(api_version: Option<&Value>) -> Option<String> {
+    match api_version? {
+        Value::String(version) if version == API_VERSION => None,
+        Value::String(version) => Some(format!(
+            "{version:?} is not supported; use {API_VERSION}, or leave apiVersion out"
+        )),
+        other => Some(format!(
+            "must be the string {API_VERSION} (or left out), not {}",
+            type_name(other)
+        )),
     }
 }
 
@@ -163,7 +275,7 @@ mod tests {
     fn yaml_documents_are_numbered_and_empty_ones_skipped() {
         let docs = parse(
             "a.yaml",
-            "kind: Agent\n---\n---\nkind: Skill\n---\n- 1\n",
+            "kind: Agent\n---\n---\nkind: Skill\n---\n- 1\n".into(),
             false,
         );
         let numbers: Vec<usize> = docs.iter().map(|d| d.number).collect();
@@ -175,11 +287,25 @@ mod tests {
     }
 
     #[test]
+    fn api_version_may_be_left_out_but_not_wrong() {
+        let shape = |v: serde_json::Value| check_shape(&v);
+        assert!(shape(serde_json::json!({"kind": "Agent"})).is_ok());
+        assert!(shape(serde_json::json!({"apiVersion": API_VERSION, "kind": "Agent"})).is_ok());
+        let err = shape(serde_json::json!({"apiVersion": "v1", "kind": "Agent"})).unwrap_err();
+        assert!(
+            err.starts_with("apiVersion: \"v1\" is not supported"),
+            "{err}"
+        );
+        let err = shape(serde_json::json!({"apiVersion": 1, "kind": "Agent"})).unwrap_err();
+        assert!(err.contains("not a number"), "{err}");
+    }
+
+    #[test]
     fn json_arrays_are_several_documents() {
-        let docs = parse("a.json", r#"[{"kind":"Agent"},{"x":1}]"#, true);
+        let docs = parse("a.json", r#"[{"kind":"Agent"},{"x":1}]"#.into(), true);
         assert_eq!(docs.len(), 2);
         assert!(check_shape(docs[1].value.as_ref().unwrap()).is_err());
-        assert!(parse("b.json", "{", true)[0].value.is_err());
+        assert!(parse("b.json", "{".into(), true)[0].value.is_err());
     }
 
     #[test]

@@ -258,7 +258,7 @@ fn a_bad_document_is_named_and_the_others_still_apply() {
     assert!(!out.status.success());
     let err = stderr(&out);
     assert!(
-        err.contains("agents.yaml, document 2: spec.instructions:"),
+        err.contains("agents.yaml, document 2, line 7: spec.instructions:"),
         "{err}"
     );
     assert!(err.contains("document 3"), "{err}");
@@ -613,4 +613,142 @@ fn a_token_is_never_sent_unencrypted_to_another_machine() {
             && err.contains("https://"),
         "{err}"
     );
+
+/// One rule for the envelope, checked before anything is sent: `kind` is required,
+/// `apiVersion` may be left out but, when given, must be agentic.stigmer.ai/v1.
+#[test]
+fn kind_is_required_and_api_version_optional_but_exact() {
+    let env = Env::new();
+    let file = env.write(
+        "envelope.yaml",
+        "kind: Agent\nmetadata: {name: no-version}\nspec: {instructions: Long enough instructions}\n\
+         ---\napiVersion: agentic.stigmer.ai/v2\nkind: Agent\nmetadata: {name: wrong-version}\n\
+         spec: {instructions: Long enough instructions}\n\
+         ---\napiVersion: agentic.stigmer.ai/v1\nmetadata: {name: no-kind}\n",
+    );
+    let out = env.run(&["apply", "--dry-run", "-f", file.to_str().expect("utf-8")]);
+    assert!(!out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "agent/no-version valid (dry run)\n"
+    );
+    let err = stderr(&out);
+    let line = |document: &str| {
+        err.lines()
+            .find(|line| line.contains(document))
+            .unwrap_or_else(|| panic!("no error for {document} in {err}"))
+            .to_string()
+    };
+    assert!(
+        line("envelope.yaml, document 2").ends_with(
+            ": apiVersion: \"agentic.stigmer.ai/v2\" is not supported; use \
+             agentic.stigmer.ai/v1, or leave apiVersion out"
+        ),
+        "{err}"
+    );
+    assert!(
+        line("envelope.yaml, document 3").ends_with(
+            ": kind: missing; every document needs a kind, such as Agent (apiVersion may be \
+             left out, and is agentic.stigmer.ai/v1 when given)"
+        ),
+        "{err}"
+    );
+    assert!(err.contains("2 of 3 documents failed the check"), "{err}");
+}
+
+/// Every mistake of every document in one run, each with its file, document, line and path in
+/// the names the manifest uses, saying what is allowed there.
+#[test]
+fn every_manifest_mistake_is_reported_with_its_line_and_what_is_allowed() {
+    let env = Env::new();
+    let yaml = env.write(
+        "agents.yaml",
+        "apiVersion: agentic.stigmer.ai/v1
+kind: Agent
+metadata:
+  name: good
+spec:
+  instructions: Review pull requests carefully.
+---
+kind: Agent
+metadata:
+  name: reviewer
+spec:
+  instructions: Review pull requests carefully.
+  skillRefs:
+    - kind: skil
+      slugg: x
+  mcpServers:
+    - name: files
+      stdio: {command: npx}
+      http: {url: \"https://x.test\"}
+  colour: blue
+---
+kind: Workflow
+metadata: {name: deploy}
+spec:
+  document:
+    dsl: 1.0
+    namespace: ops
+    name: deploy
+    version: 2
+  tasks:
+    - name: wait
+      kind: WORKFLOW_TASK_KIND_WAIT
+      taskConfig: {seconds: 5}
+",
+    );
+    let json = env.write(
+        "more.json",
+        "[\n  {\"kind\": \"Environment\", \"metadata\": {\"name\": \"dev\"}},\n  {\"kind\": \"Environment\",\n   \"metadata\": {\"name\": \"prod\", \"lables\": {}}}\n]\n",
+    );
+    let out = env.run(&[
+        "apply",
+        "--dry-run",
+        "-f",
+        yaml.to_str().expect("utf-8"),
+        "-f",
+        json.to_str().expect("utf-8"),
+    ]);
+    assert!(!out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "agent/good valid (dry run)\nenvironment/dev valid (dry run)\n"
+    );
+    let err = stderr(&out);
+    let expected = [
+        "agents.yaml, document 2, line 14: spec.skillRefs[0].kind: \"skil\" is not allowed; \
+         use one of: api_resource_version, iam_policy, ",
+        "agents.yaml, document 2, line 15: spec.skillRefs[0].slugg: unknown field; \
+         ApiResourceReference has: scope, org, kind, slug, version",
+        "agents.yaml, document 2, line 18: spec.mcpServers[0].stdio: spec.mcpServers[0].http \
+         is set too; set only one of spec.mcpServers[0].stdio, spec.mcpServers[0].http, \
+         spec.mcpServers[0].docker",
+        "agents.yaml, document 2, line 20: spec.colour: unknown field; AgentSpec has: \
+         description, iconUrl, instructions, mcpServers, skillRefs, subAgents, envSpec",
+        "agents.yaml, document 3, line 26: spec.document.dsl: 1.0 is a number, but text is \
+         expected here: quote it, as \"1.0\"",
+        "agents.yaml, document 3, line 29: spec.document.version: 2 is a number, but text is \
+         expected here: quote it, as \"2\"",
+        "more.json, document 2, line 4: metadata.lables: unknown field; ApiResourceMetadata \
+         has: ",
+    ];
+    // Each file as it was named (here, absolutely), then the rest as expected, in order.
+    let lines: Vec<&str> = err.lines().collect();
+    for (line, want) in lines.iter().zip(expected) {
+        let (file, rest) = want.split_once(", ").expect("file, rest");
+        let named = format!("error: {}{file}, ", env.home().join("").display());
+        assert!(
+            line.strip_prefix(&named)
+                .is_some_and(|line| line.starts_with(rest)),
+            "{line:?} is not {want:?}; all:\n{err}"
+        );
+    }
+    assert!(lines[0].contains(", skill, "), "{}", lines[0]);
+    assert_eq!(
+        lines.len(),
+        expected.len() + 1,
+        "one line per mistake and the summary:\n{err}"
+    );
+    assert!(err.contains("3 of 5 documents failed the check"), "{err}");
 }

@@ -21,6 +21,7 @@ pub use config::{
     LocalTransport,
 };
 pub use resources::{Applied, EXPORTED_VERSIONS, Export, ImportSummary, Outcome, WatchStream};
+pub use stigmer_grpc::API_VERSION;
 pub use stigmer_grpc::naming::slug_from_name;
 pub use transport::Transport;
 

@@ -112,7 +112,8 @@ impl Client {
             .and_then(Value::as_str)
             .ok_or_else(|| {
                 ClientError::Usage(
-                    "kind: missing; every document needs apiVersion, kind, metadata and spec"
+                    "kind: missing; every document needs a kind, such as Agent (apiVersion may be \
+                     left out)"
                         .into(),
                 )
             })?;

@@ -2,11 +2,15 @@
 
 use std::borrow::Cow;
 
+use prost_reflect::MessageDescriptor;
 use stigmer_store::StoreError;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
-/// One broken rule: the field path (as in the request, `spec.instructions`) and what was expected.
+use crate::json_names::json_path;
+
+/// One broken rule: the field path (as in the request, `spec.instructions`; proto names are
+/// turned into JSON names before it leaves) and what was expected.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FieldViolation {
     pub field: String,
@@ -102,6 +106,36 @@ impl ApiError {
 
     pub fn internal(detail: impl std::fmt::Display) -> Self {
         Self::Internal(detail.to_string())
+    }
+
+    /// The same error with every field it names in the JSON names of `request`'s type, the
+    /// names users write (`spec.skillRefs[0]`), whatever names the rule that found it used.
+    pub(crate) fn in_json_names(self, request: &MessageDescriptor) -> Self {
+        match self {
+            Self::InvalidArgument {
+                message,
+                violations,
+            } => Self::InvalidArgument {
+                message,
+                violations: violations
+                    .into_iter()
+                    .map(|v| FieldViolation {
+                        field: json_path(request, &v.field),
+                        description: v.description,
+                    })
+                    .collect(),
+            },
+            Self::OtherOrg {
+                field,
+                named,
+                caller,
+            } => Self::OtherOrg {
+                field: json_path(request, &field),
+                named,
+                caller,
+            },
+            other => other,
+        }
     }
 }
 

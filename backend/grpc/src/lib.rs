@@ -17,6 +17,7 @@ mod fields;
 mod incoming;
 mod jit;
 mod json;
+mod json_names;
 mod key_locks;
 pub mod kinds;
 mod lifecycle;
@@ -40,6 +41,7 @@ mod workflow_rules;
 pub use config::{Command, DEFAULT_DB, Durability, LogFormat, ServerConfig};
 pub use controller::App;
 pub use error::{ApiError, FieldViolation};
+pub use resource::API_VERSION;
 pub use server::{
     InProcessServer, InProcessService, Rotation, ServerError, load_keyring, open_store,
     rotate_master_key, run,

@@ -443,7 +443,7 @@ impl App {
         if agent_id.is_empty() {
             violations.push(FieldViolation::new(
                 "spec.session_id",
-                "set session_id to continue a session, or agent_id to start a new one",
+                "set sessionId to continue a session, or agentId to start a new one",
             ));
             return Ok(None);
         }
@@ -537,7 +537,7 @@ impl App {
         if workflow_id.is_empty() {
             violations.push(FieldViolation::new(
                 "spec.workflow_instance_id",
-                "set workflow_instance_id, or workflow_id to run its default instance",
+                "set workflowInstanceId, or workflowId to run its default instance",
             ));
             return Ok(());
         }
@@ -591,7 +591,7 @@ impl App {
                     violations.push(FieldViolation::new(
                         path,
                         format!(
-                            "{field} must reference {} (kind {}), not {}",
+                            "must reference {} (kind {}), not {}",
                             implied.name, implied.number, kind.name
                         ),
                     ));
@@ -600,7 +600,9 @@ impl App {
                 (Some(implied), _) if number != 0 && named.is_none() => {
                     violations.push(FieldViolation::new(
                         format!("{path}.kind"),
-                        format!("{number} is not a kind this server serves; {field} must reference {implied}"),
+                        format!(
+                            "{number} is not a kind this server serves; it must reference {implied}"
+                        ),
                     ));
                     continue;
                 }

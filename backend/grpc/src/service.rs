@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::HeaderValue;
-use prost_reflect::DynamicMessage;
+use prost_reflect::{DynamicMessage, ReflectMessage};
 use tonic::codegen::{Bytes, StdError};
 use tonic::server::{Grpc, ServerStreamingService, UnaryService};
 use tonic::{Code, Status};
@@ -190,26 +190,38 @@ impl ServerStreamingService<DynamicMessage> for StreamCall {
             let caller = caller_of(request.metadata())?;
             let request = request.into_inner();
             record_id(&span, &request);
-            only_own_org(&caller, &request)?;
-            let stream = match target {
-                Target::Kind(method) => {
-                    span.record("kind", method.kind.name.as_str());
-                    app.subscribe(&method.kind, &caller, request).await?
-                }
-                Target::Backend(method) => {
-                    let kind = crate::fields::get_str(&request, "kind");
-                    if !kind.is_empty() {
-                        span.record("kind", kind.as_str());
-                    }
-                    if method.verb == BackendVerb::Export {
-                        app.export(&caller, request, method.output.clone()).await?
-                    } else {
-                        app.watch(&caller, request, method.output.clone()).await?
-                    }
-                }
-            };
+            let input = request.descriptor();
+            let stream = open_stream(&app, target, &caller, request)
+                .await
+                .map_err(|err| err.in_json_names(&input))?;
             Ok(tonic::Response::new(stream))
         })
+    }
+}
+
+async fn open_stream(
+    app: &Arc<App>,
+    target: Target,
+    caller: &Caller,
+    request: DynamicMessage,
+) -> Result<EventStream, ApiError> {
+    only_own_org(caller, &request)?;
+    match target {
+        Target::Kind(method) => {
+            Span::current().record("kind", method.kind.name.as_str());
+            app.subscribe(&method.kind, caller, request).await
+        }
+        Target::Backend(method) => {
+            let kind = crate::fields::get_str(&request, "kind");
+            if !kind.is_empty() {
+                Span::current().record("kind", kind.as_str());
+            }
+            if method.verb == BackendVerb::Export {
+                app.export(caller, request, method.output.clone()).await
+            } else {
+                app.watch(caller, request, method.output.clone()).await
+            }
+        }
     }
 }
 
@@ -253,11 +265,11 @@ impl UnaryService<DynamicMessage> for UnaryCall {
             let caller = caller_of(request.metadata())?;
             let request = request.into_inner();
             record_id(&span, &request);
-            only_own_org(&caller, &request)?;
+            let input = request.descriptor();
             let (response, omitted) =
                 crate::limits::collecting_omitted(serve_unary(&app, target, &caller, request))
                     .await;
-            let response = response?;
+            let response = response.map_err(|err| err.in_json_names(&input))?;
             if let Reply::Message(response) = &response {
                 record_id(&span, response);
             }
@@ -279,7 +291,8 @@ async fn serve_unary(
     target: Target,
     caller: &Caller,
     request: DynamicMessage,
-) -> Result<Reply, Status> {
+) -> Result<Reply, ApiError> {
+    only_own_org(caller, &request)?;
     let span = Span::current();
     let response = match target {
         Target::Kind(method) => app.handle(&method, caller, request).await?,

@@ -165,7 +165,7 @@ impl App {
             return Err(ApiError::invalid_field(
                 "GetArtifactRequest",
                 "artifact_storage_key",
-                "is not an artifact key: expected <64 hex digits>.zip, as in a Skill's status.artifact_storage_key",
+                "is not an artifact key: expected <64 hex digits>.zip, as in a Skill's status.artifactStorageKey",
             ));
         }
         let Some(bytes) = self.store.artifact(hash.to_string()).await? else {

@@ -26,7 +26,9 @@ const END: &str = "end";
 /// Beyond this many tasks, listing the valid targets is more noise than help.
 const MAX_LISTED_TARGETS: usize = 8;
 
-/// Semantic rules of a WorkflowSpec beyond field rules. Paths are relative to the resource, e.g. "spec.tasks[2].task_config.method".
+/// Semantic rules of a WorkflowSpec beyond field rules. Paths are relative to the resource and
+/// in JSON names, e.g. "spec.tasks[2].taskConfig.method": below taskConfig (a Struct) nothing
+/// renames them later.
 // Nothing calls this outside the tests until the Workflow controller is wired to it.
 pub(crate) fn check_workflow_spec(
     validator: &Validator,
@@ -71,7 +73,7 @@ fn check_task_list(
         let Some(config) = task_config(validator, task, &task_path, out) else {
             continue;
         };
-        let config_path = format!("{task_path}.task_config");
+        let config_path = format!("{task_path}.taskConfig");
         for (case_path, target) in switch_targets(&config, &config_path) {
             check_target(&names, &target, &case_path, out);
         }
@@ -142,7 +144,7 @@ fn task_config(
             return None;
         }
     };
-    let path = format!("{task_path}.task_config");
+    let path = format!("{task_path}.taskConfig");
     let config = child(task, "task_config")
         .and_then(|config| struct_to_json(&config, &path, out))
         .and_then(|json| convert(&descriptor, json, &path, out))?;
@@ -233,7 +235,7 @@ fn unknown_fields(descriptor: &MessageDescriptor, json: &Json, path: &str) -> Ve
             .or_else(|| descriptor.get_field_by_name(key));
         let Some(field) = field else {
             let description = format!(
-                "unknown field; {} has {}",
+                "unknown field; {} has: {}",
                 descriptor.name(),
                 field_names(descriptor)
             );
@@ -248,7 +250,7 @@ fn unknown_fields(descriptor: &MessageDescriptor, json: &Json, path: &str) -> Ve
         if field.is_map() || is_well_known(&inner) {
             continue;
         }
-        let field_path = format!("{path}.{}", field.name());
+        let field_path = format!("{path}.{}", field.json_name());
         match value {
             Json::Array(items) => {
                 for (index, item) in items.iter().enumerate() {
@@ -265,7 +267,7 @@ fn unknown_fields(descriptor: &MessageDescriptor, json: &Json, path: &str) -> Ve
 fn field_names(descriptor: &MessageDescriptor) -> String {
     let names: Vec<String> = descriptor
         .fields()
-        .map(|field| field.name().to_string())
+        .map(|field| field.json_name().to_string())
         .collect();
     names.join(", ")
 }
@@ -283,11 +285,14 @@ fn validate(
 ) {
     match validator.validate(config) {
         Ok(()) => {}
-        Err(Error::Validation(err)) => out.extend(
-            err.violations()
-                .iter()
-                .map(|violation| relative_to(path, violation)),
-        ),
+        Err(Error::Validation(err)) => {
+            let descriptor = config.descriptor();
+            out.extend(
+                err.violations()
+                    .iter()
+                    .map(|violation| relative_to(&descriptor, path, violation)),
+            )
+        }
         Err(other) => out.push(FieldViolation::new(
             path,
             format!(
@@ -298,19 +303,14 @@ fn validate(
     }
 }
 
-fn relative_to(path: &str, violation: &Violation) -> FieldViolation {
-    let field = violation.field_path();
-    let field = if field.is_empty() {
+fn relative_to(config: &MessageDescriptor, path: &str, violation: &Violation) -> FieldViolation {
+    let mut found = crate::validation::field_violation(config, violation);
+    found.field = if found.field.is_empty() {
         path.to_string()
     } else {
-        format!("{path}.{field}")
+        format!("{path}.{}", found.field)
     };
-    let description = if violation.message().is_empty() {
-        format!("breaks rule {}", violation.rule_id())
-    } else {
-        violation.message().to_string()
-    };
-    FieldViolation::new(field, description)
+    found
 }
 
 /// Each SWITCH case's `then`, which jumps within the enclosing list just as flow.then does.
@@ -339,7 +339,7 @@ fn nested_task_lists(message: &DynamicMessage, path: &str) -> Vec<(String, Vec<D
         if field.is_map() || is_well_known(&inner) {
             continue;
         }
-        let field_path = format!("{path}.{}", field.name());
+        let field_path = format!("{path}.{}", field.json_name());
         let holds_tasks = inner.full_name() == TASK_MESSAGE;
         match value {
             Value::List(items) if holds_tasks => {
@@ -491,7 +491,7 @@ mod tests {
         ]));
         assert_eq!(
             paths(&found),
-            ["spec.tasks[2].name", "spec.tasks[2].task_config.do[2].name"]
+            ["spec.tasks[2].name", "spec.tasks[2].taskConfig.do[2].name"]
         );
         assert_eq!(
             found[0].description,
@@ -500,7 +500,7 @@ mod tests {
         assert!(
             found[1]
                 .description
-                .contains("spec.tasks[2].task_config.do[1]")
+                .contains("spec.tasks[2].taskConfig.do[1]")
         );
     }
 
@@ -523,7 +523,7 @@ mod tests {
             paths(&found),
             [
                 "spec.tasks[1].flow.then",
-                "spec.tasks[2].task_config.do[0].flow.then"
+                "spec.tasks[2].taskConfig.do[0].flow.then"
             ]
         );
         assert_eq!(
@@ -549,15 +549,15 @@ mod tests {
         assert_eq!(
             paths(&found),
             [
-                "spec.tasks[0].task_config.methd",
-                "spec.tasks[1].task_config.endpoint.url"
+                "spec.tasks[0].taskConfig.methd",
+                "spec.tasks[1].taskConfig.endpoint.url"
             ]
         );
         assert_eq!(
             found[0].description,
-            "unknown field; HttpCallTaskConfig has method, endpoint, headers, body, timeout_seconds"
+            "unknown field; HttpCallTaskConfig has: method, endpoint, headers, body, timeoutSeconds"
         );
-        assert_eq!(found[1].description, "unknown field; HttpEndpoint has uri");
+        assert_eq!(found[1].description, "unknown field; HttpEndpoint has: uri");
     }
 
     #[test]
@@ -567,7 +567,7 @@ mod tests {
             "HTTP_CALL",
             json!({"method": 5, "endpoint": {"uri": "u"}})
         ),]));
-        assert_eq!(paths(&found), ["spec.tasks[0].task_config"]);
+        assert_eq!(paths(&found), ["spec.tasks[0].taskConfig"]);
         assert!(
             found[0]
                 .description
@@ -578,7 +578,7 @@ mod tests {
     #[test]
     fn a_broken_config_rule_is_named_under_task_config() {
         let found = violations(json!([wait("a", 1), http("b", "FETCH")]));
-        assert_eq!(paths(&found), ["spec.tasks[1].task_config.method"]);
+        assert_eq!(paths(&found), ["spec.tasks[1].taskConfig.method"]);
     }
 
     #[test]
@@ -599,8 +599,8 @@ mod tests {
         assert_eq!(
             paths(&found),
             [
-                "spec.tasks[1].task_config.do[0].task_config.try[0].task_config.method",
-                "spec.tasks[1].task_config.do[0].task_config.catch.do[0].task_config.seconds",
+                "spec.tasks[1].taskConfig.do[0].taskConfig.try[0].taskConfig.method",
+                "spec.tasks[1].taskConfig.do[0].taskConfig.catch.do[0].taskConfig.seconds",
             ]
         );
     }
@@ -618,7 +618,7 @@ mod tests {
             ),
             wait("next", 1),
         ]));
-        assert_eq!(paths(&found), ["spec.tasks[0].task_config.cases[1].then"]);
+        assert_eq!(paths(&found), ["spec.tasks[0].taskConfig.cases[1].then"]);
     }
 
     #[test]
@@ -628,7 +628,7 @@ mod tests {
             "FORK",
             json!({"branches": [{"name": "only", "do": [wait("w", 1)]}]})
         ),]));
-        assert_eq!(paths(&found), ["spec.tasks[0].task_config.branches"]);
+        assert_eq!(paths(&found), ["spec.tasks[0].taskConfig.branches"]);
     }
 
     #[test]

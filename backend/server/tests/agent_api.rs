@@ -112,7 +112,7 @@ async fn invalid_agent_gets_every_violation_with_its_field_path() {
 
     let status = expect_code(command.create(request).await, Code::InvalidArgument);
     let fields = violated_fields(&status);
-    for field in ["metadata.name", "spec.instructions", "api_version"] {
+    for field in ["metadata.name", "spec.instructions", "apiVersion"] {
         assert!(
             fields.iter().any(|f| f == field),
             "{field} not in {fields:?}"
@@ -544,7 +544,7 @@ async fn list_pages_through_the_orgs_agents_in_creation_order() {
             .await,
         Code::InvalidArgument,
     );
-    assert_eq!(violated_fields(&status), vec!["page_size".to_string()]);
+    assert_eq!(violated_fields(&status), vec!["pageSize".to_string()]);
     let status = expect_code(
         query
             .list(ListAgentsRequest {
@@ -554,7 +554,7 @@ async fn list_pages_through_the_orgs_agents_in_creation_order() {
             .await,
         Code::InvalidArgument,
     );
-    assert_eq!(violated_fields(&status), vec!["page_token".to_string()]);
+    assert_eq!(violated_fields(&status), vec!["pageToken".to_string()]);
 }
 
 #[tokio::test]
@@ -577,4 +577,116 @@ async fn a_message_over_ten_mib_is_resource_exhausted() {
         created.spec.expect("spec").instructions.len(),
         9 * 1024 * 1024
     );
+}
+
+/// The (field, description) pairs of a status's google.rpc.BadRequest.
+fn violations(status: &tonic::Status) -> Vec<(String, String)> {
+    use tonic_types::StatusExt;
+    status
+        .get_details_bad_request()
+        .map(|bad| {
+            bad.field_violations
+                .into_iter()
+                .map(|v| (v.field, v.description))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Violations name fields as users write them in JSON and YAML (lowerCamel), in the details
+/// and the message alike, whichever rule was broken: a buf.validate rule, a contract rule, a
+/// reference, a list request's own field, a map entry (whose key stays as given).
+#[tokio::test]
+async fn violations_name_fields_in_their_json_names() {
+    let server = TestServer::start().await;
+    const AGENT: &str = "/ai.stigmer.agentic.agent.v1.AgentCommandController/create";
+    let status = expect_code(
+        server
+            .call_json(
+                AGENT,
+                r#"{"apiVersion":"v2","metadata":{"name":"a"},
+                    "spec":{"instructions":"Review everything carefully.",
+                            "skillRefs":[{"kind":"skill","slug":"missing"}]}}"#,
+            )
+            .await,
+        Code::InvalidArgument,
+    );
+    let fields = violated_fields(&status);
+    assert_eq!(fields, ["spec.skillRefs[0]", "apiVersion"], "{status:?}");
+    assert!(
+        status
+            .message()
+            .contains("spec.skillRefs[0]: Skill \"missing\" does not exist"),
+        "{}",
+        status.message()
+    );
+    assert!(!status.message().contains('_'), "{}", status.message());
+
+    let status = expect_code(
+        server
+            .call_json(
+                "/ai.stigmer.agentic.agentexecution.v1.AgentExecutionCommandController/create",
+                r#"{"spec":{"message":"hello"}}"#,
+            )
+            .await,
+        Code::InvalidArgument,
+    );
+    assert_eq!(
+        violations(&status),
+        [(
+            "spec.sessionId".to_string(),
+            "set sessionId to continue a session, or agentId to start a new one".to_string()
+        )]
+    );
+
+    let status = expect_code(
+        server
+            .call_json(
+                "/ai.stigmer.agentic.mcpserver.v1.McpServerCommandController/create",
+                r#"{"metadata":{"name":"m"},"spec":{"description":"no way to run it"}}"#,
+            )
+            .await,
+        Code::InvalidArgument,
+    );
+    assert_eq!(
+        violations(&status),
+        [(
+            "spec".to_string(),
+            "set one of spec.stdio, spec.http, spec.docker".to_string()
+        )]
+    );
+
+    let status = expect_code(
+        server
+            .call_json(
+                "/ai.stigmer.agentic.mcpserver.v1.McpServerCommandController/create",
+                r#"{"metadata":{"name":"m"},"spec":{"http":{"url":"https://x.test",
+                    "timeoutSeconds":301}}}"#,
+            )
+            .await,
+        Code::InvalidArgument,
+    );
+    assert_eq!(violated_fields(&status), ["spec.http.timeoutSeconds"]);
+
+    let status = expect_code(
+        server
+            .call_json(
+                "/ai.stigmer.agentic.agent.v1.AgentQueryController/list",
+                r#"{"pageSize":1001}"#,
+            )
+            .await,
+        Code::InvalidArgument,
+    );
+    assert_eq!(violated_fields(&status), ["pageSize"]);
+
+    let status = expect_code(
+        server
+            .call_json(
+                "/ai.stigmer.agentic.environment.v1.EnvironmentCommandController/create",
+                r#"{"metadata":{"name":"e"},"spec":{"data":{"my_key":{"value":"[redacted: secret]","isSecret":true}}}}"#,
+            )
+            .await,
+        Code::InvalidArgument,
+    );
+    assert_eq!(violated_fields(&status), [r#"spec.data["my_key"].value"#]);
 }

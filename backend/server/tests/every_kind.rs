@@ -275,7 +275,7 @@ fn cases() -> Vec<KindCase> {
                 ),
                 (
                     json!({ "spec": { "skillRefs": [{ "kind": "agent", "slug": "x" }] } }),
-                    "spec.skill_refs[0]",
+                    "spec.skillRefs[0]",
                 ),
                 (
                     json!({ "metadata": { "ownerScope": "identity_account" } }),
@@ -287,7 +287,7 @@ fn cases() -> Vec<KindCase> {
             refusals: vec![
                 missing_ref(
                     json!({ "spec": { "skillRefs": [{ "kind": "skill", "slug": "no-such-skill" }] } }),
-                    "spec.skill_refs[0]",
+                    "spec.skillRefs[0]",
                     r#"Skill "no-such-skill" does not exist in org "local""#,
                 ),
                 missing_ref(
@@ -296,7 +296,7 @@ fn cases() -> Vec<KindCase> {
                         "instructions": "You help the main agent.",
                         "skillRefs": [{ "kind": "skill", "slug": "ghost", "org": OTHER_ORG }]
                     }] } }),
-                    "spec.sub_agents[0].skill_refs[0].org",
+                    "spec.subAgents[0].skillRefs[0].org",
                     r#"is "other-org"; a resource may only reference resources of its own org ("local")"#,
                 ),
             ],
@@ -329,7 +329,7 @@ fn cases() -> Vec<KindCase> {
             refusals: [
                 Refusal::missing_parent(
                     "agentId",
-                    "spec.agent_id",
+                    "spec.agentId",
                     "Agent",
                     "agt-00000000000000000000000000",
                     "agent",
@@ -337,7 +337,7 @@ fn cases() -> Vec<KindCase> {
                 ),
                 Refusal::missing_parent(
                     "sessionId",
-                    "spec.session_id",
+                    "spec.sessionId",
                     "Session",
                     "ses-00000000000000000000000000",
                     "session",
@@ -345,7 +345,7 @@ fn cases() -> Vec<KindCase> {
                 ),
                 vec![Refusal::new(
                     json!({ "spec": { "agentId": null } }),
-                    "spec.session_id",
+                    "spec.sessionId",
                     None,
                     false,
                 )],
@@ -367,7 +367,7 @@ fn cases() -> Vec<KindCase> {
             invalid: vec![
                 (
                     json!({ "spec": { "agentInstanceId": null } }),
-                    "spec.agent_instance_id",
+                    "spec.agentInstanceId",
                 ),
                 (
                     json!({ "metadata": { "ownerScope": "platform" } }),
@@ -378,7 +378,7 @@ fn cases() -> Vec<KindCase> {
             derived: &[],
             refusals: Refusal::missing_parent(
                 "agentInstanceId",
-                "spec.agent_instance_id",
+                "spec.agentInstanceId",
                 "AgentInstance",
                 "ain-00000000000000000000000000",
                 "agentInstance",
@@ -415,7 +415,7 @@ fn cases() -> Vec<KindCase> {
             changed_spec: json!({ "description": "second", "http": { "url": "https://example.com/mcp" } }),
             forged_status: json!({ "validationState": "VALIDATION_STATE_VALID", "validationMessage": "forged" }),
             invalid: vec![
-                (json!({ "spec": { "stdio": null } }), "spec.server_type"),
+                (json!({ "spec": { "stdio": null } }), "spec"),
                 (
                     json!({ "spec": { "stdio": { "command": null } } }),
                     "spec.stdio.command",
@@ -442,10 +442,10 @@ fn cases() -> Vec<KindCase> {
             }),
             forged_status: json!({}),
             invalid: vec![
-                (json!({ "spec": { "agentId": null } }), "spec.agent_id"),
+                (json!({ "spec": { "agentId": null } }), "spec.agentId"),
                 (
                     json!({ "spec": { "environmentRefs": [{ "kind": "workflow_execution", "slug": "prod" }] } }),
-                    "spec.environment_refs[0]",
+                    "spec.environmentRefs[0]",
                 ),
             ],
             parents: &[Parent::Agent, Parent::Environment],
@@ -453,7 +453,7 @@ fn cases() -> Vec<KindCase> {
             refusals: [
                 Refusal::missing_parent(
                     "agentId",
-                    "spec.agent_id",
+                    "spec.agentId",
                     "Agent",
                     "agt-00000000000000000000000000",
                     "agent",
@@ -465,22 +465,22 @@ fn cases() -> Vec<KindCase> {
                             { "kind": "environment", "slug": "prod" },
                             { "kind": "environment", "slug": "nope" }
                         ] } }),
-                        "spec.environment_refs[1]",
+                        "spec.environmentRefs[1]",
                         r#"Environment "nope" does not exist in org "local""#,
                     ),
                     missing_ref(
                         json!({ "spec": { "environmentRefs": [
                             { "kind": "environment", "slug": "prod", "org": "no-such-org" }
                         ] } }),
-                        "spec.environment_refs[0].org",
+                        "spec.environmentRefs[0].org",
                         r#"is "no-such-org"; a resource may only reference resources of its own org ("local")"#,
                     ),
                     // A reference of the wrong kind gets the kind rule's violation, whether or
                     // not something of that kind happens to exist.
                     Refusal::new(
                         json!({ "spec": { "environmentRefs": [{ "kind": "agent", "slug": "{agentSlug}" }] } }),
-                        "spec.environment_refs[0]",
-                        Some("environment_refs must reference environments (kind environment = 53)"),
+                        "spec.environmentRefs[0]",
+                        Some("environmentRefs must reference environments (kind environment = 53)"),
                         true,
                     ),
                 ],
@@ -532,7 +532,7 @@ fn cases() -> Vec<KindCase> {
             forged_status: json!({}),
             invalid: vec![(
                 json!({ "spec": { "workflowId": null } }),
-                "spec.workflow_id",
+                "spec.workflowId",
             )],
             // The Agent is there to be referenced by mistake (env_refs of the wrong kind).
             parents: &[Parent::Workflow, Parent::Environment, Parent::Agent],
@@ -540,7 +540,7 @@ fn cases() -> Vec<KindCase> {
             refusals: [
                 Refusal::missing_parent(
                     "workflowId",
-                    "spec.workflow_id",
+                    "spec.workflowId",
                     "Workflow",
                     "wfl-00000000000000000000000000",
                     "workflow",
@@ -549,7 +549,7 @@ fn cases() -> Vec<KindCase> {
                 vec![
                     missing_ref(
                         json!({ "spec": { "envRefs": [{ "kind": "environment", "slug": "nope" }] } }),
-                        "spec.env_refs[0]",
+                        "spec.envRefs[0]",
                         r#"Environment "nope" does not exist in org "local""#,
                     ),
                     // Upstream gave env_refs no kind rule; the server merges them as
@@ -559,20 +559,20 @@ fn cases() -> Vec<KindCase> {
                             { "kind": "environment", "slug": "prod" },
                             { "slug": "ghost" }
                         ] } }),
-                        "spec.env_refs[1]",
+                        "spec.envRefs[1]",
                         r#"Environment "ghost" does not exist in org "local""#,
                     ),
                     // ...and another kind is refused, even when that resource exists.
                     Refusal::new(
                         json!({ "spec": { "envRefs": [{ "kind": "agent", "slug": "{agentSlug}" }] } }),
-                        "spec.env_refs[0]",
-                        Some("env_refs must reference Environment (kind 53), not Agent"),
+                        "spec.envRefs[0]",
+                        Some("must reference Environment (kind 53), not Agent"),
                         true,
                     ),
                     Refusal::new(
                         json!({ "spec": { "envRefs": [{ "kind": 99, "slug": "prod" }] } }),
-                        "spec.env_refs[0].kind",
-                        Some("99 is not a kind this server serves; env_refs must reference Environment"),
+                        "spec.envRefs[0].kind",
+                        Some("99 is not a kind this server serves; it must reference Environment"),
                         true,
                     ),
                 ],
@@ -601,7 +601,7 @@ fn cases() -> Vec<KindCase> {
             refusals: [
                 Refusal::missing_parent(
                     "workflowInstanceId",
-                    "spec.workflow_instance_id",
+                    "spec.workflowInstanceId",
                     "WorkflowInstance",
                     "win-00000000000000000000000000",
                     "workflowInstance",
@@ -609,7 +609,7 @@ fn cases() -> Vec<KindCase> {
                 ),
                 Refusal::missing_parent(
                     "workflowId",
-                    "spec.workflow_id",
+                    "spec.workflowId",
                     "Workflow",
                     "wfl-00000000000000000000000000",
                     "workflow",
@@ -623,7 +623,7 @@ fn cases() -> Vec<KindCase> {
                 .collect(),
                 vec![Refusal::new(
                     json!({ "spec": { "workflowInstanceId": null } }),
-                    "spec.workflow_instance_id",
+                    "spec.workflowInstanceId",
                     None,
                     false,
                 )],
@@ -668,7 +668,7 @@ fn cases() -> Vec<KindCase> {
             invalid: vec![
                 (
                     json!({ "spec": { "executionId": null } }),
-                    "spec.execution_id",
+                    "spec.executionId",
                 ),
                 (
                     json!({ "metadata": { "ownerScope": "organization" } }),
@@ -681,7 +681,7 @@ fn cases() -> Vec<KindCase> {
             refusals: [
                 Refusal::missing_parent(
                     "executionId",
-                    "spec.execution_id",
+                    "spec.executionId",
                     "AgentExecution",
                     "aex-00000000000000000000000000",
                     "agentExecution",
@@ -689,7 +689,7 @@ fn cases() -> Vec<KindCase> {
                 ),
                 Refusal::missing_parent(
                     "executionId",
-                    "spec.execution_id",
+                    "spec.executionId",
                     "WorkflowExecution",
                     "wex-00000000000000000000000000",
                     "workflowExecution",
@@ -2344,7 +2344,7 @@ async fn rejects_invalid(case: &KindCase) {
     patches.extend([
         (
             json!({ "apiVersion": "agentic.stigmer.ai/v2" }),
-            "api_version",
+            "apiVersion",
             "wrong apiVersion".to_string(),
         ),
         (
@@ -2516,15 +2516,10 @@ async fn rejects_invalid(case: &KindCase) {
         assert_invalid(case, result, "kind", "getByReference with another kind");
     }
     if case.has(Rpc::List) {
-        assert_invalid(
-            case,
-            api.list(1001, "").await,
-            "page_size",
-            "page_size 1001",
-        );
-        assert_invalid(case, api.list(-1, "").await, "page_size", "page_size -1");
+        assert_invalid(case, api.list(1001, "").await, "pageSize", "page_size 1001");
+        assert_invalid(case, api.list(-1, "").await, "pageSize", "page_size -1");
         let result = api.list(2, "not-a-token!").await;
-        assert_invalid(case, result, "page_token", "a garbage page_token");
+        assert_invalid(case, result, "pageToken", "a garbage page_token");
         // A token of the same listing but another org is not accepted either.
         let other = api.as_org(OTHER_ORG);
         for i in 0..3 {
@@ -2543,7 +2538,7 @@ async fn rejects_invalid(case: &KindCase) {
             "{k}: 3 resources in pages of 1 must continue"
         );
         let result = api.list(1, &token).await;
-        assert_invalid(case, result, "page_token", "another org's page_token");
+        assert_invalid(case, result, "pageToken", "another org's page_token");
         assert!(
             api.list(1000, "").await.is_ok(),
             "{k}: page_size 1000 is allowed"
@@ -2688,16 +2683,11 @@ async fn skill_rejects_invalid_requests(case: &KindCase) {
     let server = TestServer::start().await;
     let fixture = Fixture::empty();
     let api = Api::new(&server, case, &fixture);
-    assert_invalid(
-        case,
-        api.list(1001, "").await,
-        "page_size",
-        "page_size 1001",
-    );
+    assert_invalid(case, api.list(1001, "").await, "pageSize", "page_size 1001");
     assert_invalid(
         case,
         api.list(2, "garbage").await,
-        "page_token",
+        "pageToken",
         "garbage token",
     );
     assert_invalid(case, api.get("").await, "value", "get with an empty id");

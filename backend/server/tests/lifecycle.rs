@@ -178,7 +178,7 @@ async fn references_to_missing_resources_are_refused() {
             .await,
         Code::InvalidArgument,
     );
-    assert_eq!(violated_fields(&status), vec!["spec.agent_id".to_string()]);
+    assert_eq!(violated_fields(&status), vec!["spec.agentId".to_string()]);
     assert!(
         status.message().contains("does not exist"),
         "{}",
@@ -196,10 +196,7 @@ async fn references_to_missing_resources_are_refused() {
             .await,
         Code::InvalidArgument,
     );
-    assert_eq!(
-        violated_fields(&status),
-        vec!["spec.session_id".to_string()]
-    );
+    assert_eq!(violated_fields(&status), vec!["spec.sessionId".to_string()]);
 }
 
 /// A slug where an id belongs (`agentId: pr-reviewer`) is told so, with the id to use.
@@ -550,10 +547,10 @@ async fn workflow_tasks_are_checked_beyond_field_rules_with_exact_paths() {
     );
     let fields = violated_fields(&status);
     for expected in [
-        "spec.tasks[0].task_config.method",
+        "spec.tasks[0].taskConfig.method",
         "spec.tasks[0].flow.then",
         "spec.tasks[1].name",
-        "spec.tasks[2].task_config.do[0].task_config.secnds",
+        "spec.tasks[2].taskConfig.do[0].taskConfig.secnds",
     ] {
         assert!(
             fields.iter().any(|f| f == expected),
@@ -602,7 +599,7 @@ async fn what_a_resource_belongs_to_cannot_change_after_creation() {
         Code::InvalidArgument,
     );
     assert!(
-        violated_fields(&status).contains(&"spec.agent_instance_id".to_string()),
+        violated_fields(&status).contains(&"spec.agentInstanceId".to_string()),
         "{status:?}"
     );
     assert!(

@@ -693,7 +693,7 @@ async fn lists_filter_by_label_selector_and_name_prefix_and_report_their_revisio
     );
     assert_eq!(
         common::violated_fields(&status),
-        vec!["label_selector".to_string()]
+        vec!["labelSelector".to_string()]
     );
 
     let page = query
