@@ -613,6 +613,7 @@ fn a_token_is_never_sent_unencrypted_to_another_machine() {
             && err.contains("https://"),
         "{err}"
     );
+}
 
 /// One rule for the envelope, checked before anything is sent: `kind` is required,
 /// `apiVersion` may be left out but, when given, must be agentic.stigmer.ai/v1.
