@@ -296,16 +296,19 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_page_ends_early_when_it_would_not_fit_in_one_response() {
-        let mib = 1024 * 1024;
-        let ids = |fitted: &Fitted| fitted.rows.iter().map(|r| r.id.clone()).collect::<Vec<_>>();
-        let page = |items, next: Option<&str>| ListPage {
+    fn page(items: Vec<StoredResource>, next: Option<&str>) -> ListPage {
+        ListPage {
             items,
             next_after_id: next.map(str::to_string),
             revision: 1,
             total: None,
-        };
+        }
+    }
+
+    #[test]
+    fn a_page_ends_early_when_it_would_not_fit_in_one_response() {
+        let mib = 1024 * 1024;
+        let ids = |fitted: &Fitted| fitted.rows.iter().map(|r| r.id.clone()).collect::<Vec<_>>();
         let fitted = fit_in_response(page(
             vec![
                 row("a", 3 * mib),
@@ -330,12 +333,6 @@ mod tests {
     #[test]
     fn a_row_too_large_to_send_is_skipped_and_never_blocks_the_listing() {
         let too_large = crate::limits::MAX_RESOURCE_SIZE + 1;
-        let page = |items, next: Option<&str>| ListPage {
-            items,
-            next_after_id: next.map(str::to_string),
-            revision: 1,
-            total: None,
-        };
         let fitted = fit_in_response(page(
             vec![row("a", 10), row("b", too_large), row("c", 10)],
             Some("c"),

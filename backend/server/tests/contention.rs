@@ -22,17 +22,6 @@ async fn connection(server: &TestServer) -> AgentCommandControllerClient<Channel
     AgentCommandControllerClient::new(channel)
 }
 
-fn count(server: &TestServer, kind: &str) -> i64 {
-    server
-        .sqlite()
-        .query_row(
-            "SELECT count(*) FROM resources WHERE kind = ?1",
-            [kind],
-            |row| row.get(0),
-        )
-        .expect("count")
-}
-
 const APPLIES: usize = 400;
 const CONNECTIONS: usize = 16;
 
@@ -68,8 +57,12 @@ async fn four_hundred_concurrent_applies_of_one_new_slug_all_succeed() {
         failures.first()
     );
     assert_eq!(ids.len(), 1, "every apply answered with the one agent");
-    assert_eq!(count(&server, "Agent"), 1);
-    assert_eq!(count(&server, "AgentInstance"), 1, "one default instance");
+    assert_eq!(server.rows_of_kind("Agent"), 1);
+    assert_eq!(
+        server.rows_of_kind("AgentInstance"),
+        1,
+        "one default instance"
+    );
 }
 
 const WRITERS: usize = 32;

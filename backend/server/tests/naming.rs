@@ -41,13 +41,5 @@ async fn apply_finds_a_resource_slugged_by_the_old_rule() {
         applied.spec.expect("spec").description,
         "now with a description"
     );
-    let agents: i64 = server
-        .sqlite()
-        .query_row(
-            "SELECT count(*) FROM resources WHERE kind = 'Agent'",
-            [],
-            |row| row.get(0),
-        )
-        .expect("count");
-    assert_eq!(agents, 1);
+    assert_eq!(server.rows_of_kind("Agent"), 1);
 }

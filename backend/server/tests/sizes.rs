@@ -48,17 +48,6 @@ fn id_of(agent: &Agent) -> String {
     agent.metadata.as_ref().expect("metadata").id.clone()
 }
 
-fn rows_of_kind(server: &TestServer, kind: &str) -> i64 {
-    server
-        .sqlite()
-        .query_row(
-            "SELECT count(*) FROM resources WHERE kind = ?1",
-            [kind],
-            |row| row.get(0),
-        )
-        .expect("count")
-}
-
 /// The reported case: a create just under the message limit whose reply, with the fields the
 /// server adds, would be over it. Before the bound it was stored and then unreadable.
 #[tokio::test]
@@ -79,12 +68,8 @@ async fn a_create_whose_reply_would_not_fit_is_refused_and_stores_nothing() {
         status.message()
     );
     assert!(status.message().contains("nothing was stored"));
-    assert_eq!(rows_of_kind(&server, "Agent"), 0);
-    assert_eq!(
-        rows_of_kind(&server, "AgentInstance"),
-        0,
-        "nor its instance"
-    );
+    assert_eq!(server.rows_of_kind("Agent"), 0);
+    assert_eq!(server.rows_of_kind("AgentInstance"), 0, "nor its instance");
     // An update that would grow a resource past the bound is refused the same way.
     let small = commands(&server)
         .create(agent("Small"))

@@ -3,6 +3,10 @@
 //! writes, no caller of that batch has its answer, the commit counter already counts it, and
 //! another connection (as sqlite3 would be) already sees its rows.
 
+mod common;
+
+use common::create;
+
 use std::future::Future;
 use std::path::Path;
 use std::pin::{Pin, pin};
@@ -12,23 +16,12 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use stigmer_sqlite::{AfterCommit, SqliteConfig, SqliteStore};
-use stigmer_store::{Mutation, NewResource, Scope, Store, StoreResult, StoredResource};
+use stigmer_store::{Store, StoreResult, StoredResource};
 
 const WRITES: usize = 200;
 const DEADLINE: Duration = Duration::from_secs(20);
 
 type Write<'a> = Pin<Box<dyn Future<Output = StoreResult<Vec<StoredResource>>> + Send + 'a>>;
-
-fn create(n: usize) -> Vec<Mutation> {
-    let id = format!("agt-{n:04}");
-    vec![Mutation::Create(NewResource {
-        scope: Scope::new("Agent", "local"),
-        id: id.clone(),
-        slug: id.clone(),
-        data: format!(r#"{{"metadata":{{"id":"{id}"}}}}"#),
-        proto: None,
-    })]
-}
 
 /// Rows another connection sees, as the sqlite3 CLI would.
 fn rows_seen_from_outside(db: &Path) -> usize {

@@ -1,21 +1,14 @@
 //! "One process owns a database file at a time" (`<db>.lock`): a second open of a database in
 //! use is refused with an error naming the lock file and the owner's pid, and writes nothing.
 
+mod common;
+
+use common::create;
+
 use std::path::{Path, PathBuf};
 
 use stigmer_sqlite::{OpenError, SqliteConfig, SqliteStore};
-use stigmer_store::{Mutation, NewResource, Scope, Store};
-
-fn create(n: usize) -> Vec<Mutation> {
-    let id = format!("agt-{n:04}");
-    vec![Mutation::Create(NewResource {
-        scope: Scope::new("Agent", "local"),
-        id: id.clone(),
-        slug: id.clone(),
-        data: format!(r#"{{"metadata":{{"id":"{id}"}}}}"#),
-        proto: None,
-    })]
-}
+use stigmer_store::Store;
 
 fn with_suffix(db: &Path, suffix: &str) -> PathBuf {
     let mut path = db.as_os_str().to_owned();

@@ -2,28 +2,18 @@
 //! revision to watch again from: the last one it handed over, or none while its snapshot was
 //! incomplete, since resuming from the snapshot's revision would skip what it had not sent.
 
+mod common;
+
+use common::create;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use stigmer_sqlite::{SqliteConfig, SqliteStore};
-use stigmer_store::{
-    ChangeFilter, Mutation, NewResource, Scope, Store, StoreError, StoreResult, WatchItem,
-    WatchOptions,
-};
+use stigmer_store::{ChangeFilter, Store, StoreError, StoreResult, WatchItem, WatchOptions};
 use tokio::sync::{mpsc, watch};
 
 const DEADLINE: Duration = Duration::from_secs(20);
-
-fn create(n: usize) -> Vec<Mutation> {
-    let id = format!("agt-{n:04}");
-    vec![Mutation::Create(NewResource {
-        scope: Scope::new("Agent", "local"),
-        id: id.clone(),
-        slug: id.clone(),
-        data: format!(r#"{{"metadata":{{"id":"{id}"}}}}"#),
-        proto: None,
-    })]
-}
 
 async fn next(items: &mut mpsc::Receiver<StoreResult<WatchItem>>) -> StoreResult<WatchItem> {
     tokio::time::timeout(DEADLINE, items.recv())

@@ -105,6 +105,17 @@ impl TestServer {
             .expect("open db read-only")
     }
 
+    /// How many rows of `kind` the database holds, in every org.
+    pub fn rows_of_kind(&self, kind: &str) -> i64 {
+        self.sqlite()
+            .query_row(
+                "SELECT count(*) FROM resources WHERE kind = ?1",
+                [kind],
+                |row| row.get(0),
+            )
+            .expect("count")
+    }
+
     /// The `data` column of one row, parsed.
     pub fn stored_json(&self, id: &str) -> serde_json::Value {
         let data: String = self
