@@ -6,6 +6,7 @@
 
 mod config;
 mod resources;
+mod skill_package;
 mod transport;
 
 use std::str::FromStr;
@@ -21,6 +22,7 @@ pub use config::{
     LocalTransport,
 };
 pub use resources::{Applied, EXPORTED_VERSIONS, Export, ImportSummary, Outcome, WatchStream};
+pub use skill_package::{SKILL_MD, SkillInfo, SkillPackage, SkillPackageError};
 pub use stigmer_grpc::naming::slug_from_name;
 pub use transport::Transport;
 
