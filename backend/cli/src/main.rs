@@ -10,9 +10,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
-use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
+use clap::builder::{PossibleValue, PossibleValuesParser};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use serde_json::Value;
-use stigmer_client::{BackendType, Client, ClientConfig, ClientError, CloudConfig, Export};
+use stigmer_client::{
+    BackendType, Client, ClientConfig, ClientError, CloudConfig, Export, Operation,
+};
 use tokio_stream::StreamExt;
 
 use crate::output::Format;
@@ -99,8 +102,11 @@ struct ApplyArgs {
 #[derive(Args)]
 struct GetArgs {
     /// The kind: agent, agents, Agent, or an id prefix such as agt.
+    // Explicit indexes: `command()` replaces the kind argument, which moves it last.
+    #[arg(index = 1)]
     kind: String,
     /// A name, slug or id; without it, every resource of the kind.
+    #[arg(index = 2)]
     name: Option<String>,
     /// Output format.
     #[arg(short, long, value_enum, default_value_t = Format::Table)]
@@ -125,10 +131,10 @@ struct ListArgs {
 #[derive(Args)]
 struct DeleteArgs {
     /// The kind (with NAME), e.g. agent.
-    #[arg(required_unless_present = "files", conflicts_with = "files")]
+    #[arg(index = 1, required_unless_present = "files", conflicts_with = "files")]
     kind: Option<String>,
     /// A name, slug or id.
-    #[arg(required_unless_present = "files")]
+    #[arg(index = 2, required_unless_present = "files")]
     name: Option<String>,
     /// Delete what these manifests name (files, directories or -). Repeatable.
     #[arg(short = 'f', long = "filename", value_name = "FILE|DIR|-")]
@@ -223,8 +229,31 @@ enum ServerCommand {
     Status,
 }
 
+/// The command line, with each kind argument offering only the kinds its command serves.
+fn command() -> clap::Command {
+    let kinds = |operation| {
+        move |arg: clap::Arg| match stigmer_client::kinds_for(operation) {
+            Ok(kinds) => arg
+                .ignore_case(true)
+                .value_parser(PossibleValuesParser::new(
+                    kinds
+                        .into_iter()
+                        .map(|k| PossibleValue::new(k.name).aliases([k.plural, k.id_prefix])),
+                )),
+            // The catalog is built from descriptors compiled in; the server would fail too.
+            Err(_) => arg,
+        }
+    };
+    Cli::command()
+        .mut_subcommand("get", |c| c.mut_arg("kind", kinds(Operation::Get)))
+        .mut_subcommand("list", |c| c.mut_arg("kind", kinds(Operation::List)))
+        .mut_subcommand("delete", |c| c.mut_arg("kind", kinds(Operation::Delete)))
+        .mut_subcommand("watch", |c| c.mut_arg("kind", kinds(Operation::Watch)))
+        .mut_subcommand("export", |c| c.mut_arg("kinds", kinds(Operation::Watch)))
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::from_arg_matches(&command().get_matches()).unwrap_or_else(|err| err.exit());
     let verbose = cli.verbose;
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
@@ -323,12 +352,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Logout => logout(&ctx),
         Command::Server { command } => server(&ctx, command).await,
         Command::Completion { shell } => {
-            clap_complete::generate(
-                shell,
-                &mut Cli::command(),
-                "stigmer",
-                &mut std::io::stdout(),
-            );
+            clap_complete::generate(shell, &mut command(), "stigmer", &mut std::io::stdout());
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -503,7 +527,8 @@ async fn get(ctx: &Ctx, kind: &str, name: &str, format: Format) -> Result<ExitCo
 async fn list(ctx: &Ctx, kind: &str, selector: Option<&str>, format: Format) -> Result<ExitCode> {
     let client = ctx.client().await?;
     let result = async {
-        let kind_name = client.kind(kind)?.name.to_lowercase();
+        // A kind without a list says so and what works instead, with no "cannot list" before.
+        let kind_name = client.kind_for(kind, Operation::List)?.name.to_lowercase();
         let items = client
             .list(kind, selector.unwrap_or_default())
             .await
@@ -906,4 +931,14 @@ async fn server(ctx: &Ctx, command: ServerCommand) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    /// clap checks a command line only when it parses one; this checks the one `command()`
+    /// builds (the kind arguments it replaces keep their positions).
+    #[test]
+    fn the_command_line_is_consistent() {
+        super::command().debug_assert();
+    }
 }
