@@ -48,6 +48,12 @@ fn default_config_path() -> PathBuf {
 #[derive(Subcommand)]
 enum Command {
     /// Create or update the resources manifests describe.
+    ///
+    /// Server-owned fields (metadata.id, metadata.revision, status) count only when a resource
+    /// of that kind and name exists: metadata.revision is then the revision you expect it at,
+    /// and a resource changed since fails instead of being overwritten (remove the line to
+    /// overwrite it). When none exists they are ignored, so `get -o yaml` output applies after
+    /// a delete or on another server.
     Apply(ApplyArgs),
     /// Show one resource, or list a kind when no name is given.
     Get(GetArgs),

@@ -223,3 +223,61 @@ fn executions_are_reachable_by_name_and_reapplying_is_unchanged() {
     let completion = env.ok(&["completion", "bash"]);
     assert!(completion.contains("agentexecution"), "{completion}");
 }
+
+/// Issue 14, item 9: `get -o yaml` output applies after a delete and on another server; on
+/// the same, existing resource its revision still guards against lost updates.
+#[test]
+fn get_yaml_output_applies_after_a_delete_and_on_a_fresh_server() {
+    let env = Env::new();
+    let manifest = env.write(
+        "agent.yaml",
+        "kind: Agent\nmetadata: {name: code-reviewer, labels: {team: web}}\nspec: {instructions: Review pull requests for bugs.}\n",
+    );
+    env.ok(&["apply", "-f", manifest.to_str().expect("utf-8")]);
+    let yaml = env.ok(&["get", "agent", "code-reviewer", "-o", "yaml"]);
+    assert!(
+        yaml.contains("revision:") && yaml.contains("id: agt-"),
+        "{yaml}"
+    );
+    let saved = env.write("saved.yaml", &yaml);
+    let saved = saved.to_str().expect("utf-8");
+    assert_eq!(
+        env.ok(&["apply", "-f", saved]),
+        "agent/code-reviewer unchanged\n"
+    );
+
+    env.ok(&["delete", "agent", "code-reviewer"]);
+    assert_eq!(
+        env.ok(&["apply", "-f", saved]),
+        "agent/code-reviewer created\n"
+    );
+    let restored = env.json(&["get", "agent", "code-reviewer", "-o", "json"]);
+    assert_eq!(restored["metadata"]["labels"]["team"], "web");
+
+    let fresh = Env::new();
+    let copy = fresh.write("saved.yaml", &yaml);
+    assert_eq!(
+        fresh.ok(&["apply", "-f", copy.to_str().expect("utf-8")]),
+        "agent/code-reviewer created\n"
+    );
+
+    // The resource exists and changed since: the carried revision is stale, and says so.
+    let current = env.ok(&["get", "agent", "code-reviewer", "-o", "yaml"]);
+    let current = env.write("current.yaml", &current);
+    env.ok(&[
+        "apply",
+        "-f",
+        &env
+            .write(
+                "edit.yaml",
+                "kind: Agent\nmetadata: {name: code-reviewer}\nspec: {instructions: Review pull requests for style.}\n",
+            )
+            .display()
+            .to_string(),
+    ]);
+    let (_, err) = env.fails(&["apply", "-f", current.to_str().expect("utf-8")]);
+    assert!(err.contains("has changed"), "{err}");
+
+    let help = env.ok(&["apply", "--help"]);
+    assert!(help.contains("metadata.revision"), "{help}");
+}

@@ -66,6 +66,17 @@ pub(crate) fn manifest_slug(manifest: &Value) -> String {
         .unwrap_or_default()
 }
 
+/// Forgets what the server owns in a manifest for a resource that does not exist: an id and
+/// revision copied from `get -o yaml` or an export belong to a deleted resource or another
+/// server, and status is the server's to set.
+fn drop_server_fields(message: &mut DynamicMessage) {
+    message.clear_field_by_name("status");
+    if let Some(Field::Message(metadata)) = message.get_field_by_name_mut("metadata") {
+        metadata.clear_field_by_name("id");
+        metadata.clear_field_by_name("revision");
+    }
+}
+
 pub(crate) fn outcome(before: Option<&Value>, after: &Value) -> Outcome {
     match before {
         None => Outcome::Created,
@@ -164,13 +175,21 @@ impl Client {
     }
 
     /// Creates or updates the resource a manifest describes, and says which it was.
+    ///
+    /// Server-owned fields (metadata.id and revision, status) count only when a resource of
+    /// that kind and slug exists: then the revision is the one expected, and a resource
+    /// changed since is not overwritten. For a resource that does not exist they are
+    /// dropped, so that `get -o yaml` output applies after a delete or on another server.
     pub async fn apply(&self, manifest: &Value) -> Result<Applied, ClientError> {
-        let (kind, message) = self.parse_manifest(manifest)?;
+        let (kind, mut message) = self.parse_manifest(manifest)?;
         let slug = manifest_slug(manifest);
         let before = match slug.is_empty() {
             true => None,
             false => self.find_by_slug(&kind, &slug).await?,
         };
+        if before.is_none() {
+            drop_server_fields(&mut message);
+        }
         let resource = match (self.method(&kind, "Command", "apply"), &before) {
             (Some(method), _) => to_json(&self.invoke(method, message).await?),
             (None, Some(stored)) => return self.reapply(&kind, &slug, message, stored).await,
