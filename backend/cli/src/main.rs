@@ -1,10 +1,12 @@
 //! stigmer: the command line over stigmer-client.
 #![forbid(unsafe_code)]
 
+mod apply;
 mod daemon;
 mod manifest;
 mod output;
 mod progress;
+mod skill;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -47,7 +49,10 @@ fn default_config_path() -> PathBuf {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Create or update the resources manifests describe.
+    /// Create or update the resources manifests describe, and push skills.
+    ///
+    /// A folder with SKILL.md, or a `kind: Skill` manifest whose spec.path names one (relative
+    /// to the manifest), is pushed as that skill.
     ///
     /// Server-owned fields (metadata.id, metadata.revision, status) count only when a resource
     /// of that kind and name exists: metadata.revision is then the revision you expect it at,
@@ -69,6 +74,11 @@ enum Command {
     Export(ExportArgs),
     /// Write exported resources back, keeping their ids; importing twice changes nothing.
     Import(ImportArgs),
+    /// Push skills: folders with SKILL.md.
+    Skill {
+        #[command(subcommand)]
+        command: SkillCommand,
+    },
     /// Show or choose the backend (local or cloud).
     Backend {
         #[command(subcommand)]
@@ -90,9 +100,17 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum SkillCommand {
+    /// Zip a folder with SKILL.md and push it as the skill's newest version; prints its name,
+    /// tag and sha256. The same files give the same archive: pushing them again is a no-op.
+    Push(skill::PushArgs),
+}
+
 #[derive(Args)]
 struct ApplyArgs {
-    /// A manifest file, a directory of *.yaml/*.yml/*.json files, or - for stdin. Repeatable.
+    /// A manifest file, a directory of *.yaml/*.yml/*.json files, a skill folder (with
+    /// SKILL.md), or - for stdin. Repeatable.
     #[arg(
         short = 'f',
         long = "filename",
@@ -340,7 +358,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         config_path: cli.config,
     };
     match cli.command {
-        Command::Apply(args) => apply(&ctx, args).await,
+        Command::Apply(args) => apply::run(&ctx, args).await,
         Command::Get(args) => match args.name {
             Some(name) => get(&ctx, &args.kind, &name, args.output).await,
             None => list(&ctx, &args.kind, args.selector.as_deref(), args.output).await,
@@ -350,6 +368,15 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Watch(args) => watch(&ctx, args).await,
         Command::Export(args) => export(&ctx, args).await,
         Command::Import(args) => import(&ctx, args).await,
+        Command::Skill {
+            command: SkillCommand::Push(args),
+        } => {
+            let client = ctx.client().await?;
+            let pushed = skill::push(&client, args).await;
+            let line = finish(client, pushed).await?;
+            println!("{line}");
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Backend { command } => match command {
             BackendCommand::Status => backend_status(&ctx).await,
             BackendCommand::Set { mode } => backend_set(&ctx, mode),
@@ -450,69 +477,12 @@ fn server_message(err: &ClientError) -> String {
     message
 }
 
-async fn apply(ctx: &Ctx, args: ApplyArgs) -> Result<ExitCode> {
-    let documents = manifest::read_all(&args.files)?;
-    if documents.is_empty() {
-        bail!("no manifests found in the files given");
-    }
-    let client = if args.dry_run {
-        // Checking shapes needs no server.
-        ctx.connect(&ctx.config()?).await?
-    } else {
-        ctx.client().await?
-    };
-    let mut failed = 0;
-    for document in &documents {
-        let result = match &document.value {
-            Err(err) => Err(err.clone()),
-            Ok(value) => apply_one(&client, value, args.dry_run).await,
-        };
-        match result {
-            Ok(line) => println!("{line}"),
-            Err(err) => {
-                failed += 1;
-                eprintln!("error: {}: {err}", document.location());
-            }
-        }
-    }
-    if failed > 0 {
-        eprintln!(
-            "error: {failed} of {} documents failed{}",
-            documents.len(),
-            if args.dry_run { " the check" } else { "" }
-        );
-        return finish(client, Ok(ExitCode::FAILURE)).await;
-    }
-    finish(client, Ok(ExitCode::SUCCESS)).await
-}
-
 /// Closes the client (the in-process server, if any), keeping the command's own error first.
 async fn finish<T>(client: Client, result: Result<T>) -> Result<T> {
     let closed = client.close().await;
     let value = result?;
     closed.context("cannot close the in-process server")?;
     Ok(value)
-}
-
-async fn apply_one(client: &Client, value: &Value, dry_run: bool) -> Result<String, String> {
-    manifest::check_shape(value)?;
-    let kind = value["kind"].as_str().unwrap_or_default();
-    if dry_run {
-        client.parse_manifest(value).map_err(|e| e.to_string())?;
-        let slug = manifest::manifest_slug(value);
-        let mut shown = value.clone();
-        shown["metadata"]["slug"] = Value::String(slug.clone());
-        return Ok(format!(
-            "{} valid (dry run)",
-            reference(client, kind, &shown, "<unnamed>")
-        ));
-    }
-    let applied = client.apply(value).await.map_err(|e| server_message(&e))?;
-    Ok(format!(
-        "{} {}",
-        reference(client, kind, &applied.resource, "<unnamed>"),
-        applied.outcome
-    ))
 }
 
 async fn get(ctx: &Ctx, kind: &str, name: &str, format: Format) -> Result<ExitCode> {
@@ -524,6 +494,9 @@ async fn get(ctx: &Ctx, kind: &str, name: &str, format: Format) -> Result<ExitCo
             .await
             .with_context(|| format!("cannot get {kind_name} {name:?}"))?;
         output::print_one(&resource, format)?;
+        if matches!(format, Format::Table) && kind_name == "skill" {
+            skill::print_versions(&client, &resource).await?;
+        }
         Ok(ExitCode::SUCCESS)
     }
     .await;
@@ -564,7 +537,7 @@ async fn delete(ctx: &Ctx, args: DeleteArgs) -> Result<ExitCode> {
         .await;
         return finish(client, result).await;
     }
-    let documents = manifest::read_all(&args.files)?;
+    let documents = apply::read_documents(&args.files)?;
     let client = ctx.client().await?;
     let mut failed = 0;
     for document in &documents {
@@ -574,9 +547,10 @@ async fn delete(ctx: &Ctx, args: DeleteArgs) -> Result<ExitCode> {
             let kind = value["kind"].as_str().unwrap_or_default();
             client.kind(kind).map_err(|e| e.to_string())?;
             let id = value["metadata"]["id"].as_str().filter(|s| !s.is_empty());
-            let name = match id {
-                Some(id) => id.to_string(),
-                None => manifest::manifest_slug(value),
+            let name = match (id, skill::source_of(document)) {
+                (Some(id), _) => id.to_string(),
+                (None, Some(source)) => source?.slug(),
+                (None, None) => manifest::manifest_slug(value),
             };
             if name.is_empty() {
                 return Err("metadata: needs a name, slug or id to delete".to_string());

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::sync::OnceLock;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use assert_cmd::Command;
 use serde_json::Value;
@@ -141,6 +141,135 @@ impl Drop for Env {
 
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// The sha256 of a push line `skill/NAME OUTCOME (tag T, sha256 HEX)`.
+fn sha_of(line: &str) -> String {
+    let sha = line
+        .split("sha256 ")
+        .nth(1)
+        .and_then(|rest| rest.strip_suffix(")\n").or_else(|| rest.strip_suffix(')')))
+        .unwrap_or_else(|| panic!("no sha256 in {line:?}"));
+    assert_eq!(sha.len(), 64, "{line}");
+    assert!(sha.bytes().all(|b| b.is_ascii_hexdigit()), "{line}");
+    sha.to_string()
+}
+
+/// Sets every file under `dir` to `time`, as a fresh checkout or copy would.
+fn touch_all(dir: &Path, time: SystemTime) {
+    for entry in std::fs::read_dir(dir).expect("read dir") {
+        let path = entry.expect("entry").path();
+        if path.is_dir() {
+            touch_all(&path, time);
+        } else {
+            std::fs::File::options()
+                .write(true)
+                .open(&path)
+                .and_then(|f| f.set_modified(time))
+                .expect("set mtime");
+        }
+    }
+}
+
+const PDF_SKILL: &str = "---\nname: pdf-tools\ndescription: Read and split PDF files.\nmetadata:\n  version: \"1.0\"\n---\n# PDF tools\n\nRun scripts/extract.sh FILE to get the text of a PDF.\n";
+
+fn pdf_skill(env: &Env) -> PathBuf {
+    let skill_md = env.write("pdf-tools/SKILL.md", PDF_SKILL);
+    let script = env.write(
+        "pdf-tools/scripts/extract.sh",
+        "#!/bin/sh\npdftotext \"$1\" -\n",
+    );
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    env.write("pdf-tools/reference/forms.md", "# Forms\n\nFill them in.\n");
+    skill_md.parent().expect("skill dir").to_path_buf()
+}
+
+/// Issue 14, item 3: a Skill is pushed from its directory, by `skill push`, by `apply -f DIR`
+/// and by a manifest naming the directory; identical content is "unchanged" whatever the
+/// files' times; `get skill` shows the versions; an Agent can then reference it.
+#[test]
+fn skills_are_pushed_from_a_directory_and_identical_content_is_unchanged() {
+    let env = Env::new();
+    let dir = pdf_skill(&env);
+
+    let first = env.ok(&["skill", "push", "pdf-tools"]);
+    assert!(
+        first.starts_with("skill/pdf-tools created (tag 1.0, sha256 "),
+        "{first}"
+    );
+    let sha1 = sha_of(&first);
+
+    // Same content, other modification times: the same archive, so nothing changes.
+    touch_all(
+        &dir,
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+    );
+    let again = env.ok(&["skill", "push", "pdf-tools"]);
+    assert_eq!(
+        again,
+        format!("skill/pdf-tools unchanged (tag 1.0, sha256 {sha1})\n")
+    );
+    let applied = env.ok(&["apply", "-f", dir.to_str().expect("utf-8")]);
+    assert_eq!(
+        applied,
+        format!("skill/pdf-tools unchanged (tag 1.0, sha256 {sha1})\n")
+    );
+    // A manifest names the folder relative to itself, not to the working directory.
+    let manifest = env.write(
+        "manifests/skill.yaml",
+        "apiVersion: agentic.stigmer.ai/v1\nkind: Skill\nmetadata:\n  name: pdf-tools\nspec:\n  path: ../pdf-tools\n",
+    );
+    let applied = env.ok(&["apply", "-f", manifest.to_str().expect("utf-8")]);
+    assert_eq!(
+        applied,
+        format!("skill/pdf-tools unchanged (tag 1.0, sha256 {sha1})\n")
+    );
+
+    // New content and a new version: updated, with another hash.
+    env.write(
+        "pdf-tools/SKILL.md",
+        &PDF_SKILL
+            .replace("\"1.0\"", "\"1.1\"")
+            .replace("a PDF.", "a PDF, page by page."),
+    );
+    let second = env.ok(&["skill", "push", "pdf-tools"]);
+    assert!(
+        second.starts_with("skill/pdf-tools updated (tag 1.1, sha256 "),
+        "{second}"
+    );
+    let sha2 = sha_of(&second);
+    assert_ne!(sha1, sha2);
+
+    let shown = env.ok(&["get", "skill", "pdf-tools"]);
+    assert!(shown.contains("pdf-tools"), "{shown}");
+    let old = shown
+        .lines()
+        .find(|l| l.contains(&sha1))
+        .unwrap_or_else(|| panic!("no version {sha1} in {shown}"));
+    let new = shown
+        .lines()
+        .find(|l| l.contains(&sha2))
+        .unwrap_or_else(|| panic!("no version {sha2} in {shown}"));
+    assert!(old.contains("1.0") && !old.starts_with('*'), "{shown}");
+    assert!(new.contains("1.1") && new.starts_with('*'), "{shown}");
+    let skill = env.json(&["get", "skill", "pdf-tools", "-o", "json"]);
+    assert_eq!(skill["status"]["versionHash"], sha2.as_str());
+
+    // What every Agent that references a skill needed.
+    let agent = env.write(
+        "agent.yaml",
+        "kind: Agent\nmetadata: {name: reader}\nspec:\n  instructions: Read the PDFs you are given.\n  skillRefs: [{kind: skill, slug: pdf-tools}]\n",
+    );
+    assert_eq!(
+        env.ok(&["apply", "-f", agent.to_str().expect("utf-8")]),
+        "agent/reader created\n"
+    );
+
+    // A folder without SKILL.md is refused before anything is sent.
+    env.write("not-a-skill/README.md", "hello\n");
+    let (_, err) = env.fails(&["skill", "push", "not-a-skill"]);
+    assert!(err.contains("SKILL.md"), "{err}");
 }
 
 /// Issue 14, item 8: executions and sessions are found by the name the CLI prints, re-applying

@@ -8,6 +8,7 @@ mod config;
 mod kinds;
 mod resources;
 mod skill_package;
+mod skills;
 mod transport;
 
 use std::str::FromStr;
@@ -25,6 +26,7 @@ pub use config::{
 pub use kinds::{KindNames, Operation, kinds_for};
 pub use resources::{Applied, EXPORTED_VERSIONS, Export, ImportSummary, Outcome, WatchStream};
 pub use skill_package::{SKILL_MD, SkillInfo, SkillPackage, SkillPackageError};
+pub use skills::SkillVersion;
 pub use stigmer_grpc::naming::slug_from_name;
 pub use transport::Transport;
 

@@ -181,7 +181,15 @@ impl Client {
     /// changed since is not overwritten. For a resource that does not exist they are
     /// dropped, so that `get -o yaml` output applies after a delete or on another server.
     pub async fn apply(&self, manifest: &Value) -> Result<Applied, ClientError> {
+        if manifest.get(EXPORTED_VERSIONS).is_some() {
+            return Err(ClientError::Usage(format!(
+                "{EXPORTED_VERSIONS}: this is an export, with versions apply cannot write: write it back with `stigmer import -f FILE`"
+            )));
+        }
         let (kind, mut message) = self.parse_manifest(manifest)?;
+        if self.method(&kind, "Command", "push").is_some() {
+            return self.apply_pushed(&kind, manifest).await;
+        }
         let slug = manifest_slug(manifest);
         let before = match slug.is_empty() {
             true => None,
