@@ -51,8 +51,10 @@ fn default_config_path() -> PathBuf {
 enum Command {
     /// Create or update the resources manifests describe, and push skills.
     ///
-    /// A folder with SKILL.md, or a `kind: Skill` manifest whose spec.path names one (relative
-    /// to the manifest), is pushed as that skill.
+    /// Each document is applied after the documents it references (skills and environments by
+    /// name, parents by id), otherwise in the order given. A folder with SKILL.md, or a
+    /// `kind: Skill` manifest whose spec.path names one (relative to the manifest), is pushed
+    /// as that skill.
     ///
     /// Server-owned fields (metadata.id, metadata.revision, status) count only when a resource
     /// of that kind and name exists: metadata.revision is then the revision you expect it at,

@@ -410,3 +410,59 @@ fn get_yaml_output_applies_after_a_delete_and_on_a_fresh_server() {
     let help = env.ok(&["apply", "--help"]);
     assert!(help.contains("metadata.revision"), "{help}");
 }
+
+/// Issue 14, item 10: a directory applies in dependency order whatever the file names, and a
+/// reference to something that failed names the document that failed.
+#[test]
+fn apply_orders_by_dependency_and_names_failed_providers() {
+    let env = Env::new();
+    env.write(
+        "stack/a-agent.yaml",
+        "kind: Agent\nmetadata: {name: helper-agent}\nspec:\n  instructions: Help with everything asked.\n  skillRefs: [{kind: skill, slug: helper}]\n",
+    );
+    env.write(
+        "stack/b-environment.yaml",
+        "kind: Environment\nmetadata: {name: dev}\nspec: {data: {LOG_LEVEL: {value: debug}}}\n",
+    );
+    env.write(
+        "stack/c-skill.yaml",
+        "kind: Skill\nmetadata: {name: helper}\nspec: {path: ./helper}\n",
+    );
+    env.write("stack/helper/SKILL.md", "---\nname: helper\n---\nHelp.\n");
+    let out = env.ok(&["apply", "-f", "stack"]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    assert_eq!(lines[2], "agent/helper-agent created", "{out}");
+    assert!(
+        lines[..2]
+            .iter()
+            .any(|l| l.starts_with("skill/helper created")),
+        "{out}"
+    );
+    assert!(lines[..2].contains(&"environment/dev created"), "{out}");
+
+    // The skill fails; the agent that needs it says which document would have provided it.
+    env.write(
+        "broken/agents.yaml",
+        "kind: Agent\nmetadata: {name: broken-agent}\nspec:\n  instructions: Help with everything asked.\n  skillRefs:\n  - {kind: skill, slug: helper}\n  - {kind: skill, slug: broken-skill}\n---\nkind: Agent\nmetadata: {name: lost-agent}\nspec:\n  instructions: Help with everything asked.\n  skillRefs: [{kind: skill, slug: ghost}]\n",
+    );
+    env.write(
+        "broken/skills.yaml",
+        "kind: Skill\nmetadata: {name: broken-skill}\nspec: {path: ./nowhere}\n",
+    );
+    let (stdout, err) = env.fails(&["apply", "-f", "broken"]);
+    assert_eq!(stdout, "", "{stdout}");
+    let skills = Path::new("broken").join("skills.yaml");
+    assert!(
+        err.contains(&format!(
+            "spec.skillRefs[1] names skill \"broken-skill\", provided by {}, document 1, which failed: ",
+            skills.display()
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains("spec.skillRefs[0] names skill \"ghost\", which no document given provides"),
+        "{err}"
+    );
+    assert!(!err.contains("\"helper\", provided"), "{err}");
+}

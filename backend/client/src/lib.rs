@@ -6,6 +6,7 @@
 
 mod config;
 mod kinds;
+mod references;
 mod resources;
 mod skill_package;
 mod skills;
@@ -24,6 +25,7 @@ pub use config::{
     LocalTransport,
 };
 pub use kinds::{KindNames, Operation, kinds_for};
+pub use references::Reference;
 pub use resources::{Applied, EXPORTED_VERSIONS, Export, ImportSummary, Outcome, WatchStream};
 pub use skill_package::{SKILL_MD, SkillInfo, SkillPackage, SkillPackageError};
 pub use skills::SkillVersion;
@@ -43,6 +45,25 @@ pub enum ClientError {
     Usage(String),
     #[error("{}", .0.message())]
     Status(#[from] tonic::Status),
+}
+
+impl ClientError {
+    /// The server's field violations (`google.rpc.BadRequest`): (field path, description).
+    pub fn field_violations(&self) -> Vec<(String, String)> {
+        use tonic_types::StatusExt;
+        let Self::Status(status) = self else {
+            return Vec::new();
+        };
+        status
+            .get_details_bad_request()
+            .map(|bad| {
+                bad.field_violations
+                    .into_iter()
+                    .map(|v| (v.field, v.description))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
 }
 
 /// The kinds and methods this client knows, read once from the compiled descriptors: the
