@@ -1,20 +1,25 @@
 //! stigmer: the command line over stigmer-client.
 #![forbid(unsafe_code)]
 
+mod apply;
 mod daemon;
 mod lines;
 mod manifest;
 mod output;
 mod progress;
 mod schema;
+mod skill;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
-use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
+use clap::builder::{PossibleValue, PossibleValuesParser};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use serde_json::Value;
-use stigmer_client::{BackendType, Client, ClientConfig, ClientError, CloudConfig, Export};
+use stigmer_client::{
+    BackendType, Client, ClientConfig, ClientError, CloudConfig, Export, Operation,
+};
 use tokio_stream::StreamExt;
 
 use crate::output::Format;
@@ -46,7 +51,18 @@ fn default_config_path() -> PathBuf {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Create or update the resources manifests describe.
+    /// Create or update the resources manifests describe, and push skills.
+    ///
+    /// Each document is applied after the documents it references (skills and environments by
+    /// name, parents by id), otherwise in the order given. A folder with SKILL.md, or a
+    /// `kind: Skill` manifest whose spec.path names one (relative to the manifest), is pushed
+    /// as that skill.
+    ///
+    /// Server-owned fields (metadata.id, metadata.revision, status) count only when a resource
+    /// of that kind and name exists: metadata.revision is then the revision you expect it at,
+    /// and a resource changed since fails instead of being overwritten (remove the line to
+    /// overwrite it). When none exists they are ignored, so `get -o yaml` output applies after
+    /// a delete or on another server.
     Apply(ApplyArgs),
     /// Show one resource, or list a kind when no name is given.
     Get(GetArgs),
@@ -62,6 +78,11 @@ enum Command {
     Export(ExportArgs),
     /// Write exported resources back, keeping their ids; importing twice changes nothing.
     Import(ImportArgs),
+    /// Push skills: folders with SKILL.md.
+    Skill {
+        #[command(subcommand)]
+        command: SkillCommand,
+    },
     /// Show or choose the backend (local or cloud).
     Backend {
         #[command(subcommand)]
@@ -83,9 +104,17 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum SkillCommand {
+    /// Zip a folder with SKILL.md and push it as the skill's newest version; prints its name,
+    /// tag and sha256. The same files give the same archive: pushing them again is a no-op.
+    Push(skill::PushArgs),
+}
+
 #[derive(Args)]
 struct ApplyArgs {
-    /// A manifest file, a directory of *.yaml/*.yml/*.json files, or - for stdin. Repeatable.
+    /// A manifest file, a directory of *.yaml/*.yml/*.json files, a skill folder (with
+    /// SKILL.md), or - for stdin. Repeatable.
     #[arg(
         short = 'f',
         long = "filename",
@@ -101,8 +130,11 @@ struct ApplyArgs {
 #[derive(Args)]
 struct GetArgs {
     /// The kind: agent, agents, Agent, or an id prefix such as agt.
+    // Explicit indexes: `command()` replaces the kind argument, which moves it last.
+    #[arg(index = 1)]
     kind: String,
     /// A name, slug or id; without it, every resource of the kind.
+    #[arg(index = 2)]
     name: Option<String>,
     /// Output format.
     #[arg(short, long, value_enum, default_value_t = Format::Table)]
@@ -127,10 +159,10 @@ struct ListArgs {
 #[derive(Args)]
 struct DeleteArgs {
     /// The kind (with NAME), e.g. agent.
-    #[arg(required_unless_present = "files", conflicts_with = "files")]
+    #[arg(index = 1, required_unless_present = "files", conflicts_with = "files")]
     kind: Option<String>,
     /// A name, slug or id.
-    #[arg(required_unless_present = "files")]
+    #[arg(index = 2, required_unless_present = "files")]
     name: Option<String>,
     /// Delete what these manifests name (files, directories or -). Repeatable.
     #[arg(short = 'f', long = "filename", value_name = "FILE|DIR|-")]
@@ -225,11 +257,34 @@ enum ServerCommand {
     Status,
 }
 
+/// The command line, with each kind argument offering only the kinds its command serves.
+fn command() -> clap::Command {
+    let kinds = |operation| {
+        move |arg: clap::Arg| match stigmer_client::kinds_for(operation) {
+            Ok(kinds) => arg
+                .ignore_case(true)
+                .value_parser(PossibleValuesParser::new(
+                    kinds
+                        .into_iter()
+                        .map(|k| PossibleValue::new(k.name).aliases([k.plural, k.id_prefix])),
+                )),
+            // The catalog is built from descriptors compiled in; the server would fail too.
+            Err(_) => arg,
+        }
+    };
+    Cli::command()
+        .mut_subcommand("get", |c| c.mut_arg("kind", kinds(Operation::Get)))
+        .mut_subcommand("list", |c| c.mut_arg("kind", kinds(Operation::List)))
+        .mut_subcommand("delete", |c| c.mut_arg("kind", kinds(Operation::Delete)))
+        .mut_subcommand("watch", |c| c.mut_arg("kind", kinds(Operation::Watch)))
+        .mut_subcommand("export", |c| c.mut_arg("kinds", kinds(Operation::Watch)))
+}
+
 fn main() -> ExitCode {
     // A closed stdout (`stigmer get agents | head -1`) ends the process quietly, as it does
     // every Unix tool, instead of a panic on the failed write.
     sigpipe::reset();
-    let cli = Cli::parse();
+    let cli = Cli::from_arg_matches(&command().get_matches()).unwrap_or_else(|err| err.exit());
     let verbose = cli.verbose;
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
@@ -310,7 +365,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         config_path: cli.config,
     };
     match cli.command {
-        Command::Apply(args) => apply(&ctx, args).await,
+        Command::Apply(args) => apply::run(&ctx, args).await,
         Command::Get(args) => match args.name {
             Some(name) => get(&ctx, &args.kind, &name, args.output).await,
             None => list(&ctx, &args.kind, args.selector.as_deref(), args.output).await,
@@ -320,6 +375,15 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Watch(args) => watch(&ctx, args).await,
         Command::Export(args) => export(&ctx, args).await,
         Command::Import(args) => import(&ctx, args).await,
+        Command::Skill {
+            command: SkillCommand::Push(args),
+        } => {
+            let client = ctx.client().await?;
+            let pushed = skill::push(&client, args).await;
+            let line = finish(client, pushed).await?;
+            println!("{line}");
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Backend { command } => match command {
             BackendCommand::Status => backend_status(&ctx).await,
             BackendCommand::Set { mode } => backend_set(&ctx, mode),
@@ -328,12 +392,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Logout => logout(&ctx),
         Command::Server { command } => server(&ctx, command).await,
         Command::Completion { shell } => {
-            clap_complete::generate(
-                shell,
-                &mut Cli::command(),
-                "stigmer",
-                &mut std::io::stdout(),
-            );
+            clap_complete::generate(shell, &mut command(), "stigmer", &mut std::io::stdout());
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -425,79 +484,12 @@ fn server_message(err: &ClientError) -> String {
     message
 }
 
-async fn apply(ctx: &Ctx, args: ApplyArgs) -> Result<ExitCode> {
-    let documents = manifest::read_all(&args.files)?;
-    if documents.is_empty() {
-        bail!("no manifests found in the files given");
-    }
-    let client = if args.dry_run {
-        // Checking shapes needs no server.
-        ctx.connect(&ctx.config()?).await?
-    } else {
-        ctx.client().await?
-    };
-    let mut failed = 0;
-    for document in &documents {
-        let result = match &document.value {
-            Err(err) => Err(vec![manifest::Problem::from(err.clone())]),
-            Ok(value) => apply_one(&client, document, value, args.dry_run).await,
-        };
-        match result {
-            Ok(line) => println!("{line}"),
-            Err(problems) => {
-                failed += 1;
-                document.report(&problems);
-            }
-        }
-    }
-    if failed > 0 {
-        eprintln!(
-            "error: {failed} of {} documents failed{}",
-            documents.len(),
-            if args.dry_run { " the check" } else { "" }
-        );
-        return finish(client, Ok(ExitCode::FAILURE)).await;
-    }
-    finish(client, Ok(ExitCode::SUCCESS)).await
-}
-
 /// Closes the client (the in-process server, if any), keeping the command's own error first.
 async fn finish<T>(client: Client, result: Result<T>) -> Result<T> {
     let closed = client.close().await;
     let value = result?;
     closed.context("cannot close the in-process server")?;
     Ok(value)
-}
-
-async fn apply_one(
-    client: &Client,
-    document: &manifest::Document,
-    value: &Value,
-    dry_run: bool,
-) -> Result<String, Vec<manifest::Problem>> {
-    manifest::check(client, document, value)?;
-    let kind = value["kind"].as_str().unwrap_or_default();
-    if dry_run {
-        client
-            .parse_manifest(value)
-            .map_err(|e| vec![e.to_string().into()])?;
-        let slug = manifest::manifest_slug(value);
-        let mut shown = value.clone();
-        shown["metadata"]["slug"] = Value::String(slug.clone());
-        return Ok(format!(
-            "{} valid (dry run)",
-            reference(client, kind, &shown, "<unnamed>")
-        ));
-    }
-    let applied = client
-        .apply(value)
-        .await
-        .map_err(|e| manifest::server_problems(&e, server_message(&e)))?;
-    Ok(format!(
-        "{} {}",
-        reference(client, kind, &applied.resource, "<unnamed>"),
-        applied.outcome
-    ))
 }
 
 async fn get(ctx: &Ctx, kind: &str, name: &str, format: Format) -> Result<ExitCode> {
@@ -509,6 +501,9 @@ async fn get(ctx: &Ctx, kind: &str, name: &str, format: Format) -> Result<ExitCo
             .await
             .with_context(|| format!("cannot get {kind_name} {name:?}"))?;
         output::print_one(&resource, format)?;
+        if matches!(format, Format::Table) && kind_name == "skill" {
+            skill::print_versions(&client, &resource).await?;
+        }
         Ok(ExitCode::SUCCESS)
     }
     .await;
@@ -518,7 +513,8 @@ async fn get(ctx: &Ctx, kind: &str, name: &str, format: Format) -> Result<ExitCo
 async fn list(ctx: &Ctx, kind: &str, selector: Option<&str>, format: Format) -> Result<ExitCode> {
     let client = ctx.client().await?;
     let result = async {
-        let kind_name = client.kind(kind)?.name.to_lowercase();
+        // A kind without a list says so and what works instead, with no "cannot list" before.
+        let kind_name = client.kind_for(kind, Operation::List)?.name.to_lowercase();
         let items = client
             .list(kind, selector.unwrap_or_default())
             .await
@@ -548,7 +544,7 @@ async fn delete(ctx: &Ctx, args: DeleteArgs) -> Result<ExitCode> {
         .await;
         return finish(client, result).await;
     }
-    let documents = manifest::read_all(&args.files)?;
+    let documents = apply::read_documents(&args.files)?;
     let client = ctx.client().await?;
     let mut failed = 0;
     for document in &documents {
@@ -558,9 +554,10 @@ async fn delete(ctx: &Ctx, args: DeleteArgs) -> Result<ExitCode> {
             let kind = value["kind"].as_str().unwrap_or_default();
             client.kind(kind).map_err(|e| e.to_string())?;
             let id = value["metadata"]["id"].as_str().filter(|s| !s.is_empty());
-            let name = match id {
-                Some(id) => id.to_string(),
-                None => manifest::manifest_slug(value),
+            let name = match (id, skill::source_of(document)) {
+                (Some(id), _) => id.to_string(),
+                (None, Some(source)) => source?.slug(),
+                (None, None) => manifest::manifest_slug(value),
             };
             if name.is_empty() {
                 return Err("metadata: needs a name, slug or id to delete".to_string());
@@ -927,4 +924,14 @@ async fn server(ctx: &Ctx, command: ServerCommand) -> Result<ExitCode> {
 /// "not running", so scripts can test it.
 fn not_running() -> ExitCode {
     ExitCode::from(3)
+}
+
+#[cfg(test)]
+mod tests {
+    /// clap checks a command line only when it parses one; this checks the one `command()`
+    /// builds (the kind arguments it replaces keep their positions).
+    #[test]
+    fn the_command_line_is_consistent() {
+        super::command().debug_assert();
+    }
 }

@@ -34,6 +34,24 @@ struct Text {
 }
 
 impl Document {
+    /// A document not read from a file (a skill folder given to `-f`): no lines to name.
+    pub fn standalone(
+        source: impl Into<String>,
+        number: usize,
+        value: Result<Value, String>,
+    ) -> Self {
+        Self {
+            source: source.into(),
+            number,
+            value,
+            text: Arc::new(Text {
+                text: String::new(),
+                json: true,
+                lines: OnceLock::new(),
+            }),
+        }
+    }
+
     /// `agents.yaml, document 2`
     pub fn location(&self) -> String {
         format!("{}, document {}", self.source, self.number)

@@ -57,10 +57,7 @@ pub fn scalar(value: &Value) -> String {
 }
 
 pub fn table(items: &[Value]) -> String {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
-    let mut rows = vec![[
+    let mut rows = vec![vec![
         "NAME".to_string(),
         "ID".to_string(),
         "REVISION".to_string(),
@@ -72,20 +69,32 @@ pub fn table(items: &[Value]) -> String {
             Some(slug) => slug.to_string(),
             None => scalar(&metadata["name"]),
         };
-        let created = &item["status"]["audit"]["specAudit"]["createdAt"];
-        let age = created
-            .as_str()
-            .and_then(parse_rfc3339)
-            .map_or_else(|| scalar(created), |t| age(now - t));
-        rows.push([
+        rows.push(vec![
             name,
             scalar(&metadata["id"]),
             scalar(&metadata["revision"]),
-            age,
+            since(&item["status"]["audit"]["specAudit"]["createdAt"]),
         ]);
     }
-    let mut widths = [0usize; 4];
-    for row in &rows {
+    align(&rows)
+}
+
+/// How long ago an RFC 3339 timestamp was (`5m`), or the value as is when it is not one.
+pub fn since(timestamp: &Value) -> String {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    timestamp
+        .as_str()
+        .and_then(parse_rfc3339)
+        .map_or_else(|| scalar(timestamp), |t| age(now - t))
+}
+
+/// Rows as columns separated by three spaces, each as wide as its widest cell.
+pub fn align(rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = Vec::new();
+    for row in rows {
+        widths.resize(widths.len().max(row.len()), 0);
         for (width, cell) in widths.iter_mut().zip(row) {
             *width = (*width).max(cell.chars().count());
         }

@@ -5,7 +5,11 @@
 #![forbid(unsafe_code)]
 
 mod config;
+mod kinds;
+mod references;
 mod resources;
+mod skill_package;
+mod skills;
 mod transport;
 
 use std::str::FromStr;
@@ -20,7 +24,11 @@ pub use config::{
     BackendConfig, BackendType, ClientConfig, CloudConfig, DEFAULT_LOCAL_ENDPOINT, LocalConfig,
     LocalTransport,
 };
+pub use kinds::{KindNames, Operation, kinds_for};
+pub use references::Reference;
 pub use resources::{Applied, EXPORTED_VERSIONS, Export, ImportSummary, Outcome, WatchStream};
+pub use skill_package::{SKILL_MD, SkillInfo, SkillPackage, SkillPackageError};
+pub use skills::SkillVersion;
 pub use stigmer_grpc::API_VERSION;
 pub use stigmer_grpc::naming::slug_from_name;
 pub use transport::Transport;
@@ -40,6 +48,43 @@ pub enum ClientError {
     Status(#[from] tonic::Status),
 }
 
+impl ClientError {
+    /// The server's field violations (`google.rpc.BadRequest`): (field path, description).
+    pub fn field_violations(&self) -> Vec<(String, String)> {
+        use tonic_types::StatusExt;
+        let Self::Status(status) = self else {
+            return Vec::new();
+        };
+        status
+            .get_details_bad_request()
+            .map(|bad| {
+                bad.field_violations
+                    .into_iter()
+                    .map(|v| (v.field, v.description))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// The kinds and methods this client knows, read once from the compiled descriptors: the
+/// same catalog the server builds, so it says what the server serves.
+pub(crate) fn shared_catalog() -> Result<Arc<stigmer_grpc::catalog::Catalog>, ClientError> {
+    static CATALOG: std::sync::OnceLock<Result<Arc<stigmer_grpc::catalog::Catalog>, String>> =
+        std::sync::OnceLock::new();
+    CATALOG
+        .get_or_init(|| {
+            stigmer_grpc::catalog::Catalog::build(
+                &stigmer_api::DESCRIPTOR_POOL,
+                stigmer_grpc::kinds::KINDS,
+            )
+            .map(Arc::new)
+            .map_err(|err| err.to_string())
+        })
+        .clone()
+        .map_err(ClientError::Config)
+}
+
 /// A connection to a Stigmer backend.
 pub struct Client {
     transport: Transport,
@@ -50,13 +95,7 @@ pub struct Client {
 
 /// The factory: a client over the transport `config` names.
 pub async fn connect(config: &ClientConfig) -> Result<Client, ClientError> {
-    let catalog = Arc::new(
-        stigmer_grpc::catalog::Catalog::build(
-            &stigmer_api::DESCRIPTOR_POOL,
-            stigmer_grpc::kinds::KINDS,
-        )
-        .map_err(|err| ClientError::Config(err.to_string()))?,
-    );
+    let catalog = shared_catalog()?;
     let org = config
         .org()
         .map(|org| {

@@ -12,6 +12,7 @@ use stigmer_grpc::codec::DynamicCodec;
 use stigmer_grpc::naming::slug_from_name;
 use tokio_stream::{Stream, StreamExt};
 
+use crate::kinds::{KindNames, Operation, method_of, names_of};
 use crate::{Client, ClientError};
 
 /// What `apply` did to one resource.
@@ -44,8 +45,64 @@ pub type WatchStream = Pin<Box<dyn Stream<Item = Result<Value, tonic::Status>> +
 const WATCH: &str = "/ai.stigmer.backend.v1.ResourceService/watch";
 const INFO: &str = "/ai.stigmer.backend.v1.ResourceService/info";
 
-fn to_json(message: &DynamicMessage) -> Value {
+pub(crate) fn to_json(message: &DynamicMessage) -> Value {
     serde_json::to_value(message).unwrap_or(Value::Null)
+}
+
+/// The slug a manifest names: metadata.slug, else the slug of metadata.name, else empty.
+pub(crate) fn manifest_slug(manifest: &Value) -> String {
+    let metadata = manifest.get("metadata");
+    metadata
+        .and_then(|m| m.get("slug"))
+        .and_then(Value::as_str)
+        .filter(|slug| !slug.is_empty())
+        .map(str::to_string)
+        .or_else(|| {
+            metadata
+                .and_then(|m| m.get("name"))
+                .and_then(Value::as_str)
+                .map(slug_from_name)
+        })
+        .unwrap_or_default()
+}
+
+/// Forgets what the server owns in a manifest for a resource that does not exist: an id and
+/// revision copied from `get -o yaml` or an export belong to a deleted resource or another
+/// server, and status is the server's to set.
+fn drop_server_fields(message: &mut DynamicMessage) {
+    message.clear_field_by_name("status");
+    if let Some(Field::Message(metadata)) = message.get_field_by_name_mut("metadata") {
+        metadata.clear_field_by_name("id");
+        metadata.clear_field_by_name("revision");
+    }
+}
+
+pub(crate) fn outcome(before: Option<&Value>, after: &Value) -> Outcome {
+    match before {
+        None => Outcome::Created,
+        Some(before) if before["metadata"]["revision"] == after["metadata"]["revision"] => {
+            Outcome::Unchanged
+        }
+        Some(_) => Outcome::Updated,
+    }
+}
+
+/// `target` with every field `changes` gives: objects merge key by key, anything else is
+/// replaced.
+fn merge(target: &mut Value, changes: &Value) {
+    match (target, changes) {
+        (Value::Object(target), Value::Object(changes)) => {
+            for (key, value) in changes {
+                match target.get_mut(key) {
+                    Some(existing) => merge(existing, value),
+                    None => {
+                        target.insert(key.clone(), value.clone());
+                    }
+                }
+            }
+        }
+        (target, changes) => *target = changes.clone(),
+    }
 }
 
 impl Client {
@@ -73,16 +130,11 @@ impl Client {
             })
     }
 
-    fn method(&self, kind: &KindInfo, role: &str, name: &str) -> Option<&Arc<Method>> {
-        let path = format!(
-            "/ai.stigmer.agentic.{}.v1.{}{role}Controller/{name}",
-            kind.name.to_lowercase(),
-            kind.name
-        );
-        self.catalog().method(&path)
+    pub(crate) fn method(&self, kind: &KindInfo, role: &str, name: &str) -> Option<&Arc<Method>> {
+        method_of(self.catalog(), kind, role, name)
     }
 
-    fn required(
+    pub(crate) fn required(
         &self,
         kind: &KindInfo,
         role: &str,
@@ -92,7 +144,7 @@ impl Client {
             .ok_or_else(|| ClientError::Usage(format!("{} has no {name} operation", kind.name)))
     }
 
-    async fn invoke(
+    pub(crate) async fn invoke(
         &self,
         method: &Method,
         request: DynamicMessage,
@@ -124,47 +176,110 @@ impl Client {
     }
 
     /// Creates or updates the resource a manifest describes, and says which it was.
+    ///
+    /// Server-owned fields (metadata.id and revision, status) count only when a resource of
+    /// that kind and slug exists: then the revision is the one expected, and a resource
+    /// changed since is not overwritten. For a resource that does not exist they are
+    /// dropped, so that `get -o yaml` output applies after a delete or on another server.
     pub async fn apply(&self, manifest: &Value) -> Result<Applied, ClientError> {
-        let (kind, message) = self.parse_manifest(manifest)?;
-        let metadata = manifest.get("metadata");
-        let slug = metadata
-            .and_then(|m| m.get("slug"))
-            .and_then(Value::as_str)
-            .map(str::to_string)
-            .or_else(|| {
-                metadata
-                    .and_then(|m| m.get("name"))
-                    .and_then(Value::as_str)
-                    .map(slug_from_name)
-            })
-            .unwrap_or_default();
-        let before = match self.method(&kind, "Query", "getByReference") {
-            Some(_) if !slug.is_empty() => self.find_by_slug(&kind, &slug).await?,
-            _ => None,
+        if manifest.get(EXPORTED_VERSIONS).is_some() {
+            return Err(ClientError::Usage(format!(
+                "{EXPORTED_VERSIONS}: this is an export, with versions apply cannot write: write it back with `stigmer import -f FILE`"
+            )));
+        }
+        let (kind, mut message) = self.parse_manifest(manifest)?;
+        if self.method(&kind, "Command", "push").is_some() {
+            return self.apply_pushed(&kind, manifest).await;
+        }
+        let slug = manifest_slug(manifest);
+        let before = match slug.is_empty() {
+            true => None,
+            false => self.find_by_slug(&kind, &slug).await?,
         };
-        let verb = if self.method(&kind, "Command", "apply").is_some() {
-            "apply"
-        } else {
-            "create"
-        };
-        let method = self.required(&kind, "Command", verb)?;
-        let resource = to_json(&self.invoke(method, message).await?);
-        let outcome = match before {
-            None => Outcome::Created,
-            Some(before) if before["metadata"]["revision"] == resource["metadata"]["revision"] => {
-                Outcome::Unchanged
+        if before.is_none() {
+            drop_server_fields(&mut message);
+        }
+        let resource = match (self.method(&kind, "Command", "apply"), &before) {
+            (Some(method), _) => to_json(&self.invoke(method, message).await?),
+            (None, Some(stored)) => return self.reapply(&kind, &slug, message, stored).await,
+            (None, None) => {
+                let method = self.required(&kind, "Command", "create")?;
+                to_json(&self.invoke(method, message).await?)
             }
-            Some(_) => Outcome::Updated,
         };
-        Ok(Applied { outcome, resource })
+        Ok(Applied {
+            outcome: outcome(before.as_ref(), &resource),
+            resource,
+        })
     }
 
-    async fn find_by_slug(
+    /// Applies a manifest to an existing resource of a kind without an apply RPC (the
+    /// executions): unchanged when the manifest gives nothing the resource does not hold
+    /// already, otherwise an update of what it gives. What it leaves out stays, such as the
+    /// session the server started an execution in.
+    async fn reapply(
+        &self,
+        kind: &KindInfo,
+        slug: &str,
+        message: DynamicMessage,
+        stored: &Value,
+    ) -> Result<Applied, ClientError> {
+        let mut changes = to_json(&message);
+        let given_id = changes["metadata"]["id"].as_str().unwrap_or_default();
+        let stored_id = stored["metadata"]["id"].as_str().unwrap_or_default();
+        if !given_id.is_empty() && given_id != stored_id {
+            return Err(ClientError::Usage(format!(
+                "metadata.id is {given_id:?} but {} {slug:?} is {stored_id}; remove metadata.id to apply this manifest to it",
+                kind.name
+            )));
+        }
+        // The revision the manifest carries, else the one just read: either way a change made
+        // in between fails instead of being overwritten.
+        let revision = match &changes["metadata"]["revision"] {
+            Value::Null => stored["metadata"]["revision"].clone(),
+            given => given.clone(),
+        };
+        if let Some(object) = changes.as_object_mut() {
+            object.remove("status");
+        }
+        if let Some(metadata) = changes["metadata"].as_object_mut() {
+            metadata.remove("id");
+            metadata.remove("revision");
+        }
+        let mut merged = stored.clone();
+        merge(&mut merged, &changes);
+        if merged == *stored {
+            return Ok(Applied {
+                outcome: Outcome::Unchanged,
+                resource: stored.clone(),
+            });
+        }
+        let method = self.method(kind, "Command", "update").ok_or_else(|| {
+            ClientError::Usage(format!(
+                "{} {slug:?} exists and cannot be changed; delete it first",
+                kind.name
+            ))
+        })?;
+        merged["metadata"]["revision"] = revision;
+        let request = DynamicMessage::deserialize(kind.message.clone(), &merged)
+            .map_err(|err| ClientError::Usage(format!("not a valid {}: {err}", kind.name)))?;
+        let resource = to_json(&self.invoke(method, request).await?);
+        Ok(Applied {
+            outcome: outcome(Some(stored), &resource),
+            resource,
+        })
+    }
+
+    /// The resource of `kind` whose slug is `slug`: by getByReference, or through the list for
+    /// kinds without it (executions, sessions), so that every kind is found by the name shown.
+    pub(crate) async fn find_by_slug(
         &self,
         kind: &KindInfo,
         slug: &str,
     ) -> Result<Option<Value>, ClientError> {
-        let method = self.required(kind, "Query", "getByReference")?;
+        let Some(method) = self.method(kind, "Query", "getByReference") else {
+            return self.find_in_list(kind, slug).await;
+        };
         let mut request = DynamicMessage::new(method.input.clone());
         request.set_field_by_name("slug", Field::String(slug.to_string()));
         match self.invoke(method, request).await {
@@ -174,9 +289,64 @@ impl Client {
         }
     }
 
+    async fn find_in_list(
+        &self,
+        kind: &KindInfo,
+        slug: &str,
+    ) -> Result<Option<Value>, ClientError> {
+        let mut found = None;
+        self.each_page(kind, "", |items| {
+            found = items
+                .into_iter()
+                .find(|item| item["metadata"]["slug"] == slug);
+            found.is_none()
+        })
+        .await?;
+        Ok(found)
+    }
+
+    /// Calls `on_page` with every page of a kind's list until it returns false.
+    async fn each_page(
+        &self,
+        kind: &KindInfo,
+        label_selector: &str,
+        mut on_page: impl FnMut(Vec<Value>) -> bool,
+    ) -> Result<(), ClientError> {
+        let method = self.method(kind, "Query", "list").ok_or_else(|| {
+            let KindNames { name, plural, .. } = names_of(kind);
+            ClientError::Usage(format!(
+                "{plural} cannot be found by name: the server offers no list of them; use the id (`stigmer get {name} ID`)"
+            ))
+        })?;
+        let mut token = String::new();
+        loop {
+            let mut request = DynamicMessage::new(method.input.clone());
+            request.set_field_by_name("page_size", Field::I32(1000));
+            request.set_field_by_name("page_token", Field::String(token.clone()));
+            if !label_selector.is_empty() {
+                request
+                    .set_field_by_name("label_selector", Field::String(label_selector.to_string()));
+            }
+            let page = to_json(&self.invoke(method, request).await?);
+            let mut items = Vec::new();
+            for field in ["items", "entries"] {
+                if let Some(Value::Array(page_items)) = page.get(field) {
+                    items.extend(page_items.iter().cloned());
+                }
+            }
+            if !on_page(items) {
+                return Ok(());
+            }
+            match page.get("nextPageToken").and_then(Value::as_str) {
+                Some(next) if !next.is_empty() => token = next.to_string(),
+                _ => return Ok(()),
+            }
+        }
+    }
+
     /// One resource by id (`agt-…`) or by name/slug.
     pub async fn get(&self, kind: &str, name_or_id: &str) -> Result<Value, ClientError> {
-        let kind = Arc::clone(self.kind(kind)?);
+        let kind = Arc::clone(self.kind_for(kind, Operation::Get)?);
         if name_or_id.starts_with(&format!("{}-", kind.id_prefix)) {
             let method = self.required(&kind, "Query", "get")?;
             let mut request = DynamicMessage::new(method.input.clone());
@@ -195,35 +365,20 @@ impl Client {
 
     /// Every resource of a kind in the org, all pages, optionally filtered by labels.
     pub async fn list(&self, kind: &str, label_selector: &str) -> Result<Vec<Value>, ClientError> {
-        let kind = Arc::clone(self.kind(kind)?);
-        let method = self.required(&kind, "Query", "list")?;
+        let kind = Arc::clone(self.kind_for(kind, Operation::List)?);
         let mut items = Vec::new();
-        let mut token = String::new();
-        loop {
-            let mut request = DynamicMessage::new(method.input.clone());
-            request.set_field_by_name("page_size", Field::I32(1000));
-            request.set_field_by_name("page_token", Field::String(token.clone()));
-            if !label_selector.is_empty() {
-                request
-                    .set_field_by_name("label_selector", Field::String(label_selector.to_string()));
-            }
-            let page = to_json(&self.invoke(method, request).await?);
-            for field in ["items", "entries"] {
-                if let Some(Value::Array(page_items)) = page.get(field) {
-                    items.extend(page_items.iter().cloned());
-                }
-            }
-            match page.get("nextPageToken").and_then(Value::as_str) {
-                Some(next) if !next.is_empty() => token = next.to_string(),
-                _ => return Ok(items),
-            }
-        }
+        self.each_page(&kind, label_selector, |page| {
+            items.extend(page);
+            true
+        })
+        .await?;
+        Ok(items)
     }
 
     /// Deletes a resource by id or name; returns it as it was.
     pub async fn delete(&self, kind: &str, name_or_id: &str) -> Result<Value, ClientError> {
-        let found = self.get(kind, name_or_id).await?;
-        let kind = Arc::clone(self.kind(kind)?);
+        let kind = Arc::clone(self.kind_for(kind, Operation::Delete)?);
+        let found = self.get(&kind.name, name_or_id).await?;
         let id = found["metadata"]["id"]
             .as_str()
             .unwrap_or_default()
