@@ -36,6 +36,19 @@ pub async fn run(ctx: &Ctx, args: ApplyArgs) -> Result<ExitCode> {
     } else {
         ctx.client().await?
     };
+    if !args.dry_run && !client.transport().is_in_process() && !client.is_serving().await {
+        // One line with the endpoint and the hint, not the same connect error per document.
+        let endpoint = client.endpoint().to_string();
+        return finish(
+            client,
+            Err(ClientError::Connect {
+                endpoint,
+                reason: "no answer to a health check".into(),
+            }
+            .into()),
+        )
+        .await;
+    }
     let items: Vec<Item> = documents
         .iter()
         .map(|document| Item::prepare(&client, document))

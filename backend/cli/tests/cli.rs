@@ -753,3 +753,34 @@ spec:
     );
     assert!(err.contains("3 of 5 documents failed the check"), "{err}");
 }
+
+/// An unreachable server is one line with the endpoint and what to do, not the same connect
+/// error once per document.
+#[test]
+fn apply_to_an_unreachable_server_says_so_once() {
+    let env = Env::new();
+    let unused = format!("127.0.0.1:{}", free_port());
+    env.ok(&[
+        "login",
+        "--endpoint",
+        &unused,
+        "--token",
+        "t0k",
+        "--org",
+        "acme",
+    ]);
+    let file = env.write("stack.yaml", MANIFESTS);
+    let out = env
+        .cmd(&["apply", "-f", file.to_str().expect("utf-8")])
+        .env_remove("STIGMER_ENDPOINT")
+        .output()
+        .expect("run stigmer");
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    let lines: Vec<&str> = err.lines().filter(|line| !line.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "{err}");
+    assert!(
+        lines[0].contains(&unused) && lines[0].contains("stigmer backend status"),
+        "{err}"
+    );
+}
