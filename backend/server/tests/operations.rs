@@ -278,6 +278,8 @@ struct Binary {
     child: Child,
     log: Log,
     address: String,
+    /// What the server logged before it said it was serving.
+    before_serving: Vec<serde_json::Value>,
 }
 
 impl Binary {
@@ -342,6 +344,7 @@ impl Binary {
                 child,
                 log,
                 address,
+                before_serving: logged,
             }),
             None => Err(logged),
         }
@@ -1063,4 +1066,81 @@ async fn allow_insecure_serves_a_non_loopback_listen_and_warns() {
     binary.signal("-TERM");
     let exit = binary.wait().await;
     assert!(exit.success(), "exit status {exit:?}");
+}
+
+/// A healthy session reads as one: migrations logged once each (refinery's own lines are
+/// filtered), a lookup that finds nothing (NotFound, as the CLI's before every create) is not
+/// logged above debug, and durations are milliseconds to the microsecond.
+#[tokio::test]
+async fn a_healthy_session_logs_migrations_once_no_lookups_and_readable_durations() {
+    let home = tempfile::tempdir().expect("home");
+    let mut binary = Binary::start(home.path(), None).await;
+    let migrations = std::fs::read_dir(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../migrations/sqlite"
+    ))
+    .expect("migrations")
+    .count();
+    let applied = binary
+        .before_serving
+        .iter()
+        .filter(|line| line["fields"]["message"] == "applied database migration")
+        .count();
+    assert_eq!(applied, migrations, "{:#?}", binary.before_serving);
+    assert!(
+        binary.before_serving.iter().all(|line| !line["target"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("refinery")),
+        "{:#?}",
+        binary.before_serving
+    );
+
+    let channel = binary.channel().await;
+    let missing = AgentQueryControllerClient::new(channel.clone())
+        .get(AgentId {
+            value: "agt-01jz0000000000000000000000".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("no such agent");
+    assert_eq!(missing.code(), tonic::Code::NotFound);
+    let mut bad = agent("Too short");
+    bad.spec.as_mut().expect("spec").instructions = "short".into();
+    let invalid = AgentCommandControllerClient::new(channel)
+        .create(bad)
+        .await
+        .expect_err("invalid");
+    assert_eq!(invalid.code(), tonic::Code::InvalidArgument);
+    // The first call logged at info is the invalid create: the lookup before it was not.
+    let line = binary
+        .log_line(|line| line["fields"]["message"] == "rpc")
+        .await;
+    assert_eq!(line["fields"]["code"], "InvalidArgument", "{line}");
+    let duration = line["fields"]["duration_ms"].as_f64().expect("a number");
+    assert_eq!((duration * 1000.0).round() / 1000.0, duration, "{line}");
+}
+
+/// A user error at start-up (the port is taken) is one log line and exit status 1, never a
+/// backtrace, even with RUST_BACKTRACE set.
+#[tokio::test]
+async fn a_start_up_error_is_one_line_without_a_backtrace() {
+    let home = tempfile::tempdir().expect("home");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let address = taken.local_addr().expect("address").to_string();
+    let mut command = Binary::configure(Command::new(BINARY), home.path(), None, "info");
+    command
+        .env("STIGMER_LISTEN", &address)
+        .env("RUST_BACKTRACE", "1");
+    let out = tokio::time::timeout(DEADLINE, command.output())
+        .await
+        .expect("exits in time")
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains("backtrace") && !stderr.contains("panicked"),
+        "{stderr}"
+    );
+    assert!(stderr.contains(&address), "{stderr}");
 }
