@@ -116,3 +116,27 @@ fn relative_links(text: &str) -> Vec<String> {
         .filter(|target| !target.is_empty() && !target.contains("://"))
         .collect()
 }
+
+/// The README's install step exists and installs both binaries from this checkout, locked.
+#[test]
+fn make_install_installs_the_cli_and_the_server() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let out = Command::new("make")
+        .args(["-n", "install"])
+        .current_dir(&root)
+        .output()
+        .expect("make -n");
+    let plan = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{plan}");
+    for crate_dir in ["backend/cli", "backend/server"] {
+        assert!(
+            plan.contains(&format!("install --locked --path {crate_dir}")),
+            "{plan}"
+        );
+    }
+    let readme = std::fs::read_to_string(root.join("README.md")).expect("README");
+    assert!(
+        readme.contains("make install"),
+        "the README tells users to run it"
+    );
+}
