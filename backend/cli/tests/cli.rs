@@ -1,120 +1,14 @@
 //! The real `stigmer` binary against a real `stigmer-server` it starts itself, each test in
 //! its own HOME on its own port.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use common::{Env, free_port, stderr};
+
 use std::process::Output;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use assert_cmd::Command;
 use serde_json::Value;
-
-/// target/debug/stigmer-server, built once if missing.
-fn server_binary() -> PathBuf {
-    static BINARY: OnceLock<PathBuf> = OnceLock::new();
-    BINARY
-        .get_or_init(|| {
-            let exe = std::env::current_exe().expect("test executable");
-            let dir = exe
-                .parent()
-                .and_then(Path::parent)
-                .expect("target/debug")
-                .to_path_buf();
-            let binary = dir.join("stigmer-server");
-            if !binary.is_file() {
-                let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-                let status = std::process::Command::new(cargo)
-                    .args(["build", "-p", "stigmer-server"])
-                    .status()
-                    .expect("run cargo build -p stigmer-server");
-                assert!(status.success(), "cargo build -p stigmer-server failed");
-            }
-            assert!(binary.is_file(), "{} is missing", binary.display());
-            binary
-        })
-        .clone()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
-}
-
-/// One isolated user: a temp HOME and a port. Stops the daemon it may have started on drop,
-/// so a failing test leaves nothing running.
-struct Env {
-    home: tempfile::TempDir,
-    endpoint: String,
-}
-
-impl Env {
-    fn new() -> Self {
-        Self {
-            home: tempfile::tempdir().expect("temp HOME"),
-            endpoint: format!("127.0.0.1:{}", free_port()),
-        }
-    }
-
-    fn home(&self) -> &Path {
-        self.home.path()
-    }
-
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_stigmer"));
-        // The developer's settings reach neither the CLI nor the daemon it starts.
-        for (var, _) in std::env::vars_os() {
-            if var
-                .to_str()
-                .is_some_and(|name| name.starts_with("STIGMER_") || name == "RUST_LOG")
-            {
-                cmd.env_remove(var);
-            }
-        }
-        cmd.env("HOME", self.home())
-            .env("STIGMER_ENDPOINT", &self.endpoint)
-            .env("STIGMER_SERVER_BIN", server_binary())
-            .current_dir(self.home())
-            .args(args)
-            .timeout(Duration::from_secs(60));
-        cmd
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.cmd(args).output().expect("run stigmer")
-    }
-
-    /// Runs and expects success; returns stdout.
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "stigmer {args:?} failed: {}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn write(&self, name: &str, text: &str) -> PathBuf {
-        let path = self.home().join(name);
-        std::fs::write(&path, text).expect("write manifest");
-        path
-    }
-
-    fn pid_file(&self) -> PathBuf {
-        self.home().join(".stigmer").join("daemon.pid")
-    }
-}
-
-impl Drop for Env {
-    fn drop(&mut self) {
-        if self.pid_file().exists() {
-            let _ = self.cmd(&["server", "stop"]).output();
-        }
-    }
-}
 
 /// The figures of import's summary line, parsed whole (so "1 created" never matches inside
 /// "11 created").
@@ -145,10 +39,6 @@ fn import_counts(out: &str) -> ImportCounts {
         updated,
         unchanged,
     }
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 fn pid_alive(pid: u32) -> bool {
@@ -276,13 +166,7 @@ fn the_daemon_starts_once_on_demand_and_stops() {
     // Two CLIs at once start one daemon.
     let children: Vec<_> = (0..2)
         .map(|_| {
-            let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_stigmer"));
-            cmd.env("HOME", env.home())
-                .env("STIGMER_ENDPOINT", &env.endpoint)
-                .env("STIGMER_SERVER_BIN", server_binary())
-                .env_remove("STIGMER_BACKEND")
-                .env_remove("STIGMER_CONFIG")
-                .args(["list", "agents", "-o", "json"])
+            env.std_cmd(&["list", "agents", "-o", "json"])
                 .stdout(std::process::Stdio::piped())
                 .stderr(std::process::Stdio::piped())
                 .spawn()
@@ -420,13 +304,8 @@ fn watch_prints_the_snapshot_then_live_changes() {
     let file = file.to_str().expect("utf-8");
     env.ok(&["apply", "-f", file]);
 
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_stigmer"))
-        .env("HOME", env.home())
-        .env("STIGMER_ENDPOINT", &env.endpoint)
-        .env("STIGMER_SERVER_BIN", server_binary())
-        .env_remove("STIGMER_BACKEND")
-        .env_remove("STIGMER_CONFIG")
-        .args(["watch", "mcpserver"])
+    let mut child = env
+        .std_cmd(&["watch", "mcpserver"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -567,9 +446,8 @@ fn export_wipe_import_export_gives_the_same_file() {
 fn a_closed_stdout_ends_quietly() {
     use std::io::{BufRead, BufReader};
     let env = Env::new();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_stigmer"))
-        .args(["completion", "bash"])
-        .env("HOME", env.home())
+    let mut child = env
+        .std_cmd(&["completion", "bash"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
