@@ -74,17 +74,10 @@ impl Env {
         self.home.path()
     }
 
+    /// The CLI with `args`, as this user, with a deadline.
     pub fn cmd(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_stigmer"));
-        for var in developer_variables() {
-            cmd.env_remove(var);
-        }
-        cmd.env("HOME", self.home())
-            .env("STIGMER_ENDPOINT", &self.endpoint)
-            .env("STIGMER_SERVER_BIN", server_binary())
-            .current_dir(self.home())
-            .args(args)
-            .timeout(Duration::from_secs(60));
+        let mut cmd = Command::from_std(self.std_cmd(args));
+        cmd.timeout(Duration::from_secs(60));
         cmd
     }
 
