@@ -12,7 +12,7 @@ pub const DEFAULT_DB: &str = "~/.stigmer/stigmer.db";
 /// (with server reflection and grpc.health.v1). Every flag can also be set through the
 /// environment variable shown with it.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "stigmer-server", version, about, long_about = None)]
+#[command(name = "stigmer-server", version, long_about = None)]
 pub struct ServerConfig {
     /// Address (host:port) to serve gRPC on. Port 0 picks a free port, reported in the log.
     #[arg(long, env = "STIGMER_LISTEN", default_value = "127.0.0.1:50051")]

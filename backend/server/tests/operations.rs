@@ -897,6 +897,11 @@ fn help_documents_every_flag_with_its_environment_variable() {
         .split_whitespace()
         .collect::<Vec<_>>()
         .join(" ");
+    // It opens by saying what the binary is (not the description of the library crate).
+    assert!(
+        help.starts_with("stigmer-server stores every Stigmer API resource"),
+        "{help}"
+    );
     let command = ServerConfig::command();
     let flags: Vec<_> = command
         .get_arguments()
