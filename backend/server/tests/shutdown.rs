@@ -229,3 +229,61 @@ async fn sigterm_ends_open_watches_with_unavailable_and_the_revision_to_resume_f
     again.stop().await;
     drop(dir);
 }
+
+/// A subscription to a running execution never ends by itself; at shutdown it ends at once with
+/// UNAVAILABLE, like a watch, instead of holding the shutdown for its grace period.
+#[tokio::test]
+async fn sigterm_ends_open_subscriptions_with_unavailable() {
+    use stigmer_api::ai::stigmer::agentic::agentexecution::v1::agent_execution_command_controller_client::AgentExecutionCommandControllerClient;
+    use stigmer_api::ai::stigmer::agentic::agentexecution::v1::agent_execution_query_controller_client::AgentExecutionQueryControllerClient;
+    use stigmer_api::ai::stigmer::agentic::agentexecution::v1::{
+        AgentExecution, AgentExecutionId, AgentExecutionSpec,
+    };
+    let mut server = TestServer::start_with(|config| {
+        config.shutdown_grace_secs = GRACE_SECS;
+    })
+    .await;
+    let runner = AgentCommandControllerClient::new(server.channel.clone())
+        .create(agent("Runner"))
+        .await
+        .expect("agent")
+        .into_inner();
+    let execution = AgentExecutionCommandControllerClient::new(server.channel.clone())
+        .create(AgentExecution {
+            spec: Some(AgentExecutionSpec {
+                agent_id: id_of(&runner),
+                message: "Summarise the open incidents.".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .expect("execution")
+        .into_inner();
+    let id = execution.metadata.as_ref().expect("metadata").id.clone();
+    let mut stream = AgentExecutionQueryControllerClient::new(server.channel.clone())
+        .subscribe(AgentExecutionId { value: id })
+        .await
+        .expect("subscribe")
+        .into_inner();
+    tokio::time::timeout(DEADLINE, stream.message())
+        .await
+        .expect("the current state in time")
+        .expect("ok")
+        .expect("the execution as it is");
+
+    server.begin_stop();
+    let ended = tokio::time::timeout(DEADLINE, stream.message())
+        .await
+        .expect("the subscription ended in time")
+        .expect_err("the subscription ends with a status");
+    assert_eq!(ended.code(), Code::Unavailable, "{ended:?}");
+    assert!(
+        ended.message().contains("shutting down"),
+        "{}",
+        ended.message()
+    );
+    tokio::time::timeout(DEADLINE, server.stop())
+        .await
+        .expect("stopped without waiting for the subscription");
+}
