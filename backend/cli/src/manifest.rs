@@ -117,20 +117,13 @@ pub fn check(client: &Client, document: &Document, value: &Value) -> Result<(), 
 /// A server's refusal as problems: one per field it names (in the JSON names a manifest uses,
 /// so each finds its line), or else `message` alone.
 pub fn server_problems(err: &ClientError, message: String) -> Vec<Problem> {
-    use tonic_types::StatusExt;
-    let violations = match err {
-        ClientError::Status(status) if status.code() == tonic::Code::InvalidArgument => status
-            .get_details_bad_request()
-            .map(|bad| bad.field_violations)
-            .unwrap_or_default(),
-        _ => Vec::new(),
-    };
+    let violations = err.field_violations();
     if violations.is_empty() {
         return vec![Problem::from(message)];
     }
     violations
         .into_iter()
-        .map(|v| Problem::new(v.field, v.description))
+        .map(|(field, description)| Problem::new(field, description))
         .collect()
 }
 
