@@ -245,13 +245,9 @@ impl App {
             .map_err(|why| bad("json", format!("{} {:?} {why}", kind.name, meta.name)))?;
         let scope = Scope::new(kind.name.clone(), meta.org.clone());
         let proto = self.secrets.public_encoding(&resource);
-        Footprint {
-            json: json.len(),
-            public: proto.len(),
-            sealed: prost::Message::encoded_len(&resource),
-        }
-        .check(&kind.name)
-        .map_err(|err| bad("json", err.to_string()))?;
+        Footprint::of(self.secrets, &resource, &json, &proto)
+            .check(&kind.name)
+            .map_err(|err| bad("json", err.to_string()))?;
         let row = NewResource {
             scope: scope.clone(),
             id: meta.id.clone(),

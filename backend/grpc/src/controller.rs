@@ -536,13 +536,9 @@ fn not_found(kind: &KindInfo, id: &str) -> ApiError {
 pub(crate) fn new_row(kind: &KindInfo, resource: &DynamicMessage) -> Result<NewResource, ApiError> {
     let meta = resource::meta(resource);
     let data = to_json(resource)?;
-    let proto = SecretMap::api().public_encoding(resource);
-    Footprint {
-        json: data.len(),
-        public: proto.len(),
-        sealed: prost::Message::encoded_len(resource),
-    }
-    .check(&kind.name)?;
+    let secrets = SecretMap::api();
+    let proto = secrets.public_encoding(resource);
+    Footprint::of(secrets, resource, &data, &proto).check(&kind.name)?;
     Ok(NewResource {
         scope: Scope::new(kind.name.clone(), meta.org),
         id: meta.id,

@@ -11,9 +11,11 @@
 use std::cell::RefCell;
 use std::future::Future;
 
+use prost_reflect::DynamicMessage;
 use stigmer_store::StoredResource;
 
 use crate::error::ApiError;
+use crate::secrets::SecretMap;
 use crate::service::MAX_MESSAGE_SIZE;
 
 /// Room left in a message for what wraps a resource: a list page's fields and item framing,
@@ -38,6 +40,27 @@ pub(crate) struct Footprint {
 }
 
 impl Footprint {
+    /// The sizes of `resource` stored as `json` and served as `public`. The sealed encoding
+    /// differs from the public one only where a secret is, so it is measured only then: the
+    /// write path pays no second walk of a resource without secrets.
+    pub(crate) fn of(
+        secrets: &SecretMap,
+        resource: &DynamicMessage,
+        json: &str,
+        public: &[u8],
+    ) -> Self {
+        let sealed = if secrets.has_secret(resource) {
+            prost::Message::encoded_len(resource)
+        } else {
+            public.len()
+        };
+        Self {
+            json: json.len(),
+            public: public.len(),
+            sealed,
+        }
+    }
+
     fn largest(&self) -> usize {
         self.json.max(self.public).max(self.sealed)
     }

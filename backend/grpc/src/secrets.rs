@@ -75,7 +75,7 @@ impl SecretMap {
     }
 
     /// Whether any value under `message` is marked secret.
-    fn has_secret(&self, message: &DynamicMessage) -> bool {
+    pub(crate) fn has_secret(&self, message: &DynamicMessage) -> bool {
         if !self.holds(&message.descriptor()) {
             return false;
         }
