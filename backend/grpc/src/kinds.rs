@@ -54,7 +54,8 @@ pub struct ListBy {
     pub kind: &'static str,
     pub method: &'static str,
     pub field: &'static str,
-    pub path: &'static str,
+    /// Object keys from the document's root to the parent id.
+    pub path: &'static [&'static str],
 }
 
 /// Every listBy*/getBy* RPC of CONTRACT.md. Sessions do not name their agent, so the server
@@ -64,30 +65,30 @@ pub const LIST_BY: &[ListBy] = &[
         kind: "AgentExecution",
         method: "listBySession",
         field: "session_id",
-        path: "$.spec.sessionId",
+        path: &["spec", "sessionId"],
     },
     ListBy {
         kind: "Session",
         method: "listByAgent",
         field: "agent_id",
-        path: "$.metadata.labels.\"stigmer.ai/agent-id\"",
+        path: &["metadata", "labels", "stigmer.ai/agent-id"],
     },
     ListBy {
         kind: "AgentInstance",
         method: "getByAgent",
         field: "agent_id",
-        path: "$.spec.agentId",
+        path: &["spec", "agentId"],
     },
     ListBy {
         kind: "WorkflowInstance",
         method: "getByWorkflow",
         field: "workflow_id",
-        path: "$.spec.workflowId",
+        path: &["spec", "workflowId"],
     },
     ListBy {
         kind: "WorkflowExecution",
         method: "listByWorkflow",
         field: "workflow_id",
-        path: "$.spec.workflowId",
+        path: &["spec", "workflowId"],
     },
 ];

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use prost_reflect::{DynamicMessage, Kind, Value};
-use stigmer_store::{JsonFilter, ListQuery, Mutation, Scope};
+use stigmer_store::{JsonFilter, JsonPath, ListQuery, Mutation, Scope};
 
 use crate::catalog::KindInfo;
 use crate::controller::{App, new_row};
@@ -177,7 +177,7 @@ impl App {
         let meta = meta(stored);
         match kind.name.as_str() {
             "Agent" => {
-                self.delete_default_instance(stored, &meta.org, "AgentInstance", "$.spec.agentId")
+                self.delete_default_instance(stored, &meta.org, "AgentInstance", "spec.agentId")
                     .await
             }
             "Workflow" => {
@@ -185,7 +185,7 @@ impl App {
                     stored,
                     &meta.org,
                     "WorkflowInstance",
-                    "$.spec.workflowId",
+                    "spec.workflowId",
                 )
                 .await
             }
@@ -239,7 +239,7 @@ impl App {
             .children(
                 "ExecutionContext",
                 org,
-                "$.spec.executionId",
+                "spec.executionId",
                 execution_id,
                 usize::MAX,
             )
@@ -274,7 +274,7 @@ impl App {
                     after_id,
                     limit: (at_most - ids.len()).min(CHILDREN_PAGE),
                     filters: vec![JsonFilter::Equals {
-                        path: path.into(),
+                        path: JsonPath::fields(path),
                         value: value.into(),
                     }],
                     proto_only: true,

@@ -5,7 +5,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use prost::bytes::Bytes;
 use prost_reflect::{DynamicMessage, Kind, ReflectMessage, Value};
-use stigmer_store::{JsonFilter, ListPage, ListQuery, Scope, StoredResource};
+use stigmer_store::{JsonFilter, JsonPath, ListPage, ListQuery, Scope, StoredResource};
 
 use crate::catalog::{KindInfo, Method};
 use crate::codec::Reply;
@@ -37,7 +37,7 @@ impl App {
         if let Some(by) = &method.list_by {
             // The parent id is a required field of these requests; its rule ran above.
             filters.push(JsonFilter::Equals {
-                path: by.path.into(),
+                path: JsonPath::new(by.path.iter().copied()),
                 value: get_str(&request, by.field),
             });
         }
@@ -202,7 +202,7 @@ fn list_filters(request: &DynamicMessage) -> Result<Vec<JsonFilter>, ApiError> {
             tags.iter()
                 .filter_map(Value::as_str)
                 .map(|tag| JsonFilter::Contains {
-                    path: "$.metadata.tags".into(),
+                    path: JsonPath::fields("metadata.tags"),
                     value: tag.to_string(),
                 }),
         );
@@ -216,7 +216,7 @@ fn list_filters(request: &DynamicMessage) -> Result<Vec<JsonFilter>, ApiError> {
             .map(|v| v.name().to_string());
         if let Some(name) = name {
             filters.push(JsonFilter::Equals {
-                path: "$.status.phase".into(),
+                path: JsonPath::fields("status.phase"),
                 value: name,
             });
         }
@@ -229,7 +229,7 @@ fn list_filters(request: &DynamicMessage) -> Result<Vec<JsonFilter>, ApiError> {
     let prefix = get_str(request, "name_prefix");
     if !prefix.is_empty() {
         filters.push(JsonFilter::Prefix {
-            path: "$.metadata.name".into(),
+            path: JsonPath::fields("metadata.name"),
             prefix,
         });
     }

@@ -1,7 +1,7 @@
 //! Kubernetes-style label selectors (`app=web,tier!=db,env in (a,b),!legacy`) turned into
 //! store filters on `metadata.labels`.
 
-use stigmer_store::JsonFilter;
+use stigmer_store::{JsonFilter, JsonPath};
 
 /// Parses `selector`; the error says what is wrong and where.
 pub(crate) fn parse(selector: &str) -> Result<Vec<JsonFilter>, String> {
@@ -99,7 +99,7 @@ fn parse_set(set: &str) -> Result<Vec<String>, String> {
 }
 
 /// `[prefix/]name`, the label key grammar of Kubernetes, as a JSON path.
-fn label_path(key: &str) -> Result<String, String> {
+fn label_path(key: &str) -> Result<JsonPath, String> {
     let (prefix, name) = match key.rsplit_once('/') {
         Some((prefix, name)) => (Some(prefix), name),
         None => (None, key),
@@ -127,7 +127,7 @@ fn label_path(key: &str) -> Result<String, String> {
             ));
         }
     }
-    Ok(format!("$.metadata.labels.\"{key}\""))
+    Ok(JsonPath::new(["metadata", "labels", key]))
 }
 
 fn label_value(value: &str) -> Result<String, String> {
@@ -155,8 +155,8 @@ fn is_label_word(word: &str) -> bool {
 mod tests {
     use super::*;
 
-    fn path(key: &str) -> String {
-        format!("$.metadata.labels.\"{key}\"")
+    fn path(key: &str) -> JsonPath {
+        JsonPath::new(["metadata", "labels", key])
     }
 
     #[test]

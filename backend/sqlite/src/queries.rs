@@ -3,8 +3,8 @@
 use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
 use stigmer_store::{
-    AtRevision, Change, ChangeFilter, ChangeType, JsonFilter, ListPage, ListQuery, LogBounds,
-    ResourceVersion, Scope, StoreError, StoreResult, StoredResource, VersionSelector,
+    AtRevision, Change, ChangeFilter, ChangeType, JsonFilter, JsonPath, ListPage, ListQuery,
+    LogBounds, ResourceVersion, Scope, StoreError, StoreResult, StoredResource, VersionSelector,
 };
 
 use crate::errors::store_error;
@@ -107,7 +107,7 @@ pub(crate) fn list(conn: &Connection, query: &ListQuery) -> StoreResult<ListPage
     // One read transaction: the page and its revision come from the same snapshot.
     let tx = conn.unchecked_transaction().map_err(store_error)?;
     let revision = log_bounds(&tx)?.current;
-    let Statement { sql, values } = list_statement(query);
+    let Statement { sql, values } = list_statement(query)?;
     let mut items = first_rows(
         conn,
         &sql,
@@ -137,7 +137,7 @@ pub(crate) fn list(conn: &Connection, query: &ListQuery) -> StoreResult<ListPage
 }
 
 /// One page of `query` after its `after_id`, in id order, without a limit (see `first_rows`).
-pub(crate) fn list_statement(query: &ListQuery) -> Statement {
+pub(crate) fn list_statement(query: &ListQuery) -> StoreResult<Statement> {
     let columns = if query.proto_only {
         "id, kind, org_id, slug, revision, \
          CASE WHEN proto IS NULL THEN data ELSE '' END, proto"
@@ -154,10 +154,10 @@ pub(crate) fn list_statement(query: &ListQuery) -> Statement {
     ];
     for filter in &query.filters {
         sql.push_str(" AND ");
-        sql.push_str(&filter_sql(filter, &mut values));
+        sql.push_str(&filter_sql(filter, &mut values)?);
     }
     sql.push_str(" ORDER BY id");
-    Statement { sql, values }
+    Ok(Statement { sql, values })
 }
 
 /// The resources of one kind in one org, from the table the triggers of migration V7 keep.
@@ -173,25 +173,29 @@ fn resource_count(conn: &Connection, scope: &Scope) -> StoreResult<u64> {
 
 /// One filter as SQL, its parameters appended to `values`. Paths and values are always bound
 /// parameters, never spliced into the SQL text.
-fn filter_sql(filter: &JsonFilter, values: &mut Vec<Value>) -> String {
-    let mut bind = |value: &str| {
-        values.push(value.to_string().into());
+fn filter_sql(filter: &JsonFilter, values: &mut Vec<Value>) -> StoreResult<String> {
+    let mut bind = |value: String| {
+        values.push(value.into());
         format!("?{}", values.len())
     };
-    match filter {
+    Ok(match filter {
         JsonFilter::Equals { path, value } => {
-            format!("json_extract(data, {}) = {}", bind(path), bind(value))
+            format!(
+                "json_extract(data, {}) = {}",
+                bind(sqlite_path(path)?),
+                bind(value.clone())
+            )
         }
         JsonFilter::NotEquals { path, value } => {
-            let path = bind(path);
+            let path = bind(sqlite_path(path)?);
             format!(
                 "(json_extract(data, {path}) IS NULL OR json_extract(data, {path}) != {})",
-                bind(value)
+                bind(value.clone())
             )
         }
         JsonFilter::In { path, values: list } | JsonFilter::NotIn { path, values: list } => {
-            let path = bind(path);
-            let list: Vec<String> = list.iter().map(|v| bind(v)).collect();
+            let path = bind(sqlite_path(path)?);
+            let list: Vec<String> = list.iter().map(|v| bind(v.clone())).collect();
             let test = format!("json_extract(data, {path}) IN ({})", list.join(", "));
             if matches!(filter, JsonFilter::In { .. }) {
                 test
@@ -199,19 +203,42 @@ fn filter_sql(filter: &JsonFilter, values: &mut Vec<Value>) -> String {
                 format!("(json_extract(data, {path}) IS NULL OR NOT {test})")
             }
         }
-        JsonFilter::Exists { path } => format!("json_type(data, {}) IS NOT NULL", bind(path)),
-        JsonFilter::Missing { path } => format!("json_type(data, {}) IS NULL", bind(path)),
+        JsonFilter::Exists { path } => {
+            format!("json_type(data, {}) IS NOT NULL", bind(sqlite_path(path)?))
+        }
+        JsonFilter::Missing { path } => {
+            format!("json_type(data, {}) IS NULL", bind(sqlite_path(path)?))
+        }
         JsonFilter::Prefix { path, prefix } => {
-            let path = bind(path);
-            let prefix = bind(prefix);
+            let path = bind(sqlite_path(path)?);
+            let prefix = bind(prefix.clone());
             format!("substr(json_extract(data, {path}), 1, length({prefix})) = {prefix}")
         }
         JsonFilter::Contains { path, value } => format!(
             "EXISTS (SELECT 1 FROM json_each(data, {}) WHERE json_each.value = {})",
-            bind(path),
-            bind(value)
+            bind(sqlite_path(path)?),
+            bind(value.clone())
         ),
+    })
+}
+
+/// `path` in SQLite's JSON path syntax, every key quoted so that dots and slashes in label
+/// keys stay part of the key: `$."metadata"."labels"."app.kubernetes.io/name"`. SQLite's
+/// quoted keys have no escape, so a key holding a double quote cannot be written; the server
+/// never builds one (label keys are validated before they become paths).
+pub(crate) fn sqlite_path(path: &JsonPath) -> StoreResult<String> {
+    let mut rendered = String::from("$");
+    for key in path.keys() {
+        if key.contains('"') {
+            return Err(StoreError::Internal(format!(
+                "JSON path key {key:?} holds a double quote, which SQLite paths cannot express"
+            )));
+        }
+        rendered.push_str(".\"");
+        rendered.push_str(key);
+        rendered.push('"');
     }
+    Ok(rendered)
 }
 
 /// The revision of a row, used to tell "not found" from "changed meanwhile".

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use stigmer_sqlite::{SqliteConfig, SqliteStore};
 use stigmer_store::{
-    CacheFill, JsonFilter, ListQuery, Mutation, NewResource, Scope, Store, StoreError,
+    CacheFill, JsonFilter, JsonPath, ListQuery, Mutation, NewResource, Scope, Store, StoreError,
     StoredResource,
 };
 
@@ -314,7 +314,7 @@ async fn listing_pages_by_id_and_filters_on_json() {
             after_id: None,
             limit: 10,
             filters: vec![JsonFilter::Contains {
-                path: "$.metadata.tags".into(),
+                path: JsonPath::fields("metadata.tags"),
                 value: "t-s3".into(),
             }],
             proto_only: false,
@@ -328,7 +328,7 @@ async fn listing_pages_by_id_and_filters_on_json() {
             after_id: None,
             limit: 10,
             filters: vec![JsonFilter::Equals {
-                path: "$.metadata.slug".into(),
+                path: JsonPath::fields("metadata.slug"),
                 value: "s5".into(),
             }],
             proto_only: false,
@@ -854,7 +854,7 @@ async fn listings_know_their_total_without_counting_rows_even_after_hand_edits()
     assert_eq!(page(Some("agt-1"), 2, vec![]).await.total, Some(4));
     let slug_is = |slug: &str| {
         vec![JsonFilter::Equals {
-            path: "$.metadata.slug".into(),
+            path: JsonPath::fields("metadata.slug"),
             value: slug.into(),
         }]
     };
@@ -869,7 +869,7 @@ async fn listings_know_their_total_without_counting_rows_even_after_hand_edits()
         "a later page of a filtered listing does not"
     );
     let two_slugs = vec![JsonFilter::In {
-        path: "$.metadata.slug".into(),
+        path: JsonPath::fields("metadata.slug"),
         values: vec!["s1".into(), "s2".into()],
     }];
     assert_eq!(

@@ -8,9 +8,9 @@ mod watch;
 
 pub use error::{StoreError, StoreResult};
 pub use types::{
-    AtRevision, CacheFill, Change, ChangeFilter, ChangeType, Compaction, JsonFilter, ListPage,
-    ListQuery, LogBounds, Mutation, NewResource, ResourceVersion, Retention, Scope, StoreInfo,
-    StoredResource, VersionSelector,
+    AtRevision, CacheFill, Change, ChangeFilter, ChangeType, Compaction, JsonFilter, JsonPath,
+    ListPage, ListQuery, LogBounds, Mutation, NewResource, ResourceVersion, Retention, Scope,
+    StoreInfo, StoredResource, VersionSelector,
 };
 pub use watch::{WatchItem, WatchOptions, watch};
 

@@ -221,26 +221,61 @@ pub struct StoreInfo {
     pub writes_pending: u64,
 }
 
-/// A condition on the JSON document. Paths are SQLite/PostgreSQL JSON paths such as
-/// `$.status.phase`; they come from server code, never from clients.
+/// A place in a resource's JSON document, as the object keys leading to it from the root
+/// (`["spec", "agentId"]`, `["metadata", "labels", "stigmer.ai/agent-id"]`). Each backend
+/// renders it in its own SQL; paths come from server code and validated label keys, never
+/// verbatim from clients.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct JsonPath(Vec<String>);
+
+impl JsonPath {
+    pub fn new<S: Into<String>>(keys: impl IntoIterator<Item = S>) -> Self {
+        Self(keys.into_iter().map(Into::into).collect())
+    }
+
+    /// A path of field names, which never hold a dot: `"spec.agentId"`.
+    pub fn fields(dotted: &str) -> Self {
+        Self::new(dotted.split('.'))
+    }
+
+    /// This path with `key` appended.
+    pub fn child(&self, key: impl Into<String>) -> Self {
+        let mut keys = self.0.clone();
+        keys.push(key.into());
+        Self(keys)
+    }
+
+    pub fn keys(&self) -> &[String] {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for JsonPath {
+    /// Dotted, for messages: `spec.agentId`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0.join("."))
+    }
+}
+
+/// A condition on the JSON document.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JsonFilter {
     /// The scalar at `path` equals `value`.
-    Equals { path: String, value: String },
+    Equals { path: JsonPath, value: String },
     /// The value at `path` is missing or differs from `value`.
-    NotEquals { path: String, value: String },
+    NotEquals { path: JsonPath, value: String },
     /// The scalar at `path` is one of `values`.
-    In { path: String, values: Vec<String> },
+    In { path: JsonPath, values: Vec<String> },
     /// The value at `path` is missing or none of `values`.
-    NotIn { path: String, values: Vec<String> },
+    NotIn { path: JsonPath, values: Vec<String> },
     /// Something is at `path`.
-    Exists { path: String },
+    Exists { path: JsonPath },
     /// Nothing is at `path`.
-    Missing { path: String },
+    Missing { path: JsonPath },
     /// The string at `path` starts with `prefix` (case-sensitive).
-    Prefix { path: String, prefix: String },
+    Prefix { path: JsonPath, prefix: String },
     /// The array at `path` has an element equal to `value`.
-    Contains { path: String, value: String },
+    Contains { path: JsonPath, value: String },
 }
 
 /// What a listing returns: the items, the revision they were read at and, when more remain,

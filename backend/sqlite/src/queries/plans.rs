@@ -10,7 +10,7 @@
 //! of ChangeFilter { .. }: no sort step: ... USE TEMP B-TREE FOR ORDER BY".
 
 use rusqlite::{Connection, params_from_iter};
-use stigmer_store::{ChangeFilter, JsonFilter, ListQuery, Scope};
+use stigmer_store::{ChangeFilter, JsonFilter, JsonPath, ListQuery, Scope};
 
 use super::{Statement, changes_statement, list_statement, matching_statement};
 use crate::config::SqliteConfig;
@@ -37,22 +37,22 @@ fn plan(conn: &Connection, statement: &Statement) -> String {
     details.join("\n")
 }
 
-fn equals(path: &str, value: &str) -> JsonFilter {
+fn equals(path: JsonPath, value: &str) -> JsonFilter {
     JsonFilter::Equals {
-        path: path.into(),
+        path,
         value: value.into(),
     }
 }
 
-fn label(key: &str) -> String {
-    format!("$.metadata.labels.\"{key}\"")
+fn label(key: &str) -> JsonPath {
+    JsonPath::new(["metadata", "labels", key])
 }
 
 /// The filters the API builds (`listing.rs`, `selector.rs`, `kinds.rs`), one case for each
 /// way a list request can ask, and one with them all.
 fn list_cases() -> Vec<(&'static str, Vec<JsonFilter>)> {
     let selector = vec![
-        equals(&label("team"), "core"),
+        equals(label("team"), "core"),
         JsonFilter::NotEquals {
             path: label("tier"),
             value: "gold".into(),
@@ -73,19 +73,25 @@ fn list_cases() -> Vec<(&'static str, Vec<JsonFilter>)> {
         },
     ];
     let prefix = vec![JsonFilter::Prefix {
-        path: "$.metadata.name".into(),
+        path: JsonPath::fields("metadata.name"),
         prefix: "deploy".into(),
     }];
     let tags = vec![JsonFilter::Contains {
-        path: "$.metadata.tags".into(),
+        path: JsonPath::fields("metadata.tags"),
         value: "nightly".into(),
     }];
-    let by_session = vec![equals("$.spec.sessionId", "ses-01jz0000000000000000000000")];
+    let by_session = vec![equals(
+        JsonPath::fields("spec.sessionId"),
+        "ses-01jz0000000000000000000000",
+    )];
     let by_agent = vec![equals(
-        &label("stigmer.ai/agent-id"),
+        label("stigmer.ai/agent-id"),
         "agt-01jz0000000000000000",
     )];
-    let phase = vec![equals("$.status.phase", "EXECUTION_PENDING")];
+    let phase = vec![equals(
+        JsonPath::fields("status.phase"),
+        "EXECUTION_PENDING",
+    )];
     let all: Vec<JsonFilter> = [&selector, &prefix, &tags, &by_session, &phase]
         .into_iter()
         .flatten()
@@ -116,7 +122,8 @@ fn every_list_page_is_a_keyset_range_of_the_kind_org_id_index() {
                     limit: 100,
                     filters: filters.clone(),
                     proto_only,
-                });
+                })
+                .expect("statement");
                 let sql = statement.sql.to_uppercase();
                 assert!(
                     !sql.contains("OFFSET"),
@@ -192,4 +199,23 @@ fn watch_replay_and_snapshot_pages_are_keyset_ranges() {
             );
         }
     }
+}
+
+#[test]
+fn json_paths_quote_every_key_and_refuse_what_sqlite_cannot_quote() {
+    let path = super::sqlite_path(&label("app.kubernetes.io/name")).expect("path");
+    assert_eq!(path, r#"$."metadata"."labels"."app.kubernetes.io/name""#);
+    let conn = Connection::open_in_memory().expect("memory");
+    let found: String = conn
+        .query_row(
+            "SELECT json_extract(?1, ?2)",
+            [
+                r#"{"metadata":{"labels":{"app.kubernetes.io/name":"web"}}}"#,
+                path.as_str(),
+            ],
+            |row| row.get(0),
+        )
+        .expect("extract");
+    assert_eq!(found, "web");
+    assert!(super::sqlite_path(&JsonPath::new(["a\"b"])).is_err());
 }
