@@ -16,6 +16,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use prost_reflect::{DynamicMessage, MessageDescriptor};
+use stigmer_database::DatabaseOptions;
 use stigmer_grpc::codec::DynamicCodec;
 use stigmer_grpc::{InProcessServer, ServerConfig};
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
@@ -93,6 +94,30 @@ pub struct Client {
     endpoint: String,
 }
 
+/// A server in this process on the SQLite database at `path` (by default the server's own
+/// default database), and where that is, for messages.
+async fn start_in_process(
+    path: Option<&std::path::Path>,
+) -> Result<(InProcessServer, String), String> {
+    let options = match path {
+        Some(path) => DatabaseOptions::sqlite(path),
+        None => DatabaseOptions::new(stigmer_database::DEFAULT_DB),
+    };
+    let database = stigmer_database::open(&options)
+        .await
+        .map_err(|err| err.to_string())?;
+    let location = database.location.to_string();
+    let listen = DEFAULT_LOCAL_ENDPOINT
+        .parse()
+        .map_err(|_| "bad default endpoint".to_string())?;
+    let mut server_config = ServerConfig::new(listen);
+    server_config.master_key_file = database.default_key_file();
+    let server = InProcessServer::start(&server_config, database.store)
+        .await
+        .map_err(|err| err.to_string())?;
+    Ok((server, location))
+}
+
 /// The factory: a client over the transport `config` names.
 pub async fn connect(config: &ClientConfig) -> Result<Client, ClientError> {
     let catalog = shared_catalog()?;
@@ -106,32 +131,11 @@ pub async fn connect(config: &ClientConfig) -> Result<Client, ClientError> {
         .transpose()?;
     let (transport, in_process, endpoint) = match config.backend.kind {
         BackendType::Local if config.backend.local.transport == LocalTransport::InProcess => {
-            let database = match &config.backend.local.database {
-                Some(path) => path.clone(),
-                None => ServerConfig::new(
-                    DEFAULT_LOCAL_ENDPOINT
-                        .parse()
-                        .map_err(|_| ClientError::Config("bad default endpoint".into()))?,
-                    stigmer_grpc::DEFAULT_DB,
-                )
-                .db_path()
-                .map_err(|err| ClientError::Config(err.to_string()))?,
-            };
-            let server_config = ServerConfig::new(
-                DEFAULT_LOCAL_ENDPOINT
-                    .parse()
-                    .map_err(|_| ClientError::Config("bad default endpoint".into()))?,
-                &database,
-            );
-            let server = InProcessServer::start(&server_config)
+            let (server, database) = start_in_process(config.backend.local.database.as_deref())
                 .await
-                .map_err(|err| ClientError::InProcess(err.to_string()))?;
+                .map_err(ClientError::InProcess)?;
             let transport = Transport::in_process(server.service());
-            (
-                transport,
-                Some(server),
-                format!("in-process ({})", database.display()),
-            )
+            (transport, Some(server), format!("in-process ({database})"))
         }
         BackendType::Local => {
             let endpoint = config.backend.local.endpoint.clone();

@@ -76,10 +76,13 @@ async fn over_tcp() -> (Client, Backend) {
         .await
         .expect("bind");
     let address = listener.local_addr().expect("address");
-    let server_config = stigmer_grpc::ServerConfig::new(address, dir.path().join("s.db"));
+    let mut server_config = stigmer_grpc::ServerConfig::new(address);
+    let options = stigmer_database::DatabaseOptions::sqlite(dir.path().join("s.db"));
+    let database = stigmer_database::open(&options).await.expect("open");
+    server_config.master_key_file = database.default_key_file();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(async move {
-        stigmer_grpc::run(&server_config, listener, async {
+        stigmer_grpc::run(&server_config, database.store, listener, async {
             let _ = stopped.await;
         })
         .await

@@ -38,12 +38,12 @@ mod validation;
 mod wire;
 mod workflow_rules;
 
-pub use config::{Command, DEFAULT_DB, Durability, LogFormat, ServerConfig};
+pub use config::{LogFormat, ServerConfig};
 pub use controller::App;
 pub use error::{ApiError, FieldViolation};
 pub use resource::API_VERSION;
 pub use server::{
-    InProcessServer, InProcessService, Rotation, ServerError, load_keyring, open_store,
+    InProcessServer, InProcessService, Rotation, ServerError, check_listen, load_keyring,
     rotate_master_key, run,
 };
 pub use service::{LOCAL, MAX_MESSAGE_SIZE, ORG_HEADER};

@@ -3,11 +3,11 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use stigmer_secrets::{KeyFile, KeySource, Keyring, SEALED_PREFIX};
-use stigmer_sqlite::{OpenError, SqliteConfig, SqliteStore, Synchronous};
 use stigmer_store::{Retention, Store};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
@@ -17,7 +17,7 @@ use tonic_health::server::HealthReporter;
 
 use crate::cache_fill::refill_read_cache;
 use crate::catalog::{Catalog, CatalogError};
-use crate::config::{Durability, ServerConfig};
+use crate::config::ServerConfig;
 use crate::controller::App;
 use crate::incoming::Incoming;
 use crate::kinds::KINDS;
@@ -34,18 +34,18 @@ pub enum ServerError {
     InsecureListen(SocketAddr),
     #[error("the address of the listening socket: {0}")]
     ListenAddress(std::io::Error),
-    #[error("database path: {0}")]
-    DbPath(std::io::Error),
-    #[error(transparent)]
-    Open(#[from] OpenError),
+    #[error(
+        "no master key: this database has no default key file; set STIGMER_MASTER_KEY or pass --master-key-file, the same on every server sharing the database"
+    )]
+    NoMasterKey,
     #[error("the API descriptors are inconsistent: {0}")]
     Catalog(#[from] CatalogError),
     #[error("server reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("serving gRPC: {0}")]
     Transport(#[from] tonic::transport::Error),
-    #[error("closing the database: {0}")]
-    Close(#[from] stigmer_store::StoreError),
+    #[error("the database: {0}")]
+    Store(#[from] stigmer_store::StoreError),
     #[error("a start-up task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
     #[error("master key: {0}")]
@@ -70,7 +70,11 @@ pub async fn load_keyring(
     store: &dyn Store,
 ) -> Result<Keyring, ServerError> {
     let recorded = store.setting(KEY_SETTING.into()).await?;
-    let key_file = config.key_file_path().map_err(ServerError::DbPath)?;
+    // A key given outright needs no file; the path is then never read.
+    let key_file = match &config.master_key {
+        Some(_) => PathBuf::new(),
+        None => key_file(config)?.to_path_buf(),
+    };
     let (keyring, source) =
         stigmer_secrets::load_keyring(config.master_key.as_deref(), &key_file, recorded.is_none())?;
     let source_name = match source {
@@ -106,16 +110,26 @@ pub struct Rotation {
     pub new_key: Option<String>,
 }
 
-/// Re-seals every secret under a new master key in one transaction. The old key stays in the
-/// key file until the database no longer needs it, so a crash at any point loses nothing.
-pub async fn rotate_master_key(config: &ServerConfig) -> Result<Rotation, ServerError> {
-    let store = open_store(config).await?;
+/// The key file `config` names (the binary fills in the database's default).
+fn key_file(config: &ServerConfig) -> Result<&Path, ServerError> {
+    config
+        .master_key_file
+        .as_deref()
+        .ok_or(ServerError::NoMasterKey)
+}
+
+/// Re-seals every secret of `store` under a new master key in one transaction, then closes
+/// the store. The old key stays in the key file until the database no longer needs it, so a
+/// crash at any point loses nothing.
+pub async fn rotate_master_key(
+    config: &ServerConfig,
+    store: Arc<dyn Store>,
+) -> Result<Rotation, ServerError> {
     let keyring = load_keyring(config, store.as_ref()).await?;
     let (rotated, new_key) = keyring.rotated()?;
-    let key_file = config.key_file_path().map_err(ServerError::DbPath)?;
     let in_file = config.master_key.is_none();
     if in_file {
-        KeyFile::write(&key_file, &rotated)?;
+        KeyFile::write(key_file(config)?, &rotated)?;
     }
     let ring = Arc::new(rotated.clone());
     let resealed = store
@@ -128,7 +142,7 @@ pub async fn rotate_master_key(config: &ServerConfig) -> Result<Rotation, Server
         .put_setting(KEY_SETTING.into(), rotated.current_id().to_string())
         .await?;
     if in_file {
-        KeyFile::write(&key_file, &rotated.without_old_keys())?;
+        KeyFile::write(key_file(config)?, &rotated.without_old_keys())?;
     }
     store.close().await?;
     Ok(Rotation {
@@ -136,22 +150,6 @@ pub async fn rotate_master_key(config: &ServerConfig) -> Result<Rotation, Server
         key_id: rotated.current_id().to_string(),
         new_key: (!in_file).then(|| new_key.to_base64()),
     })
-}
-
-/// Opens the store named by `config`.
-pub async fn open_store(config: &ServerConfig) -> Result<Arc<dyn Store>, ServerError> {
-    let mut sqlite = SqliteConfig::new(config.db_path().map_err(ServerError::DbPath)?);
-    sqlite.synchronous = match config.synchronous {
-        Durability::Full => Synchronous::Full,
-        Durability::Normal => Synchronous::Normal,
-    };
-    sqlite.read_connections = usize::from(config.read_connections);
-    sqlite.busy_timeout = Duration::from_millis(config.busy_timeout_ms);
-    sqlite.watch_buffer = config.watch_buffer as usize;
-    sqlite.reserve_bytes = config.disk_reserve_mib.saturating_mul(1024 * 1024);
-    let store = tokio::task::spawn_blocking(move || SqliteStore::open(&sqlite)).await??;
-    tracing::info!(db = %config.db_path().map_err(ServerError::DbPath)?.display(), "database open");
-    Ok(Arc::new(store))
 }
 
 /// Everything a server needs besides its transport: the open store and its background
@@ -166,9 +164,18 @@ struct Parts {
 }
 
 impl Parts {
-    async fn start(config: &ServerConfig) -> Result<Self, ServerError> {
-        let store = open_store(config).await?;
-        let keyring = load_keyring(config, store.as_ref()).await?;
+    /// Builds the parts over `store`; on failure, closes the store (letting another process
+    /// open the database) before saying why.
+    async fn start(config: &ServerConfig, store: Arc<dyn Store>) -> Result<Self, ServerError> {
+        let keyring = match load_keyring(config, store.as_ref()).await {
+            Ok(keyring) => keyring,
+            Err(err) => {
+                if let Err(close) = store.close().await {
+                    tracing::warn!(error = %close, "closing the database after a failed start");
+                }
+                return Err(err);
+            }
+        };
         let catalog = Catalog::build(&stigmer_api::DESCRIPTOR_POOL, KINDS)?;
         let service_names = catalog.services().to_vec();
         let app = Arc::new(App::new(Arc::clone(&store), catalog, keyring));
@@ -222,16 +229,22 @@ struct Background {
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(60);
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// Serves `listener` until `shutdown` resolves, then drains in-flight calls (for at most the
-/// configured grace period) and closes the store. Refuses a listener on an address other than
-/// loopback unless `config.allow_insecure`.
+/// Serves `store` on `listener` until `shutdown` resolves, then drains in-flight calls (for at
+/// most the configured grace period) and closes the store. Refuses a listener on an address
+/// other than loopback unless `config.allow_insecure`.
 pub async fn run(
     config: &ServerConfig,
+    store: Arc<dyn Store>,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     let address = listener.local_addr().map_err(ServerError::ListenAddress)?;
-    check_listen(config, address)?;
+    if let Err(refused) = check_listen(config, address) {
+        if let Err(close) = store.close().await {
+            tracing::warn!(error = %close, "closing the database after a refused start");
+        }
+        return Err(refused);
+    }
     let Parts {
         store,
         routes,
@@ -239,7 +252,7 @@ pub async fn run(
         service_names,
         background,
         shutdown: stopping,
-    } = Parts::start(config).await?;
+    } = Parts::start(config, store).await?;
     let draining = Arc::new(Notify::new());
     let signal = {
         let draining = Arc::clone(&draining);
@@ -290,9 +303,9 @@ pub struct InProcessServer {
 }
 
 impl InProcessServer {
-    /// Opens the database of `config` and builds every route; `config.listen` is not used.
-    pub async fn start(config: &ServerConfig) -> Result<Self, ServerError> {
-        let parts = Parts::start(config).await?;
+    /// Builds every route over `store`; `config.listen` is not used.
+    pub async fn start(config: &ServerConfig, store: Arc<dyn Store>) -> Result<Self, ServerError> {
+        let parts = Parts::start(config, store).await?;
         let router = parts.routes.prepare().into_axum_router();
         Ok(Self {
             service: tower_layer::Layer::layer(&RpcLogLayer, router),
@@ -349,8 +362,9 @@ async fn compact_periodically(
 /// Refuses to serve plain, unauthenticated gRPC beyond this machine unless told to. The check
 /// lives here rather than in the binary so that every server started through the library (the
 /// CLI's daemon, tests, embedders) obeys it, and it looks at the socket actually bound rather
-/// than at the flag. It runs before the database is opened, so a refused start changes nothing.
-fn check_listen(config: &ServerConfig, address: SocketAddr) -> Result<(), ServerError> {
+/// than at the flag. The binary calls it before it opens the database, so that a refused start
+/// changes nothing; [`run`] calls it again for every other caller.
+pub fn check_listen(config: &ServerConfig, address: SocketAddr) -> Result<(), ServerError> {
     if is_loopback(address) || config.allow_insecure {
         Ok(())
     } else {
@@ -401,7 +415,7 @@ mod tests {
 
     #[test]
     fn only_loopback_is_served_without_allow_insecure() {
-        let mut config = ServerConfig::new(([127, 0, 0, 1], 0).into(), "unused.db");
+        let mut config = ServerConfig::new(([127, 0, 0, 1], 0).into());
         for served in [
             "127.0.0.1:1",
             "127.9.9.9:1",

@@ -1,24 +1,51 @@
-//! stigmer-server: flags and logging, then `stigmer_grpc::run` until SIGINT or SIGTERM.
+//! stigmer-server: flags and logging, the database the flags name, then `stigmer_grpc::run`
+//! until SIGINT or SIGTERM.
 #![forbid(unsafe_code)]
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::Parser;
-use stigmer_grpc::{Command, LogFormat, ServerConfig};
+use clap::{Parser, Subcommand};
+use stigmer_database::DatabaseOptions;
+use stigmer_grpc::{LogFormat, ServerConfig};
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
+/// stigmer-server stores every Stigmer API resource in one database (a SQLite file by default,
+/// or PostgreSQL) and serves them over gRPC (with server reflection and grpc.health.v1). Every
+/// flag can also be set through the environment variable shown with it.
+#[derive(Debug, Parser)]
+#[command(name = "stigmer-server", version, long_about = None)]
+struct Cli {
+    #[command(flatten)]
+    server: ServerConfig,
+
+    #[command(flatten)]
+    database: DatabaseOptions,
+
+    /// What to do; without a command, serve.
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+enum Command {
+    /// Re-seal every secret (in resources and the change log) under a new master key, in one
+    /// transaction, then retire the old key. Stop the server first. With STIGMER_MASTER_KEY
+    /// set, the new key is printed once and must replace it before the next start.
+    RotateMasterKey,
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
-    let config = ServerConfig::parse();
-    if let Err(err) = init_logging(&config) {
+    let cli = Cli::parse();
+    if let Err(err) = init_logging(&cli.server) {
         eprintln!("stigmer-server: {err:#}");
         return ExitCode::FAILURE;
     }
     log_panics();
-    match serve(config).await {
+    match serve(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         // One log line like any other, in the configured format: the chain of causes says
         // what went wrong, and a backtrace would tell an operator nothing more. Plain stderr
@@ -34,9 +61,16 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn serve(config: ServerConfig) -> anyhow::Result<()> {
-    if let Some(Command::RotateMasterKey) = config.command {
-        let rotation = stigmer_grpc::rotate_master_key(&config).await?;
+async fn serve(cli: Cli) -> anyhow::Result<()> {
+    let Cli {
+        server: mut config,
+        database,
+        command,
+    } = cli;
+    if let Some(Command::RotateMasterKey) = command {
+        let database = stigmer_database::open(&database).await?;
+        config.master_key_file = config.master_key_file.or(database.default_key_file());
+        let rotation = stigmer_grpc::rotate_master_key(&config, database.store).await?;
         println!(
             "re-sealed {} secret values under master key {}",
             rotation.resealed, rotation.key_id
@@ -53,7 +87,10 @@ async fn serve(config: ServerConfig) -> anyhow::Result<()> {
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
-    stigmer_grpc::run(&config, listener, shutdown).await?;
+    stigmer_grpc::check_listen(&config, listener.local_addr()?)?;
+    let database = stigmer_database::open(&database).await?;
+    config.master_key_file = config.master_key_file.or(database.default_key_file());
+    stigmer_grpc::run(&config, database.store, listener, shutdown).await?;
     Ok(())
 }
 

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use clap::{CommandFactory, ValueEnum};
+use clap::{Args, ValueEnum};
 use common::{TestServer, agent};
 use prost::Message;
 use stigmer_api::ai::stigmer::agentic::agent::v1::agent_command_controller_client::AgentCommandControllerClient;
@@ -18,7 +18,8 @@ use stigmer_api::ai::stigmer::agentic::agent::v1::agent_query_controller_client:
 use stigmer_api::ai::stigmer::agentic::agent::v1::{AgentId, ListAgentsRequest};
 use stigmer_api::ai::stigmer::backend::v1::InfoRequest;
 use stigmer_api::ai::stigmer::backend::v1::resource_service_client::ResourceServiceClient;
-use stigmer_grpc::{Durability, ServerConfig};
+use stigmer_database::{DatabaseOptions, Durability};
+use stigmer_grpc::ServerConfig;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tonic::transport::Channel;
@@ -534,7 +535,7 @@ async fn acknowledged_writes_survive_kill_dash_nine() {
 
 /// ServerInfo.database names the level SQLite reports for the writer connection after it was
 /// set, so this fails when a value of --synchronous or STIGMER_SYNCHRONOUS stops reaching the
-/// connection. Fails when `open_store` ignores the setting: "synchronous=FULL" for `normal`;
+/// connection. Fails when `stigmer_database::open` ignores the setting: "synchronous=FULL" for `normal`;
 /// and when the pragma is not set, or info formats the config instead of reading it back.
 #[tokio::test]
 async fn the_writer_commits_at_the_synchronous_level_the_flag_or_the_variable_asks_for() {
@@ -648,8 +649,8 @@ async fn a_second_server_on_a_database_in_use_is_refused_naming_the_lock_and_the
         "{message}"
     );
 
-    let config = ServerConfig::new(([127, 0, 0, 1], 0).into(), &db);
-    let message = match stigmer_grpc::InProcessServer::start(&config).await {
+    let options = stigmer_database::DatabaseOptions::sqlite(&db);
+    let message = match stigmer_database::open(&options).await {
         Ok(_) => panic!("a server in this process started on a database in use"),
         Err(err) => err.to_string(),
     };
@@ -902,7 +903,9 @@ fn help_documents_every_flag_with_its_environment_variable() {
         help.starts_with("stigmer-server stores every Stigmer API resource"),
         "{help}"
     );
-    let command = ServerConfig::command();
+    let command = DatabaseOptions::augment_args(ServerConfig::augment_args(clap::Command::new(
+        "stigmer-server",
+    )));
     let flags: Vec<_> = command
         .get_arguments()
         .filter(|arg| !matches!(arg.get_id().as_str(), "help" | "version"))

@@ -37,7 +37,8 @@ fn agent_id(id: &str) -> AgentId {
 
 #[tokio::test]
 async fn a_write_blocked_by_another_process_is_unavailable_with_a_retry_hint_and_loses_nothing() {
-    let server = TestServer::start_with(|config| config.busy_timeout_ms = 100).await;
+    let server =
+        TestServer::start_with(|settings| settings.database.sqlite.busy_timeout_ms = 100).await;
     let mut command = AgentCommandControllerClient::new(server.channel.clone());
     let mut query = AgentQueryControllerClient::new(server.channel.clone());
     let before = command

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
-use common::{TestServer, expect_code, to_json};
+use common::{TestServer, expect_code, open_database, to_json};
 use prost::Message;
 use prost::bytes::Buf;
 use prost_reflect::DynamicMessage;
@@ -361,8 +361,8 @@ async fn key_rotation_reseals_everything_and_keeps_it_readable() {
     let key_file = db.with_extension("key");
     let old_key = std::fs::read_to_string(&key_file).expect("key file");
 
-    let config = stigmer_grpc::ServerConfig::new("127.0.0.1:0".parse().expect("addr"), &db);
-    let rotation = stigmer_grpc::rotate_master_key(&config)
+    let (config, store) = open_database(&db, "127.0.0.1:0".parse().expect("addr")).await;
+    let rotation = stigmer_grpc::rotate_master_key(&config, store)
         .await
         .expect("rotate");
     assert!(rotation.resealed >= 2, "{rotation:?}");
@@ -402,9 +402,9 @@ async fn a_wrong_or_missing_master_key_stops_the_start_with_a_clear_error() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
-    let mut config = stigmer_grpc::ServerConfig::new(listener.local_addr().expect("addr"), &db);
+    let (mut config, store) = open_database(&db, listener.local_addr().expect("addr")).await;
     config.master_key = Some("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=".into());
-    let err = stigmer_grpc::run(&config, listener, async {})
+    let err = stigmer_grpc::run(&config, store, listener, async {})
         .await
         .expect_err("a wrong key is refused");
     assert!(err.to_string().contains("master key is wrong"), "{err}");
@@ -413,8 +413,8 @@ async fn a_wrong_or_missing_master_key_stops_the_start_with_a_clear_error() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
-    let config = stigmer_grpc::ServerConfig::new(listener.local_addr().expect("addr"), &db);
-    let err = stigmer_grpc::run(&config, listener, async {})
+    let (config, store) = open_database(&db, listener.local_addr().expect("addr")).await;
+    let err = stigmer_grpc::run(&config, store, listener, async {})
         .await
         .expect_err("a missing key is refused");
     assert!(err.to_string().contains("no master key was found"), "{err}");

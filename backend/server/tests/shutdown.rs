@@ -67,9 +67,9 @@ async fn shutting_down(channel: &Channel) {
 /// the drain are served instead of refused: "expected Unavailable, got success".
 #[tokio::test]
 async fn a_call_in_flight_at_sigterm_finishes_and_is_durable_and_later_calls_are_unavailable() {
-    let mut server = TestServer::start_with(|config| {
-        config.busy_timeout_ms = DEADLINE.as_millis() as u64;
-        config.shutdown_grace_secs = GRACE_SECS;
+    let mut server = TestServer::start_with(|settings| {
+        settings.database.sqlite.busy_timeout_ms = DEADLINE.as_millis() as u64;
+        settings.server.shutdown_grace_secs = GRACE_SECS;
     })
     .await;
     let db = server.db.clone();
@@ -158,8 +158,8 @@ async fn next_event(events: &mut Streaming<WatchEvent>) -> WatchEvent {
 /// up for its whole grace period, "the watch ended in time: Elapsed(())".
 #[tokio::test]
 async fn sigterm_ends_open_watches_with_unavailable_and_the_revision_to_resume_from() {
-    let mut server = TestServer::start_with(|config| {
-        config.shutdown_grace_secs = GRACE_SECS;
+    let mut server = TestServer::start_with(|settings| {
+        settings.server.shutdown_grace_secs = GRACE_SECS;
     })
     .await;
     let db = server.db.clone();
@@ -239,8 +239,8 @@ async fn sigterm_ends_open_subscriptions_with_unavailable() {
     use stigmer_api::ai::stigmer::agentic::agentexecution::v1::{
         AgentExecution, AgentExecutionId, AgentExecutionSpec,
     };
-    let mut server = TestServer::start_with(|config| {
-        config.shutdown_grace_secs = GRACE_SECS;
+    let mut server = TestServer::start_with(|settings| {
+        settings.server.shutdown_grace_secs = GRACE_SECS;
     })
     .await;
     let runner = AgentCommandControllerClient::new(server.channel.clone())

@@ -440,10 +440,10 @@ async fn pages_stay_exact_while_rows_are_inserted_and_deleted() {
 
 #[tokio::test]
 async fn past_revisions_are_readable_until_compacted() {
-    let server = TestServer::start_with(|config| {
-        config.retain_revisions = 5;
-        config.retain_secs = 0;
-        config.compact_every_secs = 1;
+    let server = TestServer::start_with(|settings| {
+        settings.server.retain_revisions = 5;
+        settings.server.retain_secs = 0;
+        settings.server.compact_every_secs = 1;
     })
     .await;
     let mut command = Commands::new(server.channel.clone());
@@ -558,7 +558,7 @@ async fn past_revisions_are_readable_until_compacted() {
 
 #[tokio::test]
 async fn a_watcher_that_falls_behind_is_ended_and_can_resume_without_losing_anything() {
-    let server = TestServer::start_with(|config| config.watch_buffer = 8).await;
+    let server = TestServer::start_with(|settings| settings.database.watch_buffer = 8).await;
     let start = warm_up(&server).await;
     // This watcher reads nothing while the writers run, on a connection of its own with
     // HTTP/2's smallest flow-control windows, so the server soon cannot send it more.

@@ -8,6 +8,7 @@
 
 mod config;
 mod errors;
+mod options;
 mod queries;
 mod reader;
 mod reserve;
@@ -17,6 +18,7 @@ mod writer;
 
 pub use config::{AfterCommit, DEFAULT_RESERVE_BYTES, SqliteConfig, Synchronous};
 pub use errors::OpenError;
+pub use options::{Durability, SqliteOptions};
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};

@@ -8,6 +8,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use prost_reflect::{DynamicMessage, MessageDescriptor, ReflectMessage};
+use stigmer_database::DatabaseOptions;
 use stigmer_grpc::ServerConfig;
 
 use tempfile::TempDir;
@@ -16,6 +17,26 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
+
+/// What a test may change before its server starts.
+pub struct Settings {
+    pub server: ServerConfig,
+    pub database: DatabaseOptions,
+}
+
+/// Opens the SQLite database at `db` as the binary does, with a server configuration for
+/// `listen` whose key file is the database's default.
+pub async fn open_database(
+    db: &Path,
+    listen: SocketAddr,
+) -> (ServerConfig, std::sync::Arc<dyn stigmer_store::Store>) {
+    let database = stigmer_database::open(&DatabaseOptions::sqlite(db))
+        .await
+        .expect("open the database");
+    let mut config = ServerConfig::new(listen);
+    config.master_key_file = database.default_key_file();
+    (config, database.store)
+}
 
 pub struct TestServer {
     pub addr: SocketAddr,
@@ -37,7 +58,7 @@ impl TestServer {
     }
 
     /// A server on a fresh temporary database, with settings changed by `configure`.
-    pub async fn start_with(configure: impl FnOnce(&mut ServerConfig)) -> Self {
+    pub async fn start_with(configure: impl FnOnce(&mut Settings)) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let db = dir.path().join("stigmer.db");
         let mut server = Self::start_configured(&db, configure).await;
@@ -50,15 +71,26 @@ impl TestServer {
         Self::start_configured(db, |_| {}).await
     }
 
-    async fn start_configured(db: &Path, configure: impl FnOnce(&mut ServerConfig)) -> Self {
+    async fn start_configured(db: &Path, configure: impl FnOnce(&mut Settings)) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("local addr");
-        let mut config = ServerConfig::new(addr, db);
-        config.shutdown_grace_secs = 5;
-        configure(&mut config);
+        let mut settings = Settings {
+            server: ServerConfig::new(addr),
+            database: DatabaseOptions::sqlite(db),
+        };
+        settings.server.shutdown_grace_secs = 5;
+        configure(&mut settings);
+        let Settings {
+            server: mut config,
+            database,
+        } = settings;
+        let database = stigmer_database::open(&database)
+            .await
+            .expect("open the test database");
+        config.master_key_file = config.master_key_file.or(database.default_key_file());
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
-            stigmer_grpc::run(&config, listener, async {
+            stigmer_grpc::run(&config, database.store, listener, async {
                 let _ = stopped.await;
             })
             .await

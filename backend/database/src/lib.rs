@@ -1,0 +1,127 @@
+//! Which store a server runs on. The binary (and the CLI's in-process server) hand the
+//! `--db` value here and get back an open [`Store`]; the server library only ever sees the
+//! trait. A path, or `sqlite:PATH`, is a SQLite file; a `postgres://` URL is PostgreSQL.
+#![forbid(unsafe_code)]
+
+mod location;
+
+pub use location::{Location, LocationError};
+pub use stigmer_sqlite::{Durability, SqliteOptions};
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::{Args, CommandFactory, FromArgMatches, Parser};
+use stigmer_sqlite::SqliteStore;
+use stigmer_store::Store;
+
+/// Where the database lives when neither --db nor STIGMER_DB says otherwise.
+pub const DEFAULT_DB: &str = "~/.stigmer/stigmer.db";
+
+/// The database flags of stigmer-server.
+#[derive(Debug, Clone, Args)]
+pub struct DatabaseOptions {
+    /// The database: a SQLite file path (its directory is created with mode 0700 and the file
+    /// with 0600 when missing; a leading "~/" means the home directory), the same as
+    /// "sqlite:PATH", or a PostgreSQL URL "postgres://USER:PASSWORD@HOST:PORT/DATABASE".
+    #[arg(long, env = "STIGMER_DB", default_value = DEFAULT_DB, hide_env_values = true)]
+    pub db: String,
+
+    /// Committed changes buffered for live watchers. A watcher that falls further behind is
+    /// ended with RESOURCE_EXHAUSTED and told the revision to watch again from.
+    #[arg(long, env = "STIGMER_WATCH_BUFFER", default_value_t = 8192, value_parser = clap::value_parser!(u32).range(1..))]
+    pub watch_buffer: u32,
+
+    #[command(flatten)]
+    pub sqlite: SqliteOptions,
+}
+
+/// Only to read [`DatabaseOptions`]' defaults in [`DatabaseOptions::new`].
+#[derive(Parser)]
+struct Defaults {
+    #[command(flatten)]
+    options: DatabaseOptions,
+}
+
+impl DatabaseOptions {
+    /// Every default, storing in `db`. The environment is not read: a store opened in code
+    /// (tests, the in-process transport) behaves as documented whatever `STIGMER_*`
+    /// variables the shell holds; only the binary reads them.
+    pub fn new(db: impl Into<String>) -> Self {
+        let command = Defaults::command().mut_args(|arg| arg.env(None));
+        let matches = command
+            .try_get_matches_from(["stigmer-server"])
+            .expect("every database flag has a default");
+        let mut options = Defaults::from_arg_matches(&matches)
+            .expect("the defaults form a configuration")
+            .options;
+        options.db = db.into();
+        options
+    }
+
+    /// A SQLite database at `path`, with every other default.
+    pub fn sqlite(path: impl Into<PathBuf>) -> Self {
+        let path: PathBuf = path.into();
+        Self::new(format!("sqlite:{}", path.display()))
+    }
+
+    /// Where `--db` points.
+    pub fn location(&self) -> Result<Location, LocationError> {
+        Location::parse(&self.db)
+    }
+}
+
+/// Why the database could not be opened. Shown to the operator; never holds a password.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error(transparent)]
+    Location(#[from] LocationError),
+    #[error(transparent)]
+    Sqlite(#[from] stigmer_sqlite::OpenError),
+    #[error("opening the database: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+/// An open store and where it is.
+pub struct Database {
+    pub store: Arc<dyn Store>,
+    pub location: Location,
+}
+
+impl Database {
+    /// Where the master key file goes when none is named: beside a SQLite file. A PostgreSQL
+    /// database has no such place, and replicas must share one key, so it must be given.
+    pub fn default_key_file(&self) -> Option<PathBuf> {
+        match &self.location {
+            Location::Sqlite(path) => Some(path.with_extension("key")),
+        }
+    }
+}
+
+/// Opens (creating and migrating when needed) the database `options` names.
+pub async fn open(options: &DatabaseOptions) -> Result<Database, OpenError> {
+    let location = options.location()?;
+    let store: Arc<dyn Store> = match &location {
+        Location::Sqlite(path) => {
+            let config = options
+                .sqlite
+                .config(path.clone(), options.watch_buffer as usize);
+            Arc::new(tokio::task::spawn_blocking(move || SqliteStore::open(&config)).await??)
+        }
+    };
+    tracing::info!(db = %location, "database open");
+    Ok(Database { store, location })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_built_in_code_read_no_environment_variable() {
+        let options = DatabaseOptions::new("x.db");
+        assert_eq!(options.db, "x.db");
+        assert_eq!(options.watch_buffer, 8192);
+        assert_eq!(options.sqlite.busy_timeout_ms, 5000);
+    }
+}

@@ -1,0 +1,100 @@
+//! Reading `--db`: a path, `sqlite:PATH`, or a PostgreSQL URL.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// Where a database is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    /// A SQLite file, "~/" already expanded.
+    Sqlite(PathBuf),
+}
+
+/// Why `--db` names no database this server can open.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum LocationError {
+    #[error("--db is empty: give a SQLite file path, sqlite:PATH or a postgres:// URL")]
+    Empty,
+    #[error("cannot expand ~ in --db: no home directory; give an absolute path")]
+    NoHome,
+    #[error(
+        "--db has the URL scheme {0:?}, which this server does not know: give a SQLite file path, sqlite:PATH or a postgres:// URL"
+    )]
+    UnknownScheme(String),
+}
+
+impl Location {
+    pub fn parse(db: &str) -> Result<Self, LocationError> {
+        if let Some(path) = db.strip_prefix("sqlite:") {
+            // sqlite:///abs/path and sqlite://rel/path, as other tools write them, too.
+            let path = path.strip_prefix("//").unwrap_or(path);
+            return Ok(Self::Sqlite(expand_home(non_empty(path)?)?));
+        }
+        if let Some((scheme, _)) = db.split_once("://") {
+            return Err(LocationError::UnknownScheme(scheme.to_string()));
+        }
+        Ok(Self::Sqlite(expand_home(non_empty(db)?)?))
+    }
+}
+
+impl fmt::Display for Location {
+    /// For logs and errors: the file, or the URL without its password.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Sqlite(path) => write!(f, "{}", path.display()),
+        }
+    }
+}
+
+fn non_empty(path: &str) -> Result<&str, LocationError> {
+    if path.is_empty() {
+        Err(LocationError::Empty)
+    } else {
+        Ok(path)
+    }
+}
+
+fn expand_home(path: &str) -> Result<PathBuf, LocationError> {
+    match Path::new(path).strip_prefix("~") {
+        Ok(rest) => std::env::home_dir()
+            .map(|home| home.join(rest))
+            .ok_or(LocationError::NoHome),
+        Err(_) => Ok(PathBuf::from(path)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_and_sqlite_urls_name_sqlite_files() {
+        for (db, path) in [
+            ("data/s.db", "data/s.db"),
+            ("/var/lib/s.db", "/var/lib/s.db"),
+            ("sqlite:s.db", "s.db"),
+            ("sqlite://s.db", "s.db"),
+            ("sqlite:///var/lib/s.db", "/var/lib/s.db"),
+        ] {
+            assert_eq!(
+                Location::parse(db),
+                Ok(Location::Sqlite(PathBuf::from(path))),
+                "{db}"
+            );
+        }
+        let Ok(Location::Sqlite(home)) = Location::parse("~/.stigmer/stigmer.db") else {
+            panic!("~ expands");
+        };
+        assert!(home.is_absolute() && home.ends_with(".stigmer/stigmer.db"));
+    }
+
+    #[test]
+    fn refuses_what_names_no_database() {
+        assert_eq!(Location::parse(""), Err(LocationError::Empty));
+        assert_eq!(Location::parse("sqlite:"), Err(LocationError::Empty));
+        assert_eq!(
+            Location::parse("mysql://u:p@h/db"),
+            Err(LocationError::UnknownScheme("mysql".into()))
+        );
+    }
+}
