@@ -7,16 +7,23 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 TARGET_DIR = $(shell $(CARGO) metadata --format-version 1 --no-deps --locked | \
 	python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
 
-.PHONY: run test smoke install build lint fmt deps check-deps clean bench bench-smoke bench-peers
+.PHONY: run test remote-client smoke install build lint fmt deps check-deps clean bench bench-smoke bench-peers
 
 ## run: start stigmer-server with zero configuration on 127.0.0.1:50051 (~/.stigmer/stigmer.db)
 run: deps
 	$(CARGO) run --release --locked -p stigmer-server -- $(ARGS)
 
 ## test: formatting, lints, every unit and integration test, then the README walk-through with grpcurl
-test: deps lint
+test: deps lint remote-client
 	$(CARGO) test --workspace --locked
 	scripts/grpcurl-smoke.sh "$(TARGET_DIR)/debug/stigmer-server"
+
+## remote-client: the client built for remote servers only compiles neither the server, nor
+## SQLite, nor protovalidate
+remote-client:
+	$(CARGO) check --locked -p stigmer-client --no-default-features
+	@if $(CARGO) tree --locked -p stigmer-client --no-default-features -e normal | grep -E "rusqlite|protovalidate|stigmer-grpc"; then \
+		echo "the remote-only client depends on the above"; exit 1; fi
 
 ## smoke: only the README walk-through with grpcurl, against a debug build of the server
 smoke: deps

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use stigmer_grpc::catalog::{Catalog, KindInfo, Method};
+use stigmer_core::catalog::{Catalog, KindInfo, Method};
 
 use crate::{Client, ClientError};
 

@@ -5,6 +5,11 @@
 #![forbid(unsafe_code)]
 
 mod config;
+#[cfg(feature = "in-process")]
+mod in_process;
+#[cfg(not(feature = "in-process"))]
+#[path = "no_in_process.rs"]
+mod in_process;
 mod kinds;
 mod references;
 mod resources;
@@ -16,9 +21,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use prost_reflect::{DynamicMessage, MessageDescriptor};
-use stigmer_database::DatabaseOptions;
-use stigmer_grpc::codec::DynamicCodec;
-use stigmer_grpc::{InProcessServer, ServerConfig};
+use stigmer_core::codec::DynamicCodec;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 pub use config::{
@@ -30,8 +33,8 @@ pub use references::Reference;
 pub use resources::{Applied, EXPORTED_VERSIONS, Export, ImportSummary, Outcome, WatchStream};
 pub use skill_package::{SKILL_MD, SkillInfo, SkillPackage, SkillPackageError};
 pub use skills::SkillVersion;
-pub use stigmer_grpc::API_VERSION;
-pub use stigmer_grpc::naming::slug_from_name;
+pub use stigmer_core::API_VERSION;
+pub use stigmer_core::naming::slug_from_name;
 pub use transport::Transport;
 
 /// What can go wrong on the client side. Server answers keep their gRPC status.
@@ -70,14 +73,14 @@ impl ClientError {
 
 /// The kinds and methods this client knows, read once from the compiled descriptors: the
 /// same catalog the server builds, so it says what the server serves.
-pub(crate) fn shared_catalog() -> Result<Arc<stigmer_grpc::catalog::Catalog>, ClientError> {
-    static CATALOG: std::sync::OnceLock<Result<Arc<stigmer_grpc::catalog::Catalog>, String>> =
+pub(crate) fn shared_catalog() -> Result<Arc<stigmer_core::catalog::Catalog>, ClientError> {
+    static CATALOG: std::sync::OnceLock<Result<Arc<stigmer_core::catalog::Catalog>, String>> =
         std::sync::OnceLock::new();
     CATALOG
         .get_or_init(|| {
-            stigmer_grpc::catalog::Catalog::build(
+            stigmer_core::catalog::Catalog::build(
                 &stigmer_api::DESCRIPTOR_POOL,
-                stigmer_grpc::kinds::KINDS,
+                stigmer_core::kinds::KINDS,
             )
             .map(Arc::new)
             .map_err(|err| err.to_string())
@@ -89,33 +92,9 @@ pub(crate) fn shared_catalog() -> Result<Arc<stigmer_grpc::catalog::Catalog>, Cl
 /// A connection to a Stigmer backend.
 pub struct Client {
     transport: Transport,
-    catalog: Arc<stigmer_grpc::catalog::Catalog>,
-    in_process: Option<InProcessServer>,
+    catalog: Arc<stigmer_core::catalog::Catalog>,
+    in_process: Option<in_process::Server>,
     endpoint: String,
-}
-
-/// A server in this process on the SQLite database at `path` (by default the server's own
-/// default database), and where that is, for messages.
-async fn start_in_process(
-    path: Option<&std::path::Path>,
-) -> Result<(InProcessServer, String), String> {
-    let options = match path {
-        Some(path) => DatabaseOptions::sqlite(path),
-        None => DatabaseOptions::new(stigmer_database::DEFAULT_DB),
-    };
-    let database = stigmer_database::open(&options)
-        .await
-        .map_err(|err| err.to_string())?;
-    let location = database.location.to_string();
-    let listen = DEFAULT_LOCAL_ENDPOINT
-        .parse()
-        .map_err(|_| "bad default endpoint".to_string())?;
-    let mut server_config = ServerConfig::new(listen);
-    server_config.master_key_file = database.default_key_file();
-    let server = InProcessServer::start(&server_config, database.store)
-        .await
-        .map_err(|err| err.to_string())?;
-    Ok((server, location))
 }
 
 /// The factory: a client over the transport `config` names.
@@ -131,10 +110,11 @@ pub async fn connect(config: &ClientConfig) -> Result<Client, ClientError> {
         .transpose()?;
     let (transport, in_process, endpoint) = match config.backend.kind {
         BackendType::Local if config.backend.local.transport == LocalTransport::InProcess => {
-            let (server, database) = start_in_process(config.backend.local.database.as_deref())
-                .await
-                .map_err(ClientError::InProcess)?;
-            let transport = Transport::in_process(server.service());
+            let (server, database) =
+                in_process::Server::start(config.backend.local.database.as_deref())
+                    .await
+                    .map_err(ClientError::InProcess)?;
+            let transport = server.transport();
             (transport, Some(server), format!("in-process ({database})"))
         }
         BackendType::Local => {
@@ -232,7 +212,7 @@ impl Client {
         &self.endpoint
     }
 
-    pub(crate) fn catalog(&self) -> &stigmer_grpc::catalog::Catalog {
+    pub(crate) fn catalog(&self) -> &stigmer_core::catalog::Catalog {
         &self.catalog
     }
 
@@ -244,8 +224,8 @@ impl Client {
         output: MessageDescriptor,
     ) -> Result<DynamicMessage, tonic::Status> {
         let mut grpc = tonic::client::Grpc::new(self.transport.clone())
-            .max_decoding_message_size(stigmer_grpc::MAX_MESSAGE_SIZE)
-            .max_encoding_message_size(stigmer_grpc::MAX_MESSAGE_SIZE);
+            .max_decoding_message_size(stigmer_core::MAX_MESSAGE_SIZE)
+            .max_encoding_message_size(stigmer_core::MAX_MESSAGE_SIZE);
         grpc.ready()
             .await
             .map_err(|err| tonic::Status::unavailable(err.to_string()))?;
@@ -275,10 +255,7 @@ impl Client {
     /// Closes the in-process server, if this client runs one; a no-op otherwise.
     pub async fn close(self) -> Result<(), ClientError> {
         if let Some(server) = self.in_process {
-            server
-                .close()
-                .await
-                .map_err(|err| ClientError::InProcess(err.to_string()))?;
+            server.close().await.map_err(ClientError::InProcess)?;
         }
         Ok(())
     }

@@ -3,7 +3,7 @@
 
 use prost_reflect::{DynamicMessage, Kind, MapKey, Value as Field};
 use serde_json::Value;
-use stigmer_grpc::catalog::Catalog;
+use stigmer_core::catalog::Catalog;
 
 use crate::{Client, ClientError};
 

@@ -7,9 +7,9 @@ use std::sync::Arc;
 
 use prost_reflect::{DynamicMessage, Value as Field};
 use serde_json::Value;
-use stigmer_grpc::catalog::{KindInfo, Method};
-use stigmer_grpc::codec::DynamicCodec;
-use stigmer_grpc::naming::slug_from_name;
+use stigmer_core::catalog::{KindInfo, Method};
+use stigmer_core::codec::DynamicCodec;
+use stigmer_core::naming::slug_from_name;
 use tokio_stream::{Stream, StreamExt};
 
 use crate::kinds::{KindNames, Operation, method_of, names_of};
@@ -409,7 +409,7 @@ impl Client {
         request.set_field_by_name("kind", Field::String(kind_name.unwrap_or_default()));
         request.set_field_by_name("since_revision", Field::I64(since_revision));
         let mut grpc = tonic::client::Grpc::new(self.transport())
-            .max_decoding_message_size(stigmer_grpc::MAX_MESSAGE_SIZE);
+            .max_decoding_message_size(stigmer_core::MAX_MESSAGE_SIZE);
         grpc.ready()
             .await
             .map_err(|err| tonic::Status::unavailable(err.to_string()))?;
@@ -440,7 +440,7 @@ impl Client {
 }
 
 /// A watch event with its resource unpacked from `Any`.
-fn event_json(catalog: &stigmer_grpc::catalog::Catalog, event: &DynamicMessage) -> Value {
+fn event_json(catalog: &stigmer_core::catalog::Catalog, event: &DynamicMessage) -> Value {
     let mut json = to_json(event);
     let resource = event.get_field_by_name("resource").and_then(|any| {
         let any = any.as_message()?.clone();
@@ -492,7 +492,7 @@ impl Client {
             .collect::<Result<Vec<_>, _>>()?;
         request.set_field_by_name("kinds", Field::List(names));
         let mut grpc = tonic::client::Grpc::new(self.transport())
-            .max_decoding_message_size(stigmer_grpc::MAX_MESSAGE_SIZE);
+            .max_decoding_message_size(stigmer_core::MAX_MESSAGE_SIZE);
         grpc.ready()
             .await
             .map_err(|err| tonic::Status::unavailable(err.to_string()))?;

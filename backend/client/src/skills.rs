@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use prost_reflect::{DynamicMessage, Value as Field};
 use serde_json::Value;
-use stigmer_grpc::catalog::KindInfo;
-use stigmer_grpc::naming::slug_from_name;
+use stigmer_core::catalog::KindInfo;
+use stigmer_core::naming::slug_from_name;
 
 use crate::resources::{manifest_slug, outcome, to_json};
 use crate::{Applied, Client, ClientError, EXPORTED_VERSIONS, Outcome};

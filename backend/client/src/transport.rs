@@ -7,6 +7,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use http::HeaderValue;
+#[cfg(feature = "in-process")]
 use stigmer_grpc::InProcessService;
 use tonic::body::Body;
 use tonic::transport::Channel;
@@ -17,6 +18,7 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 #[derive(Clone)]
 enum Route {
     Remote(Channel),
+    #[cfg(feature = "in-process")]
     InProcess(InProcessService),
 }
 
@@ -37,6 +39,7 @@ impl Transport {
         }
     }
 
+    #[cfg(feature = "in-process")]
     pub(crate) fn in_process(service: InProcessService) -> Self {
         Self {
             route: Route::InProcess(service),
@@ -57,7 +60,11 @@ impl Transport {
 
     /// Whether calls stay inside this process.
     pub fn is_in_process(&self) -> bool {
-        matches!(self.route, Route::InProcess(_))
+        match self.route {
+            Route::Remote(_) => false,
+            #[cfg(feature = "in-process")]
+            Route::InProcess(_) => true,
+        }
     }
 }
 
@@ -69,6 +76,7 @@ impl Service<http::Request<Body>> for Transport {
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         match &mut self.route {
             Route::Remote(channel) => channel.poll_ready(cx).map_err(Into::into),
+            #[cfg(feature = "in-process")]
             Route::InProcess(service) => {
                 Service::<http::Request<Body>>::poll_ready(service, cx).map_err(Into::into)
             }
@@ -81,13 +89,14 @@ impl Service<http::Request<Body>> for Transport {
             headers.insert(http::header::AUTHORIZATION, token.clone());
         }
         if let Some(org) = &self.org {
-            headers.insert(stigmer_grpc::ORG_HEADER, org.clone());
+            headers.insert(stigmer_core::ORG_HEADER, org.clone());
         }
         match &mut self.route {
             Route::Remote(channel) => {
                 let call = channel.call(request);
                 Box::pin(async move { call.await.map_err(Into::into) })
             }
+            #[cfg(feature = "in-process")]
             Route::InProcess(service) => {
                 let call = service.call(request);
                 Box::pin(async move {

@@ -488,7 +488,8 @@ fn written(kind: &KindInfo, mut resource: DynamicMessage, row: &StoredResource) 
 
 /// The row's cached encoding as the answer, if it has one.
 fn served(kind: &KindInfo, row: &StoredResource) -> Option<Reply> {
-    kind.envelope?.served(row).map(Reply::Encoded)
+    let row = crate::wire::cached_row(row)?;
+    Some(Reply::Encoded(kind.envelope?.served(row)))
 }
 
 /// The reply to a delete of a row too large to send back whole (`limits.rs`): the resource

@@ -5,11 +5,11 @@
 
 mod backup;
 mod cache_fill;
-pub mod catalog;
+pub use stigmer_core::catalog;
 pub mod codec;
 pub mod config;
 mod controller;
-mod encode;
+use stigmer_core::encode;
 mod error;
 mod executions;
 mod feed;
@@ -19,12 +19,12 @@ mod jit;
 mod json;
 mod json_names;
 mod key_locks;
-pub mod kinds;
+pub use stigmer_core::kinds;
 mod lifecycle;
 pub mod limits;
 mod listing;
 pub mod logging;
-pub mod naming;
+pub use stigmer_core::naming;
 mod panics;
 mod resource;
 mod secrets;

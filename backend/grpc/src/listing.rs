@@ -104,7 +104,8 @@ impl App {
         let mut out = Vec::with_capacity(256 + rows_len + 16 * rows.len());
         put_message(response, &mut out);
         for row in rows {
-            if envelope.is_some_and(|e| e.put_item(field, row, &mut out)) {
+            if let (Some(envelope), Some(cached)) = (envelope, crate::wire::cached_row(row)) {
+                envelope.put_item(field, cached, &mut out);
                 continue;
             }
             self.note_uncached(row);

@@ -10,7 +10,7 @@ use crate::error::FieldViolation;
 use crate::fields::{child, child_mut, clear, get_i32, get_str, set, set_str};
 use crate::naming::{MAX_SLUG_LEN, is_valid_slug, new_id, slug_from_name};
 
-pub const API_VERSION: &str = "agentic.stigmer.ai/v1";
+pub use stigmer_core::API_VERSION;
 
 /// Who is calling: the org their requests default to, and the identity recorded in audits.
 #[derive(Debug, Clone)]

@@ -24,12 +24,7 @@ use crate::panics::{Caught, CaughtBody};
 use crate::resource::{Caller, meta};
 use crate::shutdown::Counted;
 
-/// Largest request or response, both ways (CONTRACT.md).
-pub const MAX_MESSAGE_SIZE: usize = 10 * 1024 * 1024;
-/// Header that selects the org a local-mode caller works in.
-pub const ORG_HEADER: &str = "x-stigmer-org";
-/// The org of local mode, and the identity recorded in audits there.
-pub const LOCAL: &str = "local";
+pub use stigmer_core::{LOCAL, MAX_MESSAGE_SIZE, ORG_HEADER};
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 

@@ -13,21 +13,21 @@ use prost::encoding::{WireType, encode_key, encode_varint};
 use prost_reflect::{DynamicMessage, FieldDescriptor, Kind, MapKey, Value};
 
 /// `message` as protobuf bytes.
-pub(crate) fn encode_message(message: &DynamicMessage) -> Vec<u8> {
+pub fn encode_message(message: &DynamicMessage) -> Vec<u8> {
     let mut out = Vec::with_capacity(256);
     put_message(message, &mut out);
     out
 }
 
 /// Appends the fields of `message` (not a length prefix).
-pub(crate) fn put_message(message: &DynamicMessage, out: &mut Vec<u8>) {
+pub fn put_message(message: &DynamicMessage, out: &mut Vec<u8>) {
     for (field, value) in message.fields() {
         put_field(&field, value, out);
     }
 }
 
 /// Appends `message` as field `number` (key, length, fields).
-pub(crate) fn put_message_field(number: u32, message: &DynamicMessage, out: &mut Vec<u8>) {
+pub fn put_message_field(number: u32, message: &DynamicMessage, out: &mut Vec<u8>) {
     let mut child = Vec::with_capacity(64);
     put_message(message, &mut child);
     put_len_delimited(number, &child, out);

@@ -9,7 +9,7 @@ use ulid::{Generator, Ulid};
 static ULIDS: Mutex<Generator> = Mutex::new(Generator::new());
 
 /// `<prefix>-<ULID in lowercase>`, e.g. `agt-01arz3ndektsv4rrffq69g5fav`.
-pub(crate) fn new_id(prefix: &str) -> String {
+pub fn new_id(prefix: &str) -> String {
     let ulid = match ULIDS.lock() {
         Ok(mut generator) => generator.generate().unwrap_or_else(|_| Ulid::generate()),
         Err(_) => Ulid::generate(),

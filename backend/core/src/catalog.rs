@@ -1,12 +1,12 @@
 //! What the server serves, read once at start-up from the descriptor pool: each kind's message,
 //! id prefix and services (every controller names its kind in the `api_resource_kind` option).
 
-use crate::wire::Envelope;
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use prost_reflect::{DescriptorPool, DynamicMessage, MessageDescriptor, Value};
 
+use crate::envelope::Envelope;
 use crate::kinds::{KindRegistration, OwnerScopeDefault};
 
 const KIND_ENUM: &str = "ai.stigmer.commons.apiresource.apiresourcekind.ApiResourceKind";
@@ -31,7 +31,7 @@ pub struct KindInfo {
     /// `metadata.owner_scope` to fill in when unspecified.
     pub default_owner_scope: Option<i32>,
     /// Where reads served from the `proto` cache put the row's id and revision.
-    pub(crate) envelope: Option<Envelope>,
+    pub envelope: Option<Envelope>,
 }
 
 /// What a method does, from its name. Names are the contract's lowerCamel RPC names.
