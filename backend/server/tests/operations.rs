@@ -7,10 +7,9 @@ mod common;
 use std::io::{ErrorKind, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::time::Duration;
 
 use clap::{Args, ValueEnum};
+use common::binary::{BINARY, Binary, DEADLINE, Log};
 use common::{TestServer, agent};
 use prost::Message;
 use stigmer_api::ai::stigmer::agentic::agent::v1::agent_command_controller_client::AgentCommandControllerClient;
@@ -20,17 +19,13 @@ use stigmer_api::ai::stigmer::backend::v1::InfoRequest;
 use stigmer_api::ai::stigmer::backend::v1::resource_service_client::ResourceServiceClient;
 use stigmer_database::{DatabaseOptions, Durability};
 use stigmer_grpc::ServerConfig;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::io::AsyncReadExt;
+use tokio::process::Command;
 use tonic::transport::Channel;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_reflection::pb::v1 as reflection;
-
-const DEADLINE: Duration = Duration::from_secs(60);
-
-const BINARY: &str = env!("CARGO_BIN_EXE_stigmer-server");
 
 async fn reflect(
     channel: &Channel,
@@ -205,187 +200,12 @@ async fn a_restart_on_the_same_file_keeps_everything() {
     drop(dir);
 }
 
-/// A process's log as it writes it to stderr: one JSON value a line.
-struct Log {
-    lines: tokio::sync::mpsc::UnboundedReceiver<Result<serde_json::Value, String>>,
-}
-
-impl Log {
-    /// Reads `stderr` in a task of its own. A line that is not JSON is handed on as an error
-    /// rather than panicking there, where no test would notice: whoever reads it fails.
-    fn read(stderr: impl tokio::io::AsyncRead + Unpin + Send + 'static) -> Self {
-        let (tx, lines) = tokio::sync::mpsc::unbounded_channel();
-        tokio::spawn(async move {
-            let mut reader = BufReader::new(stderr).lines();
-            while let Ok(Some(line)) = reader.next_line().await {
-                if tx
-                    .send(serde_json::from_str(&line).map_err(|_| line))
-                    .is_err()
-                {
-                    break;
-                }
-            }
-        });
-        Self { lines }
-    }
-
-    /// The next line, `None` once the process closed stderr; panics at a line that is not JSON.
-    async fn next(&mut self) -> Option<serde_json::Value> {
-        match self.lines.recv().await? {
-            Ok(line) => Some(line),
-            Err(line) => panic!("log line is not JSON: {line}"),
-        }
-    }
-
-    /// The next line matching `predicate`.
-    async fn line(&mut self, predicate: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
-        tokio::time::timeout(DEADLINE, async {
-            loop {
-                let line = self.next().await.expect("log line");
-                if predicate(&line) {
-                    return line;
-                }
-            }
-        })
-        .await
-        .expect("log line in time")
-    }
-
-    /// Every line until the process closes stderr.
-    async fn drain(mut self) -> Vec<serde_json::Value> {
-        let mut logged = Vec::new();
-        while let Some(line) = tokio::time::timeout(DEADLINE, self.next())
-            .await
-            .expect("stderr closed in time")
-        {
-            logged.push(line);
-        }
-        logged
-    }
-}
-
-/// Fails when the reader panics in its own task on a line that is not JSON (as it did): the
-/// test then only sees the log end early, "test did not panic as expected".
 #[tokio::test]
 #[should_panic(expected = "log line is not JSON: thread 'main' panicked at src/main.rs")]
 async fn a_log_line_that_is_not_json_fails_the_test_reading_it() {
     let stderr: &[u8] =
         b"{\"level\":\"INFO\"}\nthread 'main' panicked at src/main.rs\n{\"level\":\"INFO\"}\n";
     Log::read(stderr).drain().await;
-}
-
-/// The real binary, started as a user would, with its log lines collected.
-struct Binary {
-    child: Child,
-    log: Log,
-    address: String,
-    /// What the server logged before it said it was serving.
-    before_serving: Vec<serde_json::Value>,
-}
-
-impl Binary {
-    async fn start(home: &Path, db: Option<&Path>) -> Self {
-        Self::start_logging(home, db, "info").await
-    }
-
-    async fn start_logging(home: &Path, db: Option<&Path>, filter: &str) -> Self {
-        Self::spawn(Self::configure(Command::new(BINARY), home, db, filter)).await
-    }
-
-    /// `command` (the binary, or a shell that execs it) set up as a user would start it: a
-    /// private HOME, a free port on 127.0.0.1, JSON log lines on stderr.
-    fn configure(mut command: Command, home: &Path, db: Option<&Path>, filter: &str) -> Command {
-        command
-            .env_clear()
-            .env("HOME", home)
-            .env("STIGMER_LISTEN", "127.0.0.1:0")
-            .env("STIGMER_LOG_FORMAT", "json")
-            .env("RUST_LOG", filter)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        if let Some(db) = db {
-            command.env("STIGMER_DB", db);
-        }
-        command
-    }
-
-    /// Spawns `command` and waits until the server says where it serves.
-    async fn spawn(command: Command) -> Self {
-        match Self::try_spawn(command).await {
-            Ok(binary) => binary,
-            Err(logged) => panic!("server exited before serving: {logged:#?}"),
-        }
-    }
-
-    /// [`Self::spawn`], or every line the server logged when it exits before serving.
-    async fn try_spawn(mut command: Command) -> Result<Self, Vec<serde_json::Value>> {
-        let mut child = command.spawn().expect("spawn stigmer-server");
-        let mut log = Log::read(child.stderr.take().expect("stderr"));
-        let mut logged = Vec::new();
-        let address = tokio::time::timeout(DEADLINE, async {
-            while let Some(line) = log.next().await {
-                if line["fields"]["message"] == "serving gRPC" {
-                    return Some(
-                        line["fields"]["address"]
-                            .as_str()
-                            .expect("address")
-                            .to_string(),
-                    );
-                }
-                logged.push(line);
-            }
-            None
-        })
-        .await
-        .expect("server started or exited in time");
-        match address {
-            Some(address) => Ok(Self {
-                child,
-                log,
-                address,
-                before_serving: logged,
-            }),
-            None => Err(logged),
-        }
-    }
-
-    async fn channel(&self) -> Channel {
-        Channel::from_shared(format!("http://{}", self.address))
-            .expect("uri")
-            .connect()
-            .await
-            .expect("connect")
-    }
-
-    fn signal(&self, signal: &str) {
-        let pid = self.child.id().expect("running").to_string();
-        let status = std::process::Command::new("kill")
-            .args([signal, &pid])
-            .status()
-            .expect("kill");
-        assert!(status.success());
-    }
-
-    async fn wait(self) -> std::process::ExitStatus {
-        Self::wait_child(self.child).await
-    }
-
-    async fn wait_child(mut child: Child) -> std::process::ExitStatus {
-        tokio::time::timeout(DEADLINE, child.wait())
-            .await
-            .expect("server exited in time")
-            .expect("wait")
-    }
-
-    /// The next log line matching `predicate`.
-    async fn log_line(
-        &mut self,
-        predicate: impl Fn(&serde_json::Value) -> bool,
-    ) -> serde_json::Value {
-        self.log.line(predicate).await
-    }
 }
 
 fn mode(path: &Path) -> u32 {
