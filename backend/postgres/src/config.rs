@@ -29,6 +29,10 @@ pub struct PostgresConfig {
     /// How often the change feed reads the log without being woken: the bound on how late a
     /// watcher hears of another replica's write when a notification is lost.
     pub poll_interval: Duration,
+    /// Whether the change feed LISTENs for other replicas' notifications. Off for poolers
+    /// that cannot hold a LISTEN (PgBouncer in transaction mode): their changes then reach
+    /// this replica's watchers within `poll_interval`.
+    pub listen: bool,
 }
 
 impl PostgresConfig {
@@ -42,6 +46,7 @@ impl PostgresConfig {
             watch_buffer: 8192,
             max_snapshots: 8,
             poll_interval: Duration::from_millis(500),
+            listen: true,
         }
     }
 
@@ -72,6 +77,7 @@ impl std::fmt::Debug for PostgresConfig {
             .field("watch_buffer", &self.watch_buffer)
             .field("max_snapshots", &self.max_snapshots)
             .field("poll_interval", &self.poll_interval)
+            .field("listen", &self.listen)
             .finish()
     }
 }

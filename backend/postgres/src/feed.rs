@@ -82,6 +82,7 @@ pub(crate) struct FeedConfig {
     pub(crate) start: i64,
     pub(crate) buffer: usize,
     pub(crate) poll_interval: Duration,
+    pub(crate) listen: bool,
 }
 
 impl Feed {
@@ -93,13 +94,16 @@ impl Feed {
         let buffer = config.buffer.max(1);
         let (sender, _) = broadcast::channel(buffer);
         let subscribers: Subscribers = Arc::new(Mutex::new(Some(sender)));
-        let listener = tokio::spawn(listen(
-            config.pg,
-            config.connect_timeout,
-            wake_tx,
-            stop_rx.clone(),
-        ));
-        let reader = tokio::spawn(
+        let mut tasks = Vec::new();
+        if config.listen {
+            tasks.push(tokio::spawn(listen(
+                config.pg,
+                config.connect_timeout,
+                wake_tx,
+                stop_rx.clone(),
+            )));
+        }
+        tasks.push(tokio::spawn(
             FeedTask {
                 pool: config.pool,
                 last: config.start,
@@ -109,7 +113,7 @@ impl Feed {
                 failing: false,
             }
             .run(local_rx, wake_rx, stop_rx, config.poll_interval),
-        );
+        ));
         Self {
             handle: FeedHandle {
                 local: local_tx,
@@ -119,7 +123,7 @@ impl Feed {
             subscribers,
             buffer,
             stop,
-            tasks: Mutex::new(vec![listener, reader]),
+            tasks: Mutex::new(tasks),
         }
     }
 
@@ -183,6 +187,8 @@ impl FeedTask {
         let mut poll = tokio::time::interval(poll_interval.max(Duration::from_millis(10)));
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut local_open = true;
+        // Closed when the store does not LISTEN.
+        let mut wake_open = true;
         loop {
             tokio::select! {
                 biased;
@@ -196,7 +202,10 @@ impl FeedTask {
                     }
                     None => local_open = false,
                 },
-                Some(()) = wake.recv() => self.catch_up().await,
+                woken = wake.recv(), if wake_open => match woken {
+                    Some(()) => self.catch_up().await,
+                    None => wake_open = false,
+                },
                 _ = poll.tick() => self.catch_up().await,
             }
         }

@@ -104,6 +104,7 @@ impl PostgresStore {
             start,
             buffer: config.watch_buffer,
             poll_interval: config.poll_interval,
+            listen: config.listen,
         });
         let (writer, writer_task) = Writer::spawn(
             writes.clone(),

@@ -16,6 +16,7 @@ use stigmer_store::{
     StoreResult, StoredResource, TokenRewrite,
 };
 use tokio::sync::{mpsc, oneshot};
+use tokio_postgres::IsolationLevel;
 
 use crate::errors::{is_slug_violation, pool_error, store_error};
 use crate::feed::FeedHandle;
@@ -213,7 +214,14 @@ async fn commit_batch(batch: Vec<WriteJob>, state: &WriterState) {
 /// Applies every job, each in its own savepoint, and commits. An error here fails the whole
 /// batch (the connection broke, or COMMIT failed): nothing of it was acknowledged.
 async fn attempt(client: &mut Object, batch: &[WriteJob]) -> StoreResult<Committed> {
-    let tx = client.transaction().await.map_err(store_error)?;
+    // READ COMMITTED whatever the database's default: the revision lock's waiter must read
+    // the row as its holder committed it, where REPEATABLE READ would fail it instead.
+    let tx = client
+        .build_transaction()
+        .isolation_level(IsolationLevel::ReadCommitted)
+        .start()
+        .await
+        .map_err(store_error)?;
     // The row lock that orders this transaction's revisions after every other writer's,
     // taken outside any savepoint so that no rollback of one can release it before COMMIT.
     let lock = tx
