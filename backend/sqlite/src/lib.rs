@@ -293,6 +293,8 @@ impl Store for SqliteStore {
     }
 
     async fn close(&self) -> StoreResult<()> {
+        // Snapshots open connections of their own: refuse new ones like every other call.
+        self.snapshots.close();
         self.readers.shutdown().await;
         let (done_tx, done_rx) = oneshot::channel();
         let closed = if self.writer.shutdown(done_tx).await {

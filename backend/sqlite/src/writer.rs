@@ -1,8 +1,8 @@
 //! The single writer: takes queued mutations, commits them in batches (group commit) and
 //! answers each caller only once the batch holding its write is durable.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 
 use rusqlite::ToSql;
@@ -61,7 +61,9 @@ enum WriterMsg {
 pub(crate) struct Writer {
     queue: flume::Sender<WriterMsg>,
     counters: Arc<Counters>,
-    changes: broadcast::Sender<Arc<Change>>,
+    /// Taken at shutdown, so that once the writer thread (which holds the other sender) has
+    /// ended, live receivers, and the watches reading them, end too.
+    changes: Mutex<Option<broadcast::Sender<Arc<Change>>>>,
 }
 
 /// What the writer has done so far, for operators and tests.
@@ -104,12 +106,16 @@ impl Writer {
         Ok(Self {
             queue,
             counters,
-            changes,
+            changes: Mutex::new(Some(changes)),
         })
     }
 
+    /// Live changes; after shutdown, a receiver that is already closed.
     pub(crate) fn subscribe(&self) -> broadcast::Receiver<Arc<Change>> {
-        self.changes.subscribe()
+        match &*self.changes.lock().unwrap_or_else(PoisonError::into_inner) {
+            Some(changes) => changes.subscribe(),
+            None => broadcast::channel(1).1,
+        }
     }
 
     pub(crate) fn counters(&self) -> &Counters {
@@ -132,6 +138,10 @@ impl Writer {
 
     /// Queues a shutdown behind every write already queued. Returns false if the writer is gone.
     pub(crate) async fn shutdown(&self, done: oneshot::Sender<StoreResult<()>>) -> bool {
+        self.changes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
         self.queue
             .send_async(WriterMsg::Shutdown(done))
             .await

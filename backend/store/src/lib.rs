@@ -35,12 +35,23 @@ pub trait Snapshot: Send {
 /// A resource store. Every mutation is atomic and durable once its future resolves `Ok`.
 ///
 /// Each successful mutation is assigned the next value of one store-wide, strictly increasing
-/// revision; the store writes it into the row and into `data` at `$.metadata.revision`.
+/// revision; the store writes it into the row and into `data` at `$.metadata.revision`, as a
+/// JSON string (proto3 JSON's int64), replacing whatever the caller put there. Revisions start
+/// at 1 in a new store and have no gaps: a call that fails takes none, and none is ever reused
+/// (deletes take one too).
+///
+/// Ids are unique in the whole store, not only in their kind and org: a create of an id in use
+/// fails whatever its kind or org (versions, `uncached` and `fill_read_cache` name a resource
+/// by id alone). Ids compare as bytes wherever they are ordered.
+///
+/// `backend/store-conformance` checks every behaviour stated here; each backend runs it.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
-    /// Applies every mutation or none, atomically and durably. Each one takes the next
-    /// revision, in order; the result holds each mutated resource (as it was, for a delete).
-    /// The first failing mutation fails the whole call with its error.
+    /// Applies every mutation or none, atomically and durably. Each resource mutation (create,
+    /// replace, delete) takes the next revision, in order; the result holds one row for each,
+    /// in order (a deleted one as it was). Artifact and version mutations take no revision and
+    /// have no row. The first failing mutation fails the whole call with its error, and then
+    /// nothing of the call is stored, logged or published.
     async fn transact(&self, mutations: Vec<Mutation>) -> StoreResult<Vec<StoredResource>>;
 
     /// Inserts a new resource. Fails with [`StoreError::AlreadyExists`] when another resource
@@ -50,7 +61,9 @@ pub trait Store: Send + Sync + 'static {
     }
 
     /// Replaces the resource with `resource.id`, only if its revision is still `expected_revision`
-    /// (otherwise [`StoreError::Conflict`]).
+    /// (otherwise [`StoreError::Conflict`] with the current revision). The slug may change, to
+    /// one free in the kind and org ([`StoreError::AlreadyExists`] otherwise). Fails with
+    /// [`StoreError::NotFound`] when the kind and org hold no resource with that id.
     async fn replace(
         &self,
         resource: NewResource,
@@ -65,7 +78,10 @@ pub trait Store: Send + Sync + 'static {
         )
     }
 
-    /// Deletes a resource and returns it as it was. `expected_revision` of `None` skips the check.
+    /// Deletes a resource and returns it as it was. `expected_revision` of `None` skips the check;
+    /// a stale one fails with [`StoreError::Conflict`], a missing resource with
+    /// [`StoreError::NotFound`]. The delete takes a revision; its change holds the resource as it
+    /// was.
     async fn delete(
         &self,
         scope: Scope,
@@ -88,15 +104,18 @@ pub trait Store: Send + Sync + 'static {
     /// Reads one resource by slug.
     async fn get_by_slug(&self, scope: Scope, slug: String) -> StoreResult<Option<StoredResource>>;
 
-    /// Reads one page of resources in id order.
+    /// Reads one page of resources in ascending id order (see [`ListQuery`], [`ListPage`]).
     async fn list(&self, query: ListQuery) -> StoreResult<ListPage>;
 
     /// Live changes, published after they commit, in revision order. A receiver that falls
-    /// behind by more than the store's buffer gets `RecvError::Lagged`.
+    /// behind by more than the store's buffer gets `RecvError::Lagged`. Closing the store ends
+    /// every receiver (`RecvError::Closed`, once it has what was published before), so that
+    /// watches end too.
     fn subscribe(&self) -> broadcast::Receiver<Arc<Change>>;
 
     /// Changes with a revision greater than `after` that match `filter`, in revision order, at
-    /// most `limit`. Fails with [`StoreError::Compacted`] when `after` is older than the log.
+    /// most `limit`. Fails with [`StoreError::Compacted`] when `after` is older than the log
+    /// (below `log_bounds().compacted`); an `after` at or past the current revision gives none.
     async fn changes(
         &self,
         filter: ChangeFilter,
@@ -104,17 +123,21 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> StoreResult<Vec<Change>>;
 
-    /// Starts a consistent read of the current resources matching `filter`.
+    /// Starts a consistent read of the current resources matching `filter`, at the current
+    /// revision: writes committed after it starts are not seen.
     async fn snapshot(&self, filter: ChangeFilter) -> StoreResult<Box<dyn Snapshot>>;
 
-    /// What the change log spans now.
+    /// What the change log spans now; `(0, 0)` in a new store.
     async fn log_bounds(&self) -> StoreResult<LogBounds>;
 
-    /// A resource as it was at `revision`.
+    /// A resource as it was at `revision` (see [`AtRevision`]). A resource unchanged since
+    /// before the compaction point still answers `Existed`: its current row is that version.
     async fn at_revision(&self, scope: Scope, id: String, revision: i64)
     -> StoreResult<AtRevision>;
 
-    /// Removes changes the retention no longer requires, in small steps between writes.
+    /// Removes changes the retention no longer requires, in small steps between writes, always
+    /// a prefix of the log; returns how many went and the new `compacted` bound. Takes no
+    /// revision.
     async fn compact(&self, retention: Retention) -> StoreResult<Compaction>;
 
     /// Backend facts and resource counts per kind in `org`.
@@ -123,30 +146,33 @@ pub trait Store: Send + Sync + 'static {
     /// The bytes of an artifact, by SHA-256 (hex).
     async fn artifact(&self, hash: String) -> StoreResult<Option<Vec<u8>>>;
 
-    /// One version of a versioned resource, as it was when written.
+    /// One version of a versioned resource, as it was when written: its revision and data, with
+    /// the resource's current scope and slug, and no `proto`.
     async fn version(
         &self,
         resource_id: String,
         selector: VersionSelector,
     ) -> StoreResult<Option<StoredResource>>;
 
-    /// Every version of a versioned resource, oldest first.
+    /// Every version of a versioned resource, oldest (lowest revision) first.
     async fn versions(&self, resource_id: String) -> StoreResult<Vec<ResourceVersion>>;
 
     /// A store-wide text setting.
     async fn setting(&self, key: String) -> StoreResult<Option<String>>;
 
-    /// Sets a store-wide text setting, durably.
+    /// Sets a store-wide text setting, durably. Takes no revision.
     async fn put_setting(&self, key: String, value: String) -> StoreResult<()>;
 
     /// Rewrites, in one transaction, every stored token that starts with `prefix` (in current
     /// resources, the change log and anything else that keeps resource data) with what
     /// `rewrite` makes of it. Tokens end at the next `"`. Returns how many were rewritten.
-    /// Used to re-seal secrets under a new key.
+    /// Used to re-seal secrets under a new key. Takes no revision; a rewritten resource loses
+    /// its `proto` (it is then [`Store::uncached`]), and an `Err` leaves everything as it was.
     async fn rewrite_tokens(&self, prefix: String, rewrite: TokenRewrite) -> StoreResult<u64>;
 
-    /// Up to `limit` resources without a read-cache encoding (`proto` is `None`: written before
-    /// the cache existed, edited by hand, or re-sealed), in id order after `after_id`.
+    /// Up to `limit` resources without a read-cache encoding (`proto` is `None`: written without
+    /// one, written before the cache existed, edited by hand, or re-sealed), in id order after
+    /// `after_id` (`""` for the first).
     async fn uncached(&self, after_id: String, limit: usize) -> StoreResult<Vec<StoredResource>>;
 
     /// Stores each fill's encoding on its row if the row still has no encoding and still holds
@@ -154,7 +180,8 @@ pub trait Store: Send + Sync + 'static {
     /// rows took their encoding.
     async fn fill_read_cache(&self, fills: Vec<CacheFill>) -> StoreResult<u64>;
 
-    /// Flushes and closes the store. Calls made afterwards fail with [`StoreError::Closed`].
+    /// Flushes and closes the store. Calls made afterwards fail with [`StoreError::Closed`]
+    /// (so watches started afterwards do too), and live receivers end (see [`Store::subscribe`]).
     async fn close(&self) -> StoreResult<()>;
 }
 

@@ -54,10 +54,12 @@ pub enum Mutation {
         id: String,
         expected_revision: Option<i64>,
     },
-    /// Store an artifact under its SHA-256 (hex), once. Takes no revision.
+    /// Store an artifact under its SHA-256 (hex), once: a put of a hash already stored keeps
+    /// the stored bytes. Takes no revision.
     PutArtifact { hash: String, bytes: Vec<u8> },
     /// Record a version of the resource written just before in the same transaction; `data`
-    /// gets that write's revision. Takes no revision of its own.
+    /// gets that write's revision (or `revision`, when given) at `$.metadata.revision`, as the
+    /// resource does. Takes no revision of its own.
     PutVersion {
         resource_id: String,
         version_hash: String,
@@ -67,7 +69,8 @@ pub enum Mutation {
         /// transaction's latest resource write (a push).
         revision: Option<i64>,
     },
-    /// Forget every version of a resource, and every artifact no version needs any more.
+    /// Forget every version of a resource, and every artifact no version needs any more (a
+    /// version needs the artifact whose hash is its `version_hash`).
     DeleteVersions { resource_id: String },
 }
 
@@ -85,7 +88,7 @@ pub struct ResourceVersion {
 pub enum VersionSelector {
     /// The 64-hex content hash.
     Hash(String),
-    /// The newest version pushed with this tag.
+    /// The newest version (highest revision) pushed with this tag.
     Tag(String),
 }
 
@@ -97,16 +100,16 @@ pub struct StoredResource {
     pub slug: String,
     pub revision: i64,
     pub data: String,
-    /// What the last write stored as [`NewResource::proto`], unless `data`, `id` or `revision`
-    /// changed since without it (a hand edit): then `None`.
+    /// What the last write (or cache fill) stored as [`NewResource::proto`], unless `data`,
+    /// `id` or `revision` changed since without it (a hand edit, a token rewrite): then `None`.
     pub proto: Option<Vec<u8>>,
 }
 
-/// One page of a listing, in ascending id order.
+/// One page of a listing, in ascending id order (ids compared as bytes, not by a collation).
 #[derive(Debug, Clone)]
 pub struct ListQuery {
     pub scope: Scope,
-    /// Return only ids greater than this one (keyset pagination).
+    /// Return only ids greater than this one, which need not exist (keyset pagination).
     pub after_id: Option<String>,
     pub limit: usize,
     /// Every filter must hold.
@@ -184,9 +187,10 @@ pub struct LogBounds {
 pub enum AtRevision {
     /// It existed; `revision` is the revision of its last change at or before the one asked.
     Existed { revision: i64, data: String },
-    /// It did not exist then.
+    /// It did not exist then (not yet created, deleted, or never in this kind and org).
     Absent,
-    /// The log no longer says (compacted), or the revision is in the future.
+    /// The revision is at or below the log's `compacted` bound or above `current`, or
+    /// compaction removed the version that was current then.
     OutOfRange(LogBounds),
 }
 
@@ -213,8 +217,12 @@ pub struct StoreInfo {
     /// Where the data lives, for operators: the database file, or the server's address.
     pub location: String,
     pub bounds: LogBounds,
+    /// (kind, resources of that kind in the org), in kind order; kinds without one are left out.
     pub counts: Vec<(String, i64)>,
-    /// Writes committed since the store opened, and the transactions they took.
+    /// Writes committed since the store opened, and the transactions they took. A write is a
+    /// `transact` call (create, replace and delete are one each, whatever it holds); settings,
+    /// compaction, rewrites and cache fills are not writes. A failed call may count when it
+    /// shared a committed transaction with others.
     pub writes_committed: u64,
     pub transactions_committed: u64,
     /// Writes waiting to be committed or being committed now.
@@ -257,7 +265,9 @@ impl std::fmt::Display for JsonPath {
     }
 }
 
-/// A condition on the JSON document.
+/// A condition on the JSON document. Every key of the path is one object key, dots and
+/// slashes included (`app.kubernetes.io/name`). Values are compared with JSON strings; the
+/// server filters on nothing else, and what other JSON types match is unspecified.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JsonFilter {
     /// The scalar at `path` equals `value`.
@@ -272,7 +282,8 @@ pub enum JsonFilter {
     Exists { path: JsonPath },
     /// Nothing is at `path`.
     Missing { path: JsonPath },
-    /// The string at `path` starts with `prefix` (case-sensitive).
+    /// The string at `path` starts with `prefix` (case-sensitive; `%` and `_` are plain
+    /// characters).
     Prefix { path: JsonPath, prefix: String },
     /// The array at `path` has an element equal to `value`.
     Contains { path: JsonPath, value: String },
@@ -287,6 +298,6 @@ pub struct ListPage {
     pub revision: i64,
     /// How many resources the whole listing holds (every page), at `revision`, when the store
     /// knows without counting them: always without filters, and with filters when this first
-    /// page is also the last.
+    /// page is also the last; `None` otherwise.
     pub total: Option<u64>,
 }

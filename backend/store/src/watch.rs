@@ -40,8 +40,9 @@ pub enum WatchItem {
     Change(Arc<Change>),
 }
 
-/// Starts a watch. Items arrive on the returned channel until the consumer drops it, the store
-/// closes, or an error (compacted start, lagging behind) ends it as the last item.
+/// Starts a watch. Items arrive on the returned channel until the consumer drops it, or an
+/// error ends it as the last item: a compacted start, lagging behind, a stop, or the store
+/// closing ([`StoreError::Closed`]).
 pub fn watch(
     store: Arc<dyn Store>,
     options: WatchOptions,
