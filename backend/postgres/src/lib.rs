@@ -97,6 +97,17 @@ impl PostgresStore {
         let writes = pool(1)?;
         let snapshots = pool(config.max_snapshots)?;
         let feed_pool = pool(1)?;
+        // One connection in each pool now, made side by side: the first calls (a watch's
+        // snapshot among them) need not wait for a connection and its authentication, and a
+        // server that refuses more connections says so at start-up.
+        let warmed = tokio::join!(reads.get(), writes.get(), snapshots.get(), feed_pool.get());
+        for result in [warmed.0, warmed.1, warmed.2, warmed.3] {
+            // Dropped at once: back into its pool, open.
+            drop(result.map_err(|err| OpenError::Setup {
+                target: target.to_string(),
+                reason: format!("opening the connection pools: {}", pool_error(err)),
+            })?);
+        }
         let feed = Feed::start(FeedConfig {
             pool: feed_pool.clone(),
             pg: pg.clone(),
