@@ -16,6 +16,10 @@ pub struct PostgresConfig {
     /// How long connecting may take, at start-up and for every new pooled connection, and how
     /// long a call waits for a free connection before it fails as unavailable.
     pub connect_timeout: Duration,
+    /// How long a write waits for a lock another session holds (another replica's batch, a
+    /// psql session editing rows) before its callers get `Unavailable`, as SQLite's busy
+    /// timeout does.
+    pub lock_timeout: Duration,
     /// Most calls committed in one transaction, each in its own savepoint. PostgreSQL keeps the
     /// ids of up to 64 subtransactions per backend in shared memory; more make every other
     /// snapshot look them up on disk, so the default stays at 64.
@@ -41,6 +45,7 @@ impl PostgresConfig {
             url: url.into(),
             pool_size: 8,
             connect_timeout: Duration::from_secs(5),
+            lock_timeout: Duration::from_secs(5),
             max_batch: 64,
             queue_depth: 4096,
             watch_buffer: 8192,
@@ -72,6 +77,7 @@ impl std::fmt::Debug for PostgresConfig {
             .field("url", &self.redacted_url())
             .field("pool_size", &self.pool_size)
             .field("connect_timeout", &self.connect_timeout)
+            .field("lock_timeout", &self.lock_timeout)
             .field("max_batch", &self.max_batch)
             .field("queue_depth", &self.queue_depth)
             .field("watch_buffer", &self.watch_buffer)

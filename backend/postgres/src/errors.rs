@@ -1,4 +1,4 @@
-use deadpool_postgres::PoolError;
+use deadpool_postgres::{HookError, PoolError};
 use stigmer_store::StoreError;
 use thiserror::Error;
 use tokio_postgres::error::SqlState;
@@ -163,7 +163,9 @@ pub(crate) fn pool_error(err: PoolError) -> StoreError {
         PoolError::Timeout(_) => StoreError::Unavailable(
             "no connection to PostgreSQL could be had in time; retry shortly".into(),
         ),
-        PoolError::Backend(err) => store_error(err),
+        PoolError::Backend(err) | PoolError::PostCreateHook(HookError::Backend(err)) => {
+            store_error(err)
+        }
         PoolError::Closed => StoreError::Closed,
         other => StoreError::Internal(format!("PostgreSQL connection pool: {other}")),
     }

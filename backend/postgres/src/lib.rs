@@ -27,7 +27,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
+use deadpool_postgres::{
+    Hook, HookError, Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime,
+};
 use stigmer_store::{
     AtRevision, CacheFill, Change, ChangeFilter, Compaction, ListPage, ListQuery, LogBounds,
     Mutation, ResourceVersion, Retention, Scope, Snapshot, Store, StoreError, StoreInfo,
@@ -92,9 +94,15 @@ impl PostgresStore {
             .and_then(|row| row.try_get(0))
             .map_err(|err| setup(&target, &err))?;
         drop(client);
-        let pool = |size: usize| build_pool(&pg, size, config.connect_timeout, &target);
+        let pool = |size: usize| build_pool(&pg, size, config.connect_timeout, &target, None);
         let reads = pool(config.pool_size)?;
-        let writes = pool(1)?;
+        let writes = build_pool(
+            &pg,
+            1,
+            config.connect_timeout,
+            &target,
+            Some(config.lock_timeout),
+        )?;
         let snapshots = pool(config.max_snapshots)?;
         let feed_pool = pool(1)?;
         // One connection in each pool now, made side by side: the first calls (a watch's
@@ -182,6 +190,7 @@ fn build_pool(
     size: usize,
     timeout: Duration,
     target: &Target,
+    lock_timeout: Option<Duration>,
 ) -> Result<Pool, OpenError> {
     let manager = Manager::from_config(
         pg.clone(),
@@ -192,7 +201,17 @@ fn build_pool(
             recycling_method: RecyclingMethod::Fast,
         },
     );
-    Pool::builder(manager)
+    let mut builder = Pool::builder(manager);
+    if let Some(lock_timeout) = lock_timeout {
+        // Set once per connection, for the session: every batch then waits at most this long
+        // for a lock, and its callers hear Unavailable instead of hanging.
+        let set = format!("SET lock_timeout = {}", lock_timeout.as_millis().max(1));
+        builder = builder.post_create(Hook::async_fn(move |client, _| {
+            let set = set.clone();
+            Box::pin(async move { client.batch_execute(&set).await.map_err(HookError::Backend) })
+        }));
+    }
+    builder
         .max_size(size.max(1))
         .runtime(Runtime::Tokio1)
         .wait_timeout(Some(timeout))

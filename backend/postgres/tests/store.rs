@@ -150,6 +150,49 @@ async fn failing_writes_in_a_shared_transaction_sink_none_of_the_others() {
     store.close().await.expect("close");
 }
 
+/// A lock held elsewhere for longer than `lock_timeout` (a psql session left open on the
+/// revision row) fails the waiting writes as Unavailable instead of hanging them; once it is
+/// released, writes go through again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_held_elsewhere_fails_writes_as_unavailable_after_the_lock_timeout() {
+    let db = common::fresh_database().await;
+    let store = Arc::new(
+        PostgresStore::open(&stigmer_postgres::PostgresConfig {
+            lock_timeout: Duration::from_millis(300),
+            ..db.config()
+        })
+        .await
+        .expect("open"),
+    );
+    let mut outsider = db.client().await;
+    let lock = outsider.transaction().await.expect("begin");
+    lock.execute(
+        "SELECT value FROM store_meta WHERE key = 'revision' FOR UPDATE",
+        &[],
+    )
+    .await
+    .expect("lock the revision row");
+    let started = std::time::Instant::now();
+    match store.create(common::resource("agt-1", "one")).await {
+        Err(StoreError::Unavailable(message)) => {
+            assert!(message.contains("lock timeout"), "{message}");
+        }
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    lock.rollback().await.expect("release");
+    let created = store
+        .create(common::resource("agt-1", "one"))
+        .await
+        .expect("create once the lock is gone");
+    assert_eq!(created.revision, 1);
+    store.close().await.expect("close");
+}
+
 /// The table as psql users see it: jsonb documents they can query by path, with the revision
 /// mirrored as a string, and constraints the database enforces whoever writes.
 #[tokio::test]
