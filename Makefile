@@ -13,9 +13,10 @@ TARGET_DIR = $(shell $(CARGO) metadata --format-version 1 --no-deps --locked | \
 run: deps
 	$(CARGO) run --release --locked -p stigmer-server -- $(ARGS)
 
-## test: formatting, lints, every unit and integration test, then the README walk-through with grpcurl
+## test: formatting, lints, every unit and integration test (SQLite and, on a throwaway cluster
+## that scripts/with-postgres.sh starts and stops, PostgreSQL), then the README walk-through with grpcurl
 test: deps lint remote-client
-	$(CARGO) test --workspace --locked
+	scripts/with-postgres.sh $(CARGO) test --workspace --locked
 	scripts/grpcurl-smoke.sh "$(TARGET_DIR)/debug/stigmer-server"
 
 ## remote-client: the client built for remote servers only compiles neither the server, nor

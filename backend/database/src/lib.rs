@@ -5,13 +5,15 @@
 
 mod location;
 
-pub use location::{Location, LocationError};
+pub use location::{Location, LocationError, PostgresUrl};
+pub use stigmer_postgres::PostgresOptions;
 pub use stigmer_sqlite::{Durability, SqliteOptions};
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::{Args, CommandFactory, FromArgMatches, Parser};
+use stigmer_postgres::PostgresStore;
 use stigmer_sqlite::SqliteStore;
 use stigmer_store::Store;
 
@@ -34,6 +36,9 @@ pub struct DatabaseOptions {
 
     #[command(flatten)]
     pub sqlite: SqliteOptions,
+
+    #[command(flatten)]
+    pub postgres: PostgresOptions,
 }
 
 /// Only to read [`DatabaseOptions`]' defaults in [`DatabaseOptions::new`].
@@ -78,6 +83,8 @@ pub enum OpenError {
     Location(#[from] LocationError),
     #[error(transparent)]
     Sqlite(#[from] stigmer_sqlite::OpenError),
+    #[error(transparent)]
+    Postgres(#[from] stigmer_postgres::OpenError),
     #[error("opening the database: {0}")]
     Join(#[from] tokio::task::JoinError),
 }
@@ -94,6 +101,7 @@ impl Database {
     pub fn default_key_file(&self) -> Option<PathBuf> {
         match &self.location {
             Location::Sqlite(path) => Some(path.with_extension("key")),
+            Location::Postgres(_) => None,
         }
     }
 }
@@ -107,6 +115,12 @@ pub async fn open(options: &DatabaseOptions) -> Result<Database, OpenError> {
                 .sqlite
                 .config(path.clone(), options.watch_buffer as usize);
             Arc::new(tokio::task::spawn_blocking(move || SqliteStore::open(&config)).await??)
+        }
+        Location::Postgres(url) => {
+            let config = options
+                .postgres
+                .config(url.expose().to_string(), options.watch_buffer as usize);
+            Arc::new(PostgresStore::open(&config).await?)
         }
     };
     tracing::info!(db = %location, "database open");

@@ -8,6 +8,31 @@ use std::path::{Path, PathBuf};
 pub enum Location {
     /// A SQLite file, "~/" already expanded.
     Sqlite(PathBuf),
+    /// A PostgreSQL database.
+    Postgres(PostgresUrl),
+}
+
+/// A `postgres://` URL, which may hold a password: shown (`Display`, `Debug`) without it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PostgresUrl(String);
+
+impl PostgresUrl {
+    /// The URL with its password, for the driver only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for PostgresUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&stigmer_postgres::PostgresConfig::new(self.0.clone()).redacted_url())
+    }
+}
+
+impl fmt::Debug for PostgresUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PostgresUrl({self})")
+    }
 }
 
 /// Why `--db` names no database this server can open.
@@ -31,7 +56,10 @@ impl Location {
             return Ok(Self::Sqlite(expand_home(non_empty(path)?)?));
         }
         if let Some((scheme, _)) = db.split_once("://") {
-            return Err(LocationError::UnknownScheme(scheme.to_string()));
+            return match scheme {
+                "postgres" | "postgresql" => Ok(Self::Postgres(PostgresUrl(db.to_string()))),
+                _ => Err(LocationError::UnknownScheme(scheme.to_string())),
+            };
         }
         Ok(Self::Sqlite(expand_home(non_empty(db)?)?))
     }
@@ -42,6 +70,7 @@ impl fmt::Display for Location {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Sqlite(path) => write!(f, "{}", path.display()),
+            Self::Postgres(url) => write!(f, "{url}"),
         }
     }
 }
@@ -86,6 +115,24 @@ mod tests {
             panic!("~ expands");
         };
         assert!(home.is_absolute() && home.ends_with(".stigmer/stigmer.db"));
+    }
+
+    #[test]
+    fn postgres_urls_name_postgres_and_never_show_their_password() {
+        for db in [
+            "postgres://app:s3cret@db.internal:5432/stigmer",
+            "postgresql://app:s3cret@db.internal:5432/stigmer",
+        ] {
+            let location = Location::parse(db).expect("a postgres URL");
+            let Location::Postgres(url) = &location else {
+                panic!("{db} is not PostgreSQL");
+            };
+            assert_eq!(url.expose(), db);
+            for shown in [location.to_string(), format!("{location:?}")] {
+                assert!(!shown.contains("s3cret"), "{shown}");
+                assert!(shown.contains("app@db.internal:5432/stigmer"), "{shown}");
+            }
+        }
     }
 
     #[test]

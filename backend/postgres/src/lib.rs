@@ -14,6 +14,7 @@ mod config;
 mod errors;
 mod feed;
 mod json;
+mod options;
 mod queries;
 mod schema;
 mod snapshot;
@@ -21,6 +22,7 @@ mod writer;
 
 pub use config::PostgresConfig;
 pub use errors::OpenError;
+pub use options::PostgresOptions;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
