@@ -1,6 +1,6 @@
 //! The conformance suite: one set of behaviours, written once, run against every transport —
-//! the server inside this process and a real server over TCP. A new transport or backend adds
-//! one constructor below and must pass everything unchanged.
+//! the server inside this process and a real server over TCP, on SQLite and on PostgreSQL. A
+//! new transport or backend adds one constructor below and must pass everything unchanged.
 
 use std::path::PathBuf;
 
@@ -72,14 +72,37 @@ async fn in_process() -> (Client, Backend) {
 
 async fn over_tcp() -> (Client, Backend) {
     let dir = tempfile::tempdir().expect("dir");
+    let options = stigmer_database::DatabaseOptions::sqlite(dir.path().join("s.db"));
+    serve_over_tcp(dir, options, None).await
+}
+
+/// A real server over TCP on a PostgreSQL database of its own (on the cluster
+/// `scripts/with-postgres.sh` started; without one the test fails).
+async fn over_tcp_on_postgres() -> (Client, Backend) {
+    let dir = tempfile::tempdir().expect("dir");
+    let (_, url) = stigmer_postgres::test_support::fresh_database().await;
+    let options = stigmer_database::DatabaseOptions::new(url);
+    serve_over_tcp(
+        dir,
+        options,
+        Some("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="),
+    )
+    .await
+}
+
+async fn serve_over_tcp(
+    dir: tempfile::TempDir,
+    options: stigmer_database::DatabaseOptions,
+    master_key: Option<&str>,
+) -> (Client, Backend) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let address = listener.local_addr().expect("address");
     let mut server_config = stigmer_grpc::ServerConfig::new(address);
-    let options = stigmer_database::DatabaseOptions::sqlite(dir.path().join("s.db"));
     let database = stigmer_database::open(&options).await.expect("open");
     server_config.master_key_file = database.default_key_file();
+    server_config.master_key = master_key.map(str::to_string);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(async move {
         stigmer_grpc::run(&server_config, database.store, listener, async {
@@ -120,7 +143,12 @@ fn code(err: ClientError) -> tonic::Code {
 async fn serving_and_info(client: &Client) {
     assert!(client.is_serving().await);
     let info = client.info().await.expect("info");
-    assert_eq!(info["backend"], "sqlite");
+    let backend = info["backend"].as_str().unwrap_or_default();
+    assert!(["sqlite", "postgres"].contains(&backend), "{info}");
+    assert!(
+        !info["location"].as_str().unwrap_or_default().is_empty(),
+        "{info}"
+    );
 }
 
 async fn apply_get_list_delete(client: &Client) {
@@ -244,6 +272,10 @@ async fn watch_follows_changes(client: &Client) {
 macro_rules! conformance {
     ($($case:ident),* $(,)?) => {
         mod in_process_transport {
+            #[tokio::test]
+            async fn runs_on_sqlite() {
+                super::backend_is("sqlite", super::in_process().await).await;
+            }
             $(
                 #[tokio::test]
                 async fn $case() {
@@ -254,6 +286,10 @@ macro_rules! conformance {
             )*
         }
         mod tcp_transport {
+            #[tokio::test]
+            async fn runs_on_sqlite() {
+                super::backend_is("sqlite", super::over_tcp().await).await;
+            }
             $(
                 #[tokio::test]
                 async fn $case() {
@@ -263,7 +299,28 @@ macro_rules! conformance {
                 }
             )*
         }
+        mod tcp_transport_on_postgres {
+            #[tokio::test]
+            async fn runs_on_postgres() {
+                super::backend_is("postgres", super::over_tcp_on_postgres().await).await;
+            }
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    let (client, backend) = super::over_tcp_on_postgres().await;
+                    super::$case(&client).await;
+                    backend.finish(client).await;
+                }
+            )*
+        }
     };
+}
+
+/// The suite runs on the backend it claims to.
+async fn backend_is(expected: &str, (client, backend): (Client, Backend)) {
+    let info = client.info().await.expect("info");
+    assert_eq!(info["backend"], expected, "{info}");
+    backend.finish(client).await;
 }
 
 conformance!(

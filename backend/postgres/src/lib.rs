@@ -18,6 +18,8 @@ mod options;
 mod queries;
 mod schema;
 mod snapshot;
+#[cfg(feature = "test-support")]
+pub mod test_support;
 mod writer;
 
 pub use config::PostgresConfig;

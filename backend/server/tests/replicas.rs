@@ -87,7 +87,7 @@ async fn current_revision(replica: &Replica) -> i64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_creates_of_one_slug_over_three_replicas_have_exactly_one_winner() {
     let home = tempfile::tempdir().expect("home");
-    let url = fresh_database("one_slug").await;
+    let url = fresh_database().await;
     let replicas = replicas(home.path(), &url, 3).await;
     let mut calls = tokio::task::JoinSet::new();
     for n in 0..200 {
@@ -109,7 +109,7 @@ async fn concurrent_creates_of_one_slug_over_three_replicas_have_exactly_one_win
 async fn watchers_on_every_replica_see_one_gap_free_sequence_while_all_three_write() {
     const PER_REPLICA: usize = 60;
     let home = tempfile::tempdir().expect("home");
-    let url = fresh_database("one_order").await;
+    let url = fresh_database().await;
     let replicas = replicas(home.path(), &url, 3).await;
     let start = current_revision(&replicas[0]).await;
     let mut watches = Vec::new();
@@ -161,7 +161,7 @@ async fn watchers_on_every_replica_see_one_gap_free_sequence_while_all_three_wri
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill_dash_nine_of_a_replica_during_writes_loses_no_acknowledged_write() {
     let home = tempfile::tempdir().expect("home");
-    let url = fresh_database("kill_nine").await;
+    let url = fresh_database().await;
     let mut replicas = replicas(home.path(), &url, 3).await;
     let (acknowledged_tx, mut acknowledged) = tokio::sync::mpsc::unbounded_channel();
     let mut writers = tokio::task::JoinSet::new();
@@ -236,7 +236,7 @@ async fn refused_start(url: &str, master_key: Option<&str>) -> String {
 
 #[tokio::test]
 async fn a_start_on_a_missing_database_a_wrong_password_or_without_a_key_fails_fast_and_clearly() {
-    let url = fresh_database("refused").await;
+    let url = fresh_database().await;
     let (base, _) = url.rsplit_once('/').expect("a database in the URL");
     let log = refused_start(&format!("{base}/no_such_db"), Some(MASTER_KEY)).await;
     assert!(

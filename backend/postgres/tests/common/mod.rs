@@ -4,44 +4,13 @@
 #![allow(dead_code)]
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use stigmer_postgres::{PostgresConfig, PostgresStore};
+// Each test file uses some of these.
+#[allow(unused_imports)]
+pub use stigmer_postgres::test_support::{URL_VAR, connect, server_url, with_database};
 use stigmer_store::{NewResource, Scope};
-
-pub const URL_VAR: &str = "STIGMER_TEST_POSTGRES_URL";
-
-/// The server's superuser URL. Panics, never skips, when it is missing: a test suite that
-/// passes without running its PostgreSQL tests would hide a broken store.
-pub fn server_url() -> String {
-    match std::env::var(URL_VAR) {
-        Ok(url) if !url.is_empty() => url,
-        _ => panic!(
-            "{URL_VAR} is not set, and these tests need a PostgreSQL server. Run them through \
-             scripts/with-postgres.sh, which starts a throwaway cluster and sets it: \
-             scripts/with-postgres.sh cargo test -p stigmer-postgres"
-        ),
-    }
-}
-
-/// `url` with its database replaced by `name`.
-pub fn with_database(url: &str, name: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((base, query)) => (base, Some(query)),
-        None => (url, None),
-    };
-    let after_scheme = base.find("://").map_or(0, |at| at + 3);
-    let authority_end = base[after_scheme..]
-        .find('/')
-        .map_or(base.len(), |at| after_scheme + at);
-    let mut out = format!("{}/{name}", &base[..authority_end]);
-    if let Some(query) = query {
-        out.push('?');
-        out.push_str(query);
-    }
-    out
-}
 
 /// `url` with its password replaced by `password`.
 pub fn with_password(url: &str, password: &str) -> String {
@@ -106,38 +75,10 @@ impl TestDatabase {
     }
 }
 
-pub async fn connect(url: &str) -> tokio_postgres::Client {
-    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .unwrap_or_else(|err| panic!("cannot connect to the test server ({URL_VAR}): {err}"));
-    tokio::spawn(async move {
-        let _ = connection.await;
-    });
-    client
-}
-
 /// Creates an empty database with a name no other test (or test process) uses.
 pub async fn fresh_database() -> TestDatabase {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let server = server_url();
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("after the epoch")
-        .subsec_nanos();
-    let name = format!(
-        "stigmer_test_{}_{}_{nanos}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    );
-    let client = connect(&server).await;
-    client
-        .batch_execute(&format!("CREATE DATABASE {name}"))
-        .await
-        .unwrap_or_else(|err| panic!("CREATE DATABASE {name}: {err:?}"));
-    TestDatabase {
-        url: with_database(&server, &name),
-        name,
-    }
+    let (name, url) = stigmer_postgres::test_support::fresh_database().await;
+    TestDatabase { url, name }
 }
 
 pub fn resource(id: &str, slug: &str) -> NewResource {
