@@ -365,14 +365,7 @@ pub(crate) async fn at_revision(
     )
     .await?;
     if let Some((changed_at, change_type, data)) = at_or_before {
-        return Ok(if change_type == ChangeType::Deleted.as_str() {
-            AtRevision::Absent
-        } else {
-            AtRevision::Existed {
-                revision: changed_at,
-                data,
-            }
-        });
+        return Ok(AtRevision::from_last_change(changed_at, &change_type, data));
     }
     // No change between the compaction point and `revision`: the next change (if any) says
     // whether it existed then; without one, the current row is still that version.
@@ -382,19 +375,17 @@ pub(crate) async fn at_revision(
          ORDER BY revision LIMIT 1",
     )
     .await?;
-    match next {
-        Some((_, change_type, _)) if change_type == ChangeType::Created.as_str() => {
-            Ok(AtRevision::Absent)
-        }
-        Some(_) => Ok(AtRevision::OutOfRange(bounds)),
-        None => Ok(match get_by_id(&tx, scope, id).await? {
-            Some(row) => AtRevision::Existed {
-                revision: row.revision,
-                data: row.data,
-            },
-            None => AtRevision::Absent,
-        }),
+    let next_type = next.map(|(_, change_type, _)| change_type);
+    if let Some(answer) = AtRevision::from_next_change(next_type.as_deref(), bounds) {
+        return Ok(answer);
     }
+    Ok(match get_by_id(&tx, scope, id).await? {
+        Some(row) => AtRevision::Existed {
+            revision: row.revision,
+            data: row.data,
+        },
+        None => AtRevision::Absent,
+    })
 }
 
 /// Resource counts per kind in one org.

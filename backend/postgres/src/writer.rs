@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use deadpool_postgres::{GenericClient, Object, Pool, Transaction};
+pub(crate) use stigmer_store::{Applied, WriteOp};
 use stigmer_store::{
     CacheFill, Change, ChangeType, Compaction, Mutation, NewResource, Retention, Scope, StoreError,
     StoreResult, StoredResource, TokenRewrite,
@@ -22,33 +23,6 @@ use crate::errors::{is_slug_violation, pool_error, store_error};
 use crate::feed::FeedHandle;
 use crate::json::compact;
 use crate::queries::current_revision;
-
-/// One caller's work, applied inside its own savepoint.
-pub(crate) enum WriteOp {
-    /// Mutations that succeed or fail together.
-    Transact(Vec<Mutation>),
-    /// Removes one step of the change log's oldest entries that `retention` no longer keeps.
-    /// Consumes no revision.
-    Compact(Retention),
-    /// Sets a text setting. Consumes no revision.
-    PutSetting { key: String, value: String },
-    /// Rewrites stored tokens (re-sealing secrets). Consumes no revision.
-    RewriteTokens {
-        prefix: String,
-        rewrite: TokenRewrite,
-    },
-    /// Stores read-cache encodings on rows that still lack one and still hold the data they
-    /// were made from. Consumes no revision: the resources do not change.
-    FillReadCache(Vec<CacheFill>),
-}
-
-/// What an applied operation produced.
-pub(crate) enum Applied {
-    Written(Vec<StoredResource>),
-    Compacted(Compaction),
-    /// A maintenance operation, with how many rows or tokens it touched.
-    Maintained(u64),
-}
 
 struct WriteJob {
     op: WriteOp,

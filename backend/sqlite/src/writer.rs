@@ -7,6 +7,7 @@ use std::thread::JoinHandle;
 
 use rusqlite::ToSql;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params, params_from_iter};
+pub(crate) use stigmer_store::{Applied, WriteOp};
 use stigmer_store::{
     CacheFill, Change, ChangeType, Compaction, Mutation, NewResource, Retention, Scope, StoreError,
     StoreResult, StoredResource, TokenRewrite,
@@ -17,33 +18,6 @@ use crate::config::{AfterCommit, SqliteConfig};
 use crate::errors::{OpenError, is_unique_violation, store_error};
 use crate::queries::{current_revision, stored_from_row};
 use crate::reserve::Space;
-
-/// One caller's work, applied inside its own savepoint.
-pub(crate) enum WriteOp {
-    /// Mutations that succeed or fail together.
-    Transact(Vec<Mutation>),
-    /// Removes one step of the change log's oldest entries that `retention` no longer keeps.
-    /// Consumes no revision.
-    Compact(Retention),
-    /// Sets a text setting. Consumes no revision.
-    PutSetting { key: String, value: String },
-    /// Rewrites stored tokens (re-sealing secrets). Consumes no revision.
-    RewriteTokens {
-        prefix: String,
-        rewrite: TokenRewrite,
-    },
-    /// Stores read-cache encodings on rows that still lack one and still hold the data they
-    /// were made from. Consumes no revision: the resources do not change.
-    FillReadCache(Vec<CacheFill>),
-}
-
-/// What an applied operation produced.
-pub(crate) enum Applied {
-    Written(Vec<StoredResource>),
-    Compacted(Compaction),
-    /// A maintenance operation, with how many rows or tokens it touched.
-    Maintained(u64),
-}
 
 struct WriteJob {
     op: WriteOp,

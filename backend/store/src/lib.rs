@@ -3,10 +3,12 @@
 #![forbid(unsafe_code)]
 
 mod error;
+mod queue;
 mod types;
 mod watch;
 
 pub use error::{StoreError, StoreResult};
+pub use queue::{Applied, WriteOp};
 pub use types::{
     AtRevision, CacheFill, Change, ChangeFilter, ChangeType, Compaction, JsonFilter, JsonPath,
     ListPage, ListQuery, LogBounds, Mutation, NewResource, ResourceVersion, Retention, Scope,

@@ -194,6 +194,30 @@ pub enum AtRevision {
     OutOfRange(LogBounds),
 }
 
+impl AtRevision {
+    /// The answer when the log's last change of the resource at or before the revision asked
+    /// took it to `revision` as `change_type` ("created", "updated", "deleted").
+    pub fn from_last_change(revision: i64, change_type: &str, data: String) -> Self {
+        if change_type == ChangeType::Deleted.as_str() {
+            Self::Absent
+        } else {
+            Self::Existed { revision, data }
+        }
+    }
+
+    /// The answer when the log holds no change of the resource between the compaction point
+    /// and the revision asked, from the type of its next change: created later means it did
+    /// not exist then; changed later means the log no longer says. `None` when there is no
+    /// later change either: the current row (or its absence) is the answer.
+    pub fn from_next_change(next_type: Option<&str>, bounds: LogBounds) -> Option<Self> {
+        match next_type {
+            Some(change_type) if change_type == ChangeType::Created.as_str() => Some(Self::Absent),
+            Some(_) => Some(Self::OutOfRange(bounds)),
+            None => None,
+        }
+    }
+}
+
 /// How much of the change log to keep: a change goes only once it is both older than the
 /// last `revisions` revisions and older than `age`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
