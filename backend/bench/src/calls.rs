@@ -17,7 +17,7 @@ use tonic::transport::Channel;
 
 use crate::drive::drive;
 use crate::resources::{environment, preload_id, preload_slug};
-use crate::server::CpuClock;
+use crate::server::{BenchServer, CpuClock};
 use crate::stats::Summary;
 
 pub const LIST_PAGE: i32 = 100;
@@ -56,13 +56,33 @@ impl Call {
     }
 }
 
-/// What a workload runs against: the server and how many resources were preloaded.
+/// What a workload runs against: the server (or replicas) and how many resources were
+/// preloaded.
 #[derive(Clone)]
 pub struct Target {
+    /// What every call goes through: one server's connection, or a balancer over replicas.
     pub channel: Channel,
+    /// One connection to each server, for `ResourceService/info`: a replica counts only its
+    /// own commits, so a balanced channel would mix counters of different servers.
+    pub servers: Vec<Channel>,
     pub preloaded: usize,
-    /// The server's CPU time, read around each workload.
+    /// The servers' CPU time, read around each workload.
     pub cpu: CpuClock,
+    /// Whether creates are compared with the SQLite store's batch floor (case 1).
+    pub store_floor: bool,
+}
+
+impl Target {
+    /// One server.
+    pub fn server(server: &BenchServer, preloaded: usize) -> Result<Self> {
+        Ok(Self {
+            channel: server.channel.clone(),
+            servers: vec![server.channel.clone()],
+            preloaded,
+            cpu: server.cpu_clock()?,
+            store_floor: true,
+        })
+    }
 }
 
 /// Distinguishes the names of creates of different runs against one server.

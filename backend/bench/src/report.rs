@@ -16,6 +16,14 @@ pub struct Floors {
     pub store_batch: Option<Summary>,
 }
 
+/// A row's throughput and p99, looked up by [`Report::figure`].
+#[derive(Debug, Clone, Copy)]
+pub struct Figure {
+    /// Units per second.
+    pub rate: f64,
+    pub p99: Duration,
+}
+
 /// Everything printed (markdown: a heading and a table per case, notes as list items), kept
 /// for the JSON results file.
 #[derive(Debug, Default)]
@@ -107,6 +115,19 @@ impl Report {
         println!("- {text}");
         self.notes
             .push(json!({ "section": self.section, "note": text }));
+    }
+
+    /// The figures of the first row printed so far with this label and concurrency, for
+    /// ratios between cases of one run.
+    pub fn figure(&self, case: &str, in_flight: usize) -> Option<Figure> {
+        let row = self.rows.iter().find(|row| {
+            row["case"].as_str() == Some(case)
+                && row["in_flight"].as_u64() == Some(in_flight as u64)
+        })?;
+        Some(Figure {
+            rate: row["ops_per_sec"].as_f64()?,
+            p99: Duration::from_secs_f64(row["p99_us"].as_f64()? / 1e6),
+        })
     }
 
     /// Writes every row and note to `path` as JSON, creating its directory.
