@@ -17,7 +17,7 @@ use tonic::transport::Channel;
 
 use crate::drive::drive;
 use crate::resources::{environment, preload_id, preload_slug};
-use crate::server::{BenchServer, CpuClock};
+use crate::server::{BenchServer, CpuClock, TreeClock};
 use crate::stats::Summary;
 
 pub const LIST_PAGE: i32 = 100;
@@ -70,6 +70,8 @@ pub struct Target {
     pub cpu: CpuClock,
     /// Whether creates are compared with the SQLite store's batch floor (case 1).
     pub store_floor: bool,
+    /// The database server's CPU time, when it is a process of its own (PostgreSQL).
+    pub database_cpu: Option<TreeClock>,
 }
 
 impl Target {
@@ -81,6 +83,7 @@ impl Target {
             preloaded,
             cpu: server.cpu_clock()?,
             store_floor: true,
+            database_cpu: None,
         })
     }
 }
@@ -98,6 +101,7 @@ pub async fn measure(
 ) -> Result<Summary> {
     let run = RUN.fetch_add(1, Ordering::Relaxed);
     let cpu_before = target.cpu.used()?;
+    let database_before = target.database_cpu.map(|clock| clock.used()).transpose()?;
     let mut summary = drive(in_flight, duration, 1, |worker| {
         let target = target.clone();
         let mut worker_state = Worker::new(worker, run);
@@ -109,6 +113,9 @@ pub async fn measure(
     })
     .await?;
     summary.server_cpu = Some(target.cpu.used()?.saturating_sub(cpu_before));
+    if let (Some(clock), Some(before)) = (target.database_cpu, database_before) {
+        summary.database_cpu = Some(clock.used()?.saturating_sub(before));
+    }
     Ok(summary)
 }
 

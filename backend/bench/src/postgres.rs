@@ -23,7 +23,7 @@ use crate::calls::{Call, Target};
 use crate::etcd;
 use crate::preload::{fill, preload};
 use crate::report::{Report, ratio};
-use crate::server::{BenchServer, CpuClock, balanced};
+use crate::server::{BenchServer, CpuClock, TreeClock, balanced};
 use crate::server_cases::measure_calls;
 use crate::stats::{fmt_duration, fmt_rate};
 use crate::watch::{WatchPair, measure_all};
@@ -55,6 +55,7 @@ pub async fn run(settings: &Settings, report: &mut Report, baselines: bool) -> R
     report.note(&format!("the server says: {}", server.database().await?));
     let target = Target {
         store_floor: false,
+        database_cpu: Some(cluster.cpu()?),
         ..Target::server(&server, settings.preload)?
     };
     measure_calls(settings, report, &target, &CALLS, ONE).await?;
@@ -78,6 +79,7 @@ pub async fn run(settings: &Settings, report: &mut Report, baselines: bool) -> R
         preloaded: settings.preload,
         cpu: cpu.clone(),
         store_floor: false,
+        database_cpu: Some(cluster.cpu()?),
     };
     report.note(&format!(
         "{REPLICAS} replicas, calls spread at random over them (tonic's balancer); srv CPU/op \
@@ -137,10 +139,12 @@ pub fn compare(settings: &Settings, report: &mut Report) {
             (Some(sqlite), Some(one)) => {
                 let r = ratio(one.rate, sqlite.rate);
                 format!(
-                    "get by id at {in_flight} in flight: PostgreSQL {}/s = {r:.2}× SQLite's \
-                     {}/s{}; target ≥ 0.5×: {}",
+                    "get by id at {in_flight} in flight: PostgreSQL {}/s ({}) = {r:.2}× \
+                     SQLite's {}/s ({}){}; target ≥ 0.5×: {}",
                     fmt_rate(one.rate),
+                    one.cpu(),
                     fmt_rate(sqlite.rate),
+                    sqlite.cpu(),
                     three.map_or_else(String::new, |three| format!(
                         " ({REPLICAS} replicas: {}/s = {:.2}×)",
                         fmt_rate(three.rate),
@@ -167,10 +171,12 @@ pub fn compare(settings: &Settings, report: &mut Report) {
             (Some(etcd), Some(three)) => {
                 let r = ratio(three.rate, etcd.rate);
                 format!(
-                    "durable create at {in_flight} in flight: {REPLICAS} replicas {}/s = {r:.2}× \
-                     etcd put {}/s, p99 {} vs {}{}; target ≥ 1×: {}",
+                    "durable create at {in_flight} in flight: {REPLICAS} replicas {}/s ({}) = \
+                     {r:.2}× etcd put {}/s ({}), p99 {} vs {}{}; target ≥ 1×: {}",
                     fmt_rate(three.rate),
+                    three.cpu(),
                     fmt_rate(etcd.rate),
+                    etcd.cpu(),
                     fmt_duration(three.p99),
                     fmt_duration(etcd.p99),
                     one.map_or_else(String::new, |one| format!(
@@ -310,6 +316,17 @@ impl Cluster {
             dir,
             running: true,
         })
+    }
+
+    /// The CPU time of the cluster's processes: the postmaster and the backends it forked.
+    fn cpu(&self) -> Result<TreeClock> {
+        let pid_file = self.dir.path().join("data/postmaster.pid");
+        let postmaster = std::fs::read_to_string(&pid_file)?
+            .lines()
+            .next()
+            .and_then(|line| line.trim().parse().ok())
+            .with_context(|| format!("no pid in {}", pid_file.display()))?;
+        Ok(TreeClock::of(postmaster))
     }
 
     /// Stops the cluster; its directory goes when dropped.

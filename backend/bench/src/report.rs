@@ -22,6 +22,24 @@ pub struct Figure {
     /// Units per second.
     pub rate: f64,
     pub p99: Duration,
+    /// Per unit of work.
+    pub server_cpu: Option<Duration>,
+    pub database_cpu: Option<Duration>,
+}
+
+impl Figure {
+    /// "srv CPU/op 58 µs + PostgreSQL 40 µs", or the server's alone.
+    pub fn cpu(&self) -> String {
+        let show = |cpu: Option<Duration>| cpu.map_or_else(|| "-".to_string(), fmt_duration);
+        match self.database_cpu {
+            Some(database) => format!(
+                "srv CPU/op {} + PostgreSQL {}",
+                show(self.server_cpu),
+                fmt_duration(database)
+            ),
+            None => format!("srv CPU/op {}", show(self.server_cpu)),
+        }
+    }
 }
 
 /// Everything printed (markdown: a heading and a table per case, notes as list items), kept
@@ -92,6 +110,7 @@ impl Report {
             "p999_us": micros(summary.p999),
             "server_cpu_us_per_op": cpu.map(micros),
             "bench_cpu_us_per_op": own_cpu.map(micros),
+            "database_cpu_us_per_op": summary.database_cpu_per_unit().map(micros),
             "note": note,
         }));
     }
@@ -124,9 +143,16 @@ impl Report {
             row["case"].as_str() == Some(case)
                 && row["in_flight"].as_u64() == Some(in_flight as u64)
         })?;
+        let micros = |key: &str| {
+            row[key]
+                .as_f64()
+                .map(|us| Duration::from_secs_f64(us / 1e6))
+        };
         Some(Figure {
             rate: row["ops_per_sec"].as_f64()?,
-            p99: Duration::from_secs_f64(row["p99_us"].as_f64()? / 1e6),
+            p99: micros("p99_us")?,
+            server_cpu: micros("server_cpu_us_per_op"),
+            database_cpu: micros("database_cpu_us_per_op"),
         })
     }
 

@@ -243,6 +243,53 @@ impl CpuClock {
     }
 
     fn used_by(pid: u32) -> Result<Duration> {
+        Ok(ProcStat::of(pid)?.cpu)
+    }
+}
+
+/// CPU time of a process and its children: a PostgreSQL cluster, whose postmaster forks a
+/// backend for every connection. Children that exit between two readings take their time
+/// with them; the pools keep their connections, so few do during a run.
+#[derive(Debug, Clone, Copy)]
+pub struct TreeClock {
+    parent: u32,
+}
+
+impl TreeClock {
+    pub fn of(parent: u32) -> Self {
+        Self { parent }
+    }
+
+    pub fn used(&self) -> Result<Duration> {
+        let mut total = ProcStat::of(self.parent)?.cpu;
+        for entry in std::fs::read_dir("/proc")? {
+            let Some(pid) = entry?
+                .file_name()
+                .to_str()
+                .and_then(|name| name.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            // A process may end between listing and reading: it is simply not counted.
+            if let Ok(stat) = ProcStat::of(pid)
+                && stat.parent == self.parent
+            {
+                total += stat.cpu;
+            }
+        }
+        Ok(total)
+    }
+}
+
+/// What the bench reads of /proc/<pid>/stat.
+struct ProcStat {
+    parent: u32,
+    /// User + system time, every thread.
+    cpu: Duration,
+}
+
+impl ProcStat {
+    fn of(pid: u32) -> Result<Self> {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
         // The command name (field 2) may hold spaces; count fields after its closing paren.
         let after_name = stat
@@ -250,15 +297,19 @@ impl CpuClock {
             .map(|(_, rest)| rest)
             .context("unexpected /proc/<pid>/stat")?;
         let fields: Vec<&str> = after_name.split_whitespace().collect();
-        // utime and stime are fields 14 and 15; field 3 (state) is the first after the name.
-        let ticks = |index: usize| -> Result<u64> {
+        // Field 3 (state) is the first after the name: ppid (4) is at 1, utime and stime
+        // (14 and 15) at 11 and 12.
+        let number = |index: usize| -> Result<u64> {
             fields
                 .get(index)
                 .and_then(|field| field.parse().ok())
-                .context("no CPU times in /proc/<pid>/stat")
+                .context("a field missing from /proc/<pid>/stat")
         };
-        let total = ticks(11)? + ticks(12)?;
-        Ok(Duration::from_millis(total * 1000 / Self::TICKS_PER_SEC))
+        let ticks = number(11)? + number(12)?;
+        Ok(Self {
+            parent: u32::try_from(number(1)?)?,
+            cpu: Duration::from_millis(ticks * 1000 / CpuClock::TICKS_PER_SEC),
+        })
     }
 }
 

@@ -11,6 +11,7 @@ use crate::grpc_floor::paired_floor;
 use crate::preload::preload;
 use crate::report::{Report, vs_grpc_floor};
 use crate::server::BenchServer;
+use crate::stats::fmt_duration;
 
 pub async fn run(settings: &Settings, report: &mut Report) -> Result<()> {
     report.section(&format!(
@@ -75,8 +76,12 @@ pub async fn measure_calls(
                 Call::Update => vec![per_commit],
                 Call::List => Vec::new(),
             };
+            let database_cpu = summary
+                .database_cpu_per_unit()
+                .map(|cpu| format!("PostgreSQL CPU/op {}", fmt_duration(cpu)));
             let note = notes
                 .into_iter()
+                .chain(database_cpu)
                 .filter(|note| !note.is_empty())
                 .collect::<Vec<_>>()
                 .join("; ");
