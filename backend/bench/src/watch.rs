@@ -3,6 +3,7 @@
 //! spec.description; each watcher computes the lag when the event reaches it.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -22,6 +23,8 @@ use crate::resources::{KIND, environment};
 use crate::server::{BenchServer, CpuClock, connect};
 use crate::stats::{Summary, nanos};
 
+/// Numbers the runs of this process.
+static RUN: AtomicU64 = AtomicU64::new(0);
 /// Watch streams per HTTP/2 connection (servers commonly allow 100-200 streams per connection).
 const WATCHERS_PER_CONNECTION: usize = 100;
 /// Longest wait, after the writer stops, for the watchers to receive everything.
@@ -92,7 +95,9 @@ async fn measure(
 ) -> Result<()> {
     let epoch = Instant::now();
     let mut writer = EnvironmentCommandControllerClient::new(pair.writer.clone());
-    let start_revision = create(&mut writer, epoch, "watch-start".into()).await?;
+    // Runs on one server (PostgreSQL replicas serve several) need names of their own.
+    let run = RUN.fetch_add(1, Ordering::Relaxed);
+    let start_revision = create(&mut writer, epoch, format!("watch-r{run}-start")).await?;
     let streams = open_watchers(pair.watched, watchers, start_revision).await?;
     let cpu = &pair.cpu;
     let cpu_before = cpu.used()?;
@@ -103,7 +108,7 @@ async fn measure(
     for stream in streams {
         tasks.spawn(receive(stream, epoch, target_rx.clone()));
     }
-    let (written, last_revision) = write(settings, &mut writer, epoch, rate).await?;
+    let (written, last_revision) = write(settings, &mut writer, epoch, rate, run).await?;
     target_tx.send(last_revision)?;
     let seen = collect(&mut tasks).await?;
     let complete = seen
@@ -199,6 +204,7 @@ async fn write(
     writer: &mut EnvironmentCommandControllerClient<Channel>,
     epoch: Instant,
     rate: u32,
+    run: u64,
 ) -> Result<(u64, i64)> {
     let deadline = Instant::now() + settings.duration;
     let mut pace = (rate > 0).then(|| {
@@ -211,7 +217,7 @@ async fn write(
         if let Some(pace) = pace.as_mut() {
             pace.tick().await;
         }
-        last = create(writer, epoch, format!("watch-{written}")).await?;
+        last = create(writer, epoch, format!("watch-r{run}-{written}")).await?;
         written += 1;
     }
     Ok((written, last))
