@@ -17,7 +17,7 @@ use tonic::transport::Channel;
 
 use crate::drive::drive;
 use crate::resources::{environment, preload_id, preload_slug};
-use crate::server::CpuClock;
+use crate::server::{BenchServer, CpuClock, TreeClock};
 use crate::stats::Summary;
 
 pub const LIST_PAGE: i32 = 100;
@@ -56,13 +56,36 @@ impl Call {
     }
 }
 
-/// What a workload runs against: the server and how many resources were preloaded.
+/// What a workload runs against: the server (or replicas) and how many resources were
+/// preloaded.
 #[derive(Clone)]
 pub struct Target {
+    /// What every call goes through: one server's connection, or a balancer over replicas.
     pub channel: Channel,
+    /// One connection to each server, for `ResourceService/info`: a replica counts only its
+    /// own commits, so a balanced channel would mix counters of different servers.
+    pub servers: Vec<Channel>,
     pub preloaded: usize,
-    /// The server's CPU time, read around each workload.
+    /// The servers' CPU time, read around each workload.
     pub cpu: CpuClock,
+    /// Whether creates are compared with the SQLite store's batch floor (case 1).
+    pub store_floor: bool,
+    /// The database server's CPU time, when it is a process of its own (PostgreSQL).
+    pub database_cpu: Option<TreeClock>,
+}
+
+impl Target {
+    /// One server.
+    pub fn server(server: &BenchServer, preloaded: usize) -> Result<Self> {
+        Ok(Self {
+            channel: server.channel.clone(),
+            servers: vec![server.channel.clone()],
+            preloaded,
+            cpu: server.cpu_clock()?,
+            store_floor: true,
+            database_cpu: None,
+        })
+    }
 }
 
 /// Distinguishes the names of creates of different runs against one server.
@@ -78,6 +101,7 @@ pub async fn measure(
 ) -> Result<Summary> {
     let run = RUN.fetch_add(1, Ordering::Relaxed);
     let cpu_before = target.cpu.used()?;
+    let database_before = target.database_cpu.map(|clock| clock.used()).transpose()?;
     let mut summary = drive(in_flight, duration, 1, |worker| {
         let target = target.clone();
         let mut worker_state = Worker::new(worker, run);
@@ -89,6 +113,9 @@ pub async fn measure(
     })
     .await?;
     summary.server_cpu = Some(target.cpu.used()?.saturating_sub(cpu_before));
+    if let (Some(clock), Some(before)) = (target.database_cpu, database_before) {
+        summary.database_cpu = Some(clock.used()?.saturating_sub(before));
+    }
     Ok(summary)
 }
 

@@ -23,8 +23,26 @@ use crate::server::{CpuClock, connect};
 
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The label of etcd's put rows, which other cases' ratios look up.
+pub const PUT: &str = "etcd put (durable)";
+
 pub async fn run(settings: &Settings, report: &mut Report) -> Result<()> {
     report.section("7. etcd peer (etcd on loopback, native gRPC KV API)");
+    measure(settings, report, &[Op::Put, Op::Range]).await
+}
+
+/// etcd puts alone at every concurrency, for a case that compares with them when case 7 does
+/// not run.
+pub async fn puts(settings: &Settings, report: &mut Report) -> Result<()> {
+    measure(settings, report, &[Op::Put]).await
+}
+
+/// Whether an etcd binary is on PATH.
+pub fn installed() -> bool {
+    find_on_path("etcd").is_some()
+}
+
+async fn measure(settings: &Settings, report: &mut Report, ops: &[Op]) -> Result<()> {
     let Some(binary) = find_on_path("etcd") else {
         report.note("etcd: skipped (no etcd binary on PATH)");
         return Ok(());
@@ -32,17 +50,27 @@ pub async fn run(settings: &Settings, report: &mut Report) -> Result<()> {
     let dir = tempfile::tempdir()?;
     let (mut child, kv) = start(&binary, dir.path()).await?;
     let cpu = CpuClock::of(child.id().context("etcd has exited")?);
-    let result = measure(settings, report, &kv, cpu).await;
+    let result = measure_on(settings, report, &kv, &cpu, ops).await;
     child.kill().await?;
     result
 }
 
-async fn measure(settings: &Settings, report: &mut Report, kv: &Kv, cpu: CpuClock) -> Result<()> {
+async fn measure_on(
+    settings: &Settings,
+    report: &mut Report,
+    kv: &Kv,
+    cpu: &CpuClock,
+    ops: &[Op],
+) -> Result<()> {
     for &in_flight in &settings.concurrency {
-        let put = run_op(settings, kv, cpu, in_flight, Op::Put).await?;
-        report.row("etcd put (durable)", in_flight, &put, "");
-        let range = run_op(settings, kv, cpu, in_flight, Op::Range).await?;
-        report.row("etcd range (1 key)", in_flight, &range, "");
+        for &op in ops {
+            let summary = run_op(settings, kv, cpu, in_flight, op).await?;
+            let label = match op {
+                Op::Put => PUT,
+                Op::Range => "etcd range (1 key)",
+            };
+            report.row(label, in_flight, &summary, "");
+        }
     }
     Ok(())
 }
@@ -58,7 +86,7 @@ enum Op {
 async fn run_op(
     settings: &Settings,
     kv: &Kv,
-    cpu: CpuClock,
+    cpu: &CpuClock,
     in_flight: usize,
     op: Op,
 ) -> Result<crate::stats::Summary> {

@@ -7,6 +7,7 @@ mod calls;
 mod drive;
 mod etcd;
 mod grpc_floor;
+mod postgres;
 mod preload;
 mod report;
 mod resources;
@@ -25,8 +26,8 @@ use clap::{Parser, ValueEnum};
 use crate::calls::Call;
 use crate::report::Report;
 
-/// Benchmarks stigmer-server: store floors, gRPC floor, every call over gRPC, watch lag, scale
-/// and an etcd peer.
+/// Benchmarks stigmer-server: store floors, gRPC floor, every call over gRPC, PostgreSQL (one
+/// replica and three), watch lag, scale and an etcd peer.
 #[derive(Debug, Parser)]
 #[command(name = "stigmer-bench", version, about)]
 struct Args {
@@ -65,6 +66,7 @@ enum Case {
     Store,
     GrpcFloor,
     Server,
+    Postgres,
     Watch,
     Scale,
     Etcd,
@@ -140,6 +142,11 @@ async fn main() -> Result<()> {
     if wanted(Case::Server) {
         server_cases::run(&settings, &mut report).await?;
     }
+    if wanted(Case::Postgres) {
+        // Alone, the case measures the SQLite and etcd figures its ratios need itself.
+        let baselines = args.only == Some(Case::Postgres);
+        postgres::run(&settings, &mut report, baselines).await?;
+    }
     if wanted(Case::Watch) {
         watch::run(&settings, &mut report).await?;
     }
@@ -148,6 +155,9 @@ async fn main() -> Result<()> {
     }
     if wanted(Case::Etcd) {
         etcd::run(&settings, &mut report).await?;
+    }
+    if wanted(Case::Postgres) {
+        postgres::compare(&settings, &mut report);
     }
     println!();
     println!("done in {:.1} s", started.elapsed().as_secs_f64());

@@ -13,11 +13,19 @@ use crate::store_floor::open;
 /// Rows per preload transaction.
 const BATCH: usize = 1000;
 
-/// Writes `count` Environments (see [`preload_row`]) into the database at `path` in
+/// Writes `count` Environments (see [`preload_row`]) into the SQLite database at `path` in
 /// transactions of 1,000, then closes it. Returns how long that took.
 pub async fn preload(path: &Path, count: usize) -> Result<Duration> {
     let started = Instant::now();
     let store = open(path, Synchronous::Normal).await?;
+    fill(store.as_ref(), count).await?;
+    store.close().await?;
+    Ok(started.elapsed())
+}
+
+/// Writes `count` Environments (see [`preload_row`]) into `store`, whichever backend, in
+/// transactions of 1,000.
+pub async fn fill(store: &dyn Store, count: usize) -> Result<()> {
     let mut next = 0;
     while next < count {
         let end = (next + BATCH).min(count);
@@ -27,6 +35,5 @@ pub async fn preload(path: &Path, count: usize) -> Result<Duration> {
         store.transact(rows).await?;
         next = end;
     }
-    store.close().await?;
-    Ok(started.elapsed())
+    Ok(())
 }

@@ -16,6 +16,32 @@ pub struct Floors {
     pub store_batch: Option<Summary>,
 }
 
+/// A row's throughput and p99, looked up by [`Report::figure`].
+#[derive(Debug, Clone, Copy)]
+pub struct Figure {
+    /// Units per second.
+    pub rate: f64,
+    pub p99: Duration,
+    /// Per unit of work.
+    pub server_cpu: Option<Duration>,
+    pub database_cpu: Option<Duration>,
+}
+
+impl Figure {
+    /// "srv CPU/op 58 µs + PostgreSQL 40 µs", or the server's alone.
+    pub fn cpu(&self) -> String {
+        let show = |cpu: Option<Duration>| cpu.map_or_else(|| "-".to_string(), fmt_duration);
+        match self.database_cpu {
+            Some(database) => format!(
+                "srv CPU/op {} + PostgreSQL {}",
+                show(self.server_cpu),
+                fmt_duration(database)
+            ),
+            None => format!("srv CPU/op {}", show(self.server_cpu)),
+        }
+    }
+}
+
 /// Everything printed (markdown: a heading and a table per case, notes as list items), kept
 /// for the JSON results file.
 #[derive(Debug, Default)]
@@ -84,6 +110,7 @@ impl Report {
             "p999_us": micros(summary.p999),
             "server_cpu_us_per_op": cpu.map(micros),
             "bench_cpu_us_per_op": own_cpu.map(micros),
+            "database_cpu_us_per_op": summary.database_cpu_per_unit().map(micros),
             "note": note,
         }));
     }
@@ -107,6 +134,26 @@ impl Report {
         println!("- {text}");
         self.notes
             .push(json!({ "section": self.section, "note": text }));
+    }
+
+    /// The figures of the first row printed so far with this label and concurrency, for
+    /// ratios between cases of one run.
+    pub fn figure(&self, case: &str, in_flight: usize) -> Option<Figure> {
+        let row = self.rows.iter().find(|row| {
+            row["case"].as_str() == Some(case)
+                && row["in_flight"].as_u64() == Some(in_flight as u64)
+        })?;
+        let micros = |key: &str| {
+            row[key]
+                .as_f64()
+                .map(|us| Duration::from_secs_f64(us / 1e6))
+        };
+        Some(Figure {
+            rate: row["ops_per_sec"].as_f64()?,
+            p99: micros("p99_us")?,
+            server_cpu: micros("server_cpu_us_per_op"),
+            database_cpu: micros("database_cpu_us_per_op"),
+        })
     }
 
     /// Writes every row and note to `path` as JSON, creating its directory.

@@ -28,11 +28,7 @@ pub async fn run(settings: &Settings, report: &mut Report) -> Result<()> {
             fmt_duration(server.start_to_serving),
             fmt_kib(rss_start.now_kib),
         ));
-        let target = Target {
-            channel: server.channel.clone(),
-            cpu: server.cpu_clock()?,
-            preloaded: rows,
-        };
+        let target = Target::server(&server, rows)?;
         let suffix = format!(" @{}", short(rows));
         let calls = [Call::Get, Call::List, Call::Create];
         measure_calls(settings, report, &target, &calls, &suffix).await?;

@@ -2,9 +2,11 @@
 //! default setting, and the facts about it the cases report (start to SERVING, RSS). A separate
 //! process keeps the load generator's CPU time and memory out of the server's figures.
 
+use std::ffi::OsStr;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -40,28 +42,41 @@ impl BenchServer {
         Ok(info.database)
     }
 
-    /// Starts `stigmer-server` on the database at `db` (created when missing) with default
-    /// settings, so commits are fsynced (synchronous FULL). Its master key file and log go next
-    /// to the database.
+    /// Starts `stigmer-server` on the SQLite database at `db` (created when missing) with
+    /// default settings, so commits are fsynced (synchronous FULL). Its master key file and
+    /// log go next to the database.
     pub async fn start(db: &Path) -> Result<Self> {
         let dir = db.parent().context("the database path has no directory")?;
+        let key_file = dir.join("master.key");
+        Self::start_on(
+            db.as_os_str(),
+            dir,
+            &[("STIGMER_MASTER_KEY_FILE", key_file.as_os_str())],
+        )
+        .await
+    }
+
+    /// Starts `stigmer-server` with `--db` set to `db` (a SQLite path or a `postgres://` URL),
+    /// `home` as its HOME and only the variables in `env` beyond that.
+    pub async fn start_on(db: &OsStr, home: &Path, env: &[(&str, &OsStr)]) -> Result<Self> {
         let started = Instant::now();
-        let mut child = Command::new(server_binary()?)
+        let mut command = Command::new(server_binary()?);
+        command
             .arg("--listen")
             .arg("127.0.0.1:0")
-            .arg("--db")
-            .arg(db)
             // Only what is set here: a STIGMER_* variable in the shell (synchronous=normal,
             // say) would change what is measured.
             .env_clear()
-            .env("STIGMER_MASTER_KEY_FILE", dir.join("master.key"))
-            .env("HOME", dir)
+            // Through the environment rather than argv, where a PostgreSQL URL's password
+            // would show in `ps`.
+            .env("STIGMER_DB", db)
+            .env("HOME", home)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .context("starting stigmer-server")?;
+            .kill_on_drop(true);
+        let mut child = command.spawn().context("starting stigmer-server")?;
         let addr = announced_address(&mut child).await?;
         let channel = connect(addr).await?;
         wait_serving(&channel, started).await?;
@@ -73,11 +88,14 @@ impl BenchServer {
         })
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> Result<u32> {
+        self.child.id().context("the server has exited")
+    }
+
     /// Reads the server's CPU time.
     pub fn cpu_clock(&self) -> Result<CpuClock> {
-        Ok(CpuClock {
-            pid: self.child.id().context("the server has exited")?,
-        })
+        Ok(CpuClock::of(self.pid()?))
     }
 
     /// The server's resident set size and its peak, from /proc/<pid>/status.
@@ -155,6 +173,22 @@ pub async fn connect(addr: SocketAddr) -> Result<Channel> {
         .with_context(|| format!("connecting to {addr}"))
 }
 
+/// One channel over several servers (replicas of one database), one HTTP/2 connection each.
+/// tonic's balancer is tower's power of two choices, but its connections all report the same
+/// load, so each call goes to an endpoint picked at random: calls spread evenly, not by how
+/// busy a replica is.
+pub fn balanced(addrs: &[SocketAddr]) -> Result<Channel> {
+    let endpoints = addrs
+        .iter()
+        .map(|addr| {
+            Ok(Endpoint::from_shared(format!("http://{addr}"))?
+                .connect_timeout(Duration::from_secs(5))
+                .tcp_nodelay(true))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Channel::balance_list(endpoints.into_iter()))
+}
+
 /// Asks grpc.health.v1 until it answers SERVING.
 async fn wait_serving(channel: &Channel, started: Instant) -> Result<()> {
     let mut health = HealthClient::new(channel.clone());
@@ -176,10 +210,11 @@ async fn wait_serving(channel: &Channel, started: Instant) -> Result<()> {
     }
 }
 
-/// CPU time (user + system, every thread) a process has used, from /proc/<pid>/stat.
-#[derive(Debug, Clone, Copy)]
+/// CPU time (user + system, every thread) some processes have used together, from
+/// /proc/<pid>/stat: one server, or every replica of a cluster, whose work per call is the sum.
+#[derive(Debug, Clone)]
 pub struct CpuClock {
-    pid: u32,
+    pids: Arc<[u32]>,
 }
 
 impl CpuClock {
@@ -193,26 +228,88 @@ impl CpuClock {
 
     /// Another process, by pid.
     pub fn of(pid: u32) -> Self {
-        Self { pid }
+        Self::of_all(&[pid])
+    }
+
+    /// Several processes, summed.
+    pub fn of_all(pids: &[u32]) -> Self {
+        Self {
+            pids: Arc::from(pids),
+        }
     }
 
     pub fn used(&self) -> Result<Duration> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid))?;
+        self.pids.iter().map(|&pid| Self::used_by(pid)).sum()
+    }
+
+    fn used_by(pid: u32) -> Result<Duration> {
+        Ok(ProcStat::of(pid)?.cpu)
+    }
+}
+
+/// CPU time of a process and its children: a PostgreSQL cluster, whose postmaster forks a
+/// backend for every connection. Children that exit between two readings take their time
+/// with them; the pools keep their connections, so few do during a run.
+#[derive(Debug, Clone, Copy)]
+pub struct TreeClock {
+    parent: u32,
+}
+
+impl TreeClock {
+    pub fn of(parent: u32) -> Self {
+        Self { parent }
+    }
+
+    pub fn used(&self) -> Result<Duration> {
+        let mut total = ProcStat::of(self.parent)?.cpu;
+        for entry in std::fs::read_dir("/proc")? {
+            let Some(pid) = entry?
+                .file_name()
+                .to_str()
+                .and_then(|name| name.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            // A process may end between listing and reading: it is simply not counted.
+            if let Ok(stat) = ProcStat::of(pid)
+                && stat.parent == self.parent
+            {
+                total += stat.cpu;
+            }
+        }
+        Ok(total)
+    }
+}
+
+/// What the bench reads of /proc/<pid>/stat.
+struct ProcStat {
+    parent: u32,
+    /// User + system time, every thread.
+    cpu: Duration,
+}
+
+impl ProcStat {
+    fn of(pid: u32) -> Result<Self> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
         // The command name (field 2) may hold spaces; count fields after its closing paren.
         let after_name = stat
             .rsplit_once(')')
             .map(|(_, rest)| rest)
             .context("unexpected /proc/<pid>/stat")?;
         let fields: Vec<&str> = after_name.split_whitespace().collect();
-        // utime and stime are fields 14 and 15; field 3 (state) is the first after the name.
-        let ticks = |index: usize| -> Result<u64> {
+        // Field 3 (state) is the first after the name: ppid (4) is at 1, utime and stime
+        // (14 and 15) at 11 and 12.
+        let number = |index: usize| -> Result<u64> {
             fields
                 .get(index)
                 .and_then(|field| field.parse().ok())
-                .context("no CPU times in /proc/<pid>/stat")
+                .context("a field missing from /proc/<pid>/stat")
         };
-        let total = ticks(11)? + ticks(12)?;
-        Ok(Duration::from_millis(total * 1000 / Self::TICKS_PER_SEC))
+        let ticks = number(11)? + number(12)?;
+        Ok(Self {
+            parent: u32::try_from(number(1)?)?,
+            cpu: Duration::from_millis(ticks * 1000 / CpuClock::TICKS_PER_SEC),
+        })
     }
 }
 

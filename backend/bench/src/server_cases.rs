@@ -11,6 +11,7 @@ use crate::grpc_floor::paired_floor;
 use crate::preload::preload;
 use crate::report::{Report, vs_grpc_floor};
 use crate::server::BenchServer;
+use crate::stats::fmt_duration;
 
 pub async fn run(settings: &Settings, report: &mut Report) -> Result<()> {
     report.section(&format!(
@@ -22,11 +23,7 @@ pub async fn run(settings: &Settings, report: &mut Report) -> Result<()> {
     preload(&db, settings.preload).await?;
     let server = BenchServer::start(&db).await?;
     report.note(&format!("the server says: {}", server.database().await?));
-    let target = Target {
-        channel: server.channel.clone(),
-        cpu: server.cpu_clock()?,
-        preloaded: settings.preload,
-    };
+    let target = Target::server(&server, settings.preload)?;
     measure_calls(settings, report, &target, &Call::ALL, "").await?;
     server.stop().await
 }
@@ -57,26 +54,34 @@ pub async fn measure_calls(
                 (run.await?, None)
             };
             let (writes, transactions) = commits(target).await?;
-            let per_commit = match transactions - commits_before.1 {
+            let per_commit = match transactions.saturating_sub(commits_before.1) {
                 0 => String::new(),
                 done => format!(
                     "{:.1} writes per commit",
-                    (writes - commits_before.0) as f64 / done as f64
+                    writes.saturating_sub(commits_before.0) as f64 / done as f64
                 ),
             };
             let vs_floor = floor.as_ref().map(|floor| vs_grpc_floor(&summary, floor));
             let notes = match call {
                 Call::Get | Call::GetByReference => vec![vs_floor.unwrap_or_default()],
                 Call::Create => vec![
-                    report.vs_store_floor(&summary),
+                    if target.store_floor {
+                        report.vs_store_floor(&summary)
+                    } else {
+                        String::new()
+                    },
                     vs_floor.unwrap_or_default(),
                     per_commit,
                 ],
                 Call::Update => vec![per_commit],
                 Call::List => Vec::new(),
             };
+            let database_cpu = summary
+                .database_cpu_per_unit()
+                .map(|cpu| format!("PostgreSQL CPU/op {}", fmt_duration(cpu)));
             let note = notes
                 .into_iter()
+                .chain(database_cpu)
                 .filter(|note| !note.is_empty())
                 .collect::<Vec<_>>()
                 .join("; ");
@@ -87,11 +92,17 @@ pub async fn measure_calls(
     Ok(())
 }
 
-/// The server's committed writes and the transactions they took (ResourceService/info).
+/// The servers' committed writes and the transactions they took (ResourceService/info),
+/// summed over every server of the target.
 async fn commits(target: &Target) -> Result<(u64, u64)> {
-    let info = ResourceServiceClient::new(target.channel.clone())
-        .info(InfoRequest {})
-        .await?
-        .into_inner();
-    Ok((info.writes_committed, info.transactions_committed))
+    let (mut writes, mut transactions) = (0, 0);
+    for channel in &target.servers {
+        let info = ResourceServiceClient::new(channel.clone())
+            .info(InfoRequest {})
+            .await?
+            .into_inner();
+        writes += info.writes_committed;
+        transactions += info.transactions_committed;
+    }
+    Ok((writes, transactions))
 }

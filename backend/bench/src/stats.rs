@@ -15,6 +15,8 @@ pub struct Summary {
     pub server_cpu: Option<Duration>,
     /// CPU time the bench process (clients, and the store in store cases) used during the run.
     pub client_cpu: Option<Duration>,
+    /// CPU time the database server (PostgreSQL's processes) used during the run.
+    pub database_cpu: Option<Duration>,
     /// Every call's latency in nanoseconds, sorted, so that runs can be pooled.
     samples: Vec<u64>,
     units_per_call: u64,
@@ -33,6 +35,7 @@ impl Summary {
             p999: percentile(&samples, 0.999),
             server_cpu: None,
             client_cpu: None,
+            database_cpu: None,
             samples,
             units_per_call,
         }
@@ -46,6 +49,7 @@ impl Summary {
         Self {
             server_cpu: add(a.server_cpu, b.server_cpu),
             client_cpu: add(a.client_cpu, b.client_cpu),
+            database_cpu: add(a.database_cpu, b.database_cpu),
             ..Self::from_nanos(samples, a.elapsed + b.elapsed, a.units_per_call)
         }
     }
@@ -58,6 +62,11 @@ impl Summary {
     /// Bench-process CPU time per unit of work.
     pub fn client_cpu_per_unit(&self) -> Option<Duration> {
         self.per_unit(self.client_cpu)
+    }
+
+    /// Database-server CPU time per unit of work.
+    pub fn database_cpu_per_unit(&self) -> Option<Duration> {
+        self.per_unit(self.database_cpu)
     }
 
     fn per_unit(&self, total: Option<Duration>) -> Option<Duration> {

@@ -2,6 +2,8 @@
 //! ResourceService/watch. The writer puts its send time (nanoseconds since a shared Instant) in
 //! spec.description; each watcher computes the lag when the event reaches it.
 
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -21,6 +23,8 @@ use crate::resources::{KIND, environment};
 use crate::server::{BenchServer, CpuClock, connect};
 use crate::stats::{Summary, nanos};
 
+/// Numbers the runs of this process.
+static RUN: AtomicU64 = AtomicU64::new(0);
 /// Watch streams per HTTP/2 connection (servers commonly allow 100-200 streams per connection).
 const WATCHERS_PER_CONNECTION: usize = 100;
 /// Longest wait, after the writer stops, for the watchers to receive everything.
@@ -32,8 +36,44 @@ pub async fn run(settings: &Settings, report: &mut Report) -> Result<()> {
         for &watchers in &settings.watchers {
             let dir = tempfile::tempdir()?;
             let server = BenchServer::start(&dir.path().join("watch.db")).await?;
-            measure(settings, report, &server, watchers, rate).await?;
+            let pair = WatchPair::one(&server, "")?;
+            measure(settings, report, &pair, watchers, rate).await?;
             server.stop().await?;
+        }
+    }
+    Ok(())
+}
+
+/// Where a watch run writes and where it watches: one server, or two replicas of one
+/// database (the lag then includes the hand-over between them).
+pub struct WatchPair {
+    /// The writer's connection.
+    pub writer: Channel,
+    /// The server the watchers connect to.
+    pub watched: SocketAddr,
+    /// CPU time of every server that takes part.
+    pub cpu: CpuClock,
+    /// Appended to the row's label.
+    pub label_suffix: String,
+}
+
+impl WatchPair {
+    /// Writer and watchers on the same server.
+    pub fn one(server: &BenchServer, label_suffix: &str) -> Result<Self> {
+        Ok(Self {
+            writer: server.channel.clone(),
+            watched: server.addr,
+            cpu: server.cpu_clock()?,
+            label_suffix: label_suffix.to_string(),
+        })
+    }
+}
+
+/// Every writer rate and watcher count of `settings` on `pair`, one row each.
+pub async fn measure_all(settings: &Settings, report: &mut Report, pair: &WatchPair) -> Result<()> {
+    for &rate in &settings.watch_rates {
+        for &watchers in &settings.watchers {
+            measure(settings, report, pair, watchers, rate).await?;
         }
     }
     Ok(())
@@ -49,15 +89,17 @@ struct Seen {
 async fn measure(
     settings: &Settings,
     report: &mut Report,
-    server: &BenchServer,
+    pair: &WatchPair,
     watchers: usize,
     rate: u32,
 ) -> Result<()> {
     let epoch = Instant::now();
-    let mut writer = EnvironmentCommandControllerClient::new(server.channel.clone());
-    let start_revision = create(&mut writer, epoch, "watch-start".into()).await?;
-    let streams = open_watchers(server, watchers, start_revision).await?;
-    let cpu = server.cpu_clock()?;
+    let mut writer = EnvironmentCommandControllerClient::new(pair.writer.clone());
+    // Runs on one server (PostgreSQL replicas serve several) need names of their own.
+    let run = RUN.fetch_add(1, Ordering::Relaxed);
+    let start_revision = create(&mut writer, epoch, format!("watch-r{run}-start")).await?;
+    let streams = open_watchers(pair.watched, watchers, start_revision).await?;
+    let cpu = &pair.cpu;
     let cpu_before = cpu.used()?;
     let own_cpu = CpuClock::own();
     let own_before = own_cpu.used()?;
@@ -66,7 +108,7 @@ async fn measure(
     for stream in streams {
         tasks.spawn(receive(stream, epoch, target_rx.clone()));
     }
-    let (written, last_revision) = write(settings, &mut writer, epoch, rate).await?;
+    let (written, last_revision) = write(settings, &mut writer, epoch, rate, run).await?;
     target_tx.send(last_revision)?;
     let seen = collect(&mut tasks).await?;
     let complete = seen
@@ -86,7 +128,10 @@ async fn measure(
         rate => format!("writer {rate}/s"),
     };
     report.row(
-        &format!("watch lag, {watchers} watchers, {writer_pace}"),
+        &format!(
+            "watch lag, {watchers} watchers, {writer_pace}{}",
+            pair.label_suffix
+        ),
         watchers,
         &summary,
         &note,
@@ -100,8 +145,9 @@ async fn measure(
     if complete < watchers {
         // A watch that loses an event is a bug, whatever its lag.
         report.fail(&format!(
-            "watch lag, {watchers} watchers, {writer_pace}: {} watchers missed events of the \
+            "watch lag, {watchers} watchers, {writer_pace}{}: {} watchers missed events of the \
              {written} written",
+            pair.label_suffix,
             watchers - complete
         ));
     }
@@ -127,13 +173,13 @@ async fn create(
 
 /// Opens `count` watches from `since_revision`, spread over connections of their own.
 async fn open_watchers(
-    server: &BenchServer,
+    addr: SocketAddr,
     count: usize,
     since_revision: i64,
 ) -> Result<Vec<Streaming<WatchEvent>>> {
     let mut channels = Vec::new();
     for _ in 0..count.div_ceil(WATCHERS_PER_CONNECTION) {
-        channels.push(connect(server.addr).await?);
+        channels.push(connect(addr).await?);
     }
     let mut streams = Vec::with_capacity(count);
     for watcher in 0..count {
@@ -158,6 +204,7 @@ async fn write(
     writer: &mut EnvironmentCommandControllerClient<Channel>,
     epoch: Instant,
     rate: u32,
+    run: u64,
 ) -> Result<(u64, i64)> {
     let deadline = Instant::now() + settings.duration;
     let mut pace = (rate > 0).then(|| {
@@ -170,7 +217,7 @@ async fn write(
         if let Some(pace) = pace.as_mut() {
             pace.tick().await;
         }
-        last = create(writer, epoch, format!("watch-{written}")).await?;
+        last = create(writer, epoch, format!("watch-r{run}-{written}")).await?;
         written += 1;
     }
     Ok((written, last))
