@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use deadpool_postgres::{GenericClient, Object, Pool, Transaction};
+use stigmer_store::rewrite_text;
 pub(crate) use stigmer_store::{Applied, WriteOp};
 use stigmer_store::{
     CacheFill, Change, ChangeType, Compaction, Mutation, NewResource, Retention, Scope, StoreError,
@@ -725,21 +726,4 @@ async fn rewrite_tokens(
         }
     }
     Ok(count)
-}
-
-/// Replaces each `prefix…` token (up to the closing quote of its JSON string) in `text`.
-fn rewrite_text(text: &str, prefix: &str, rewrite: &TokenRewrite) -> StoreResult<(String, u64)> {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    let mut count = 0;
-    while let Some(at) = rest.find(prefix) {
-        out.push_str(&rest[..at]);
-        let token_len = rest[at..].find('"').unwrap_or(rest.len() - at);
-        let token = &rest[at..at + token_len];
-        out.push_str(&rewrite(token).map_err(StoreError::Internal)?);
-        rest = &rest[at + token_len..];
-        count += 1;
-    }
-    out.push_str(rest);
-    Ok((out, count))
 }

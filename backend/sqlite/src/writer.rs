@@ -7,6 +7,7 @@ use std::thread::JoinHandle;
 
 use rusqlite::ToSql;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params, params_from_iter};
+use stigmer_store::rewrite_text;
 pub(crate) use stigmer_store::{Applied, WriteOp};
 use stigmer_store::{
     CacheFill, Change, ChangeType, Compaction, Mutation, NewResource, Retention, Scope, StoreError,
@@ -743,23 +744,6 @@ fn rewrite_tokens(conn: &Connection, prefix: &str, rewrite: &TokenRewrite) -> St
         }
     }
     Ok(count)
-}
-
-/// Replaces each `prefix…` token (up to the closing quote of its JSON string) in `text`.
-fn rewrite_text(text: &str, prefix: &str, rewrite: &TokenRewrite) -> StoreResult<(String, u64)> {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    let mut count = 0;
-    while let Some(at) = rest.find(prefix) {
-        out.push_str(&rest[..at]);
-        let token_len = rest[at..].find('"').unwrap_or(rest.len() - at);
-        let token = &rest[at..at + token_len];
-        out.push_str(&rewrite(token).map_err(StoreError::Internal)?);
-        rest = &rest[at + token_len..];
-        count += 1;
-    }
-    out.push_str(rest);
-    Ok((out, count))
 }
 
 #[cfg(test)]

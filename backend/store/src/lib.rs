@@ -187,6 +187,29 @@ pub trait Store: Send + Sync + 'static {
     async fn close(&self) -> StoreResult<()>;
 }
 
+/// Replaces each `prefix…` token (up to the closing quote of its JSON string) in `text` with
+/// what `rewrite` makes of it; returns the new text and how many tokens it replaced. What
+/// every backend's [`Store::rewrite_tokens`] does to each stored document.
+pub fn rewrite_text(
+    text: &str,
+    prefix: &str,
+    rewrite: &TokenRewrite,
+) -> StoreResult<(String, u64)> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    let mut count = 0;
+    while let Some(at) = rest.find(prefix) {
+        out.push_str(&rest[..at]);
+        let token_len = rest[at..].find('"').unwrap_or(rest.len() - at);
+        let token = &rest[at..at + token_len];
+        out.push_str(&rewrite(token).map_err(StoreError::Internal)?);
+        rest = &rest[at + token_len..];
+        count += 1;
+    }
+    out.push_str(rest);
+    Ok((out, count))
+}
+
 fn single(result: StoreResult<Vec<StoredResource>>) -> StoreResult<StoredResource> {
     result?
         .pop()
