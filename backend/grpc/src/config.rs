@@ -14,11 +14,20 @@ pub struct ServerConfig {
     #[arg(long, env = "STIGMER_LISTEN", default_value = "127.0.0.1:50051")]
     pub listen: SocketAddr,
 
-    /// Serve on an address other than loopback although this server has neither TLS nor
-    /// authentication yet: anyone who can reach the port can read and change every resource.
+    /// Serve on an address other than loopback although this server has no authentication
+    /// yet: anyone who can reach the port can read and change every resource.
     /// Without it, such a --listen is refused at start-up. Only on a trusted network.
     #[arg(long, env = "STIGMER_ALLOW_INSECURE", value_parser = clap::builder::BoolishValueParser::new())]
     pub allow_insecure: bool,
+
+    /// PEM file with the server's certificate chain; with --tls-key, the server speaks TLS
+    /// (rustls) instead of plaintext HTTP/2.
+    #[arg(long, env = "STIGMER_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM file with the private key of --tls-cert (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "STIGMER_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 
     /// Milliseconds a new connection has to send the HTTP/2 client preface (its first 24
     /// bytes) before it is closed, so connections that never speak cannot hold on to file

@@ -34,6 +34,7 @@ mod service;
 mod shutdown;
 mod skill_artifact;
 mod skills;
+mod tls;
 mod validation;
 mod wire;
 mod workflow_rules;

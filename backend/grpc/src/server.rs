@@ -32,6 +32,12 @@ pub enum ServerError {
         "refusing to serve {0} without TLS and authentication: anyone who can reach it could read and change every resource; listen on a loopback address (127.0.0.1, [::1]), or pass --allow-insecure (STIGMER_ALLOW_INSECURE=true) on a trusted network"
     )]
     InsecureListen(SocketAddr),
+    #[error("{flag} {}: {why}", .path.display())]
+    TlsFile {
+        flag: &'static str,
+        path: std::path::PathBuf,
+        why: String,
+    },
     #[error("the address of the listening socket: {0}")]
     ListenAddress(std::io::Error),
     #[error(
@@ -239,12 +245,15 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     let address = listener.local_addr().map_err(ServerError::ListenAddress)?;
-    if let Err(refused) = check_listen(config, address) {
-        if let Err(close) = store.close().await {
-            tracing::warn!(error = %close, "closing the database after a refused start");
+    let tls = match check_listen(config, address).and_then(|()| crate::tls::server_tls(config)) {
+        Ok(tls) => tls,
+        Err(refused) => {
+            if let Err(close) = store.close().await {
+                tracing::warn!(error = %close, "closing the database after a refused start");
+            }
+            return Err(refused);
         }
-        return Err(refused);
-    }
+    };
     let Parts {
         store,
         routes,
@@ -269,12 +278,16 @@ pub async fn run(
             stopping.drained().await;
         }
     };
-    tracing::info!(%address, "serving gRPC");
+    tracing::info!(%address, tls = tls.is_some(), "serving gRPC");
     if !is_loopback(address) {
-        tracing::warn!(%address, "serving without TLS or authentication on an address other than loopback, as --allow-insecure says");
+        tracing::warn!(%address, tls = tls.is_some(), "serving without authentication on an address other than loopback, as --allow-insecure says");
     }
     let incoming = Incoming::new(listener, Duration::from_millis(config.handshake_timeout_ms));
-    let server = tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        builder = builder.tls_config(tls)?;
+    }
+    let server = builder
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
         .layer(RpcLogLayer)
