@@ -245,6 +245,9 @@ struct LoginArgs {
     /// The organization to work in.
     #[arg(long)]
     org: String,
+    /// PEM file of a private certificate authority that signed the server's certificate.
+    #[arg(long, env = "STIGMER_CA_FILE")]
+    ca_file: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -847,6 +850,13 @@ fn login(ctx: &Ctx, args: LoginArgs) -> Result<ExitCode> {
         endpoint: args.endpoint.trim().to_string(),
         token: args.token,
         org_id: args.org,
+        ca_file: match args.ca_file {
+            Some(path) => std::path::absolute(&path)
+                .with_context(|| format!("the CA file {}", path.display()))?
+                .display()
+                .to_string(),
+            None => String::new(),
+        },
     });
     ctx.save(&config)?;
     println!(

@@ -77,6 +77,10 @@ pub struct CloudConfig {
     pub token: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub org_id: String,
+    /// PEM file of the certificate authority that signed the server's certificate, for a
+    /// private CA; empty trusts the public web roots only.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub ca_file: String,
 }
 
 impl ClientConfig {
@@ -90,7 +94,7 @@ impl ClientConfig {
     }
 
     /// Reads the file (a missing file is the default configuration), then applies
-    /// STIGMER_BACKEND, STIGMER_ENDPOINT, STIGMER_TOKEN and STIGMER_ORG.
+    /// STIGMER_BACKEND, STIGMER_ENDPOINT, STIGMER_TOKEN, STIGMER_ORG and STIGMER_CA_FILE.
     pub fn load(path: &Path) -> Result<Self, ClientError> {
         let mut config = match std::fs::read_to_string(path) {
             Ok(text) => serde_yaml_ng::from_str(&text).map_err(|err| {
@@ -130,6 +134,9 @@ impl ClientConfig {
         }
         if let Some(org) = var("STIGMER_ORG") {
             cloud.org_id = org;
+        }
+        if let Some(ca_file) = var("STIGMER_CA_FILE") {
+            cloud.ca_file = ca_file;
         }
         if let Some(endpoint) = var("STIGMER_ENDPOINT") {
             match self.backend.kind {

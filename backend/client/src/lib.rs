@@ -119,7 +119,11 @@ pub async fn connect(config: &ClientConfig) -> Result<Client, ClientError> {
         }
         BackendType::Local => {
             let endpoint = config.backend.local.endpoint.clone();
-            (Transport::remote(channel(&endpoint).await?), None, endpoint)
+            (
+                Transport::remote(channel(&endpoint, None).await?),
+                None,
+                endpoint,
+            )
         }
         BackendType::Cloud => {
             let cloud = config.backend.cloud.clone().unwrap_or_default();
@@ -135,7 +139,9 @@ pub async fn connect(config: &ClientConfig) -> Result<Client, ClientError> {
             if token.is_some() {
                 refuse_plaintext_token(&cloud.endpoint)?;
             }
-            let transport = Transport::remote(channel(&cloud.endpoint).await?).with_token(token);
+            let ca_file = (!cloud.ca_file.is_empty()).then(|| std::path::Path::new(&cloud.ca_file));
+            let transport =
+                Transport::remote(channel(&cloud.endpoint, ca_file).await?).with_token(token);
             (transport, None, cloud.endpoint)
         }
     };
@@ -184,7 +190,12 @@ fn refuse_plaintext_token(endpoint: &str) -> Result<(), ClientError> {
 }
 
 /// A channel to `endpoint` (`host:port`, or a URL; `https://` and port 443 use TLS).
-async fn channel(endpoint: &str) -> Result<Channel, ClientError> {
+/// A lazy channel to `endpoint`; over TLS it trusts the public web roots and, when given, the
+/// certificate authority in `ca_file` (PEM).
+async fn channel(
+    endpoint: &str,
+    ca_file: Option<&std::path::Path>,
+) -> Result<Channel, ClientError> {
     let url = url_of(endpoint);
     let fail = |reason: String| ClientError::Connect {
         endpoint: endpoint.to_string(),
@@ -194,9 +205,23 @@ async fn channel(endpoint: &str) -> Result<Channel, ClientError> {
         .map_err(|err| fail(err.to_string()))?
         .connect_timeout(std::time::Duration::from_secs(5));
     if url.starts_with("https://") {
+        let mut tls = ClientTlsConfig::new().with_webpki_roots();
+        if let Some(ca_file) = ca_file {
+            let pem = std::fs::read(ca_file).map_err(|err| {
+                ClientError::Config(format!(
+                    "cannot read the CA file {}: {err}",
+                    ca_file.display()
+                ))
+            })?;
+            tls = tls.ca_certificate(tonic::transport::Certificate::from_pem(pem));
+        }
         builder = builder
-            .tls_config(ClientTlsConfig::new().with_webpki_roots())
+            .tls_config(tls)
             .map_err(|err| fail(err.to_string()))?;
+    } else if ca_file.is_some() {
+        return Err(ClientError::Config(format!(
+            "a CA file is set but {endpoint} is not https://; write the endpoint as https://HOST:PORT"
+        )));
     }
     Ok(builder.connect_lazy())
 }
