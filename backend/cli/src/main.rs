@@ -239,9 +239,19 @@ struct LoginArgs {
     /// The cloud endpoint, HOST:PORT or a URL.
     #[arg(long)]
     endpoint: String,
-    /// The API token.
-    #[arg(long, env = "STIGMER_TOKEN", hide_env_values = true)]
-    token: String,
+    /// Read the API key from the first line of standard input (`stigmer login … --token-stdin
+    /// < key.txt`), so that it shows in no process list or shell history.
+    #[arg(long, conflicts_with = "token")]
+    token_stdin: bool,
+    /// The API key. Prefer --token-stdin or STIGMER_TOKEN: a flag's value shows in process
+    /// lists.
+    #[arg(
+        long,
+        env = "STIGMER_TOKEN",
+        hide_env_values = true,
+        required_unless_present = "token_stdin"
+    )]
+    token: Option<String>,
     /// The organization to work in.
     #[arg(long)]
     org: String,
@@ -844,11 +854,16 @@ fn login(ctx: &Ctx, args: LoginArgs) -> Result<ExitCode> {
     if args.endpoint.trim().is_empty() {
         bail!("cannot log in: --endpoint is empty");
     }
+    let token = match (args.token_stdin, args.token) {
+        (true, _) => token_from_stdin()?,
+        (false, Some(token)) => token,
+        (false, None) => bail!("cannot log in: give the API key with --token-stdin"),
+    };
     let mut config = ctx.stored_config()?;
     config.backend.kind = BackendType::Cloud;
     config.backend.cloud = Some(CloudConfig {
         endpoint: args.endpoint.trim().to_string(),
-        token: args.token,
+        token,
         org_id: args.org,
         ca_file: match args.ca_file {
             Some(path) => std::path::absolute(&path)
@@ -865,6 +880,19 @@ fn login(ctx: &Ctx, args: LoginArgs) -> Result<ExitCode> {
         config.org().unwrap_or("-")
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// The first line of standard input, trimmed; an empty one is refused.
+fn token_from_stdin() -> Result<String> {
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .context("cannot read the API key from standard input")?;
+    let token = line.trim();
+    if token.is_empty() {
+        bail!("cannot log in: --token-stdin read no API key (standard input was empty)");
+    }
+    Ok(token.to_string())
 }
 
 fn logout(ctx: &Ctx) -> Result<ExitCode> {

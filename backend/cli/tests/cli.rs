@@ -297,6 +297,40 @@ fn login_and_logout_edit_the_config() {
 }
 
 #[test]
+fn login_reads_the_key_from_standard_input_and_refuses_an_empty_one() {
+    let env = Env::new();
+    let login = [
+        "login",
+        "--endpoint",
+        "api.example.test:443",
+        "--org",
+        "acme",
+        "--token-stdin",
+    ];
+    env.cmd(&login)
+        .write_stdin("stk_from_stdin\n")
+        .assert()
+        .success();
+    let config = std::fs::read_to_string(env.home().join(".stigmer/config.yaml")).expect("config");
+    assert!(config.contains("token: stk_from_stdin"), "{config}");
+    let refused = env.cmd(&login).write_stdin("\n").assert().failure();
+    let stderr = String::from_utf8_lossy(&refused.get_output().stderr).into_owned();
+    assert!(stderr.contains("--token-stdin read no API key"), "{stderr}");
+    let neither = env
+        .cmd(&[
+            "login",
+            "--endpoint",
+            "api.example.test:443",
+            "--org",
+            "acme",
+        ])
+        .assert()
+        .failure();
+    let stderr = String::from_utf8_lossy(&neither.get_output().stderr).into_owned();
+    assert!(stderr.contains("--token"), "{stderr}");
+}
+
+#[test]
 fn watch_prints_the_snapshot_then_live_changes() {
     use std::io::BufRead;
     let env = Env::new();
