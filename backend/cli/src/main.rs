@@ -88,8 +88,16 @@ enum Command {
         #[command(subcommand)]
         command: BackendCommand,
     },
-    /// Use a cloud backend: saves its endpoint, token and org and switches to cloud mode.
+    /// Use a cloud backend: checks the API key with the server (whoAmI), then saves the
+    /// endpoint, key and org and switches to cloud mode.
     Login(LoginArgs),
+    /// Show who the configured API key belongs to.
+    Whoami,
+    /// Choose what later commands work on.
+    Context {
+        #[command(subcommand)]
+        command: ContextCommand,
+    },
     /// Forget the cloud token and go back to local mode.
     Logout,
     /// Start, stop or check the local backend daemon (stigmer-server).
@@ -101,6 +109,16 @@ enum Command {
     Completion {
         /// The shell to complete for.
         shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Subcommand)]
+enum ContextCommand {
+    /// Work in this organization (sent as x-stigmer-org); needed when your key holds roles
+    /// in several.
+    Set {
+        #[arg(long)]
+        org: String,
     },
 }
 
@@ -252,9 +270,10 @@ struct LoginArgs {
         required_unless_present = "token_stdin"
     )]
     token: Option<String>,
-    /// The organization to work in.
+    /// The organization to work in; without it, the server picks the only one the key has
+    /// a role in.
     #[arg(long)]
-    org: String,
+    org: Option<String>,
     /// PEM file of a private certificate authority that signed the server's certificate.
     #[arg(long, env = "STIGMER_CA_FILE")]
     ca_file: Option<PathBuf>,
@@ -401,7 +420,11 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             BackendCommand::Status => backend_status(&ctx).await,
             BackendCommand::Set { mode } => backend_set(&ctx, mode),
         },
-        Command::Login(args) => login(&ctx, args),
+        Command::Login(args) => login(&ctx, args).await,
+        Command::Whoami => whoami(&ctx).await,
+        Command::Context {
+            command: ContextCommand::Set { org },
+        } => context_set(&ctx, org),
         Command::Logout => logout(&ctx),
         Command::Server { command } => server(&ctx, command).await,
         Command::Completion { shell } => {
@@ -850,7 +873,7 @@ fn backend_set(ctx: &Ctx, mode: Mode) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn login(ctx: &Ctx, args: LoginArgs) -> Result<ExitCode> {
+async fn login(ctx: &Ctx, args: LoginArgs) -> Result<ExitCode> {
     if args.endpoint.trim().is_empty() {
         bail!("cannot log in: --endpoint is empty");
     }
@@ -864,7 +887,7 @@ fn login(ctx: &Ctx, args: LoginArgs) -> Result<ExitCode> {
     config.backend.cloud = Some(CloudConfig {
         endpoint: args.endpoint.trim().to_string(),
         token,
-        org_id: args.org,
+        org_id: args.org.unwrap_or_default(),
         ca_file: match args.ca_file {
             Some(path) => std::path::absolute(&path)
                 .with_context(|| format!("the CA file {}", path.display()))?
@@ -873,12 +896,54 @@ fn login(ctx: &Ctx, args: LoginArgs) -> Result<ExitCode> {
             None => String::new(),
         },
     });
+    // Nothing is saved until the server has accepted the key.
+    let client = ctx.connect(&config).await?;
+    let account = client
+        .whoami()
+        .await
+        .context("cannot log in: the server did not accept the API key")?;
     ctx.save(&config)?;
     println!(
-        "logged in to {} (org {}); backend set to cloud",
+        "logged in to {} as {}; backend set to cloud",
         args.endpoint.trim(),
-        config.org().unwrap_or("-")
+        account_label(&account, config.org())
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// "NAME (ida-…), org ORG" for people.
+fn account_label(account: &serde_json::Value, org: Option<&str>) -> String {
+    let name = account["metadata"]["name"].as_str().unwrap_or("-");
+    let id = account["metadata"]["id"].as_str().unwrap_or("-");
+    match org {
+        Some(org) => format!("{name} ({id}), org {org}"),
+        None => format!("{name} ({id})"),
+    }
+}
+
+async fn whoami(ctx: &Ctx) -> Result<ExitCode> {
+    let config = ctx.config()?;
+    if config.backend.kind == BackendType::Local {
+        println!("local backend: every call runs as the local user (org local)");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let client = ctx.connect(&config).await?;
+    let account = client.whoami().await.context("cannot tell who you are")?;
+    println!("{}", account_label(&account, config.org()));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn context_set(ctx: &Ctx, org: String) -> Result<ExitCode> {
+    if !stigmer_client::is_valid_slug(&org) {
+        bail!("--org {org:?} is not an org slug: 1-63 lowercase letters, digits or '-'");
+    }
+    let mut config = ctx.stored_config()?;
+    let Some(cloud) = config.backend.cloud.as_mut() else {
+        bail!("no cloud backend to set the org of: run `stigmer login` first");
+    };
+    cloud.org_id = org.clone();
+    ctx.save(&config)?;
+    println!("working in org {org}");
     Ok(ExitCode::SUCCESS)
 }
 

@@ -34,7 +34,7 @@ pub use resources::{Applied, EXPORTED_VERSIONS, Export, ImportSummary, Outcome, 
 pub use skill_package::{SKILL_MD, SkillInfo, SkillPackage, SkillPackageError};
 pub use skills::SkillVersion;
 pub use stigmer_core::API_VERSION;
-pub use stigmer_core::naming::slug_from_name;
+pub use stigmer_core::naming::{is_valid_slug, slug_from_name};
 pub use transport::Transport;
 
 /// What can go wrong on the client side. Server answers keep their gRPC status.

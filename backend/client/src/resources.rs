@@ -429,6 +429,20 @@ impl Client {
         })))
     }
 
+    /// The identity account the client's API key belongs to (IdentityAccountQueryController
+    /// whoAmI). A server without authentication answers FAILED_PRECONDITION.
+    pub async fn whoami(&self) -> Result<Value, ClientError> {
+        let method = stigmer_api::DESCRIPTOR_POOL
+            .get_service_by_name(IDENTITY_QUERIES)
+            .and_then(|service| service.methods().find(|m| m.name() == "whoAmI"))
+            .ok_or_else(|| {
+                ClientError::Config(format!("the API lacks {IDENTITY_QUERIES}.whoAmI"))
+            })?;
+        let path = format!("/{IDENTITY_QUERIES}/whoAmI");
+        let request = DynamicMessage::new(method.input());
+        Ok(to_json(&self.call(&path, request, method.output()).await?))
+    }
+
     /// The server's version, revision, backend and counts.
     pub async fn info(&self) -> Result<Value, ClientError> {
         let method = backend_method("info")?;
@@ -460,6 +474,7 @@ fn event_json(catalog: &stigmer_core::catalog::Catalog, event: &DynamicMessage) 
     json
 }
 
+const IDENTITY_QUERIES: &str = "ai.stigmer.iam.identityaccount.v1.IdentityAccountQueryController";
 const EXPORT: &str = "/ai.stigmer.backend.v1.ResourceService/export";
 const IMPORT: &str = "/ai.stigmer.backend.v1.ResourceService/import";
 /// Resources per import call, well under the request size limit for ordinary resources.

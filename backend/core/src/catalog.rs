@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use prost_reflect::{DescriptorPool, DynamicMessage, MessageDescriptor, Value};
+use prost_reflect::{DescriptorPool, DynamicMessage, MessageDescriptor, ReflectMessage, Value};
 
 use crate::envelope::Envelope;
 use crate::kinds::{KindRegistration, OwnerScopeDefault};
@@ -12,6 +12,7 @@ use crate::kinds::{KindRegistration, OwnerScopeDefault};
 const KIND_ENUM: &str = "ai.stigmer.commons.apiresource.apiresourcekind.ApiResourceKind";
 const KIND_META: &str = "ai.stigmer.commons.apiresource.apiresourcekind.kind_meta";
 const SERVICE_KIND: &str = "ai.stigmer.commons.apiresource.api_resource_kind";
+const IAM_GROUP: &str = "iam";
 /// `ApiResourceOwnerScope.organization`.
 const OWNER_SCOPE_ORGANIZATION: i32 = 2;
 
@@ -22,6 +23,8 @@ pub struct KindInfo {
     pub name: String,
     /// Its `ApiResourceKind` number (40).
     pub number: i32,
+    /// Its `ApiResourceKind` value name ("agent").
+    pub enum_name: String,
     pub id_prefix: String,
     pub versioned: bool,
     /// The envelope message (`ai.stigmer.agentic.agent.v1.Agent`).
@@ -32,6 +35,17 @@ pub struct KindInfo {
     pub default_owner_scope: Option<i32>,
     /// Where reads served from the `proto` cache put the row's id and revision.
     pub envelope: Option<Envelope>,
+    /// Its `ApiResourceGroup` value name: "agentic", or "iam" for the identity kinds (ApiKey,
+    /// IdentityAccount, IamPolicy), which their own handlers serve and no org holds.
+    pub group: String,
+}
+
+impl KindInfo {
+    /// Whether this is an identity kind (group `iam`): served by its own handlers, kept out
+    /// of every org, never exported, imported or watched as an org's resource.
+    pub fn is_iam(&self) -> bool {
+        self.group == IAM_GROUP
+    }
 }
 
 /// What a method does, from its name. Names are the contract's lowerCamel RPC names.
@@ -116,6 +130,8 @@ pub enum BackendVerb {
 /// One RPC of the backend-wide service.
 #[derive(Debug)]
 pub struct BackendMethod {
+    /// "/ai.stigmer.backend.v1.ResourceService/watch".
+    pub path: String,
     pub verb: BackendVerb,
     pub input: MessageDescriptor,
     pub output: MessageDescriptor,
@@ -198,6 +214,18 @@ impl Catalog {
         self.kinds.iter().find(|kind| kind.name == name)
     }
 
+    /// A kind an org holds, by name: every kind but the identity kinds, which the backend-wide
+    /// service (watch, getAtRevision, export, import) never reaches.
+    pub fn org_kind_by_name(&self, name: &str) -> Option<&Arc<KindInfo>> {
+        self.kind_by_name(name).filter(|kind| !kind.is_iam())
+    }
+
+    /// The kind an `ApiResourceKind` value name stands for ("agent" for Agent), as IamPolicy
+    /// references name kinds.
+    pub fn kind_by_enum_name(&self, name: &str) -> Option<&Arc<KindInfo>> {
+        self.kinds.iter().find(|kind| kind.enum_name == name)
+    }
+
     pub fn method(&self, path: &str) -> Option<&Arc<Method>> {
         self.methods.get(path)
     }
@@ -232,15 +260,14 @@ fn backend_methods(
                 )));
             }
         };
+        let path = format!("/{BACKEND_SERVICE}/{}", method.name());
         let entry = BackendMethod {
+            path: path.clone(),
             verb,
             input: method.input(),
             output: method.output(),
         };
-        methods.insert(
-            format!("/{BACKEND_SERVICE}/{}", method.name()),
-            Arc::new(entry),
-        );
+        methods.insert(path, Arc::new(entry));
     }
     Ok(methods)
 }
@@ -275,16 +302,18 @@ fn kind_info(
     let meta_extension = pool
         .get_extension_by_name(KIND_META)
         .ok_or_else(|| CatalogError::Missing(KIND_META.into()))?;
-    let (number, meta) = kinds
+    let (number, enum_name, meta) = kinds
         .values()
         .find_map(|value| {
             let options = value.options();
             let meta = options.get_extension(&meta_extension).as_message()?.clone();
-            (str_of(&meta, "name") == registration.name).then(|| (value.number(), meta))
+            (str_of(&meta, "name") == registration.name)
+                .then(|| (value.number(), value.name().to_string(), meta))
         })
         .ok_or_else(|| CatalogError::UnknownKind(registration.name.into()))?;
+    let group = enum_value_name(&meta, "group");
     let message_name = format!(
-        "ai.stigmer.agentic.{}.v1.{}",
+        "ai.stigmer.{group}.{}.v1.{}",
         registration.name.to_lowercase(),
         registration.name
     );
@@ -299,6 +328,7 @@ fn kind_info(
     Ok(KindInfo {
         name: registration.name.to_string(),
         number,
+        enum_name,
         id_prefix: str_of(&meta, "id_prefix"),
         versioned: matches!(
             meta.get_field_by_name("is_versioned").as_deref(),
@@ -307,11 +337,25 @@ fn kind_info(
         envelope: Envelope::of(&message),
         message,
         named,
+        group,
         default_owner_scope: match registration.owner_scope {
             OwnerScopeDefault::Organization => Some(OWNER_SCOPE_ORGANIZATION),
             OwnerScopeDefault::Unspecified => None,
         },
     })
+}
+
+fn enum_value_name(message: &DynamicMessage, field: &str) -> String {
+    let number = match message.get_field_by_name(field).as_deref() {
+        Some(Value::EnumNumber(number)) => *number,
+        _ => 0,
+    };
+    message
+        .descriptor()
+        .get_field_by_name(field)
+        .and_then(|field| field.kind().as_enum()?.get_value(number))
+        .map(|value| value.name().to_string())
+        .unwrap_or_default()
 }
 
 fn str_of(message: &DynamicMessage, field: &str) -> String {
@@ -337,8 +381,24 @@ mod tests {
         assert!(prefixes.contains(&("Agent", "agt")));
         assert!(prefixes.contains(&("ExecutionContext", "exec")));
         assert_eq!(catalog.kinds().len(), KINDS.len());
-        // Every kind has a Command and a Query controller, plus the backend-wide service.
-        assert_eq!(catalog.services().len(), 2 * KINDS.len() + 1);
+        assert!(prefixes.contains(&("ApiKey", "key")));
+        // Every kind has a Command and a Query controller, but IdentityAccount (queries
+        // only); plus the backend-wide service.
+        assert_eq!(catalog.services().len(), 2 * KINDS.len() - 1 + 1);
+        let iam: Vec<&str> = catalog
+            .kinds()
+            .iter()
+            .filter(|k| k.is_iam())
+            .map(|k| k.name.as_str())
+            .collect();
+        assert_eq!(iam, ["IdentityAccount", "ApiKey", "IamPolicy"]);
+        assert!(catalog.org_kind_by_name("ApiKey").is_none());
+        assert_eq!(
+            catalog
+                .kind_by_enum_name("agent_instance")
+                .map(|k| k.name.as_str()),
+            Some("AgentInstance")
+        );
         assert!(
             catalog
                 .backend_method("/ai.stigmer.backend.v1.ResourceService/watch")

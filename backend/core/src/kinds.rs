@@ -45,6 +45,10 @@ pub const KINDS: &[KindRegistration] = &[
     kind("WorkflowExecution"),
     kind("Environment"),
     kind_without_owner_scope("ExecutionContext"),
+    // Identity kinds (group iam): kept out of every org, served by their own handlers.
+    kind_without_owner_scope("IdentityAccount"),
+    kind_without_owner_scope("ApiKey"),
+    kind_without_owner_scope("IamPolicy"),
 ];
 
 /// A list of one kind's resources that belong to one parent: the request field naming the

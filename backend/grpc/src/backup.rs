@@ -56,7 +56,7 @@ impl App {
         let mut kinds = Vec::new();
         if let Some(Value::List(names)) = request.get_field_by_name("kinds").as_deref() {
             for name in names.iter().filter_map(Value::as_str) {
-                let kind = self.catalog.kind_by_name(name).ok_or_else(|| {
+                let kind = self.catalog.org_kind_by_name(name).ok_or_else(|| {
                     ApiError::invalid_field(
                         "ExportRequest",
                         "kinds",
@@ -117,7 +117,7 @@ impl App {
         set_str(&mut item, "json", without_revision(&row.data)?.to_string());
         let versioned = self
             .catalog
-            .kind_by_name(&row.scope.kind)
+            .org_kind_by_name(&row.scope.kind)
             .is_some_and(|k| k.versioned);
         let version_type = output
             .get_field_by_name("versions")
@@ -216,7 +216,7 @@ impl App {
         let kind_name = get_str(item, "kind");
         let kind = self
             .catalog
-            .kind_by_name(&kind_name)
+            .org_kind_by_name(&kind_name)
             .ok_or_else(|| bad("kind", format!("{kind_name:?} is not a kind")))?;
         let omitted = get_str(item, "omitted");
         if !omitted.is_empty() {

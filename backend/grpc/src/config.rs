@@ -14,11 +14,17 @@ pub struct ServerConfig {
     #[arg(long, env = "STIGMER_LISTEN", default_value = "127.0.0.1:50051")]
     pub listen: SocketAddr,
 
-    /// Serve on an address other than loopback although this server has no authentication
-    /// yet: anyone who can reach the port can read and change every resource.
-    /// Without it, such a --listen is refused at start-up. Only on a trusted network.
+    /// Serve on an address other than loopback without TLS and API keys (--tls-cert with
+    /// --auth apikey): anyone who can reach the port may then read or change what the server
+    /// lets them. Without it, such a --listen is refused at start-up. Only on a trusted network.
     #[arg(long, env = "STIGMER_ALLOW_INSECURE", value_parser = clap::builder::BoolishValueParser::new())]
     pub allow_insecure: bool,
+
+    /// Who may call: "none" trusts every caller (one implicit local user, for a laptop);
+    /// "apikey" needs `authorization: Bearer stk_…` on every call but health checks, and
+    /// enforces each RPC's authorization rule and each caller's organizations and roles.
+    #[arg(long, env = "STIGMER_AUTH", value_enum, default_value_t = AuthMode::None)]
+    pub auth: AuthMode,
 
     /// PEM file with the server's certificate chain; with --tls-key, the server speaks TLS
     /// (rustls) instead of plaintext HTTP/2.
@@ -72,6 +78,16 @@ pub struct ServerConfig {
     /// Seconds to let in-flight calls finish after SIGINT/SIGTERM before closing anyway.
     #[arg(long, env = "STIGMER_SHUTDOWN_GRACE", default_value_t = 30)]
     pub shutdown_grace_secs: u64,
+}
+
+/// How callers are authenticated (`--auth`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AuthMode {
+    /// Every caller is the local user; `x-stigmer-org` picks any org.
+    None,
+    /// Every call carries an API key; organizations and roles come from IAM policies.
+    #[value(name = "apikey")]
+    ApiKey,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

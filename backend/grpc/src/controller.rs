@@ -10,6 +10,7 @@ use prost_protovalidate::{Validator, ValidatorOption};
 use prost_reflect::{DynamicMessage, Value};
 use stigmer_store::{Mutation, NewResource, Scope, Store, StoreError, StoredResource};
 
+use crate::auth::Auth;
 use crate::catalog::{Catalog, KindInfo, Method, Verb};
 use crate::codec::Reply;
 use crate::error::ApiError;
@@ -45,11 +46,19 @@ pub struct App {
     pub(crate) key_locks: KeyLocks,
     /// Ends watches and subscriptions when the server shuts down (`shutdown.rs`).
     pub(crate) shutdown: Shutdown,
+    /// Who calls and what they may do (`auth/`).
+    pub(crate) auth: Auth,
 }
 
 impl App {
-    pub fn new(store: Arc<dyn Store>, catalog: Catalog, keyring: Keyring) -> Self {
+    pub(crate) fn new(
+        store: Arc<dyn Store>,
+        catalog: Catalog,
+        keyring: Keyring,
+        auth: Auth,
+    ) -> Self {
         Self {
+            auth,
             store,
             catalog,
             keyring,
@@ -95,6 +104,12 @@ impl App {
         request: DynamicMessage,
     ) -> Result<Reply, ApiError> {
         let kind = &method.kind;
+        if kind.is_iam() {
+            return self
+                .serve_iam(method, caller, request)
+                .await
+                .map(Reply::Message);
+        }
         let message = match method.verb {
             Verb::Get => return self.get(kind, caller, request).await,
             Verb::GetByReference => return self.get_by_reference(kind, caller, request).await,
@@ -517,7 +532,7 @@ fn is_just_in_time(kind: &KindInfo) -> bool {
 
 /// The resource id an id-style request carries (`value` in the *Id messages,
 /// `resource_id` in ApiResourceDeleteInput).
-fn id_of(request: &DynamicMessage) -> String {
+pub(crate) fn id_of(request: &DynamicMessage) -> String {
     ["value", "resource_id"]
         .iter()
         .map(|field| get_str(request, field))
@@ -525,7 +540,7 @@ fn id_of(request: &DynamicMessage) -> String {
         .unwrap_or_default()
 }
 
-fn not_found(kind: &KindInfo, id: &str) -> ApiError {
+pub(crate) fn not_found(kind: &KindInfo, id: &str) -> ApiError {
     ApiError::NotFound {
         kind: kind.name.clone(),
         id: id.to_string(),

@@ -65,6 +65,16 @@ pub enum ApiError {
     /// The resource is not in the state the call needs (a phase, no dependents).
     #[error("{0}")]
     FailedPrecondition(String),
+    /// The caller's role does not allow the call (upstream's message for the RPC).
+    #[error("{0}")]
+    PermissionDenied(String),
+    /// No valid API key. One message for every reason, so that a caller learns nothing about
+    /// which keys exist.
+    #[error(
+        "missing or invalid API key: send the header `authorization: Bearer stk_…` with a key \
+         that is neither expired nor revoked"
+    )]
+    Unauthenticated,
     /// A revision outside what the change log holds.
     #[error("{0}")]
     OutOfRange(String),
@@ -266,6 +276,8 @@ impl From<ApiError> for Status {
             }
             ApiError::OutOfRange(_) => Status::new(Code::OutOfRange, message),
             ApiError::FailedPrecondition(_) => Status::new(Code::FailedPrecondition, message),
+            ApiError::PermissionDenied(_) => Status::new(Code::PermissionDenied, message),
+            ApiError::Unauthenticated => Status::new(Code::Unauthenticated, message),
             ApiError::Unimplemented(_) => Status::new(Code::Unimplemented, message),
             ApiError::Unavailable(_) => {
                 let mut details = ErrorDetails::new();

@@ -131,7 +131,7 @@ impl App {
         id: &str,
         data: &str,
     ) -> Result<DynamicMessage, ApiError> {
-        let info = self.catalog.kind_by_name(kind).ok_or_else(|| {
+        let info = self.catalog.org_kind_by_name(kind).ok_or_else(|| {
             ApiError::internal(format!("the change log names an unknown kind {kind:?}"))
         })?;
         let mut event = DynamicMessage::new(descriptor.clone());
@@ -262,12 +262,13 @@ fn optional_kind<'a>(
     let kind = if name.is_empty() {
         None
     } else {
-        let found = app.catalog.kind_by_name(name);
+        let found = app.catalog.org_kind_by_name(name);
         if found.is_none() {
             let known: Vec<&str> = app
                 .catalog
                 .kinds()
                 .iter()
+                .filter(|k| !k.is_iam())
                 .map(|k| k.name.as_str())
                 .collect();
             violations.push(FieldViolation::new(

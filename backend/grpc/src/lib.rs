@@ -3,7 +3,9 @@
 //! per-call logging. It knows nothing of SQL.
 #![forbid(unsafe_code)]
 
+mod auth;
 mod backup;
+pub mod bootstrap;
 mod cache_fill;
 pub use stigmer_core::catalog;
 pub mod codec;
@@ -14,6 +16,8 @@ mod error;
 mod executions;
 mod feed;
 mod fields;
+mod iam;
+mod iam_checks;
 mod incoming;
 mod jit;
 mod json;
@@ -39,7 +43,8 @@ mod validation;
 mod wire;
 mod workflow_rules;
 
-pub use config::{LogFormat, ServerConfig};
+pub use auth::keys::KEY_PREFIX;
+pub use config::{AuthMode, LogFormat, ServerConfig};
 pub use controller::App;
 pub use error::{ApiError, FieldViolation};
 pub use resource::API_VERSION;
@@ -48,3 +53,4 @@ pub use server::{
     rotate_master_key, run,
 };
 pub use service::{LOCAL, MAX_MESSAGE_SIZE, ORG_HEADER};
+pub use stigmer_store::Store;

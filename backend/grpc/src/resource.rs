@@ -17,6 +17,9 @@ pub use stigmer_core::API_VERSION;
 pub(crate) struct Caller {
     pub org: String,
     pub identity: String,
+    /// With `--auth apikey`, the identity's roles; `None` in local mode, where every call is
+    /// allowed.
+    pub grants: Option<std::sync::Arc<crate::auth::grants::Grants>>,
 }
 
 /// Read-only view of the metadata fields the controller needs.
@@ -238,6 +241,19 @@ pub(crate) fn set_revision(resource: &mut DynamicMessage, revision: i64) {
     }
 }
 
+/// Sets a `google.protobuf.Timestamp` message to `now`.
+pub(crate) fn set_time(time: &mut DynamicMessage, now: SystemTime) {
+    let (seconds, nanos) = match now.duration_since(SystemTime::UNIX_EPOCH) {
+        Ok(since) => (
+            i64::try_from(since.as_secs()).unwrap_or(i64::MAX),
+            i32::try_from(since.subsec_nanos()).unwrap_or_default(),
+        ),
+        Err(_) => (0, 0),
+    };
+    set(time, "seconds", Value::I64(seconds));
+    set(time, "nanos", Value::I32(nanos));
+}
+
 pub(crate) fn stamp_audit(
     resource: &mut DynamicMessage,
     which: &[&str],
@@ -250,13 +266,6 @@ pub(crate) fn stamp_audit(
     else {
         return;
     };
-    let (seconds, nanos) = match now.duration_since(SystemTime::UNIX_EPOCH) {
-        Ok(since) => (
-            i64::try_from(since.as_secs()).unwrap_or(i64::MAX),
-            i32::try_from(since.subsec_nanos()).unwrap_or_default(),
-        ),
-        Err(_) => (0, 0),
-    };
     for name in which {
         let Some(info) = child_mut(audit, name) else {
             continue;
@@ -266,8 +275,7 @@ pub(crate) fn stamp_audit(
                 set_str(actor, "id", caller.identity.clone());
             }
             if let Some(time) = child_mut(info, time_field) {
-                set(time, "seconds", Value::I64(seconds));
-                set(time, "nanos", Value::I32(nanos));
+                set_time(time, now);
             }
         };
         if created {

@@ -15,9 +15,11 @@ use tonic::service::Routes;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
+use crate::auth::rules::RuleError;
+use crate::auth::{Auth, KeyRequired};
 use crate::cache_fill::refill_read_cache;
 use crate::catalog::{Catalog, CatalogError};
-use crate::config::ServerConfig;
+use crate::config::{AuthMode, ServerConfig};
 use crate::controller::App;
 use crate::incoming::Incoming;
 use crate::kinds::KINDS;
@@ -29,9 +31,9 @@ use crate::shutdown::Shutdown;
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     #[error(
-        "refusing to serve {0} without TLS and authentication: anyone who can reach it could read and change every resource; listen on a loopback address (127.0.0.1, [::1]), or pass --allow-insecure (STIGMER_ALLOW_INSECURE=true) on a trusted network"
+        "refusing to serve {0} without {1}: anyone who can reach it could read and change every resource; listen on a loopback address (127.0.0.1, [::1]), serve TLS with API keys (--tls-cert, --tls-key, --auth apikey), or pass --allow-insecure (STIGMER_ALLOW_INSECURE=true) on a trusted network"
     )]
-    InsecureListen(SocketAddr),
+    InsecureListen(SocketAddr, &'static str),
     #[error("{flag} {}: {why}", .path.display())]
     TlsFile {
         flag: &'static str,
@@ -46,6 +48,8 @@ pub enum ServerError {
     NoMasterKey,
     #[error("the API descriptors are inconsistent: {0}")]
     Catalog(#[from] CatalogError),
+    #[error("the authorization rules in the API descriptors: {0}")]
+    Rules(#[from] RuleError),
     #[error("server reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("serving gRPC: {0}")]
@@ -158,6 +162,23 @@ pub async fn rotate_master_key(
     })
 }
 
+/// The controller over `store`, with the catalog and the authorization rules read from the
+/// descriptors.
+pub(crate) fn new_app(
+    config: &ServerConfig,
+    store: Arc<dyn Store>,
+    keyring: Keyring,
+) -> Result<App, ServerError> {
+    let catalog = Catalog::build(&stigmer_api::DESCRIPTOR_POOL, KINDS)?;
+    let auth = Auth::new(
+        config.auth,
+        Arc::clone(&store),
+        &stigmer_api::DESCRIPTOR_POOL,
+        catalog.services(),
+    )?;
+    Ok(App::new(store, catalog, keyring, auth))
+}
+
 /// Everything a server needs besides its transport: the open store and its background
 /// tasks, the routes, and health.
 struct Parts {
@@ -182,9 +203,8 @@ impl Parts {
                 return Err(err);
             }
         };
-        let catalog = Catalog::build(&stigmer_api::DESCRIPTOR_POOL, KINDS)?;
-        let service_names = catalog.services().to_vec();
-        let app = Arc::new(App::new(Arc::clone(&store), catalog, keyring));
+        let app = Arc::new(new_app(config, Arc::clone(&store), keyring)?);
+        let service_names = app.catalog.services().to_vec();
         let shutdown = app.shutdown.clone();
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let background = Background {
@@ -279,8 +299,8 @@ pub async fn run(
         }
     };
     tracing::info!(%address, tls = tls.is_some(), "serving gRPC");
-    if !is_loopback(address) {
-        tracing::warn!(%address, tls = tls.is_some(), "serving without authentication on an address other than loopback, as --allow-insecure says");
+    if let Some(missing) = missing_protection(config).filter(|_| !is_loopback(address)) {
+        tracing::warn!(%address, missing, "serving on an address other than loopback without TLS and API keys, as --allow-insecure says");
     }
     let incoming = Incoming::new(listener, Duration::from_millis(config.handshake_timeout_ms));
     let mut builder = tonic::transport::Server::builder();
@@ -372,16 +392,30 @@ async fn compact_periodically(
     }
 }
 
-/// Refuses to serve plain, unauthenticated gRPC beyond this machine unless told to. The check
+/// Refuses to serve beyond this machine without TLS and API keys unless told to. The check
 /// lives here rather than in the binary so that every server started through the library (the
 /// CLI's daemon, tests, embedders) obeys it, and it looks at the socket actually bound rather
 /// than at the flag. The binary calls it before it opens the database, so that a refused start
 /// changes nothing; [`run`] calls it again for every other caller.
 pub fn check_listen(config: &ServerConfig, address: SocketAddr) -> Result<(), ServerError> {
     if is_loopback(address) || config.allow_insecure {
-        Ok(())
-    } else {
-        Err(ServerError::InsecureListen(address))
+        return Ok(());
+    }
+    match missing_protection(config) {
+        None => Ok(()),
+        Some(missing) => Err(ServerError::InsecureListen(address, missing)),
+    }
+}
+
+/// What a server beyond loopback lacks, if anything: both TLS and API keys are needed.
+fn missing_protection(config: &ServerConfig) -> Option<&'static str> {
+    let tls = config.tls_cert.is_some() && config.tls_key.is_some();
+    let keys = config.auth == AuthMode::ApiKey;
+    match (tls, keys) {
+        (true, true) => None,
+        (true, false) => Some("API keys (--auth apikey)"),
+        (false, true) => Some("TLS (--tls-cert, --tls-key)"),
+        (false, false) => Some("TLS and API keys"),
     }
 }
 
@@ -411,11 +445,19 @@ fn routes(
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
     };
     let services = app.catalog.services().to_vec();
+    let reflection_v1 = KeyRequired::new(reflection().build_v1()?, Arc::clone(&app));
+    let reflection_v1alpha = KeyRequired::new(reflection().build_v1alpha()?, Arc::clone(&app));
     let rpc = ResourceRpc::new(app);
     let mut router = Routes::new(health.max_decoding_message_size(MAX_MESSAGE_SIZE))
-        .add_service(reflection().build_v1()?)
-        .add_service(reflection().build_v1alpha()?)
-        .into_axum_router();
+        .into_axum_router()
+        .route_service(
+            "/grpc.reflection.v1.ServerReflection/{*method}",
+            reflection_v1,
+        )
+        .route_service(
+            "/grpc.reflection.v1alpha.ServerReflection/{*method}",
+            reflection_v1alpha,
+        );
     for service in services {
         router = router.route_service(&format!("/{service}/{{*method}}"), rpc.clone());
     }
@@ -448,8 +490,17 @@ mod tests {
             let err = check_listen(&config, address).expect_err(refused);
             assert!(err.to_string().contains("--allow-insecure"), "{err}");
         }
-        config.allow_insecure = true;
         let anywhere = "0.0.0.0:1".parse().expect("address");
+        config.tls_cert = Some("cert.pem".into());
+        config.tls_key = Some("key.pem".into());
+        let err = check_listen(&config, anywhere).expect_err("TLS alone");
+        assert!(err.to_string().contains("--auth apikey"), "{err}");
+        config.auth = AuthMode::ApiKey;
+        assert!(check_listen(&config, anywhere).is_ok(), "TLS and API keys");
+        config.tls_cert = None;
+        let err = check_listen(&config, anywhere).expect_err("API keys alone");
+        assert!(err.to_string().contains("--tls-cert"), "{err}");
+        config.allow_insecure = true;
         assert!(check_listen(&config, anywhere).is_ok());
     }
 }

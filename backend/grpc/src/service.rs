@@ -19,7 +19,6 @@ use crate::codec::{Reply, ServerCodec};
 use crate::controller::App;
 use crate::error::{ApiError, SHUTTING_DOWN};
 use crate::feed::EventStream;
-use crate::naming::is_valid_slug;
 use crate::panics::{Caught, CaughtBody};
 use crate::resource::{Caller, meta};
 use crate::shutdown::Counted;
@@ -167,6 +166,15 @@ enum Target {
     Backend(Arc<BackendMethod>),
 }
 
+impl Target {
+    fn path(&self) -> &str {
+        match self {
+            Self::Kind(method) => &method.path,
+            Self::Backend(method) => &method.path,
+        }
+    }
+}
+
 struct StreamCall {
     app: Arc<App>,
     target: Target,
@@ -182,7 +190,7 @@ impl ServerStreamingService<DynamicMessage> for StreamCall {
         let target = self.target.clone();
         Box::pin(async move {
             let span = Span::current();
-            let caller = caller_of(request.metadata())?;
+            let caller = app.auth.caller(request.metadata()).await?;
             let request = request.into_inner();
             record_id(&span, &request);
             let input = request.descriptor();
@@ -201,6 +209,7 @@ async fn open_stream(
     request: DynamicMessage,
 ) -> Result<EventStream, ApiError> {
     only_own_org(caller, &request)?;
+    app.auth.authorize(target.path(), caller, &request)?;
     match target {
         Target::Kind(method) => {
             Span::current().record("kind", method.kind.name.as_str());
@@ -257,7 +266,7 @@ impl UnaryService<DynamicMessage> for UnaryCall {
             if let Target::Kind(method) = &target {
                 span.record("kind", method.kind.name.as_str());
             }
-            let caller = caller_of(request.metadata())?;
+            let caller = app.auth.caller(request.metadata()).await?;
             let request = request.into_inner();
             record_id(&span, &request);
             let input = request.descriptor();
@@ -288,6 +297,7 @@ async fn serve_unary(
     request: DynamicMessage,
 ) -> Result<Reply, ApiError> {
     only_own_org(caller, &request)?;
+    app.auth.authorize(target.path(), caller, &request)?;
     let span = Span::current();
     let response = match target {
         Target::Kind(method) => app.handle(&method, caller, request).await?,
@@ -321,7 +331,8 @@ fn record_id(span: &Span, message: &DynamicMessage) {
     }
 }
 
-/// A request body may name only the org the call works in (the `x-stigmer-org` header's):
+/// A request body may name only the org the call works in (the `x-stigmer-org` header's, or
+/// in cloud mode the caller's only org):
 /// reads and writes alike, so that no org's resources, and no secret, are reached from
 /// another. Checked here, for every method, on the fields a body names an org in: `org`
 /// (references, watch, push) and `metadata.org` (resources).
@@ -335,31 +346,22 @@ fn only_own_org(caller: &Caller, request: &DynamicMessage) -> Result<(), ApiErro
         .find(|(_, org)| !org.is_empty() && *org != caller.org)
     {
         None => Ok(()),
+        // An org the caller has no role in is answered as if it did not exist.
+        Some((_, org))
+            if caller
+                .grants
+                .as_ref()
+                .is_some_and(|grants| !grants.orgs().contains(&org.as_str())) =>
+        {
+            Err(ApiError::NotFound {
+                kind: "organization".into(),
+                id: org,
+            })
+        }
         Some((field, org)) => Err(ApiError::OtherOrg {
             field: field.to_string(),
             named: org,
             caller: caller.org.clone(),
         }),
     }
-}
-
-fn caller_of(metadata: &tonic::metadata::MetadataMap) -> Result<Caller, Status> {
-    let org = match metadata.get(ORG_HEADER) {
-        None => LOCAL.to_string(),
-        Some(value) => match value.to_str() {
-            Ok(org) if is_valid_slug(org) => org.to_string(),
-            _ => {
-                return Err(ApiError::invalid_field(
-                    "request metadata",
-                    ORG_HEADER,
-                    "must be an org slug: 1-63 lowercase letters, digits or '-'",
-                )
-                .into());
-            }
-        },
-    };
-    Ok(Caller {
-        org,
-        identity: LOCAL.to_string(),
-    })
 }

@@ -35,6 +35,60 @@ enum Command {
     /// transaction, then retire the old key. Stop the server first. With STIGMER_MASTER_KEY
     /// set, the new key is printed once and must replace it before the next start.
     RotateMasterKey,
+    /// API keys, made, listed and revoked straight in the database, for cloud mode
+    /// (--auth apikey): how an organization gets its first owner. With SQLite, stop the
+    /// server first.
+    Apikey {
+        #[command(subcommand)]
+        command: ApikeyCommand,
+    },
+}
+
+#[derive(Debug, Clone, Subcommand)]
+enum ApikeyCommand {
+    /// Create an identity account with a role on an organization, and an API key for it.
+    /// The key is printed alone on standard output, once: store it now.
+    Create {
+        /// The organization (its slug) the account gets a role on.
+        #[arg(long)]
+        org: String,
+        /// The account's role on the organization.
+        #[arg(long, value_enum)]
+        role: RoleArg,
+        /// Names the account and its key (default: "ROLE of ORG").
+        #[arg(long)]
+        name: Option<String>,
+        /// When the key stops working: "never", or an RFC 3339 time (2027-01-31T00:00:00Z).
+        #[arg(long, default_value = "never", value_parser = parse_expiry)]
+        expires: Expiry,
+    },
+    /// List every API key: id, name, fingerprint (its last six characters), account,
+    /// expiry and last use. Never the key itself: the server does not keep it.
+    List,
+    /// Revoke (delete) an API key by id; calls with it fail from then on.
+    Revoke { id: String },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum RoleArg {
+    Owner,
+    Admin,
+    Member,
+    Viewer,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Expiry(Option<std::time::SystemTime>);
+
+fn parse_expiry(text: &str) -> Result<Expiry, String> {
+    if text == "never" {
+        return Ok(Expiry(None));
+    }
+    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .map(|at| Expiry(Some(at.into())))
+        .map_err(|err| {
+            format!("expected \"never\" or an RFC 3339 time like 2027-01-31T00:00:00Z: {err}")
+        })
 }
 
 #[tokio::main]
@@ -82,6 +136,11 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
         }
         return Ok(());
     }
+    if let Some(Command::Apikey { command }) = command {
+        let database = stigmer_database::open(&database).await?;
+        config.master_key_file = config.master_key_file.or(database.default_key_file());
+        return apikey(&config, database.store, command).await;
+    }
     let shutdown = shutdown_signal()?;
     raise_open_files_limit();
     let listener = TcpListener::bind(config.listen)
@@ -91,6 +150,66 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
     let database = stigmer_database::open(&database).await?;
     config.master_key_file = config.master_key_file.or(database.default_key_file());
     stigmer_grpc::run(&config, database.store, listener, shutdown).await?;
+    Ok(())
+}
+
+async fn apikey(
+    config: &ServerConfig,
+    store: std::sync::Arc<dyn stigmer_grpc::Store>,
+    command: ApikeyCommand,
+) -> anyhow::Result<()> {
+    use stigmer_grpc::bootstrap;
+    let result = match command {
+        ApikeyCommand::Create {
+            org,
+            role,
+            name,
+            expires,
+        } => {
+            let role = format!("{role:?}").to_lowercase();
+            let request = bootstrap::KeyRequest {
+                org: org.clone(),
+                role: role.clone(),
+                name,
+                expires_at: expires.0,
+            };
+            bootstrap::create_key(config, store.clone(), request)
+                .await
+                .map(|created| {
+                    eprintln!(
+                        "created API key {} for identity account {} ({role} of {org}); it is shown once:",
+                        created.key_id, created.identity_account_id
+                    );
+                    println!("{}", created.key);
+                })
+        }
+        ApikeyCommand::List => bootstrap::list_keys(config, store.clone())
+            .await
+            .map(|keys| {
+                println!("ID\tNAME\tFINGERPRINT\tACCOUNT\tEXPIRES\tLAST USED");
+                for key in keys {
+                    println!(
+                        "{}\t{}\t…{}\t{}\t{}\t{}",
+                        key.id,
+                        key.name,
+                        key.fingerprint,
+                        key.identity_account_id,
+                        key.expires,
+                        if key.last_used.is_empty() {
+                            "-"
+                        } else {
+                            &key.last_used
+                        }
+                    );
+                }
+            }),
+        ApikeyCommand::Revoke { id } => bootstrap::revoke_key(config, store.clone(), &id)
+            .await
+            .map(|()| eprintln!("revoked API key {id}")),
+    };
+    let closed = store.close().await;
+    result?;
+    closed.context("closing the database")?;
     Ok(())
 }
 

@@ -74,6 +74,19 @@ impl Env {
         self.home.path()
     }
 
+    /// Writes a cloud configuration, as a login would, without asking any server.
+    pub fn cloud_config(&self, endpoint: &str, token: &str, org: &str) {
+        let dir = self.home().join(".stigmer");
+        std::fs::create_dir_all(&dir).expect("~/.stigmer");
+        std::fs::write(
+            dir.join("config.yaml"),
+            format!(
+                "backend:\n  type: cloud\n  cloud:\n    endpoint: {endpoint}\n    token: {token}\n    org_id: {org}\n"
+            ),
+        )
+        .expect("write config.yaml");
+    }
+
     /// The CLI with `args`, as this user, with a deadline.
     pub fn cmd(&self, args: &[&str]) -> Command {
         let mut cmd = Command::from_std(self.std_cmd(args));

@@ -74,6 +74,11 @@ impl TestServer {
         Self::start_configured(db, |_| {}).await
     }
 
+    /// A server on the database at `db`, with settings changed by `configure`.
+    pub async fn start_at_with(db: &Path, configure: impl FnOnce(&mut Settings)) -> Self {
+        Self::start_configured(db, configure).await
+    }
+
     async fn start_configured(db: &Path, configure: impl FnOnce(&mut Settings)) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("local addr");
