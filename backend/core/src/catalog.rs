@@ -46,6 +46,11 @@ impl KindInfo {
     pub fn is_iam(&self) -> bool {
         self.group == IAM_GROUP
     }
+
+    /// The `api_version` its resources carry: "agentic.stigmer.ai/v1", "iam.stigmer.ai/v1".
+    pub fn api_version(&self) -> String {
+        format!("{}.stigmer.ai/v1", self.group)
+    }
 }
 
 /// What a method does, from its name. Names are the contract's lowerCamel RPC names.

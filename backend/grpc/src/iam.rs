@@ -5,7 +5,7 @@
 
 use std::time::SystemTime;
 
-use prost_reflect::{DynamicMessage, MessageDescriptor, Value};
+use prost_reflect::{DynamicMessage, MessageDescriptor, ReflectMessage, Value};
 use stigmer_store::{Mutation, Scope, StoredResource};
 
 use crate::auth::grants::{Grants, IDENTITY_ACCOUNT, ORGANIZATION};
@@ -18,11 +18,8 @@ use crate::controller::{App, id_of, new_row, not_found};
 use crate::error::{ApiError, FieldViolation};
 use crate::fields::{child_mut, get_str, set, set_str};
 use crate::json::from_json;
-use crate::resource::{Caller, meta, prepare_create, set_revision};
+use crate::resource::{Caller, fill_type_fields, meta, prepare_create, set_revision};
 use crate::validation::check;
-
-/// `api_version` of the identity kinds.
-pub(crate) const IAM_API_VERSION: &str = "iam.stigmer.ai/v1";
 
 impl App {
     /// Serves an RPC of an identity kind.
@@ -39,7 +36,13 @@ impl App {
                 method.path
             )));
         };
-        check(&self.validator, &request, Vec::new())?;
+        let mut request = request;
+        // A resource is checked once its server-owned fields are set; other inputs now.
+        if request.descriptor() == kind.message {
+            fill_type_fields(kind, &mut request);
+        } else {
+            check(&self.validator, &request, Vec::new())?;
+        }
         match (kind.name.as_str(), method.name.as_str()) {
             (API_KEY, "create") => self.create_api_key(kind, caller, request).await,
             (API_KEY, "update") => self.update_api_key(kind, caller, request).await,
@@ -454,7 +457,7 @@ impl App {
         slug: Option<String>,
         mut violations: Vec<FieldViolation>,
     ) -> Result<(), ApiError> {
-        set_str(resource, "api_version", IAM_API_VERSION);
+        fill_type_fields(kind, resource);
         if let Some(metadata) = child_mut(resource, "metadata") {
             set_str(metadata, "org", IAM_ORG);
             if let Some(slug) = &slug {

@@ -62,9 +62,9 @@ fn metadata_mut(resource: &mut DynamicMessage) -> Option<&mut DynamicMessage> {
 }
 
 /// Fills `api_version` and `kind` when omitted; a wrong value stays for validation to report.
-fn fill_type_fields(kind: &KindInfo, resource: &mut DynamicMessage) {
+pub(crate) fn fill_type_fields(kind: &KindInfo, resource: &mut DynamicMessage) {
     if get_str(resource, "api_version").is_empty() {
-        set_str(resource, "api_version", API_VERSION);
+        set_str(resource, "api_version", kind.api_version());
     }
     if get_str(resource, "kind").is_empty() {
         set_str(resource, "kind", kind.name.clone());
