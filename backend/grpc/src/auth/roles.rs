@@ -107,4 +107,28 @@ mod tests {
         assert_eq!(Role::Member.permission_to_grant(), "can_grant_access");
         assert_eq!(Role::Admin.permission_to_grant(), "owner");
     }
+
+    /// docs/security.md shows this table; they must say the same.
+    #[test]
+    fn the_documented_table_is_this_table() {
+        let doc = include_str!("../../../../docs/security.md");
+        let mut documented = Vec::new();
+        for line in doc.lines().filter(|line| line.starts_with("| `")) {
+            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+            let (permissions, role) = (cells[1], cells[2]);
+            let Some(role) = Role::from_relation(role) else {
+                continue;
+            };
+            for permission in permissions.split(", ") {
+                documented.push((permission.trim_matches('`').to_string(), role));
+            }
+        }
+        let mut table: Vec<(String, Role)> = LEAST_ROLE
+            .iter()
+            .map(|(permission, role)| (permission.to_string(), *role))
+            .collect();
+        documented.sort();
+        table.sort();
+        assert_eq!(documented, table);
+    }
 }
