@@ -216,6 +216,44 @@ async fn a_key_made_through_the_api_is_shown_once_used_and_revoked_at_once() {
         last_used = key["status"]["lastUsedAt"].as_str().map(str::to_string);
     }
 
+    // An update renames and re-dates the key; its hash and owner never change. (Stamping
+    // lastUsedAt is a change too: read the key again first.)
+    let mut renamed = rpc(
+        &server,
+        &format!("{KEY_QUERIES}/get"),
+        json!({"value": id}),
+        viewer,
+        None,
+    )
+    .await
+    .expect("get");
+    renamed["metadata"]["name"] = json!("ci-renamed");
+    renamed["spec"] =
+        json!({"expiresAt": "2099-01-01T00:00:00Z", "keyHash": "forged", "fingerprint": "forged"});
+    let updated = rpc(
+        &server,
+        &format!("{KEYS}/update"),
+        renamed.clone(),
+        viewer,
+        None,
+    )
+    .await
+    .expect("update its own key");
+    assert_eq!(updated["metadata"]["name"], "ci-renamed");
+    assert_eq!(updated["spec"]["expiresAt"], "2099-01-01T00:00:00Z");
+    assert_eq!(updated["spec"]["keyHash"], stored["spec"]["keyHash"]);
+    assert!(
+        rpc(&server, WHO, json!({}), raw, None).await.is_ok(),
+        "still works"
+    );
+    renamed["metadata"]["revision"] = json!("0");
+    renamed["spec"] = json!({"expiresAt": "2001-01-01T00:00:00Z"});
+    let past = rpc(&server, &format!("{KEYS}/update"), renamed, viewer, None)
+        .await
+        .expect_err("an expiry in the past");
+    assert_eq!(past.code(), Code::InvalidArgument);
+    assert_eq!(common::violated_fields(&past), ["spec.expiresAt"]);
+
     rpc(
         &server,
         &format!("{KEYS}/delete"),
@@ -461,4 +499,127 @@ async fn without_auth_the_identity_services_say_how_to_turn_it_on() {
         status.message()
     );
     server.stop().await;
+}
+
+/// Any base64 32-byte key: replicas on PostgreSQL share the master key they are given.
+const MASTER_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+
+async fn replica(url: &str) -> TestServer {
+    let url = url.to_string();
+    TestServer::start_with(move |settings| {
+        settings.database = stigmer_database::DatabaseOptions::new(url);
+        settings.server.master_key = Some(MASTER_KEY.into());
+        settings.server.auth = AuthMode::ApiKey;
+    })
+    .await
+}
+
+/// Polls `call` until it answers `expected`; returns how long that took. Fails after 10 s.
+async fn until_code<F, Fut>(expected: Code, mut call: F) -> std::time::Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Value, Status>>,
+{
+    let start = tokio::time::Instant::now();
+    loop {
+        let got = code(call().await);
+        if got == expected {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(10),
+            "still {got:?}, not {expected:?}, after 10 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn on_postgresql_replicas_share_keys_and_grants_and_a_revocation_reaches_both() {
+    let url = common::postgres::fresh_database().await;
+    let database = stigmer_database::open(&stigmer_database::DatabaseOptions::new(url.clone()))
+        .await
+        .expect("open");
+    let mut config = stigmer_grpc::ServerConfig::new("127.0.0.1:1".parse().expect("addr"));
+    config.master_key = Some(MASTER_KEY.into());
+    let mut keys = Vec::new();
+    for role in ["owner", "viewer"] {
+        let request = KeyRequest {
+            org: "acme".into(),
+            role: role.into(),
+            name: None,
+            expires_at: None,
+        };
+        keys.push(
+            bootstrap::create_key(&config, Arc::clone(&database.store), request)
+                .await
+                .expect("create a key on PostgreSQL"),
+        );
+    }
+    database.store.close().await.expect("close");
+    let (one, two) = (replica(&url).await, replica(&url).await);
+    let (owner, viewer) = (&keys[0].key, &keys[1].key);
+    let create = format!("{AGENTS}/create");
+
+    let refused = rpc(&one, &create, agent("first"), viewer, None).await;
+    assert_eq!(code(refused), Code::PermissionDenied);
+    rpc(
+        &one,
+        &format!("{GRANTS}/create"),
+        grant(
+            &keys[1].identity_account_id,
+            "organization",
+            "acme",
+            "member",
+        ),
+        owner,
+        None,
+    )
+    .await
+    .expect("grant member on one replica");
+    let mut n = 0;
+    let took = until_code(Code::Ok, || {
+        n += 1;
+        rpc(&two, &create, agent(&format!("second-{n}")), viewer, None)
+    })
+    .await;
+    println!("a grant made on one replica took {took:?} to reach the other");
+
+    let made = rpc(
+        &one,
+        &format!("{KEYS}/create"),
+        json!({"metadata": {"name": "short-lived"}, "spec": {"neverExpires": true}}),
+        owner,
+        None,
+    )
+    .await
+    .expect("a key through the API");
+    let raw = made["spec"]["keyHash"].as_str().expect("raw").to_string();
+    let id = made["metadata"]["id"].as_str().expect("id").to_string();
+    rpc(&two, WHO, json!({}), &raw, None)
+        .await
+        .expect("the other replica knows the key");
+    rpc(
+        &one,
+        &format!("{KEYS}/delete"),
+        json!({"value": id}),
+        &raw,
+        None,
+    )
+    .await
+    .expect("revoke on one replica");
+    let after = rpc(&one, WHO, json!({}), &raw, None).await;
+    assert_eq!(
+        code(after),
+        Code::Unauthenticated,
+        "at once where it was revoked"
+    );
+    let took = until_code(Code::Unauthenticated, || {
+        rpc(&two, WHO, json!({}), &raw, None)
+    })
+    .await;
+    println!("a revocation made on one replica took {took:?} to reach the other");
+    assert!(took < std::time::Duration::from_secs(5), "{took:?}");
+    one.stop().await;
+    two.stop().await;
 }

@@ -112,3 +112,78 @@ async fn a_missing_or_wrong_certificate_or_key_stops_the_start_naming_the_flag_a
         );
     }
 }
+
+/// Beyond loopback, a server needs both TLS and API keys; with both it serves there.
+#[tokio::test]
+async fn beyond_loopback_only_tls_with_api_keys_is_served() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (cert, key, cert_pem) = certificate(dir.path());
+    let with = |tls: bool, keys: bool| {
+        let (cert, key) = (cert.clone(), key.clone());
+        move |config: &mut stigmer_grpc::ServerConfig| {
+            if tls {
+                config.tls_cert = Some(cert);
+                config.tls_key = Some(key);
+            }
+            if keys {
+                config.auth = stigmer_grpc::AuthMode::ApiKey;
+            }
+        }
+    };
+    for (tls, keys, missing) in [
+        (false, false, "TLS and API keys"),
+        (true, false, "--auth apikey"),
+        (false, true, "--tls-cert"),
+    ] {
+        let listener = tokio::net::TcpListener::bind("0.0.0.0:0")
+            .await
+            .expect("bind");
+        let address = listener.local_addr().expect("address");
+        let (mut config, store) = open_database(&dir.path().join("refused.db"), address).await;
+        with(tls, keys)(&mut config);
+        let err = stigmer_grpc::run(&config, store, listener, async {})
+            .await
+            .expect_err("refused beyond loopback");
+        let message = err.to_string();
+        assert!(
+            message.contains(missing) && message.contains("--allow-insecure"),
+            "{message}"
+        );
+    }
+
+    let listener = tokio::net::TcpListener::bind("0.0.0.0:0")
+        .await
+        .expect("bind");
+    let address = listener.local_addr().expect("address");
+    let (mut config, store) = open_database(&dir.path().join("served.db"), address).await;
+    with(true, true)(&mut config);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        stigmer_grpc::run(&config, store, listener, async {
+            let _ = stopped.await;
+        })
+        .await
+    });
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(&cert_pem))
+        .domain_name("localhost");
+    let channel = Channel::from_shared(format!("https://127.0.0.1:{}", address.port()))
+        .expect("uri")
+        .tls_config(tls)
+        .expect("tls config")
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .expect("a TLS connection");
+    let answer = HealthClient::new(channel)
+        .check(HealthCheckRequest::default())
+        .await
+        .expect("health needs no key")
+        .into_inner();
+    assert_eq!(answer.status(), ServingStatus::Serving);
+    let _ = stop.send(());
+    server
+        .await
+        .expect("server task")
+        .expect("server stops cleanly");
+}
