@@ -14,6 +14,7 @@ use tonic::server::{Grpc, ServerStreamingService, UnaryService};
 use tonic::{Code, Status};
 use tracing::Span;
 
+use crate::auth::{IAM_POLICY, OrgNeed};
 use crate::catalog::{BackendMethod, BackendVerb, Method, Verb};
 use crate::codec::{Reply, ServerCodec};
 use crate::controller::App;
@@ -173,6 +174,16 @@ impl Target {
             Self::Backend(method) => &method.path,
         }
     }
+
+    /// Calls about the caller's own identity (its account, its keys) need no org.
+    fn org_need(&self) -> OrgNeed {
+        match self {
+            Self::Kind(method) if method.kind.is_iam() && method.kind.name != IAM_POLICY => {
+                OrgNeed::Optional
+            }
+            _ => OrgNeed::Required,
+        }
+    }
 }
 
 struct StreamCall {
@@ -190,7 +201,10 @@ impl ServerStreamingService<DynamicMessage> for StreamCall {
         let target = self.target.clone();
         Box::pin(async move {
             let span = Span::current();
-            let caller = app.auth.caller(request.metadata()).await?;
+            let caller = app
+                .auth
+                .caller(request.metadata(), target.org_need())
+                .await?;
             let request = request.into_inner();
             record_id(&span, &request);
             let input = request.descriptor();
@@ -266,7 +280,10 @@ impl UnaryService<DynamicMessage> for UnaryCall {
             if let Target::Kind(method) = &target {
                 span.record("kind", method.kind.name.as_str());
             }
-            let caller = app.auth.caller(request.metadata()).await?;
+            let caller = app
+                .auth
+                .caller(request.metadata(), target.org_need())
+                .await?;
             let request = request.into_inner();
             record_id(&span, &request);
             let input = request.descriptor();

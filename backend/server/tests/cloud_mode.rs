@@ -354,6 +354,10 @@ async fn a_grant_on_one_agent_reaches_that_agent_only_and_only_owners_grant_admi
     .await
     .expect_err("two orgs, no header");
     assert_eq!(unsaid.code(), Code::FailedPrecondition);
+    let me = rpc(&server, WHO, json!({}), outsider, None)
+        .await
+        .expect("whoAmI needs no org");
+    assert_eq!(me["metadata"]["id"], outsider_account);
     assert!(
         unsaid.message().contains("x-stigmer-org"),
         "{}",

@@ -58,6 +58,14 @@ struct KeyRecord {
     expires_at: Option<SystemTime>,
 }
 
+/// Whether a call must work in an org.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OrgNeed {
+    Required,
+    /// Calls about the caller's own identity: whoAmI, its own API keys.
+    Optional,
+}
+
 pub(crate) struct Auth {
     mode: AuthMode,
     store: Arc<dyn Store>,
@@ -101,23 +109,32 @@ impl Auth {
         self.mode
     }
 
-    /// Who makes a call with these request headers, and in which org.
-    pub async fn caller(&self, metadata: &MetadataMap) -> Result<Caller, ApiError> {
-        let org = org_header(metadata)?;
+    /// Who makes a call with these request headers, and in which org. A call about the
+    /// caller's own identity (`OrgNeed::Optional`: whoAmI, its own keys) works without one.
+    pub async fn caller(&self, metadata: &MetadataMap, need: OrgNeed) -> Result<Caller, ApiError> {
         if self.mode == AuthMode::None {
             return Ok(Caller {
-                org: org.unwrap_or(LOCAL).to_string(),
+                org: org_header(metadata)?.unwrap_or(LOCAL).to_string(),
                 identity: LOCAL.to_string(),
                 grants: None,
             });
         }
+        // Who first: a caller without a key learns nothing, not even that a header is wrong.
         let header = metadata
             .get("authorization")
             .and_then(|value| value.to_str().ok());
         let identity = self.identity(header).await?;
         let grants = self.grants_of(&identity).await?;
+        let org = match (grants.select_org(org_header(metadata)?), need) {
+            (Ok(org), _) => org,
+            (
+                Err(ApiError::FailedPrecondition(_) | ApiError::PermissionDenied(_)),
+                OrgNeed::Optional,
+            ) if org_header(metadata)?.is_none() => IAM_ORG.to_string(),
+            (Err(err), _) => return Err(err),
+        };
         Ok(Caller {
-            org: grants.select_org(org)?,
+            org,
             identity,
             grants: Some(grants),
         })
@@ -164,7 +181,8 @@ impl Auth {
         })?;
         let org_role = grants.org_role(&caller.org);
         match rule.as_ref() {
-            Rule::Open if org_role.is_some() => Ok(()),
+            // Only identity calls run outside any org (see `caller`); they serve the caller's own.
+            Rule::Open if org_role.is_some() || caller.org == IAM_ORG => Ok(()),
             Rule::Open => Err(ApiError::PermissionDenied(format!(
                 "this call needs a role on organization {:?}; you hold access to single resources there only",
                 caller.org
