@@ -103,10 +103,8 @@ impl App {
             violations,
         )?;
         let stored = self
-            .store
-            .transact(vec![Mutation::Create(new_row(kind, &key)?)])
+            .write_identity(vec![Mutation::Create(new_row(kind, &key)?)])
             .await?;
-        self.auth.forget();
         let mut key = answered(key, &stored);
         // The one time the raw key leaves the server, where upstream puts it.
         if let Some(spec) = child_mut(&mut key, "spec") {
@@ -121,50 +119,27 @@ impl App {
         caller: &Caller,
         request: DynamicMessage,
     ) -> Result<DynamicMessage, ApiError> {
-        let id = meta(&request).id;
-        let (mut key, row) = self.own(kind, caller, &id).await?;
         check(&self.validator, &request, expiry_violations(&request))?;
-        // Only the name and the expiry change; the hash, fingerprint and owner never do.
-        let name = meta(&request).name;
-        if !name.is_empty()
-            && let Some(metadata) = child_mut(&mut key, "metadata")
-        {
-            set_str(metadata, "name", name);
-        }
-        if let (Some(asked), Some(spec)) = (
-            crate::fields::child(&request, "spec"),
-            child_mut(&mut key, "spec"),
-        ) {
-            for field in ["expires_at", "never_expires"] {
-                match asked.get_field_by_name(field) {
-                    Some(value) if crate::fields::has(&asked, field) => {
-                        set(spec, field, value.into_owned())
-                    }
-                    _ => crate::fields::clear(spec, field),
-                }
+        let asked = meta(&request).revision;
+        // Using a key stamps its lastUsedAt, which is a change too: without an expected
+        // revision, an update re-reads the key and retries rather than fail on that stamp.
+        let mut attempts = 0;
+        loop {
+            let (key, row) = self.own(kind, caller, &meta(&request).id).await?;
+            let key = updated_key(key, &request, caller);
+            let expected = if asked == 0 { row.revision } else { asked };
+            let written = self
+                .write_identity(vec![Mutation::Replace {
+                    resource: new_row(kind, &key)?,
+                    expected_revision: expected,
+                }])
+                .await;
+            match written {
+                Ok(stored) => return Ok(answered(key, &stored)),
+                Err(ApiError::Aborted { .. }) if asked == 0 && attempts < 3 => attempts += 1,
+                Err(err) => return Err(err),
             }
         }
-        crate::resource::stamp_audit(
-            &mut key,
-            &["spec_audit"],
-            false,
-            caller,
-            SystemTime::now(),
-            "updated",
-        );
-        let expected = match meta(&request).revision {
-            0 => row.revision,
-            asked => asked,
-        };
-        let stored = self
-            .store
-            .transact(vec![Mutation::Replace {
-                resource: new_row(kind, &key)?,
-                expected_revision: expected,
-            }])
-            .await?;
-        self.auth.forget();
-        Ok(answered(key, &stored))
     }
 
     /// Deletes one of the caller's own identity resources (an API key: its revocation).
@@ -175,14 +150,7 @@ impl App {
         id: &str,
     ) -> Result<DynamicMessage, ApiError> {
         let (resource, row) = self.own(kind, caller, id).await?;
-        self.store
-            .transact(vec![Mutation::Delete {
-                scope: row.scope,
-                id: row.id,
-                expected_revision: Some(row.revision),
-            }])
-            .await?;
-        self.auth.forget();
+        self.delete_identity(row).await?;
         Ok(resource)
     }
 
@@ -292,10 +260,8 @@ impl App {
             Vec::new(),
         )?;
         let stored = self
-            .store
-            .transact(vec![Mutation::Create(new_row(kind, &policy)?)])
+            .write_identity(vec![Mutation::Create(new_row(kind, &policy)?)])
             .await?;
-        self.auth.forget();
         Ok(answered(policy, &stored))
     }
 
@@ -387,14 +353,7 @@ impl App {
         if grant.role == Role::Owner && grant.resource_kind == ORGANIZATION {
             self.keep_an_owner(caller).await?;
         }
-        self.store
-            .transact(vec![Mutation::Delete {
-                scope: row.scope,
-                id: row.id,
-                expected_revision: Some(row.revision),
-            }])
-            .await?;
-        self.auth.forget();
+        self.delete_identity(row).await?;
         Ok(policy)
     }
 
@@ -445,6 +404,29 @@ impl App {
             return Err(not_found(kind, id));
         }
         Ok((policy, row))
+    }
+
+    /// Commits identity mutations and drops the caches of keys and grants, so that this
+    /// server's next call sees them.
+    async fn write_identity(
+        &self,
+        mutations: Vec<Mutation>,
+    ) -> Result<Vec<StoredResource>, ApiError> {
+        let stored = self.store.transact(mutations).await?;
+        self.auth.forget();
+        Ok(stored)
+    }
+
+    /// Deletes a stored identity resource whatever its revision: a revocation must not lose
+    /// to the key's own lastUsedAt stamp.
+    async fn delete_identity(&self, row: StoredResource) -> Result<(), ApiError> {
+        self.write_identity(vec![Mutation::Delete {
+            scope: row.scope,
+            id: row.id,
+            expected_revision: None,
+        }])
+        .await
+        .map(drop)
     }
 
     /// Sets what the server owns on an identity resource: kept out of every org, created by
@@ -507,6 +489,43 @@ fn may_grant(
             }
         )))
     }
+}
+
+/// `key` with what an update may change: its name and expiry. The hash, fingerprint and owner
+/// never change.
+fn updated_key(
+    mut key: DynamicMessage,
+    request: &DynamicMessage,
+    caller: &Caller,
+) -> DynamicMessage {
+    let name = meta(request).name;
+    if !name.is_empty()
+        && let Some(metadata) = child_mut(&mut key, "metadata")
+    {
+        set_str(metadata, "name", name);
+    }
+    if let (Some(asked), Some(spec)) = (
+        crate::fields::child(request, "spec"),
+        child_mut(&mut key, "spec"),
+    ) {
+        for field in ["expires_at", "never_expires"] {
+            match asked.get_field_by_name(field) {
+                Some(value) if crate::fields::has(&asked, field) => {
+                    set(spec, field, value.into_owned())
+                }
+                _ => crate::fields::clear(spec, field),
+            }
+        }
+    }
+    crate::resource::stamp_audit(
+        &mut key,
+        &["spec_audit"],
+        false,
+        caller,
+        SystemTime::now(),
+        "updated",
+    );
+    key
 }
 
 /// One role granted to one identity account on one resource.

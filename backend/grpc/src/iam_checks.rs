@@ -35,14 +35,7 @@ impl App {
             let grants = self
                 .grants_with_context(caller, &principal, &request)
                 .await?;
-            let role = if kind == ORGANIZATION {
-                (id == caller.org)
-                    .then(|| grants.org_role(&caller.org))
-                    .flatten()
-            } else {
-                grants.resource_role(&caller.org, &id)
-            };
-            satisfies(role, &relation)
+            satisfies(role_on(&grants, caller, &kind, &id), &relation)
         };
         let mut response = DynamicMessage::new(output.clone());
         set(&mut response, "is_authorized", Value::Bool(authorized));
@@ -114,14 +107,7 @@ impl App {
             .into_iter()
             .filter(|(_, grants)| {
                 let grants = Grants::from_grants(grants.iter().cloned());
-                let role = if kind == ORGANIZATION {
-                    (id == caller.org)
-                        .then(|| grants.org_role(&caller.org))
-                        .flatten()
-                } else {
-                    grants.resource_role(&caller.org, &id)
-                };
-                satisfies(role, &relation)
+                satisfies(role_on(&grants, caller, &kind, &id), &relation)
             })
             .map(|(principal, _)| principal)
             .collect();
@@ -191,6 +177,17 @@ impl App {
                 return Ok(ids);
             }
         }
+    }
+}
+
+/// The role `grants` hold on the caller's org (`kind` organization) or on one resource in it.
+fn role_on(grants: &Grants, caller: &Caller, kind: &str, id: &str) -> Option<Role> {
+    if kind == ORGANIZATION {
+        (id == caller.org)
+            .then(|| grants.org_role(&caller.org))
+            .flatten()
+    } else {
+        grants.resource_role(&caller.org, id)
     }
 }
 
