@@ -6,7 +6,7 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use stigmer_database::DatabaseOptions;
 use stigmer_grpc::{LogFormat, ServerConfig};
 use tokio::net::TcpListener;
@@ -93,7 +93,17 @@ fn parse_expiry(text: &str) -> Result<Expiry, String> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let mut cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(err) => err.exit(),
+    };
+    // An offline command's output is its answer: start-up chatter only when asked for.
+    let log_by_default =
+        matches.value_source("log_filter") == Some(clap::parser::ValueSource::DefaultValue);
+    if log_by_default && matches!(cli.command, Some(Command::Apikey { .. })) {
+        cli.server.log_filter = "warn".into();
+    }
     if let Err(err) = init_logging(&cli.server) {
         eprintln!("stigmer-server: {err:#}");
         return ExitCode::FAILURE;
