@@ -143,6 +143,10 @@ struct ApplyArgs {
     /// Parse and check every document without writing anything.
     #[arg(long)]
     dry_run: bool,
+    /// Apply every document or none, in one transaction (ResourceService/applyBatch): for a
+    /// set that only makes sense whole. Skills are pushed on their own, not in the batch.
+    #[arg(long)]
+    atomic: bool,
 }
 
 #[derive(Args)]

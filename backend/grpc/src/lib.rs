@@ -5,6 +5,7 @@
 
 mod auth;
 mod backup;
+mod batch;
 pub mod bootstrap;
 mod cache_fill;
 pub use stigmer_core::catalog;

@@ -153,7 +153,10 @@ where
             grpc.server_streaming(StreamCall { app, target }, request)
                 .await
         }
-        BackendVerb::GetAtRevision | BackendVerb::Info | BackendVerb::Import => {
+        BackendVerb::GetAtRevision
+        | BackendVerb::Info
+        | BackendVerb::Import
+        | BackendVerb::ApplyBatch => {
             let target = Target::Backend(method);
             grpc.unary(UnaryCall { app, target }, request).await
         }
@@ -326,6 +329,10 @@ async fn serve_unary(
                     .into()
             }
             BackendVerb::Import => app.import(caller, request, &method.output).await?.into(),
+            BackendVerb::ApplyBatch => app
+                .apply_batch(caller, request, &method.output)
+                .await?
+                .into(),
             BackendVerb::Info | BackendVerb::Watch | BackendVerb::Export => {
                 app.info(caller, &method.output).await?.into()
             }
@@ -353,7 +360,7 @@ fn record_id(span: &Span, message: &DynamicMessage) {
 /// reads and writes alike, so that no org's resources, and no secret, are reached from
 /// another. Checked here, for every method, on the fields a body names an org in: `org`
 /// (references, watch, push) and `metadata.org` (resources).
-fn only_own_org(caller: &Caller, request: &DynamicMessage) -> Result<(), ApiError> {
+pub(crate) fn only_own_org(caller: &Caller, request: &DynamicMessage) -> Result<(), ApiError> {
     let named = [
         ("org", crate::fields::get_str(request, "org")),
         ("metadata.org", meta(request).org),
