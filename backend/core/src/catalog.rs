@@ -130,6 +130,7 @@ pub enum BackendVerb {
     Info,
     Export,
     Import,
+    Backup,
 }
 
 /// One RPC of the backend-wide service.
@@ -259,6 +260,7 @@ fn backend_methods(
             "info" => BackendVerb::Info,
             "export" => BackendVerb::Export,
             "import" => BackendVerb::Import,
+            "backup" => BackendVerb::Backup,
             other => {
                 return Err(CatalogError::Missing(format!(
                     "a handler for {BACKEND_SERVICE}/{other}"
