@@ -3,7 +3,11 @@
 #![forbid(unsafe_code)]
 #![allow(clippy::all, missing_docs)]
 // The generated docs are the .proto comments, which write placeholders like <field> as prose.
-#![allow(rustdoc::invalid_html_tags, rustdoc::bare_urls, rustdoc::broken_intra_doc_links)]
+#![allow(
+    rustdoc::invalid_html_tags,
+    rustdoc::bare_urls,
+    rustdoc::broken_intra_doc_links
+)]
 
 use std::sync::LazyLock;
 

@@ -579,7 +579,7 @@ pub struct ImportSummary {
     pub unchanged: i64,
 }
 
-fn backend_method(name: &str) -> Result<prost_reflect::MethodDescriptor, ClientError> {
+pub(crate) fn backend_method(name: &str) -> Result<prost_reflect::MethodDescriptor, ClientError> {
     stigmer_api::DESCRIPTOR_POOL
         .get_service_by_name("ai.stigmer.backend.v1.ResourceService")
         .and_then(|service| service.methods().find(|m| m.name() == name))

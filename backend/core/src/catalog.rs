@@ -131,6 +131,7 @@ pub enum BackendVerb {
     Export,
     Import,
     ApplyBatch,
+    Backup,
 }
 
 /// One RPC of the backend-wide service.
@@ -268,6 +269,7 @@ fn backend_methods(
             "export" => BackendVerb::Export,
             "import" => BackendVerb::Import,
             "applyBatch" => BackendVerb::ApplyBatch,
+            "backup" => BackendVerb::Backup,
             other => {
                 return Err(CatalogError::Missing(format!(
                     "a handler for {BACKEND_SERVICE}/{other}"

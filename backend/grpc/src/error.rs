@@ -175,6 +175,7 @@ impl From<StoreError> for ApiError {
                 "the server's storage is full; free disk space and retry".into(),
             ),
             StoreError::Closed => Self::Unavailable(SHUTTING_DOWN.into()),
+            StoreError::Unsupported(what) => Self::Unimplemented(what),
             StoreError::Internal(detail) => Self::Internal(detail),
         }
     }

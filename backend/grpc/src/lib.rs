@@ -12,6 +12,7 @@ pub use stigmer_core::catalog;
 pub mod codec;
 pub mod config;
 mod controller;
+mod database_backup;
 use stigmer_core::encode;
 mod error;
 mod executions;
@@ -49,6 +50,7 @@ pub use config::{AuthMode, LogFormat, ServerConfig};
 pub use controller::App;
 pub use error::{ApiError, FieldViolation};
 pub use resource::API_VERSION;
+pub use server::KEY_SETTING as MASTER_KEY_SETTING;
 pub use server::{
     InProcessServer, InProcessService, Rotation, ServerError, check_listen, load_keyring,
     rotate_master_key, run,

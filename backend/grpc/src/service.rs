@@ -148,7 +148,7 @@ where
 {
     let mut grpc = grpc_for(&method.input);
     match method.verb {
-        BackendVerb::Watch | BackendVerb::Export => {
+        BackendVerb::Watch | BackendVerb::Export | BackendVerb::Backup => {
             let target = Target::Backend(method);
             grpc.server_streaming(StreamCall { app, target }, request)
                 .await
@@ -237,10 +237,10 @@ async fn open_stream(
             if !kind.is_empty() {
                 Span::current().record("kind", kind.as_str());
             }
-            if method.verb == BackendVerb::Export {
-                app.export(caller, request, method.output.clone()).await
-            } else {
-                app.watch(caller, request, method.output.clone()).await
+            match method.verb {
+                BackendVerb::Export => app.export(caller, request, method.output.clone()).await,
+                BackendVerb::Backup => app.backup(method.output.clone()).await,
+                _ => app.watch(caller, request, method.output.clone()).await,
             }
         }
     }
@@ -333,7 +333,7 @@ async fn serve_unary(
                 .apply_batch(caller, request, &method.output)
                 .await?
                 .into(),
-            BackendVerb::Info | BackendVerb::Watch | BackendVerb::Export => {
+            BackendVerb::Info | BackendVerb::Watch | BackendVerb::Export | BackendVerb::Backup => {
                 app.info(caller, &method.output).await?.into()
             }
         },

@@ -174,3 +174,73 @@ fn read_owner(file: &mut std::fs::File) -> Option<u32> {
     file.read_to_string(&mut text).ok()?;
     text.trim().parse().ok()
 }
+
+/// Why a database's migration history does not fit this build.
+#[derive(Debug)]
+pub(crate) enum HistoryMismatch {
+    /// No readable `refinery_schema_history`: not a stigmer-server database.
+    Unreadable(rusqlite::Error),
+    /// No migration applied at all.
+    Empty,
+    /// A newer server wrote it: it has every migration this build has, and more.
+    Newer { found: i64, known: i64 },
+    /// Migration `version` differs from this build's (or this build has none by that number).
+    Divergent { version: i64 },
+}
+
+/// The last migration this build has.
+pub(crate) fn known_version() -> i64 {
+    embedded::migrations::runner()
+        .get_migrations()
+        .iter()
+        .map(|migration| i64::from(migration.version()))
+        .max()
+        .unwrap_or(0)
+}
+
+/// The schema version of the database on `conn`: its last applied migration, after checking
+/// that its applied migrations are this build's first ones (same versions, names and
+/// checksums), so that this build can open it and migrate it further.
+pub(crate) fn schema_version(conn: &Connection) -> Result<i64, HistoryMismatch> {
+    let applied = conn
+        .prepare("SELECT version, name, checksum FROM refinery_schema_history ORDER BY version")
+        .and_then(|mut stmt| {
+            stmt.query_map([], |row| {
+                Ok((
+                    row.get::<_, i64>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, String>(2)?,
+                ))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()
+        })
+        .map_err(HistoryMismatch::Unreadable)?;
+    let runner = embedded::migrations::runner();
+    let mut known: Vec<_> = runner.get_migrations().iter().collect();
+    known.sort_by_key(|migration| migration.version());
+    let Some((last, _, _)) = applied.last() else {
+        return Err(HistoryMismatch::Empty);
+    };
+    if applied.len() > known.len() {
+        return Err(HistoryMismatch::Newer {
+            found: *last,
+            known: known_version(),
+        });
+    }
+    for ((version, name, checksum), ours) in applied.iter().zip(&known) {
+        let same = *version == i64::from(ours.version())
+            && *name == ours.name()
+            && *checksum == ours.checksum().to_string();
+        if !same {
+            return Err(if *version > i64::from(ours.version()) {
+                HistoryMismatch::Newer {
+                    found: *last,
+                    known: known_version(),
+                }
+            } else {
+                HistoryMismatch::Divergent { version: *version }
+            });
+        }
+    }
+    Ok(*last)
+}
