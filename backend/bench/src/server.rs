@@ -151,7 +151,7 @@ impl BenchServer {
         Ok(CpuClock::of(self.pid()?))
     }
 
-    /// The server's resident set size and its peak, from /proc/<pid>/status.
+    /// The server's resident set size and its peak, from `/proc/<pid>/status`.
     pub fn rss(&self) -> Result<Rss> {
         let pid = self.child.id().context("the server has exited")?;
         Rss::of(&format!("/proc/{pid}/status"))
@@ -300,7 +300,7 @@ async fn wait_serving(channel: &Channel, started: Instant) -> Result<()> {
 }
 
 /// CPU time (user + system, every thread) some processes have used together, from
-/// /proc/<pid>/stat: one server, or every replica of a cluster, whose work per call is the sum.
+/// `/proc/<pid>/stat`: one server, or every replica of a cluster, whose work per call is the sum.
 #[derive(Debug, Clone)]
 pub struct CpuClock {
     pids: Arc<[u32]>,
@@ -370,7 +370,7 @@ impl TreeClock {
     }
 }
 
-/// What the bench reads of /proc/<pid>/stat.
+/// What the bench reads of `/proc/<pid>/stat`.
 struct ProcStat {
     parent: u32,
     /// User + system time, every thread.
