@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod binary;
+pub mod disk;
 pub mod postgres;
 
 use std::net::SocketAddr;
