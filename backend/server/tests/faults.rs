@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use common::binary::{BINARY, Binary, DEADLINE};
 use common::disk::{ReadOnlyMount, SmallDisk, without_root_overrides};
+use common::random::Random;
 use common::{agent, expect_code};
 use stigmer_api::ai::stigmer::agentic::agent::v1::agent_command_controller_client::AgentCommandControllerClient;
 use stigmer_api::ai::stigmer::agentic::agent::v1::agent_query_controller_client::AgentQueryControllerClient;
@@ -38,32 +39,6 @@ use tonic::transport::Channel;
 
 const CYCLES: usize = 20;
 const WRITERS: usize = 64;
-
-/// A small random number generator (xorshift64*): the moments of the kills, reproducible from
-/// the seed the test prints (set STIGMER_FAULTS_SEED to replay one).
-struct Random(u64);
-
-impl Random {
-    fn seeded() -> Self {
-        let seed = std::env::var("STIGMER_FAULTS_SEED")
-            .ok()
-            .and_then(|seed| seed.parse().ok())
-            .unwrap_or_else(|| {
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(1, |since| since.as_nanos() as u64)
-            });
-        eprintln!("STIGMER_FAULTS_SEED={seed}");
-        Self(seed.max(1))
-    }
-
-    fn below(&mut self, bound: u64) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % bound.max(1)
-    }
-}
 
 /// An Environment whose description and one value carry `step`, the writer's counter.
 fn environment(name: &str, step: u64) -> Environment {
@@ -253,7 +228,7 @@ async fn check_after_restart(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_dash_nine_under_64_writers_for_20_cycles_keeps_every_acknowledged_write() {
     let started = Instant::now();
-    let mut random = Random::seeded();
+    let mut random = Random::seeded("kill -9");
     let home = tempfile::tempdir().expect("home");
     let db = home.path().join("crash.db");
     // id → the last acknowledged state; every revision ever acknowledged.

@@ -5,6 +5,7 @@
 pub mod binary;
 pub mod disk;
 pub mod postgres;
+pub mod random;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
