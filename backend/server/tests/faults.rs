@@ -1,10 +1,8 @@
 //! Fault suites (issue 17), against the real binary: kill -9 under 64 writers, cycle after
-//! cycle; a full disk seen through the API; a corrupt or truncated database and a read-only
-//! database directory at start.
+//! cycle; a full disk seen through the API; a sqlite3 session holding the database's lock; a
+//! corrupt or truncated database and a read-only database directory at start.
 //!
-//! Elsewhere: a database locked by another process past the busy timeout is
-//! `repair.rs::a_write_blocked_by_another_process_is_unavailable_with_a_retry_hint_and_loses_nothing`;
-//! a clean stop when even the final checkpoint finds the disk full is
+//! Elsewhere: a clean stop when even the final checkpoint finds the disk full is
 //! `operations.rs::sigterm_on_a_full_disk_exits_cleanly_and_loses_nothing`.
 
 mod common;
@@ -446,6 +444,119 @@ async fn on_a_full_disk_writes_are_refused_but_reads_deletes_and_a_clean_stop_wo
     binary.signal("-TERM");
     assert!(binary.wait().await.success());
     assert_eq!(integrity_check(&db), ["ok"]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// A sqlite3 session holding the lock
+// ---------------------------------------------------------------------------------------------
+
+/// A sqlite3 CLI session (a process of its own) on `db` that has run `script`: returned once it
+/// prints `ready` (selected after the script), so a statement that failed (`.bail on`: the
+/// session exits) fails the test rather than leaving nothing locked. Ends when its input
+/// closes.
+async fn sqlite3_session(db: &Path, script: &str) -> Option<tokio::process::Child> {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let spawned = Command::new("sqlite3")
+        .arg(db)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn();
+    let mut session = match spawned {
+        Ok(session) => session,
+        Err(err) => {
+            // `make deps` installs it.
+            assert!(
+                !common::disk::in_ci(),
+                "CI must have the sqlite3 CLI: {err}"
+            );
+            eprintln!("SKIPPED: no sqlite3 CLI here: {err}");
+            return None;
+        }
+    };
+    let mut input = session.stdin.take().expect("stdin");
+    input
+        .write_all(format!(".bail on\n.timeout 10000\n{script}\nSELECT 'ready';\n").as_bytes())
+        .await
+        .expect("write to sqlite3");
+    input.flush().await.expect("flush");
+    // Kept open (in the child's handle) until the test closes it.
+    session.stdin = Some(input);
+    let mut lines = BufReader::new(session.stdout.take().expect("stdout")).lines();
+    tokio::time::timeout(DEADLINE, async {
+        while let Some(line) = lines.next_line().await.expect("read sqlite3") {
+            if line == "ready" {
+                return;
+            }
+        }
+        panic!("sqlite3 ended before it held the lock");
+    })
+    .await
+    .expect("sqlite3 holds the lock in time");
+    Some(session)
+}
+
+/// Ends a session started by [`sqlite3_session`]: closes its input, which rolls its
+/// transaction back, and waits for it to exit.
+async fn end_session(mut session: tokio::process::Child) {
+    drop(session.stdin.take());
+    let exit = tokio::time::timeout(DEADLINE, session.wait())
+        .await
+        .expect("sqlite3 exits")
+        .expect("wait");
+    assert!(exit.success(), "{exit:?}");
+}
+
+/// The binary with --busy-timeout-ms 300 and a sqlite3 session, another process, in a write
+/// transaction: a write waits out the busy timeout and gets UNAVAILABLE with a retry hint,
+/// reads are served meanwhile (WAL), and the write goes through once the session ends. (No
+/// session can lock readers out while the server has the database open in WAL mode: sqlite3's
+/// locking_mode=EXCLUSIVE then fails with "database is locked".)
+#[tokio::test]
+async fn a_database_locked_by_a_sqlite3_session_past_the_busy_timeout_is_unavailable() {
+    let home = tempfile::tempdir().expect("home");
+    let db = home.path().join("locked.db");
+    let mut command = Binary::configure(Command::new(BINARY), home.path(), Some(&db), "info");
+    command.args(["--busy-timeout-ms", "300"]);
+    let binary = Binary::spawn(command).await;
+    let channel = binary.channel().await;
+    let mut agents = AgentCommandControllerClient::new(channel.clone());
+    let mut query = AgentQueryControllerClient::new(channel.clone());
+    let kept = agents
+        .create(agent("Before the lock"))
+        .await
+        .expect("create")
+        .into_inner();
+    let get = || AgentId {
+        value: agent_id(&kept),
+        ..Default::default()
+    };
+
+    let Some(session) = sqlite3_session(&db, "BEGIN IMMEDIATE;").await else {
+        return;
+    };
+    let asked = Instant::now();
+    let status = expect_code(agents.create(agent("Blocked")).await, Code::Unavailable);
+    assert!(
+        asked.elapsed() >= Duration::from_millis(300),
+        "answered before the busy timeout: {:?}",
+        asked.elapsed()
+    );
+    assert!(status.message().contains("retry"), "{}", status.message());
+    use tonic_types::StatusExt;
+    assert!(status.get_details_retry_info().is_some(), "{status:?}");
+    let read = query.get(get()).await.expect("reads are served meanwhile");
+    assert_eq!(read.into_inner(), kept);
+    end_session(session).await;
+    agents
+        .create(agent("Blocked"))
+        .await
+        .expect("the write goes through once the session ends");
+
+    query.get(get()).await.expect("reads after the session");
+    binary.signal("-TERM");
+    assert!(binary.wait().await.success());
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -325,8 +325,7 @@ fn redact_sealed(json: &mut Json) {
 
 fn without_revision(message: &DynamicMessage) -> DynamicMessage {
     let mut message = message.clone();
-    if let Some(prost_reflect::Value::Message(metadata)) =
-        message.get_field_by_name_mut("metadata").as_deref_mut()
+    if let Some(prost_reflect::Value::Message(metadata)) = message.get_field_by_name_mut("metadata")
     {
         metadata.clear_field_by_name("revision");
     }
@@ -334,11 +333,13 @@ fn without_revision(message: &DynamicMessage) -> DynamicMessage {
 }
 
 fn revision(message: &DynamicMessage) -> i64 {
-    to_json(message)["metadata"]["revision"]
-        .as_str()
-        .and_then(|revision| revision.parse().ok())
-        .or_else(|| to_json(message)["metadata"]["revision"].as_i64())
-        .unwrap_or(0)
+    match message.get_field_by_name("metadata").as_deref() {
+        Some(prost_reflect::Value::Message(metadata)) => metadata
+            .get_field_by_name("revision")
+            .and_then(|revision| revision.as_i64())
+            .unwrap_or(0),
+        _ => 0,
+    }
 }
 
 /// The resource an export item holds, read as a get would show it.
