@@ -76,13 +76,13 @@ impl SqliteStore {
         let reserve = Reserve::new(&config.path, config.reserve_bytes);
         reserve.make_room_to_open();
         let mut conn = schema::open_writer_connection(config)?;
-        schema::migrate(&mut conn)?;
+        schema::migrate(&mut conn, &config.path)?;
         let database = format!(
             "SQLite {}, WAL, synchronous={}",
             rusqlite::version(),
-            schema::synchronous_level(&conn).map_err(|source| OpenError::Sqlite {
+            schema::synchronous_level(&conn).map_err(|error| OpenError::Sqlite {
                 path: config.path.clone(),
-                source,
+                error,
             })?
         );
         let space = Space::start(reserve, &conn);
