@@ -7,6 +7,7 @@ mod calls;
 mod drive;
 mod etcd;
 mod grpc_floor;
+mod metrics;
 mod postgres;
 mod preload;
 mod report;
@@ -70,6 +71,8 @@ enum Case {
     Watch,
     Scale,
     Etcd,
+    /// Get by id with and without --metrics-listen, in alternating rounds.
+    Metrics,
 }
 
 /// How long and how hard each case runs.
@@ -155,6 +158,9 @@ async fn main() -> Result<()> {
     }
     if wanted(Case::Etcd) {
         etcd::run(&settings, &mut report).await?;
+    }
+    if wanted(Case::Metrics) {
+        metrics::run(&settings, &mut report).await?;
     }
     if wanted(Case::Postgres) {
         postgres::compare(&settings, &mut report);

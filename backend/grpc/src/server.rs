@@ -225,9 +225,10 @@ impl Parts {
             app.watch_metrics = Some(Arc::clone(&metrics.watch));
             rpc_metrics = Some(Arc::clone(&metrics.rpc));
             if let Ok(address) = listener.local_addr() {
-                tracing::info!(%address, "serving metrics at /metrics");
+                // Not `address`, which names where gRPC is served (scripts look for it).
+                tracing::info!(metrics_address = %address, "serving metrics at /metrics");
                 if !is_loopback(address) {
-                    tracing::warn!(%address, "serving /metrics beyond loopback: it has no authentication, so whoever reaches the port reads it");
+                    tracing::warn!(metrics_address = %address, "serving /metrics beyond loopback: it has no authentication, so whoever reaches the port reads it");
                 }
             }
             tasks.push(tokio::spawn(crate::metrics::follow_revisions(

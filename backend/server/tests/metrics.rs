@@ -335,7 +335,7 @@ async fn the_binary_serves_metrics_from_the_environment_variable_until_sigterm()
         .iter()
         .find(|line| line["fields"]["message"] == "serving metrics at /metrics")
         .expect("the metrics address is logged before gRPC is served");
-    let address: SocketAddr = announced["fields"]["address"]
+    let address: SocketAddr = announced["fields"]["metrics_address"]
         .as_str()
         .expect("address")
         .parse()
