@@ -109,15 +109,7 @@ async fn measure_scraped(
     in_flight: usize,
     settings: &Settings,
 ) -> Result<Summary> {
-    let scraper = tokio::spawn(async move {
-        let mut every = tokio::time::interval(SCRAPE_EVERY);
-        loop {
-            every.tick().await;
-            if let Err(err) = scrape(address).await {
-                return Err(err);
-            }
-        }
-    });
+    let scraper = tokio::spawn(scrape_every_second(address));
     let summary = measure(Call::Get, target, in_flight, settings.duration).await;
     let scraped = if scraper.is_finished() {
         scraper.await?
@@ -127,6 +119,15 @@ async fn measure_scraped(
     };
     scraped.context("scraping /metrics during the run")?;
     summary
+}
+
+/// Scrapes every [`SCRAPE_EVERY`] until aborted, or the first failure.
+async fn scrape_every_second(address: SocketAddr) -> Result<()> {
+    let mut every = tokio::time::interval(SCRAPE_EVERY);
+    loop {
+        every.tick().await;
+        scrape(address).await?;
+    }
 }
 
 /// A free port on 127.0.0.1 for the server's --metrics-listen (the bench reads no log to
