@@ -18,7 +18,7 @@ use crate::server::BenchServer;
 use crate::stats::{Summary, fmt_duration, fmt_rate};
 
 /// Measurements of each side at each concurrency.
-const ROUNDS: usize = 3;
+const ROUNDS: usize = 5;
 /// How often the server with metrics is scraped while it is measured.
 const SCRAPE_EVERY: Duration = Duration::from_secs(1);
 
