@@ -2,6 +2,12 @@
 //! and the descriptor set the server uses for reflection, validation and JSON mapping.
 #![forbid(unsafe_code)]
 #![allow(clippy::all, missing_docs)]
+// The generated docs are the .proto comments, which write placeholders like <field> as prose.
+#![allow(
+    rustdoc::invalid_html_tags,
+    rustdoc::bare_urls,
+    rustdoc::broken_intra_doc_links
+)]
 
 use std::sync::LazyLock;
 

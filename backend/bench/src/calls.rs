@@ -13,11 +13,12 @@ use stigmer_api::ai::stigmer::agentic::environment::v1::environment_query_contro
 use stigmer_api::ai::stigmer::commons::apiresource::{
     ApiResourceId, ApiResourceMetadata, ApiResourceReference,
 };
+use tonic::metadata::AsciiMetadataValue;
 use tonic::transport::Channel;
 
 use crate::drive::drive;
 use crate::resources::{environment, preload_id, preload_slug};
-use crate::server::{BenchServer, CpuClock, TreeClock};
+use crate::server::{BenchServer, CpuClock, TreeClock, authorized};
 use crate::stats::Summary;
 
 pub const LIST_PAGE: i32 = 100;
@@ -72,6 +73,8 @@ pub struct Target {
     pub store_floor: bool,
     /// The database server's CPU time, when it is a process of its own (PostgreSQL).
     pub database_cpu: Option<TreeClock>,
+    /// The `authorization` header every call carries, in cloud mode.
+    pub auth: Option<AsciiMetadataValue>,
 }
 
 impl Target {
@@ -84,6 +87,7 @@ impl Target {
             cpu: server.cpu_clock()?,
             store_floor: true,
             database_cpu: None,
+            auth: server.auth.clone(),
         })
     }
 }
@@ -108,7 +112,8 @@ pub async fn measure(
         move |sequence| {
             let request = worker_state.next(call, &target, sequence);
             let channel = target.channel.clone();
-            async move { send(channel, request).await }
+            let auth = target.auth.clone();
+            async move { send(channel, auth, request).await }
         }
     })
     .await?;
@@ -175,30 +180,40 @@ impl Worker {
     }
 }
 
-async fn send(channel: Channel, request: Request) -> Result<()> {
+async fn send(channel: Channel, auth: Option<AsciiMetadataValue>, request: Request) -> Result<()> {
+    let auth = auth.as_ref();
     match request {
         Request::Create(name) => {
             let mut client = EnvironmentCommandControllerClient::new(channel);
             client
-                .create(environment(name, "benchmark create".into()))
+                .create(authorized(
+                    environment(name, "benchmark create".into()),
+                    auth,
+                ))
                 .await?;
         }
         Request::Get(index) => {
             let mut client = EnvironmentQueryControllerClient::new(channel);
             client
-                .get(ApiResourceId {
-                    value: preload_id(index),
-                    ..Default::default()
-                })
+                .get(authorized(
+                    ApiResourceId {
+                        value: preload_id(index),
+                        ..Default::default()
+                    },
+                    auth,
+                ))
                 .await?;
         }
         Request::GetByReference(index) => {
             let mut client = EnvironmentQueryControllerClient::new(channel);
             client
-                .get_by_reference(ApiResourceReference {
-                    slug: preload_slug(index),
-                    ..Default::default()
-                })
+                .get_by_reference(authorized(
+                    ApiResourceReference {
+                        slug: preload_slug(index),
+                        ..Default::default()
+                    },
+                    auth,
+                ))
                 .await?;
         }
         Request::Update { index, sequence } => {
@@ -209,27 +224,34 @@ async fn send(channel: Channel, request: Request) -> Result<()> {
                 name: preload_slug(index),
                 ..Default::default()
             });
-            client.update(resource).await?;
+            client.update(authorized(resource, auth)).await?;
         }
-        Request::List(position) => list_next_page(channel, &position).await?,
+        Request::List(position) => list_next_page(channel, auth, &position).await?,
     }
     Ok(())
 }
 
 /// Reads the page after the worker's position and moves it on; after the last page, the next
 /// call starts again at the first.
-async fn list_next_page(channel: Channel, position: &Mutex<String>) -> Result<()> {
+async fn list_next_page(
+    channel: Channel,
+    auth: Option<&AsciiMetadataValue>,
+    position: &Mutex<String>,
+) -> Result<()> {
     let page_token = position
         .lock()
         .map_err(|_| anyhow!("list position poisoned"))?
         .clone();
     let mut client = EnvironmentQueryControllerClient::new(channel);
     let page = client
-        .list(ListEnvironmentsRequest {
-            page_size: LIST_PAGE,
-            page_token,
-            ..Default::default()
-        })
+        .list(authorized(
+            ListEnvironmentsRequest {
+                page_size: LIST_PAGE,
+                page_token,
+                ..Default::default()
+            },
+            auth,
+        ))
         .await?
         .into_inner();
     *position

@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 mod calls;
+mod cloud;
 mod drive;
 mod etcd;
 mod grpc_floor;
@@ -28,7 +29,7 @@ use crate::calls::Call;
 use crate::report::Report;
 
 /// Benchmarks stigmer-server: store floors, gRPC floor, every call over gRPC, PostgreSQL (one
-/// replica and three), watch lag, scale and an etcd peer.
+/// replica and three), watch lag, scale, an etcd peer and cloud mode (API key + TLS).
 #[derive(Debug, Parser)]
 #[command(name = "stigmer-bench", version, about)]
 struct Args {
@@ -71,6 +72,8 @@ enum Case {
     Watch,
     Scale,
     Etcd,
+    /// Cloud mode: get and create with API key and TLS against the same calls without.
+    Auth,
     /// Get by id with and without --metrics-listen, in alternating rounds.
     Metrics,
 }
@@ -158,6 +161,9 @@ async fn main() -> Result<()> {
     }
     if wanted(Case::Etcd) {
         etcd::run(&settings, &mut report).await?;
+    }
+    if wanted(Case::Auth) {
+        cloud::run(&settings, &mut report).await?;
     }
     if wanted(Case::Metrics) {
         metrics::run(&settings, &mut report).await?;

@@ -1,4 +1,4 @@
-//! Case 9: what `--metrics-listen` costs. Two servers on two copies of one preload, one
+//! Case 10: what `--metrics-listen` costs. Two servers on two copies of one preload, one
 //! serving /metrics (scraped every second while it is measured, far more often than
 //! Prometheus's usual 15 s or more), the other not; get by id runs on each in turn, several
 //! rounds in alternating order so that drift in the machine hits both alike. Reported: the
@@ -24,7 +24,7 @@ const SCRAPE_EVERY: Duration = Duration::from_secs(1);
 
 pub async fn run(settings: &Settings, report: &mut Report) -> Result<()> {
     report.section(&format!(
-        "9. metrics cost: get by id with and without --metrics-listen ({} preloaded, {ROUNDS} \
+        "10. metrics cost: get by id with and without --metrics-listen ({} preloaded, {ROUNDS} \
          alternating rounds, /metrics scraped every {} s while measured)",
         settings.preload,
         SCRAPE_EVERY.as_secs()

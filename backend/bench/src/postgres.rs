@@ -22,7 +22,7 @@ use crate::Settings;
 use crate::calls::{Call, Target};
 use crate::etcd;
 use crate::preload::{fill, preload};
-use crate::report::{Report, ratio};
+use crate::report::{Report, ratio, verdict};
 use crate::server::{BenchServer, CpuClock, TreeClock, balanced};
 use crate::server_cases::measure_calls;
 use crate::stats::{fmt_duration, fmt_rate};
@@ -80,6 +80,7 @@ pub async fn run(settings: &Settings, report: &mut Report, baselines: bool) -> R
         cpu: cpu.clone(),
         store_floor: false,
         database_cpu: Some(cluster.cpu()?),
+        auth: None,
     };
     report.note(&format!(
         "{REPLICAS} replicas, calls spread at random over them (tonic's balancer); srv CPU/op \
@@ -191,10 +192,6 @@ pub fn compare(settings: &Settings, report: &mut Report) {
         };
         report.note(&line);
     }
-}
-
-fn verdict(met: bool) -> &'static str {
-    if met { "met" } else { "missed" }
 }
 
 /// A stigmer-server replica on the database at `url`, with its own home and the shared key.

@@ -191,3 +191,8 @@ pub fn vs_grpc_floor(summary: &Summary, floor: &Summary) -> String {
 pub fn ratio(value: f64, base: f64) -> f64 {
     if base > 0.0 { value / base } else { 0.0 }
 }
+
+/// Whether a target was met, in words.
+pub fn verdict(met: bool) -> &'static str {
+    if met { "met" } else { "missed" }
+}

@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
-use tonic::transport::{Channel, Endpoint};
+use tonic::metadata::AsciiMetadataValue;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
@@ -26,6 +27,8 @@ pub struct BenchServer {
     pub channel: Channel,
     /// From spawning the process to the first health check answered SERVING.
     pub start_to_serving: Duration,
+    /// `Bearer stk_…` for every call but health checks, in cloud mode ([`Self::start_cloud`]).
+    pub auth: Option<AsciiMetadataValue>,
     child: Child,
 }
 
@@ -36,7 +39,10 @@ impl BenchServer {
         let info = stigmer_api::ai::stigmer::backend::v1::resource_service_client::ResourceServiceClient::new(
             self.channel.clone(),
         )
-        .info(stigmer_api::ai::stigmer::backend::v1::InfoRequest {})
+        .info(authorized(
+            stigmer_api::ai::stigmer::backend::v1::InfoRequest {},
+            self.auth.as_ref(),
+        ))
         .await?
         .into_inner();
         Ok(info.database)
@@ -56,34 +62,81 @@ impl BenchServer {
         .await
     }
 
+    /// Starts `stigmer-server` in cloud mode on the SQLite database at `db`, otherwise as
+    /// [`Self::start`] does: TLS with a self-signed certificate for localhost (made here, and
+    /// the only one the client trusts), `--auth apikey`, and an owner key of org `local` (the
+    /// preloaded resources' org) made beforehand with `stigmer-server apikey create`.
+    pub async fn start_cloud(db: &Path) -> Result<Self> {
+        let dir = db.parent().context("the database path has no directory")?;
+        let key_file = dir.join("master.key");
+        let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_string()])?;
+        let (cert, tls_key) = (dir.join("tls.crt"), dir.join("tls.key"));
+        std::fs::write(&cert, certified.cert.pem())?;
+        std::fs::write(&tls_key, certified.signing_key.serialize_pem())?;
+        let master = [("STIGMER_MASTER_KEY_FILE", key_file.as_os_str())];
+        let key = server_command(db.as_os_str(), dir, &master)?
+            .args(["apikey", "create", "--role", "owner", "--org"])
+            .arg(crate::resources::ORG)
+            .stdin(Stdio::null())
+            .output()
+            .await
+            .context("running stigmer-server apikey create")?;
+        if !key.status.success() {
+            bail!(
+                "stigmer-server apikey create failed ({}): {}",
+                key.status,
+                String::from_utf8_lossy(&key.stderr).trim()
+            );
+        }
+        let key = String::from_utf8(key.stdout)?;
+        let env = [
+            master[0],
+            ("STIGMER_AUTH", OsStr::new("apikey")),
+            ("STIGMER_TLS_CERT", cert.as_os_str()),
+            ("STIGMER_TLS_KEY", tls_key.as_os_str()),
+        ];
+        let tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(certified.cert.pem()))
+            .domain_name("localhost");
+        let mut server = Self::launch(db.as_os_str(), dir, &env, Some(tls)).await?;
+        server.auth = Some(format!("Bearer {}", key.trim()).parse()?);
+        Ok(server)
+    }
+
     /// Starts `stigmer-server` with `--db` set to `db` (a SQLite path or a `postgres://` URL),
     /// `home` as its HOME and only the variables in `env` beyond that.
     pub async fn start_on(db: &OsStr, home: &Path, env: &[(&str, &OsStr)]) -> Result<Self> {
+        Self::launch(db, home, env, None).await
+    }
+
+    /// [`Self::start_on`], connecting over TLS with `tls` when given.
+    async fn launch(
+        db: &OsStr,
+        home: &Path,
+        env: &[(&str, &OsStr)],
+        tls: Option<ClientTlsConfig>,
+    ) -> Result<Self> {
         let started = Instant::now();
-        let mut command = Command::new(server_binary()?);
+        let mut command = server_command(db, home, env)?;
         command
             .arg("--listen")
             .arg("127.0.0.1:0")
-            // Only what is set here: a STIGMER_* variable in the shell (synchronous=normal,
-            // say) would change what is measured.
-            .env_clear()
-            // Through the environment rather than argv, where a PostgreSQL URL's password
-            // would show in `ps`.
-            .env("STIGMER_DB", db)
-            .env("HOME", home)
-            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
         let mut child = command.spawn().context("starting stigmer-server")?;
         let addr = announced_address(&mut child).await?;
-        let channel = connect(addr).await?;
+        let channel = match tls {
+            None => connect(addr).await?,
+            Some(tls) => connect_tls(addr, tls).await?,
+        };
         wait_serving(&channel, started).await?;
         Ok(Self {
             addr,
             channel,
             start_to_serving: started.elapsed(),
+            auth: None,
             child,
         })
     }
@@ -98,7 +151,7 @@ impl BenchServer {
         Ok(CpuClock::of(self.pid()?))
     }
 
-    /// The server's resident set size and its peak, from /proc/<pid>/status.
+    /// The server's resident set size and its peak, from `/proc/<pid>/status`.
     pub fn rss(&self) -> Result<Rss> {
         let pid = self.child.id().context("the server has exited")?;
         Rss::of(&format!("/proc/{pid}/status"))
@@ -119,6 +172,31 @@ impl BenchServer {
         }
         Ok(())
     }
+}
+
+/// `stigmer-server` with `db` as its database, `home` as its HOME and only the variables in
+/// `env` beyond that.
+fn server_command(db: &OsStr, home: &Path, env: &[(&str, &OsStr)]) -> Result<Command> {
+    let mut command = Command::new(server_binary()?);
+    command
+        // Only what is set here: a STIGMER_* variable in the shell (synchronous=normal, say)
+        // would change what is measured.
+        .env_clear()
+        // Through the environment rather than argv, where a PostgreSQL URL's password would
+        // show in `ps`.
+        .env("STIGMER_DB", db)
+        .env("HOME", home)
+        .envs(env.iter().copied());
+    Ok(command)
+}
+
+/// `message` as a request, with the `authorization` header `auth` when there is one.
+pub fn authorized<T>(message: T, auth: Option<&AsciiMetadataValue>) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    if let Some(auth) = auth {
+        request.metadata_mut().insert("authorization", auth.clone());
+    }
+    request
 }
 
 /// `stigmer-server` beside this binary (cargo builds both into the same target directory), or
@@ -173,6 +251,17 @@ pub async fn connect(addr: SocketAddr) -> Result<Channel> {
         .with_context(|| format!("connecting to {addr}"))
 }
 
+/// A new HTTP/2 connection over TLS to `addr`, trusting what `tls` says.
+async fn connect_tls(addr: SocketAddr, tls: ClientTlsConfig) -> Result<Channel> {
+    Endpoint::from_shared(format!("https://{addr}"))?
+        .tls_config(tls)?
+        .connect_timeout(Duration::from_secs(5))
+        .tcp_nodelay(true)
+        .connect()
+        .await
+        .with_context(|| format!("connecting over TLS to {addr}"))
+}
+
 /// One channel over several servers (replicas of one database), one HTTP/2 connection each.
 /// tonic's balancer is tower's power of two choices, but its connections all report the same
 /// load, so each call goes to an endpoint picked at random: calls spread evenly, not by how
@@ -211,7 +300,7 @@ async fn wait_serving(channel: &Channel, started: Instant) -> Result<()> {
 }
 
 /// CPU time (user + system, every thread) some processes have used together, from
-/// /proc/<pid>/stat: one server, or every replica of a cluster, whose work per call is the sum.
+/// `/proc/<pid>/stat`: one server, or every replica of a cluster, whose work per call is the sum.
 #[derive(Debug, Clone)]
 pub struct CpuClock {
     pids: Arc<[u32]>,
@@ -281,7 +370,7 @@ impl TreeClock {
     }
 }
 
-/// What the bench reads of /proc/<pid>/stat.
+/// What the bench reads of `/proc/<pid>/stat`.
 struct ProcStat {
     parent: u32,
     /// User + system time, every thread.

@@ -10,7 +10,7 @@ use crate::calls::{Call, Target, measure};
 use crate::grpc_floor::paired_floor;
 use crate::preload::preload;
 use crate::report::{Report, vs_grpc_floor};
-use crate::server::BenchServer;
+use crate::server::{BenchServer, authorized};
 use crate::stats::fmt_duration;
 
 pub async fn run(settings: &Settings, report: &mut Report) -> Result<()> {
@@ -98,7 +98,7 @@ async fn commits(target: &Target) -> Result<(u64, u64)> {
     let (mut writes, mut transactions) = (0, 0);
     for channel in &target.servers {
         let info = ResourceServiceClient::new(channel.clone())
-            .info(InfoRequest {})
+            .info(authorized(InfoRequest {}, target.auth.as_ref()))
             .await?
             .into_inner();
         writes += info.writes_committed;

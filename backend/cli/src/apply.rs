@@ -53,6 +53,10 @@ pub async fn run(ctx: &Ctx, args: ApplyArgs) -> Result<ExitCode> {
         .iter()
         .map(|document| Item::prepare(&client, document))
         .collect();
+    if args.atomic && !args.dry_run {
+        let code = apply_atomically(&client, &items).await;
+        return finish(client, code).await;
+    }
     let mut failures: Vec<Option<String>> = vec![None; items.len()];
     for index in dependency_order(&items) {
         let item = &items[index];
@@ -295,6 +299,93 @@ fn explain(
         }
     }
     notes
+}
+
+/// `apply --atomic`: every document in one applyBatch, in dependency order, or none. Each
+/// mistake is reported against its own document.
+async fn apply_atomically(client: &Client, items: &[Item<'_>]) -> Result<ExitCode> {
+    let mut unfit = 0;
+    for item in items {
+        match &item.plan {
+            Err(problems) => {
+                item.document.report(problems);
+                unfit += 1;
+            }
+            Ok(Plan::Skill(_)) => {
+                item.document.report(&[Problem::from(
+                    "a skill is pushed, not applied in a batch: push it first (stigmer skill push), then apply the rest with --atomic".to_string(),
+                )]);
+                unfit += 1;
+            }
+            Ok(Plan::Manifest(_)) => {}
+        }
+    }
+    if unfit > 0 {
+        eprintln!(
+            "error: {unfit} of {} documents cannot be applied; nothing was applied",
+            items.len()
+        );
+        return Ok(ExitCode::FAILURE);
+    }
+    let order = dependency_order(items);
+    let manifests: Vec<Value> = order
+        .iter()
+        .filter_map(|&index| match &items[index].plan {
+            Ok(Plan::Manifest(value)) => Some(value.clone()),
+            _ => None,
+        })
+        .collect();
+    match client.apply_batch(&manifests).await {
+        Ok(applied) => {
+            for (value, applied) in manifests.iter().zip(applied) {
+                let kind = value["kind"].as_str().unwrap_or_default();
+                println!(
+                    "{} {}",
+                    reference(client, kind, &applied.resource, "<unnamed>"),
+                    applied.outcome
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(err) => {
+            report_batch_failure(items, &order, &err);
+            eprintln!(
+                "error: the batch of {} documents failed; nothing was applied",
+                items.len()
+            );
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+/// Sends each `resources[i].<field>` violation to the document that was i-th in the batch;
+/// what names no item is reported once.
+fn report_batch_failure(items: &[Item], order: &[usize], err: &ClientError) {
+    let violations = err.field_violations();
+    let mut per_document: Vec<Vec<Problem>> = vec![Vec::new(); items.len()];
+    let mut unplaced = Vec::new();
+    for (field, description) in violations {
+        let placed = field
+            .strip_prefix("resources[")
+            .and_then(|rest| rest.split_once(']'))
+            .and_then(|(index, rest)| Some((index.parse::<usize>().ok()?, rest)))
+            .and_then(|(index, rest)| Some((*order.get(index)?, rest.trim_start_matches('.'))));
+        match placed {
+            Some((document, rest)) => per_document[document].push(Problem::new(rest, description)),
+            None => unplaced.push(format!("{field}: {description}")),
+        }
+    }
+    for (item, problems) in items.iter().zip(&per_document) {
+        if !problems.is_empty() {
+            item.document.report(problems);
+        }
+    }
+    if per_document.iter().all(Vec::is_empty) {
+        eprintln!("error: {}", server_message(err));
+    }
+    for line in unplaced {
+        eprintln!("error: {line}");
+    }
 }
 
 async fn apply_manifest(client: &Client, value: &Value, dry_run: bool) -> Result<String, Failure> {

@@ -78,6 +78,14 @@ enum Command {
     Export(ExportArgs),
     /// Write exported resources back, keeping their ids; importing twice changes nothing.
     Import(ImportArgs),
+    /// Copy the whole database, consistently, while the server serves and writes go on.
+    ///
+    /// FILE is a SQLite database file, replaced only once the copy is complete and its size
+    /// and SHA-256 check out. Restore it with `stigmer-server restore FILE --db PATH`, with
+    /// the server stopped. Secrets in it stay sealed: keep the server's master key file (or
+    /// STIGMER_MASTER_KEY) with it. The server refuses it on PostgreSQL (use pg_dump) and in
+    /// cloud mode to every API key (it holds every org).
+    Backup(BackupArgs),
     /// Push skills: folders with SKILL.md.
     Skill {
         #[command(subcommand)]
@@ -143,6 +151,10 @@ struct ApplyArgs {
     /// Parse and check every document without writing anything.
     #[arg(long)]
     dry_run: bool,
+    /// Apply every document or none, in one transaction (ResourceService/applyBatch): for a
+    /// set that only makes sense whole. Skills are pushed on their own, not in the batch.
+    #[arg(long)]
+    atomic: bool,
 }
 
 #[derive(Args)]
@@ -227,6 +239,12 @@ struct ImportArgs {
         required = true
     )]
     files: Vec<PathBuf>,
+}
+
+#[derive(Args)]
+struct BackupArgs {
+    /// Where to write the backup.
+    file: PathBuf,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -407,6 +425,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Watch(args) => watch(&ctx, args).await,
         Command::Export(args) => export(&ctx, args).await,
         Command::Import(args) => import(&ctx, args).await,
+        Command::Backup(args) => backup(&ctx, args).await,
         Command::Skill {
             command: SkillCommand::Push(args),
         } => {
@@ -745,6 +764,37 @@ async fn import(ctx: &Ctx, args: ImportArgs) -> Result<ExitCode> {
             summary.created,
             summary.updated,
             summary.unchanged
+        );
+        Ok(ExitCode::SUCCESS)
+    }
+    .await;
+    finish(client, result).await
+}
+
+async fn backup(ctx: &Ctx, args: BackupArgs) -> Result<ExitCode> {
+    let client = ctx.client().await?;
+    let result = async {
+        let spinner = progress::spinner("backing up");
+        let backup = client.backup(&args.file).await.context("cannot back up");
+        spinner.finish_and_clear();
+        let backup = backup?;
+        println!(
+            "backed up the database at revision {} to {}: {} bytes, schema version {}, sha256 {}",
+            backup.revision,
+            backup.path.display(),
+            backup.size,
+            backup.schema_version,
+            backup.sha256
+        );
+        if !backup.master_key_id.is_empty() {
+            println!(
+                "its secrets are sealed under master key {}: keep the server's master key with it (the key file beside its database, stigmer.key for stigmer.db, or STIGMER_MASTER_KEY)",
+                backup.master_key_id
+            );
+        }
+        println!(
+            "restore it with the server stopped: stigmer-server restore {} --db PATH",
+            backup.path.display()
         );
         Ok(ExitCode::SUCCESS)
     }

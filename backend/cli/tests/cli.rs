@@ -649,3 +649,37 @@ fn apply_to_an_unreachable_server_says_so_once() {
         "{err}"
     );
 }
+
+#[test]
+fn apply_atomic_applies_every_document_or_none_and_blames_each_document() {
+    let env = Env::new();
+    let file = env.write("stack.yaml", MANIFESTS);
+    let file = file.to_str().expect("utf-8 path");
+    let out = env.ok(&["apply", "--atomic", "-f", file]);
+    assert_eq!(
+        out,
+        "agent/code-reviewer created\nenvironment/dev created\nmcpserver/files created\n"
+    );
+    let out = env.ok(&["apply", "--atomic", "-f", file]);
+    assert!(
+        out.lines().all(|line| line.ends_with(" unchanged")),
+        "{out}"
+    );
+
+    let broken = env.write(
+        "broken.yaml",
+        "kind: Agent\nmetadata: {name: fine}\nspec: {instructions: Answer every question politely}\n\
+         ---\nkind: Agent\nmetadata: {name: terse}\nspec: {instructions: short}\n",
+    );
+    let (_, err) = env.fails(&["apply", "--atomic", "-f", broken.to_str().expect("utf-8")]);
+    assert!(
+        err.contains("document 2") && err.contains("spec.instructions"),
+        "the mistake is blamed on its document: {err}"
+    );
+    assert!(err.contains("nothing was applied"), "{err}");
+    let listed = env.ok(&["list", "agents"]);
+    assert!(
+        !listed.contains("fine"),
+        "the good document was not applied: {listed}"
+    );
+}

@@ -4,6 +4,7 @@
 //! both go through the same [`Transport`].
 #![forbid(unsafe_code)]
 
+mod backup;
 mod config;
 #[cfg(feature = "in-process")]
 mod in_process;
@@ -24,6 +25,7 @@ use prost_reflect::{DynamicMessage, MessageDescriptor};
 use stigmer_core::codec::DynamicCodec;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
+pub use backup::Backup;
 pub use config::{
     BackendConfig, BackendType, ClientConfig, CloudConfig, DEFAULT_LOCAL_ENDPOINT, LocalConfig,
     LocalTransport,
@@ -48,6 +50,12 @@ pub enum ClientError {
     InProcess(String),
     #[error("{0}")]
     Usage(String),
+    /// A local file could not be read or written.
+    #[error("{0}")]
+    File(String),
+    /// What the server sent does not check out (a backup whose size or SHA-256 is wrong).
+    #[error("{0}")]
+    Damaged(String),
     #[error("{}", .0.message())]
     Status(#[from] tonic::Status),
 }

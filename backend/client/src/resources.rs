@@ -213,6 +213,96 @@ impl Client {
         })
     }
 
+    /// Applies every manifest or none, in one transaction (ResourceService/applyBatch), in
+    /// the order given: each sees the ones before it. Kinds without an apply RPC (Skills,
+    /// executions) are refused before anything is sent. Server-owned fields count as in
+    /// [`Client::apply`]. A failure names each mistake `resources[i].<field>`, `i` being the
+    /// manifest's place in `manifests`.
+    pub async fn apply_batch(&self, manifests: &[Value]) -> Result<Vec<Applied>, ClientError> {
+        let method = backend_method("applyBatch")?;
+        let any_type = method
+            .input()
+            .get_field_by_name("resources")
+            .and_then(|field| field.kind().as_message().cloned())
+            .ok_or_else(|| ClientError::Config("ApplyBatchRequest lacks resources".into()))?;
+        let mut anys = Vec::with_capacity(manifests.len());
+        for manifest in manifests {
+            let (kind, mut message) = self.parse_manifest(manifest)?;
+            if self.method(&kind, "Command", "apply").is_none() {
+                return Err(ClientError::Usage(format!(
+                    "{} cannot be applied atomically: it has no apply (push skills and create executions on their own)",
+                    kind.name
+                )));
+            }
+            let slug = manifest_slug(manifest);
+            if slug.is_empty() || self.find_by_slug(&kind, &slug).await?.is_none() {
+                drop_server_fields(&mut message);
+            }
+            let mut any = DynamicMessage::new(any_type.clone());
+            any.set_field_by_name(
+                "type_url",
+                Field::String(format!("type.googleapis.com/{}", kind.message.full_name())),
+            );
+            any.set_field_by_name(
+                "value",
+                Field::Bytes(prost::Message::encode_to_vec(&message).into()),
+            );
+            anys.push(Field::Message(any));
+        }
+        let mut request = DynamicMessage::new(method.input());
+        request.set_field_by_name("resources", Field::List(anys));
+        let response = self.call(APPLY_BATCH, request, method.output()).await?;
+        let results = match response.get_field_by_name("results").as_deref() {
+            Some(Field::List(results)) => results.clone(),
+            _ => Vec::new(),
+        };
+        results
+            .iter()
+            .filter_map(Field::as_message)
+            .map(|result| self.applied_result(result))
+            .collect()
+    }
+
+    /// One AppliedResource of a batch as JSON.
+    fn applied_result(&self, result: &DynamicMessage) -> Result<Applied, ClientError> {
+        let unreadable =
+            || ClientError::Config("an applyBatch result the client cannot read".into());
+        let any = result
+            .get_field_by_name("resource")
+            .and_then(|any| any.as_message().cloned())
+            .ok_or_else(unreadable)?;
+        let type_url = any
+            .get_field_by_name("type_url")
+            .and_then(|url| url.as_str().map(str::to_string))
+            .unwrap_or_default();
+        let name = type_url.rsplit('/').next().unwrap_or_default();
+        let kind = self
+            .catalog
+            .kinds()
+            .iter()
+            .find(|kind| kind.message.full_name() == name)
+            .ok_or_else(unreadable)?;
+        let bytes = any
+            .get_field_by_name("value")
+            .and_then(|value| value.as_bytes().cloned())
+            .unwrap_or_default();
+        let resource = DynamicMessage::decode(kind.message.clone(), bytes.as_ref())
+            .map_err(|_| unreadable())?;
+        let outcome = match result
+            .get_field_by_name("outcome")
+            .as_deref()
+            .and_then(Field::as_str)
+        {
+            Some("created") => Outcome::Created,
+            Some("updated") => Outcome::Updated,
+            _ => Outcome::Unchanged,
+        };
+        Ok(Applied {
+            outcome,
+            resource: to_json(&resource),
+        })
+    }
+
     /// Applies a manifest to an existing resource of a kind without an apply RPC (the
     /// executions): unchanged when the manifest gives nothing the resource does not hold
     /// already, otherwise an update of what it gives. What it leaves out stays, such as the
@@ -476,6 +566,7 @@ fn event_json(catalog: &stigmer_core::catalog::Catalog, event: &DynamicMessage) 
 
 const IDENTITY_QUERIES: &str = "ai.stigmer.iam.identityaccount.v1.IdentityAccountQueryController";
 const EXPORT: &str = "/ai.stigmer.backend.v1.ResourceService/export";
+const APPLY_BATCH: &str = "/ai.stigmer.backend.v1.ResourceService/applyBatch";
 const IMPORT: &str = "/ai.stigmer.backend.v1.ResourceService/import";
 /// Resources per import call, well under the request size limit for ordinary resources.
 const IMPORT_BATCH: usize = 200;
@@ -488,7 +579,7 @@ pub struct ImportSummary {
     pub unchanged: i64,
 }
 
-fn backend_method(name: &str) -> Result<prost_reflect::MethodDescriptor, ClientError> {
+pub(crate) fn backend_method(name: &str) -> Result<prost_reflect::MethodDescriptor, ClientError> {
     stigmer_api::DESCRIPTOR_POOL
         .get_service_by_name("ai.stigmer.backend.v1.ResourceService")
         .and_then(|service| service.methods().find(|m| m.name() == name))

@@ -130,6 +130,8 @@ pub enum BackendVerb {
     Info,
     Export,
     Import,
+    ApplyBatch,
+    Backup,
 }
 
 /// One RPC of the backend-wide service.
@@ -235,6 +237,13 @@ impl Catalog {
         self.methods.get(path)
     }
 
+    /// The method of `kind` that does `verb`, if its services have one.
+    pub fn method_of(&self, kind: &str, verb: Verb) -> Option<&Arc<Method>> {
+        self.methods
+            .values()
+            .find(|method| method.kind.name == kind && method.verb == verb)
+    }
+
     /// Full names of every controller service served.
     pub fn services(&self) -> &[String] {
         &self.services
@@ -259,6 +268,8 @@ fn backend_methods(
             "info" => BackendVerb::Info,
             "export" => BackendVerb::Export,
             "import" => BackendVerb::Import,
+            "applyBatch" => BackendVerb::ApplyBatch,
+            "backup" => BackendVerb::Backup,
             other => {
                 return Err(CatalogError::Missing(format!(
                     "a handler for {BACKEND_SERVICE}/{other}"

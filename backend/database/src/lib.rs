@@ -7,9 +7,9 @@ mod location;
 
 pub use location::{Location, LocationError, PostgresUrl};
 pub use stigmer_postgres::PostgresOptions;
-pub use stigmer_sqlite::{Durability, SqliteOptions};
+pub use stigmer_sqlite::{Durability, Restored, SqliteOptions};
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use clap::{Args, CommandFactory, FromArgMatches, Parser};
@@ -99,10 +99,7 @@ impl Database {
     /// Where the master key file goes when none is named: beside a SQLite file. A PostgreSQL
     /// database has no such place, and replicas must share one key, so it must be given.
     pub fn default_key_file(&self) -> Option<PathBuf> {
-        match &self.location {
-            Location::Sqlite(path) => Some(path.with_extension("key")),
-            Location::Postgres(_) => None,
-        }
+        self.location.default_key_file()
     }
 }
 
@@ -125,6 +122,43 @@ pub async fn open(options: &DatabaseOptions) -> Result<Database, OpenError> {
     };
     tracing::info!(db = %location, "database open");
     Ok(Database { store, location })
+}
+
+/// Why a backup was not restored. The target is as it was.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error(transparent)]
+    Location(#[from] LocationError),
+    #[error(
+        "--db names a PostgreSQL database ({0}): restore it from a pg_dump archive with pg_restore (docs/deploy.md); stigmer-server restore writes SQLite files"
+    )]
+    Postgres(PostgresUrl),
+    #[error(transparent)]
+    Sqlite(#[from] stigmer_sqlite::RestoreError),
+    #[error("the restore task failed")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+/// Puts the backup `file` (what `ResourceService/backup` streams) in place as the database
+/// `db` names, once it has passed its checks (see [`stigmer_sqlite::restore`]). Refuses to
+/// replace a database unless `force`, and always while a server has it open. Returns the
+/// database's path and what it holds.
+pub async fn restore(
+    file: &Path,
+    db: &str,
+    force: bool,
+) -> Result<(PathBuf, Restored), RestoreError> {
+    let path = match Location::parse(db)? {
+        Location::Sqlite(path) => path,
+        Location::Postgres(url) => return Err(RestoreError::Postgres(url)),
+    };
+    let file = file.to_path_buf();
+    let target = path.clone();
+    let restored =
+        tokio::task::spawn_blocking(move || stigmer_sqlite::restore(&file, &target, force))
+            .await??;
+    tracing::info!(db = %path.display(), revision = restored.revision, "database restored");
+    Ok((path, restored))
 }
 
 #[cfg(test)]

@@ -65,6 +65,17 @@ impl Location {
     }
 }
 
+impl Location {
+    /// Where the master key file goes when none is named: beside a SQLite file, with the
+    /// extension `.key`. A PostgreSQL database has no such place.
+    pub fn default_key_file(&self) -> Option<PathBuf> {
+        match self {
+            Self::Sqlite(path) => Some(path.with_extension("key")),
+            Self::Postgres(_) => None,
+        }
+    }
+}
+
 impl fmt::Display for Location {
     /// For logs and errors: the file, or the URL without its password.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

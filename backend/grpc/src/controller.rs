@@ -34,8 +34,8 @@ pub(crate) const MAX_ATTEMPTS: usize = 32;
 /// Everything a request needs: the store, what is served, and the compiled rules.
 pub struct App {
     pub(crate) store: Arc<dyn Store>,
-    pub(crate) catalog: Catalog,
-    pub(crate) validator: Validator,
+    pub(crate) catalog: Arc<Catalog>,
+    pub(crate) validator: Arc<Validator>,
     pub(crate) keyring: Keyring,
     pub(crate) secrets: &'static SecretMap,
     /// Watch events encoded once for every watcher (`feed.rs`).
@@ -47,7 +47,7 @@ pub struct App {
     /// Ends watches and subscriptions when the server shuts down (`shutdown.rs`).
     pub(crate) shutdown: Shutdown,
     /// Who calls and what they may do (`auth/`).
-    pub(crate) auth: Auth,
+    pub(crate) auth: Arc<Auth>,
     /// Watch lag, with `--metrics-listen` (`metrics.rs`).
     pub(crate) watch_metrics: Option<Arc<crate::metrics::WatchMetrics>>,
 }
@@ -60,9 +60,9 @@ impl App {
         auth: Auth,
     ) -> Self {
         Self {
-            auth,
+            auth: Arc::new(auth),
             store,
-            catalog,
+            catalog: Arc::new(catalog),
             keyring,
             secrets: SecretMap::api(),
             events: EventCache::new(),
@@ -72,9 +72,30 @@ impl App {
             watch_metrics: None,
             // The validator reads rules from descriptors it is given; without our descriptor
             // set it would see no rules at all and accept everything.
-            validator: Validator::with_options(&[ValidatorOption::AdditionalDescriptorSetBytes(
-                stigmer_api::FILE_DESCRIPTOR_SET.to_vec(),
-            )]),
+            validator: Arc::new(Validator::with_options(&[
+                ValidatorOption::AdditionalDescriptorSetBytes(
+                    stigmer_api::FILE_DESCRIPTOR_SET.to_vec(),
+                ),
+            ])),
+        }
+    }
+
+    /// The same controller over another store, for work that must not reach the real one
+    /// until it commits (`batch.rs`): rules, keys and authorization shared; locks, the event
+    /// cache and cache-miss signals its own.
+    pub(crate) fn with_store(&self, store: Arc<dyn Store>) -> App {
+        App {
+            store,
+            catalog: Arc::clone(&self.catalog),
+            validator: Arc::clone(&self.validator),
+            keyring: self.keyring.clone(),
+            secrets: self.secrets,
+            events: EventCache::new(),
+            cache_misses: Notify::new(),
+            key_locks: KeyLocks::default(),
+            shutdown: self.shutdown.clone(),
+            auth: Arc::clone(&self.auth),
+            watch_metrics: self.watch_metrics.clone(),
         }
     }
 

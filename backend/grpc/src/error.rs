@@ -175,6 +175,7 @@ impl From<StoreError> for ApiError {
                 "the server's storage is full; free disk space and retry".into(),
             ),
             StoreError::Closed => Self::Unavailable(SHUTTING_DOWN.into()),
+            StoreError::Unsupported(what) => Self::Unimplemented(what),
             StoreError::Internal(detail) => Self::Internal(detail),
         }
     }
@@ -303,10 +304,100 @@ fn message_for_owner() -> &'static str {
     "it does not exist in this org"
 }
 
+/// What tonic answers, with INTERNAL, to a request it cannot read as one gRPC message: none at
+/// all, one cut short, a compression flag it does not know (the gRPC spec asks for INTERNAL
+/// there), and, in tonic's own services (health, reflection), one that does not decode.
+const UNREADABLE_REQUEST: [&str; 4] = [
+    "Missing request message.",
+    "Unexpected EOF decoding stream.",
+    "protocol error: received message with",
+    "failed to decode Protobuf message",
+];
+
+/// Turns tonic's INTERNAL for an unreadable request into INVALID_ARGUMENT, message kept, as
+/// our own decoder answers a message that does not decode: INTERNAL tells a client the
+/// server failed (and here, unlike ours, comes with no correlation id), and would log the
+/// client's mistake as a server fault. `headers` are a trailers-only response's headers or a
+/// response's trailers; the call layer (`logging.rs`) passes every one, so that every
+/// service, tonic's included, answers alike. Found by the malformed-request storm
+/// (backend/server/tests/storm.rs).
+pub(crate) fn unreadable_request_is_invalid_argument(headers: &mut http::HeaderMap) {
+    let internal = headers
+        .get("grpc-status")
+        .is_some_and(|code| code.as_bytes() == (Code::Internal as i32).to_string().as_bytes());
+    if !internal {
+        return;
+    }
+    let message = headers
+        .get("grpc-message")
+        .map(|message| percent_decoded(message.as_bytes()))
+        .unwrap_or_default();
+    if UNREADABLE_REQUEST
+        .iter()
+        .any(|prefix| message.starts_with(prefix))
+    {
+        headers.insert(
+            "grpc-status",
+            http::HeaderValue::from((Code::InvalidArgument as i32) as u16),
+        );
+    }
+}
+
+/// A grpc-message header as text (it is percent-encoded).
+fn percent_decoded(encoded: &[u8]) -> String {
+    let mut bytes = Vec::with_capacity(encoded.len());
+    let mut rest = encoded;
+    while let Some((&byte, tail)) = rest.split_first() {
+        let hex = tail
+            .get(..2)
+            .and_then(|hex| std::str::from_utf8(hex).ok())
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match (byte, hex) {
+            (b'%', Some(decoded)) => {
+                bytes.push(decoded);
+                rest = &tail[2..];
+            }
+            _ => {
+                bytes.push(byte);
+                rest = tail;
+            }
+        }
+    }
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use tonic_types::StatusExt;
+
+    #[test]
+    fn an_unreadable_request_is_invalid_argument_and_a_server_fault_stays_internal() {
+        let answer = |status: Status| {
+            let mut headers = status
+                .into_http::<tonic::body::Body>()
+                .into_parts()
+                .0
+                .headers;
+            unreadable_request_is_invalid_argument(&mut headers);
+            headers["grpc-status"].to_str().expect("ascii").to_string()
+        };
+        for message in [
+            "Missing request message.",
+            "Unexpected EOF decoding stream.",
+            "protocol error: received message with invalid compression flag: 7 (valid flags are 0 and 1), while sending request",
+            "failed to decode Protobuf message: invalid wire type value: 7",
+        ] {
+            assert_eq!(answer(Status::internal(message)), "3", "{message}");
+        }
+        let fault = Status::from(ApiError::internal("disk on fire"));
+        assert_eq!(answer(fault), "13");
+        assert_eq!(
+            answer(Status::unavailable("Missing request message.")),
+            "14"
+        );
+        assert_eq!(percent_decoded(b"a%20b%2"), "a b%2");
+    }
 
     #[test]
     fn long_values_are_clipped_with_their_length_on_a_character_boundary() {

@@ -5,12 +5,14 @@
 
 mod auth;
 mod backup;
+mod batch;
 pub mod bootstrap;
 mod cache_fill;
 pub use stigmer_core::catalog;
 pub mod codec;
 pub mod config;
 mod controller;
+mod database_backup;
 use stigmer_core::encode;
 mod error;
 mod executions;
@@ -49,6 +51,7 @@ pub use config::{AuthMode, LogFormat, ServerConfig};
 pub use controller::App;
 pub use error::{ApiError, FieldViolation};
 pub use resource::API_VERSION;
+pub use server::KEY_SETTING as MASTER_KEY_SETTING;
 pub use server::{
     InProcessServer, InProcessService, Rotation, ServerError, bind_metrics, check_listen,
     load_keyring, rotate_master_key, run, run_with_metrics,

@@ -1,7 +1,9 @@
 //! One log line per call (method, kind, id, code, duration), as a tower layer around every
 //! service, so controllers never log calls themselves. Failed calls log at info (server faults
-//! at error); successful, not-found and cancelled ones at debug. With `--metrics-listen`, the
-//! same layer counts each call by method and code and times it (`metrics.rs`).
+//! at error); successful, not-found and cancelled ones at debug. Being the layer around every
+//! service, it also gives each one's answer to an unreadable request the same code
+//! (`error::unreadable_request_is_invalid_argument`). With `--metrics-listen`, it counts each
+//! call by method and code and times it (`metrics.rs`).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -71,7 +73,8 @@ where
             self.inner.call(request)
         };
         Box::pin(async move {
-            let response = tracing::Instrument::instrument(future, span.clone()).await?;
+            let mut response = tracing::Instrument::instrument(future, span.clone()).await?;
+            crate::error::unreadable_request_is_invalid_argument(response.headers_mut());
             let code = grpc_status(response.headers());
             let pending = PendingLog {
                 span,
@@ -151,9 +154,12 @@ impl<B: Body> Body for LoggedBody<B> {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
         let this = self.project();
-        let polled = this.inner.poll_frame(cx);
-        match &polled {
+        let mut polled = this.inner.poll_frame(cx);
+        match &mut polled {
             Poll::Ready(Some(Ok(frame))) => {
+                if let Some(trailers) = frame.trailers_mut() {
+                    crate::error::unreadable_request_is_invalid_argument(trailers);
+                }
                 if let (Some(trailers), Some(pending)) =
                     (frame.trailers_ref(), this.pending.as_mut())
                 {

@@ -1,7 +1,7 @@
 //! Prometheus metrics, served at /metrics on their own listener (`--metrics-listen`, off by
 //! default) in the Prometheus text format. What a call costs is kept small: the per-call
 //! entries are made at start-up (`rpc.rs`); the store's figures (revision, resources per kind,
-//! WAL size) are read when scraped, never per call. ADR 0026 says why it is built this way.
+//! WAL size) are read when scraped, never per call. ADR 0028 says why it is built this way.
 
 mod rpc;
 

@@ -77,7 +77,7 @@ pub enum ServerError {
 }
 
 /// The setting naming the master key this database's secrets are sealed with (never the key).
-const KEY_SETTING: &str = "master_key_id";
+pub const KEY_SETTING: &str = "master_key_id";
 
 /// Loads the master key, creating the key file on a database's first start, and refuses a key
 /// that is not the one the database's secrets were sealed with.

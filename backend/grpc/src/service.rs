@@ -148,12 +148,15 @@ where
 {
     let mut grpc = grpc_for(&method.input);
     match method.verb {
-        BackendVerb::Watch | BackendVerb::Export => {
+        BackendVerb::Watch | BackendVerb::Export | BackendVerb::Backup => {
             let target = Target::Backend(method);
             grpc.server_streaming(StreamCall { app, target }, request)
                 .await
         }
-        BackendVerb::GetAtRevision | BackendVerb::Info | BackendVerb::Import => {
+        BackendVerb::GetAtRevision
+        | BackendVerb::Info
+        | BackendVerb::Import
+        | BackendVerb::ApplyBatch => {
             let target = Target::Backend(method);
             grpc.unary(UnaryCall { app, target }, request).await
         }
@@ -234,10 +237,10 @@ async fn open_stream(
             if !kind.is_empty() {
                 Span::current().record("kind", kind.as_str());
             }
-            if method.verb == BackendVerb::Export {
-                app.export(caller, request, method.output.clone()).await
-            } else {
-                app.watch(caller, request, method.output.clone()).await
+            match method.verb {
+                BackendVerb::Export => app.export(caller, request, method.output.clone()).await,
+                BackendVerb::Backup => app.backup(method.output.clone()).await,
+                _ => app.watch(caller, request, method.output.clone()).await,
             }
         }
     }
@@ -326,7 +329,11 @@ async fn serve_unary(
                     .into()
             }
             BackendVerb::Import => app.import(caller, request, &method.output).await?.into(),
-            BackendVerb::Info | BackendVerb::Watch | BackendVerb::Export => {
+            BackendVerb::ApplyBatch => app
+                .apply_batch(caller, request, &method.output)
+                .await?
+                .into(),
+            BackendVerb::Info | BackendVerb::Watch | BackendVerb::Export | BackendVerb::Backup => {
                 app.info(caller, &method.output).await?.into()
             }
         },
@@ -353,7 +360,7 @@ fn record_id(span: &Span, message: &DynamicMessage) {
 /// reads and writes alike, so that no org's resources, and no secret, are reached from
 /// another. Checked here, for every method, on the fields a body names an org in: `org`
 /// (references, watch, push) and `metadata.org` (resources).
-fn only_own_org(caller: &Caller, request: &DynamicMessage) -> Result<(), ApiError> {
+pub(crate) fn only_own_org(caller: &Caller, request: &DynamicMessage) -> Result<(), ApiError> {
     let named = [
         ("org", crate::fields::get_str(request, "org")),
         ("metadata.org", meta(request).org),

@@ -35,8 +35,8 @@ use deadpool_postgres::{
     Hook, HookError, Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime,
 };
 use stigmer_store::{
-    AtRevision, CacheFill, Change, ChangeFilter, CommitObserver, Compaction, ListPage, ListQuery,
-    LogBounds, Mutation, ResourceVersion, Retention, Scope, Snapshot, Store, StoreError,
+    AtRevision, BackupCopy, CacheFill, Change, ChangeFilter, CommitObserver, Compaction, ListPage,
+    ListQuery, LogBounds, Mutation, ResourceVersion, Retention, Scope, Snapshot, Store, StoreError,
     StoreGauges, StoreInfo, StoreResult, StoredResource, TokenRewrite, VersionSelector,
 };
 use tokio::sync::{Semaphore, broadcast};
@@ -399,6 +399,13 @@ impl Store for PostgresStore {
 
     /// Commits what is queued, lets the feed publish it, then stops the feed (ending every
     /// subscription) and closes the pools. Reads under way finish; later calls fail as closed.
+    /// PostgreSQL has its own tools for this, which see every replica's writes.
+    async fn backup(&self) -> StoreResult<Box<dyn BackupCopy>> {
+        Err(StoreError::Unsupported(
+            "the PostgreSQL backend takes no backups through the API: back the database up with pg_dump and restore it with pg_restore (docs/deploy.md)".into(),
+        ))
+    }
+
     async fn close(&self) -> StoreResult<()> {
         if self.closed.swap(true, Ordering::AcqRel) {
             return Ok(());

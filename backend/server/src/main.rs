@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -41,6 +42,22 @@ enum Command {
     Apikey {
         #[command(subcommand)]
         command: ApikeyCommand,
+    },
+    /// Put a backup (made by `stigmer backup FILE`) in place as the SQLite database --db
+    /// names. The file must pass PRAGMA integrity_check and hold a schema this server knows
+    /// (an older one is migrated at the next start; a newer one is refused). An existing
+    /// database is replaced only with --force, and never while a server has it open. The
+    /// master key its secrets are sealed under must come with it: the command says which.
+    Restore {
+        /// The backup file.
+        file: PathBuf,
+        /// The database to create: a SQLite file path or sqlite:PATH. Default: the --db (or
+        /// STIGMER_DB) given before the command.
+        #[arg(long, value_name = "PATH")]
+        db: Option<String>,
+        /// Replace the database at --db if there is one.
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -101,7 +118,12 @@ async fn main() -> ExitCode {
     // An offline command's output is its answer: start-up chatter only when asked for.
     let log_by_default =
         matches.value_source("log_filter") == Some(clap::parser::ValueSource::DefaultValue);
-    if log_by_default && matches!(cli.command, Some(Command::Apikey { .. })) {
+    if log_by_default
+        && matches!(
+            cli.command,
+            Some(Command::Apikey { .. } | Command::Restore { .. })
+        )
+    {
         cli.server.log_filter = "warn".into();
     }
     if let Err(err) = init_logging(&cli.server) {
@@ -145,6 +167,10 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
             );
         }
         return Ok(());
+    }
+    if let Some(Command::Restore { file, db, force }) = command {
+        let db = db.unwrap_or(database.db);
+        return restore(&config, &file, &db, force).await;
     }
     if let Some(Command::Apikey { command }) = command {
         let database = stigmer_database::open(&database).await?;
@@ -221,6 +247,54 @@ async fn apikey(
     let closed = store.close().await;
     result?;
     closed.context("closing the database")?;
+    Ok(())
+}
+
+async fn restore(config: &ServerConfig, file: &Path, db: &str, force: bool) -> anyhow::Result<()> {
+    let (path, restored) = stigmer_database::restore(file, db, force).await?;
+    println!(
+        "restored {} to {}: revision {}, schema version {}, {} bytes{}",
+        file.display(),
+        path.display(),
+        restored.revision,
+        restored.schema_version,
+        restored.size,
+        if restored.replaced {
+            ", replacing the database that was there"
+        } else {
+            ""
+        }
+    );
+    if restored.schema_version < restored.known_version {
+        println!(
+            "the server migrates it from schema version {} to {} when it next opens it",
+            restored.schema_version, restored.known_version
+        );
+    }
+    let Some(key_id) = restored.settings.get(stigmer_grpc::MASTER_KEY_SETTING) else {
+        return Ok(());
+    };
+    if config.master_key.is_some() {
+        println!(
+            "its secrets are sealed under master key {key_id}: the STIGMER_MASTER_KEY the server starts with must be that key"
+        );
+        return Ok(());
+    }
+    let key_file = config
+        .master_key_file
+        .clone()
+        .unwrap_or_else(|| path.with_extension("key"));
+    if key_file.exists() {
+        println!(
+            "its secrets are sealed under master key {key_id}: {} must hold it (the server checks when it starts)",
+            key_file.display()
+        );
+    } else {
+        println!(
+            "its secrets are sealed under master key {key_id}: copy the key file that holds it to {} (or set STIGMER_MASTER_KEY) before starting the server",
+            key_file.display()
+        );
+    }
     Ok(())
 }
 

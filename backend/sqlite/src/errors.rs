@@ -5,18 +5,26 @@ use stigmer_store::StoreError;
 use thiserror::Error;
 
 /// Why the store could not be opened. Shown to the operator at start-up, never to a client.
+///
+/// Each message names the file and says why in full, so the cause is not a `source()` as
+/// well: printed with its chain (`{:#}`, as the binary does) it would appear two or three
+/// times ("malformed: malformed: Error code 11: malformed").
 #[derive(Debug, Error)]
 pub enum OpenError {
-    #[error("cannot prepare {path}: {source}")]
+    #[error("cannot prepare {path}: {error}")]
     Path {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
-    #[error("cannot open SQLite database {path}: {source}")]
+    #[error("cannot open SQLite database {path}: {error}")]
     Sqlite {
         path: PathBuf,
-        source: rusqlite::Error,
+        error: rusqlite::Error,
     },
+    #[error(
+        "cannot open SQLite database {path}: its directory is not writable, and SQLite must create the database's -wal and -shm files there"
+    )]
+    ReadOnlyDirectory { path: PathBuf },
     #[error("{path} could not be switched to WAL mode (it reports journal_mode={mode})")]
     NotWal { path: PathBuf, mode: String },
     #[error(
@@ -27,8 +35,11 @@ pub enum OpenError {
         asked: &'static str,
         effective: &'static str,
     },
-    #[error("cannot migrate the database schema: {0}")]
-    Migration(#[from] refinery::Error),
+    #[error("cannot migrate the database schema of {path}: {error}")]
+    Migration {
+        path: PathBuf,
+        error: refinery::Error,
+    },
     #[error(
         "{path} is in use by another stigmer-server (or a key rotation), {}, which holds the lock {lock}; stop it first, or point this one at another database",
         owner_text(*.owner)

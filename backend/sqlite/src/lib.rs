@@ -6,12 +6,14 @@
 //! which WAL mode lets proceed while the writer commits. Nothing here blocks the async runtime.
 #![forbid(unsafe_code)]
 
+mod backup;
 mod config;
 mod errors;
 mod options;
 mod queries;
 mod reader;
 mod reserve;
+mod restore;
 mod schema;
 mod snapshot;
 mod writer;
@@ -19,6 +21,7 @@ mod writer;
 pub use config::{AfterCommit, DEFAULT_RESERVE_BYTES, SqliteConfig, Synchronous};
 pub use errors::OpenError;
 pub use options::{Durability, SqliteOptions};
+pub use restore::{RestoreError, Restored, restore};
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -26,12 +29,13 @@ use std::thread::JoinHandle;
 
 use async_trait::async_trait;
 use stigmer_store::{
-    AtRevision, CacheFill, Change, ChangeFilter, CommitObserver, Compaction, ListPage, ListQuery,
-    LogBounds, Mutation, ResourceVersion, Retention, Scope, Snapshot, Store, StoreError,
+    AtRevision, BackupCopy, CacheFill, Change, ChangeFilter, CommitObserver, Compaction, ListPage,
+    ListQuery, LogBounds, Mutation, ResourceVersion, Retention, Scope, Snapshot, Store, StoreError,
     StoreGauges, StoreInfo, StoreResult, StoredResource, TokenRewrite, VersionSelector,
 };
 use tokio::sync::{Semaphore, broadcast, oneshot};
 
+use crate::backup::SqliteBackup;
 use crate::reader::ReaderPool;
 use crate::reserve::{Reserve, Space};
 use crate::snapshot::SqliteSnapshot;
@@ -52,6 +56,8 @@ pub struct SqliteStore {
     writer: Writer,
     readers: ReaderPool,
     snapshots: Arc<Semaphore>,
+    /// One backup copy at a time (`backup.rs`).
+    backups: Arc<Semaphore>,
     threads: Mutex<Vec<JoinHandle<()>>>,
     /// What `info` says the store runs on, with the writer connection's `synchronous` level
     /// as SQLite reported it after it was set, not as configured.
@@ -66,16 +72,17 @@ impl SqliteStore {
     pub fn open(config: &SqliteConfig) -> Result<Self, OpenError> {
         schema::prepare_path(&config.path)?;
         let lock = schema::lock(&config.path)?;
+        backup::remove_stale_copies(&config.path);
         let reserve = Reserve::new(&config.path, config.reserve_bytes);
         reserve.make_room_to_open();
         let mut conn = schema::open_writer_connection(config)?;
-        schema::migrate(&mut conn)?;
+        schema::migrate(&mut conn, &config.path)?;
         let database = format!(
             "SQLite {}, WAL, synchronous={}",
             rusqlite::version(),
-            schema::synchronous_level(&conn).map_err(|source| OpenError::Sqlite {
+            schema::synchronous_level(&conn).map_err(|error| OpenError::Sqlite {
                 path: config.path.clone(),
-                source,
+                error,
             })?
         );
         let space = Space::start(reserve, &conn);
@@ -88,6 +95,7 @@ impl SqliteStore {
             readers,
             database,
             snapshots: Arc::new(Semaphore::new(config.max_snapshots.max(1))),
+            backups: Arc::new(Semaphore::new(1)),
             threads: Mutex::new(threads),
             lock: Mutex::new(Some(lock)),
         })
@@ -317,9 +325,16 @@ impl Store for SqliteStore {
         }
     }
 
+    async fn backup(&self) -> StoreResult<Box<dyn BackupCopy>> {
+        let backup = SqliteBackup::take(&self.config, &self.backups).await?;
+        Ok(Box::new(backup))
+    }
+
     async fn close(&self) -> StoreResult<()> {
-        // Snapshots open connections of their own: refuse new ones like every other call.
+        // Snapshots and backups open connections of their own: refuse new ones like every
+        // other call.
         self.snapshots.close();
+        self.backups.close();
         self.readers.shutdown().await;
         let (done_tx, done_rx) = oneshot::channel();
         let closed = if self.writer.shutdown(done_tx).await {

@@ -27,7 +27,7 @@ pub struct SqliteOptions {
     #[arg(long, env = "STIGMER_BUSY_TIMEOUT_MS", default_value_t = 5000)]
     pub busy_timeout_ms: u64,
 
-    /// MiB of disk set aside next to the database (<db>.reserve) and given back when the disk
+    /// MiB of disk set aside next to the database (`<db>.reserve`) and given back when the disk
     /// fills, so that deletes still commit and shutdown can still checkpoint (0 = none).
     #[arg(long, env = "STIGMER_DISK_RESERVE_MIB", default_value_t = 8)]
     pub disk_reserve_mib: u64,

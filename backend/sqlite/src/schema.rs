@@ -15,9 +15,9 @@ mod embedded {
 /// Creates the database's directory (0700) and file (0600) when missing, so that neither the
 /// database nor its -wal/-shm companions (which copy the file's mode) are ever world-readable.
 pub(crate) fn prepare_path(path: &Path) -> Result<(), OpenError> {
-    let wrap = |source| OpenError::Path {
+    let wrap = |error| OpenError::Path {
         path: path.to_path_buf(),
-        source,
+        error,
     };
     if let Some(parent) = path
         .parent()
@@ -42,9 +42,17 @@ pub(crate) fn prepare_path(path: &Path) -> Result<(), OpenError> {
 }
 
 pub(crate) fn open_writer_connection(config: &SqliteConfig) -> Result<Connection, OpenError> {
-    let wrap = |source| OpenError::Sqlite {
-        path: config.path.clone(),
-        source,
+    let wrap = |error: rusqlite::Error| match error.sqlite_error() {
+        // "attempt to write a readonly database" would send the operator to the file's mode.
+        Some(failure) if failure.extended_code == SQLITE_READONLY_DIRECTORY => {
+            OpenError::ReadOnlyDirectory {
+                path: config.path.clone(),
+            }
+        }
+        _ => OpenError::Sqlite {
+            path: config.path.clone(),
+            error,
+        },
     };
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let conn = Connection::open_with_flags(&config.path, flags).map_err(wrap)?;
@@ -91,13 +99,17 @@ pub(crate) fn synchronous_level(conn: &Connection) -> rusqlite::Result<&'static 
     })
 }
 
+/// SQLITE_READONLY_DIRECTORY: the database could be written, but not the files SQLite must
+/// create beside it.
+const SQLITE_READONLY_DIRECTORY: std::ffi::c_int = 1544;
+
 /// Four times what the WAL reaches between automatic checkpoints (1000 pages of 4 KiB).
 const WAL_SIZE_LIMIT: i64 = 16 * 1024 * 1024;
 
 pub(crate) fn open_reader_connection(config: &SqliteConfig) -> Result<Connection, OpenError> {
-    let wrap = |source| OpenError::Sqlite {
+    let wrap = |error| OpenError::Sqlite {
         path: config.path.clone(),
-        source,
+        error,
     };
     let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let conn = Connection::open_with_flags(&config.path, flags).map_err(wrap)?;
@@ -109,11 +121,15 @@ pub(crate) fn open_reader_connection(config: &SqliteConfig) -> Result<Connection
 
 /// Applies every migration the database has not seen yet, each in its own transaction, and
 /// refuses a database that has migrations this binary does not know (a newer server wrote it).
-pub(crate) fn migrate(conn: &mut Connection) -> Result<(), OpenError> {
+pub(crate) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), OpenError> {
     let report = embedded::migrations::runner()
         .set_abort_divergent(true)
         .set_abort_missing(true)
-        .run(conn)?;
+        .run(conn)
+        .map_err(|error| OpenError::Migration {
+            path: path.to_path_buf(),
+            error,
+        })?;
     for migration in report.applied_migrations() {
         tracing::info!(
             version = migration.version(),
@@ -132,9 +148,9 @@ pub(crate) fn lock(path: &Path) -> Result<std::fs::File, OpenError> {
     let mut lock_path = path.as_os_str().to_owned();
     lock_path.push(".lock");
     let lock_path = std::path::PathBuf::from(lock_path);
-    let wrap = |source| OpenError::Path {
+    let wrap = |error| OpenError::Path {
         path: lock_path.clone(),
-        source,
+        error,
     };
     // Not truncated on open: until the lock is ours, the pid in it is the owner's.
     let mut file = OpenOptions::new()
@@ -173,4 +189,74 @@ fn read_owner(file: &mut std::fs::File) -> Option<u32> {
     file.seek(SeekFrom::Start(0)).ok()?;
     file.read_to_string(&mut text).ok()?;
     text.trim().parse().ok()
+}
+
+/// Why a database's migration history does not fit this build.
+#[derive(Debug)]
+pub(crate) enum HistoryMismatch {
+    /// No readable `refinery_schema_history`: not a stigmer-server database.
+    Unreadable(rusqlite::Error),
+    /// No migration applied at all.
+    Empty,
+    /// A newer server wrote it: it has every migration this build has, and more.
+    Newer { found: i64, known: i64 },
+    /// Migration `version` differs from this build's (or this build has none by that number).
+    Divergent { version: i64 },
+}
+
+/// The last migration this build has.
+pub(crate) fn known_version() -> i64 {
+    embedded::migrations::runner()
+        .get_migrations()
+        .iter()
+        .map(|migration| i64::from(migration.version()))
+        .max()
+        .unwrap_or(0)
+}
+
+/// The schema version of the database on `conn`: its last applied migration, after checking
+/// that its applied migrations are this build's first ones (same versions, names and
+/// checksums), so that this build can open it and migrate it further.
+pub(crate) fn schema_version(conn: &Connection) -> Result<i64, HistoryMismatch> {
+    let applied = conn
+        .prepare("SELECT version, name, checksum FROM refinery_schema_history ORDER BY version")
+        .and_then(|mut stmt| {
+            stmt.query_map([], |row| {
+                Ok((
+                    row.get::<_, i64>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, String>(2)?,
+                ))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()
+        })
+        .map_err(HistoryMismatch::Unreadable)?;
+    let runner = embedded::migrations::runner();
+    let mut known: Vec<_> = runner.get_migrations().iter().collect();
+    known.sort_by_key(|migration| migration.version());
+    let Some((last, _, _)) = applied.last() else {
+        return Err(HistoryMismatch::Empty);
+    };
+    if applied.len() > known.len() {
+        return Err(HistoryMismatch::Newer {
+            found: *last,
+            known: known_version(),
+        });
+    }
+    for ((version, name, checksum), ours) in applied.iter().zip(&known) {
+        let same = *version == i64::from(ours.version())
+            && *name == ours.name()
+            && *checksum == ours.checksum().to_string();
+        if !same {
+            return Err(if *version > i64::from(ours.version()) {
+                HistoryMismatch::Newer {
+                    found: *last,
+                    known: known_version(),
+                }
+            } else {
+                HistoryMismatch::Divergent { version: *version }
+            });
+        }
+    }
+    Ok(*last)
 }

@@ -64,9 +64,9 @@ impl Writer {
         space: Space,
         threads: &mut Vec<JoinHandle<()>>,
     ) -> Result<Self, OpenError> {
-        let revision = last_revision(&conn).map_err(|source| OpenError::Sqlite {
+        let revision = last_revision(&conn).map_err(|error| OpenError::Sqlite {
             path: config.path.clone(),
-            source,
+            error,
         })?;
         let (queue, jobs) = flume::bounded(config.queue_depth);
         let max_batch = config.max_batch.max(1);
@@ -820,7 +820,7 @@ mod tests {
         let config = SqliteConfig::new(dir.path().join("batch.db"));
         schema::prepare_path(&config.path).expect("path");
         let mut conn = schema::open_writer_connection(&config).expect("open");
-        schema::migrate(&mut conn).expect("migrate");
+        schema::migrate(&mut conn, &config.path).expect("migrate");
         let pages: i64 = conn
             .pragma_query_value(None, "page_count", |row| row.get(0))
             .expect("page_count");

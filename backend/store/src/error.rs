@@ -60,6 +60,11 @@ pub enum StoreError {
     #[error("storage is closed")]
     Closed,
 
+    /// The store does not do this (a backup on a backend that leaves it to its own tools);
+    /// the message says what to use instead.
+    #[error("{0}")]
+    Unsupported(String),
+
     /// Anything else; the detail is for operators, not clients.
     #[error("internal storage error: {0}")]
     Internal(String),

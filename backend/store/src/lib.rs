@@ -2,12 +2,14 @@
 //! id and addressed by (kind, org, slug). This crate knows nothing of gRPC, protobuf or SQL.
 #![forbid(unsafe_code)]
 
+mod backup;
 mod error;
 mod metrics;
 mod queue;
 mod types;
 mod watch;
 
+pub use backup::{BackupCopy, BackupInfo};
 pub use error::{StoreError, StoreResult};
 pub use metrics::{CommitObserver, CommitStats, StoreGauges};
 pub use queue::{Applied, WriteOp};
@@ -198,6 +200,15 @@ pub trait Store: Send + Sync + 'static {
     /// the fill's `data`, durably, without a new revision or change-log entry. Returns how many
     /// rows took their encoding.
     async fn fill_read_cache(&self, fills: Vec<CacheFill>) -> StoreResult<u64>;
+
+    /// A consistent copy of the whole database, at one revision, taken while writes go on (they
+    /// are neither stopped nor slowed beyond the reads the copy makes). A backend that leaves
+    /// backups to its own tools answers [`StoreError::Unsupported`] naming them.
+    async fn backup(&self) -> StoreResult<Box<dyn BackupCopy>> {
+        Err(StoreError::Unsupported(
+            "this store takes no backups through the API; use its own backup tools".into(),
+        ))
+    }
 
     /// Flushes and closes the store. Calls made afterwards fail with [`StoreError::Closed`]
     /// (so watches started afterwards do too), and live receivers end (see [`Store::subscribe`]).

@@ -3,7 +3,9 @@
 #![allow(dead_code)]
 
 pub mod binary;
+pub mod disk;
 pub mod postgres;
+pub mod random;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -21,7 +21,7 @@ fn database(dir: &tempfile::TempDir) -> Connection {
     let config = SqliteConfig::new(dir.path().join("plans.db"));
     schema::prepare_path(&config.path).expect("prepare");
     let mut conn = schema::open_writer_connection(&config).expect("open");
-    schema::migrate(&mut conn).expect("migrate");
+    schema::migrate(&mut conn, &config.path).expect("migrate");
     conn
 }
 
