@@ -8,6 +8,7 @@ mod cloud;
 mod drive;
 mod etcd;
 mod grpc_floor;
+mod metrics;
 mod postgres;
 mod preload;
 mod report;
@@ -73,6 +74,8 @@ enum Case {
     Etcd,
     /// Cloud mode: get and create with API key and TLS against the same calls without.
     Auth,
+    /// Get by id with and without --metrics-listen, in alternating rounds.
+    Metrics,
 }
 
 /// How long and how hard each case runs.
@@ -161,6 +164,9 @@ async fn main() -> Result<()> {
     }
     if wanted(Case::Auth) {
         cloud::run(&settings, &mut report).await?;
+    }
+    if wanted(Case::Metrics) {
+        metrics::run(&settings, &mut report).await?;
     }
     if wanted(Case::Postgres) {
         postgres::compare(&settings, &mut report);

@@ -42,6 +42,12 @@ pub struct ServerConfig {
     #[arg(long, env = "STIGMER_HANDSHAKE_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub handshake_timeout_ms: u64,
 
+    /// Address (host:port) to serve Prometheus metrics on, at /metrics over plain HTTP
+    /// (unset: no metrics). /metrics has no authentication: on an address other than
+    /// loopback, whoever reaches the port reads call counts, latencies and resources per kind.
+    #[arg(long, env = "STIGMER_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+
     /// Log filter in tracing-subscriber's EnvFilter syntax, e.g. "info" or
     /// "info,stigmer_grpc=debug".
     #[arg(long = "log", env = "RUST_LOG", default_value = "info")]

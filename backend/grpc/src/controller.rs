@@ -48,6 +48,8 @@ pub struct App {
     pub(crate) shutdown: Shutdown,
     /// Who calls and what they may do (`auth/`).
     pub(crate) auth: Arc<Auth>,
+    /// Watch lag, with `--metrics-listen` (`metrics.rs`).
+    pub(crate) watch_metrics: Option<Arc<crate::metrics::WatchMetrics>>,
 }
 
 impl App {
@@ -67,6 +69,7 @@ impl App {
             cache_misses: Notify::new(),
             key_locks: KeyLocks::default(),
             shutdown: Shutdown::new(),
+            watch_metrics: None,
             // The validator reads rules from descriptors it is given; without our descriptor
             // set it would see no rules at all and accept everything.
             validator: Arc::new(Validator::with_options(&[
@@ -92,6 +95,7 @@ impl App {
             key_locks: KeyLocks::default(),
             shutdown: self.shutdown.clone(),
             auth: Arc::clone(&self.auth),
+            watch_metrics: self.watch_metrics.clone(),
         }
     }
 

@@ -80,6 +80,9 @@ impl App {
         match &item {
             WatchItem::Change(change) => {
                 let revision = change.revision;
+                if let Some(metrics) = &self.watch_metrics {
+                    metrics.delivered(revision);
+                }
                 self.events
                     .get_or_encode(revision, || {
                         Ok(encode_message(&self.watch_event(descriptor, item)?).into())

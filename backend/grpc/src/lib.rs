@@ -30,6 +30,7 @@ mod lifecycle;
 pub mod limits;
 mod listing;
 pub mod logging;
+mod metrics;
 pub use stigmer_core::naming;
 mod panics;
 mod resource;
@@ -52,8 +53,8 @@ pub use error::{ApiError, FieldViolation};
 pub use resource::API_VERSION;
 pub use server::KEY_SETTING as MASTER_KEY_SETTING;
 pub use server::{
-    InProcessServer, InProcessService, Rotation, ServerError, check_listen, load_keyring,
-    rotate_master_key, run,
+    InProcessServer, InProcessService, Rotation, ServerError, bind_metrics, check_listen,
+    load_keyring, rotate_master_key, run, run_with_metrics,
 };
 pub use service::{LOCAL, MAX_MESSAGE_SIZE, ORG_HEADER};
 pub use stigmer_store::Store;

@@ -2,10 +2,12 @@
 //! service, so controllers never log calls themselves. Failed calls log at info (server faults
 //! at error); successful, not-found and cancelled ones at debug. Being the layer around every
 //! service, it also gives each one's answer to an unreadable request the same code
-//! (`error::unreadable_request_is_invalid_argument`).
+//! (`error::unreadable_request_is_invalid_argument`). With `--metrics-listen`, it counts each
+//! call by method and code and times it (`metrics.rs`).
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -14,21 +16,35 @@ use tonic::Code;
 use tracing::Span;
 use tracing::field::Empty;
 
-/// Wraps a service so each call is logged when its response ends.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct RpcLogLayer;
+use crate::metrics::{CallMetrics, RpcMetrics};
+
+/// Wraps a service so each call is logged (and, with metrics, counted) when its response ends.
+#[derive(Debug, Clone, Default)]
+pub struct RpcLogLayer {
+    metrics: Option<Arc<RpcMetrics>>,
+}
+
+impl RpcLogLayer {
+    pub(crate) fn new(metrics: Option<Arc<RpcMetrics>>) -> Self {
+        Self { metrics }
+    }
+}
 
 impl<S> tower_layer::Layer<S> for RpcLogLayer {
     type Service = RpcLog<S>;
 
     fn layer(&self, inner: S) -> RpcLog<S> {
-        RpcLog { inner }
+        RpcLog {
+            inner,
+            metrics: self.metrics.clone(),
+        }
     }
 }
 
 #[derive(Debug, Clone)]
 pub struct RpcLog<S> {
     inner: S,
+    metrics: Option<Arc<RpcMetrics>>,
 }
 
 impl<S, ReqBody, ResBody> tower_service::Service<http::Request<ReqBody>> for RpcLog<S>
@@ -48,6 +64,10 @@ where
         let span =
             tracing::info_span!("rpc", method = %request.uri().path(), kind = Empty, id = Empty);
         let started = Instant::now();
+        let metrics = self
+            .metrics
+            .as_ref()
+            .map(|metrics| metrics.start(request.uri().path()));
         let future = {
             let _entered = span.enter();
             self.inner.call(request)
@@ -60,6 +80,7 @@ where
                 span,
                 started,
                 code,
+                metrics,
             };
             Ok(response.map(|body| LoggedBody {
                 inner: body,
@@ -83,10 +104,14 @@ struct PendingLog {
     span: Span,
     started: Instant,
     code: Option<Code>,
+    metrics: Option<CallMetrics>,
 }
 
 impl Drop for PendingLog {
     fn drop(&mut self) {
+        if let Some(metrics) = self.metrics.take() {
+            metrics.finish(self.code);
+        }
         let duration_ms = readable_ms(self.started.elapsed());
         match self.code {
             Some(code @ (Code::Internal | Code::Unknown | Code::DataLoss)) => {

@@ -24,6 +24,7 @@ use crate::controller::App;
 use crate::incoming::Incoming;
 use crate::kinds::KINDS;
 use crate::logging::RpcLogLayer;
+use crate::metrics::Metrics;
 use crate::service::{MAX_MESSAGE_SIZE, ResourceRpc};
 use crate::shutdown::Shutdown;
 
@@ -42,6 +43,11 @@ pub enum ServerError {
     },
     #[error("the address of the listening socket: {0}")]
     ListenAddress(std::io::Error),
+    #[error("cannot serve metrics on --metrics-listen {address}: {source}")]
+    MetricsListen {
+        address: SocketAddr,
+        source: std::io::Error,
+    },
     #[error(
         "no master key: this database has no default key file; set STIGMER_MASTER_KEY or pass --master-key-file, the same on every server sharing the database"
     )]
@@ -184,6 +190,8 @@ pub(crate) fn new_app(
 struct Parts {
     store: Arc<dyn Store>,
     routes: Routes,
+    /// What the per-call layer counts, with metrics.
+    rpc_metrics: Option<Arc<crate::metrics::RpcMetrics>>,
     reporter: HealthReporter,
     service_names: Vec<String>,
     background: Background,
@@ -191,9 +199,13 @@ struct Parts {
 }
 
 impl Parts {
-    /// Builds the parts over `store`; on failure, closes the store (letting another process
-    /// open the database) before saying why.
-    async fn start(config: &ServerConfig, store: Arc<dyn Store>) -> Result<Self, ServerError> {
+    /// Builds the parts over `store`, serving metrics on `metrics` when given; on failure,
+    /// closes the store (letting another process open the database) before saying why.
+    async fn start(
+        config: &ServerConfig,
+        store: Arc<dyn Store>,
+        metrics: Option<TcpListener>,
+    ) -> Result<Self, ServerError> {
         let keyring = match load_keyring(config, store.as_ref()).await {
             Ok(keyring) => keyring,
             Err(err) => {
@@ -203,27 +215,50 @@ impl Parts {
                 return Err(err);
             }
         };
-        let app = Arc::new(new_app(config, Arc::clone(&store), keyring)?);
+        let mut app = new_app(config, Arc::clone(&store), keyring)?;
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let mut tasks = Vec::new();
+        let mut rpc_metrics = None;
+        if let Some(listener) = metrics {
+            let metrics = Arc::new(Metrics::new(&app.catalog, Arc::clone(&store)));
+            metrics.observe_commits();
+            app.watch_metrics = Some(Arc::clone(&metrics.watch));
+            rpc_metrics = Some(Arc::clone(&metrics.rpc));
+            if let Ok(address) = listener.local_addr() {
+                // Not `address`, which names where gRPC is served (scripts look for it).
+                tracing::info!(metrics_address = %address, "serving metrics at /metrics");
+                if !is_loopback(address) {
+                    tracing::warn!(metrics_address = %address, "serving /metrics beyond loopback: it has no authentication, so whoever reaches the port reads it");
+                }
+            }
+            tasks.push(tokio::spawn(crate::metrics::follow_revisions(
+                Arc::clone(&store),
+                Arc::clone(&metrics.watch),
+                stopped.clone(),
+            )));
+            tasks.push(tokio::spawn(crate::metrics::serve(
+                listener,
+                metrics,
+                stopped.clone(),
+            )));
+        }
+        let app = Arc::new(app);
         let service_names = app.catalog.services().to_vec();
         let shutdown = app.shutdown.clone();
-        let (stop, stopped) = tokio::sync::watch::channel(false);
-        let background = Background {
-            stop,
-            tasks: vec![
-                tokio::spawn(compact_periodically(
-                    Arc::clone(&store),
-                    config.clone(),
-                    stopped.clone(),
-                )),
-                tokio::spawn(refill_read_cache(Arc::clone(&app), stopped)),
-            ],
-        };
+        tasks.push(tokio::spawn(compact_periodically(
+            Arc::clone(&store),
+            config.clone(),
+            stopped.clone(),
+        )));
+        tasks.push(tokio::spawn(refill_read_cache(Arc::clone(&app), stopped)));
+        let background = Background { stop, tasks };
         let (reporter, health) = tonic_health::server::health_reporter();
         let routes = routes(app, health)?;
         set_health(&reporter, &service_names, ServingStatus::Serving).await;
         Ok(Self {
             store,
             routes,
+            rpc_metrics,
             reporter,
             service_names,
             background,
@@ -242,8 +277,8 @@ impl Parts {
     }
 }
 
-/// Work the server does on its own (compaction, refilling the read cache), stopped before the
-/// store closes.
+/// Work the server does on its own (compaction, refilling the read cache, serving metrics),
+/// stopped before the store closes.
 struct Background {
     stop: tokio::sync::watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -257,11 +292,43 @@ const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Serves `store` on `listener` until `shutdown` resolves, then drains in-flight calls (for at
 /// most the configured grace period) and closes the store. Refuses a listener on an address
-/// other than loopback unless `config.allow_insecure`.
+/// other than loopback unless `config.allow_insecure`. Serves metrics on
+/// `config.metrics_listen` when set ([`run_with_metrics`] takes a listener already bound).
 pub async fn run(
     config: &ServerConfig,
     store: Arc<dyn Store>,
     listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    let metrics = match bind_metrics(config).await {
+        Ok(metrics) => metrics,
+        Err(refused) => {
+            if let Err(close) = store.close().await {
+                tracing::warn!(error = %close, "closing the database after a refused start");
+            }
+            return Err(refused);
+        }
+    };
+    run_with_metrics(config, store, listener, metrics, shutdown).await
+}
+
+/// Binds `config.metrics_listen`, if set; an address in use (or not this machine's) is an
+/// error naming the flag. The binary binds it before it opens the database, so that such a
+/// start changes nothing.
+pub async fn bind_metrics(config: &ServerConfig) -> Result<Option<TcpListener>, ServerError> {
+    match config.metrics_listen {
+        Some(address) => crate::metrics::bind(address).await.map(Some),
+        None => Ok(None),
+    }
+}
+
+/// [`run`], serving Prometheus metrics at /metrics on `metrics` when given (whatever
+/// `config.metrics_listen` says), until the store closes.
+pub async fn run_with_metrics(
+    config: &ServerConfig,
+    store: Arc<dyn Store>,
+    listener: TcpListener,
+    metrics: Option<TcpListener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     let address = listener.local_addr().map_err(ServerError::ListenAddress)?;
@@ -277,11 +344,12 @@ pub async fn run(
     let Parts {
         store,
         routes,
+        rpc_metrics,
         reporter,
         service_names,
         background,
         shutdown: stopping,
-    } = Parts::start(config, store).await?;
+    } = Parts::start(config, store, metrics).await?;
     let draining = Arc::new(Notify::new());
     let signal = {
         let draining = Arc::clone(&draining);
@@ -310,7 +378,7 @@ pub async fn run(
     let server = builder
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
-        .layer(RpcLogLayer)
+        .layer(RpcLogLayer::new(rpc_metrics))
         .add_routes(routes)
         .serve_with_incoming_shutdown(incoming, signal);
     let grace = Duration::from_secs(config.shutdown_grace_secs);
@@ -338,10 +406,10 @@ pub struct InProcessServer {
 impl InProcessServer {
     /// Builds every route over `store`; `config.listen` is not used.
     pub async fn start(config: &ServerConfig, store: Arc<dyn Store>) -> Result<Self, ServerError> {
-        let parts = Parts::start(config, store).await?;
+        let parts = Parts::start(config, store, None).await?;
         let router = parts.routes.prepare().into_axum_router();
         Ok(Self {
-            service: tower_layer::Layer::layer(&RpcLogLayer, router),
+            service: tower_layer::Layer::layer(&RpcLogLayer::default(), router),
             store: parts.store,
             background: parts.background,
             shutdown: parts.shutdown,

@@ -35,9 +35,9 @@ use deadpool_postgres::{
     Hook, HookError, Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime,
 };
 use stigmer_store::{
-    AtRevision, BackupCopy, CacheFill, Change, ChangeFilter, Compaction, ListPage, ListQuery,
-    LogBounds, Mutation, ResourceVersion, Retention, Scope, Snapshot, Store, StoreError, StoreInfo,
-    StoreResult, StoredResource, TokenRewrite, VersionSelector,
+    AtRevision, BackupCopy, CacheFill, Change, ChangeFilter, CommitObserver, Compaction, ListPage,
+    ListQuery, LogBounds, Mutation, ResourceVersion, Retention, Scope, Snapshot, Store, StoreError,
+    StoreGauges, StoreInfo, StoreResult, StoredResource, TokenRewrite, VersionSelector,
 };
 use tokio::sync::{Semaphore, broadcast};
 use tokio::task::JoinHandle;
@@ -324,6 +324,25 @@ impl Store for PostgresStore {
             transactions_committed: stats.batches,
             writes_pending: stats.queued as u64 + stats.committing,
         })
+    }
+
+    /// No WAL size: PostgreSQL's WAL is the cluster's, shared with every database on it, and
+    /// reading its size needs privileges a store's role should not hold.
+    async fn gauges(&self) -> StoreResult<StoreGauges> {
+        let mut client = self.read().await?;
+        let tx = queries::consistent(&mut client).await?;
+        let revision = queries::log_bounds(&tx).await?.current;
+        let counts = queries::counts_in_every_org(&tx).await?;
+        tx.commit().await.map_err(store_error)?;
+        Ok(StoreGauges {
+            revision,
+            counts,
+            wal_bytes: None,
+        })
+    }
+
+    fn observe_commits(&self, observer: Arc<dyn CommitObserver>) {
+        self.writer.observe_commits(observer);
     }
 
     async fn artifact(&self, hash: String) -> StoreResult<Option<Vec<u8>>> {

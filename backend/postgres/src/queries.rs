@@ -409,6 +409,27 @@ pub(crate) async fn counts(
         .map_err(store_error)
 }
 
+/// Resources per kind in every org (identity resources included), in kind order.
+pub(crate) async fn counts_in_every_org(
+    client: &impl GenericClient,
+) -> StoreResult<Vec<(String, i64)>> {
+    let stmt = client
+        .prepare_cached(
+            "SELECT kind, sum(count)::bigint FROM resource_counts GROUP BY kind \
+             HAVING sum(count) > 0 ORDER BY kind",
+        )
+        .await
+        .map_err(store_error)?;
+    client
+        .query(&stmt, &[])
+        .await
+        .map_err(store_error)?
+        .iter()
+        .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+        .collect::<Result<_, tokio_postgres::Error>>()
+        .map_err(store_error)
+}
+
 pub(crate) async fn setting(client: &impl GenericClient, key: &str) -> StoreResult<Option<String>> {
     let stmt = client
         .prepare_cached("SELECT value FROM settings WHERE key = $1")

@@ -6,16 +6,16 @@
 //! (docs/adr/0023-postgres-revision-order.md). Inside, each call runs in its own SAVEPOINT: a
 //! failing one is rolled back alone and gets its own error.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use deadpool_postgres::{GenericClient, Object, Pool, Transaction};
 use stigmer_store::rewrite_text;
 pub(crate) use stigmer_store::{Applied, WriteOp};
 use stigmer_store::{
-    CacheFill, Change, ChangeType, Compaction, Mutation, NewResource, Retention, Scope, StoreError,
-    StoreResult, StoredResource, TokenRewrite,
+    CacheFill, Change, ChangeType, CommitObserver, CommitStats, Compaction, Mutation, NewResource,
+    Retention, Scope, StoreError, StoreResult, StoredResource, TokenRewrite,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::IsolationLevel;
@@ -57,7 +57,12 @@ pub(crate) struct Counters {
 pub(crate) struct Writer {
     queue: mpsc::Sender<WriterMsg>,
     counters: Arc<Counters>,
+    observer: Observer,
 }
+
+/// Who hears of each committed batch ([`stigmer_store::Store::observe_commits`]), shared with
+/// the writer task, which reads it once a batch.
+type Observer = Arc<Mutex<Option<Arc<dyn CommitObserver>>>>;
 
 impl Writer {
     pub(crate) fn spawn(
@@ -68,14 +73,27 @@ impl Writer {
     ) -> (Self, tokio::task::JoinHandle<()>) {
         let (queue, jobs) = mpsc::channel(queue_depth.max(1));
         let counters = Arc::new(Counters::default());
+        let observer = Observer::default();
         let state = WriterState {
             pool,
             feed,
             counters: Arc::clone(&counters),
             max_batch: max_batch.max(1),
+            observer: Arc::clone(&observer),
         };
         let task = tokio::spawn(run_writer(jobs, state));
-        (Self { queue, counters }, task)
+        (
+            Self {
+                queue,
+                counters,
+                observer,
+            },
+            task,
+        )
+    }
+
+    pub(crate) fn observe_commits(&self, observer: Arc<dyn CommitObserver>) {
+        *self.observer.lock().unwrap_or_else(PoisonError::into_inner) = Some(observer);
     }
 
     pub(crate) fn counters(&self) -> &Counters {
@@ -111,6 +129,7 @@ struct WriterState {
     feed: FeedHandle,
     counters: Arc<Counters>,
     max_batch: usize,
+    observer: Observer,
 }
 
 async fn run_writer(mut queue: mpsc::Receiver<WriterMsg>, state: WriterState) {
@@ -157,6 +176,10 @@ async fn run_writer(mut queue: mpsc::Receiver<WriterMsg>, state: WriterState) {
 struct Committed {
     results: Vec<StoreResult<Applied>>,
     changes: Vec<Arc<Change>>,
+    /// From BEGIN to the end of COMMIT (the wait for the revision lock included), and the
+    /// COMMIT alone.
+    transaction: Duration,
+    commit: Duration,
 }
 
 /// Commits one batch, hands its changes to the feed, then answers its callers once the feed
@@ -189,6 +212,7 @@ async fn commit_batch(batch: Vec<WriteJob>, state: &WriterState) {
 /// Applies every job, each in its own savepoint, and commits. An error here fails the whole
 /// batch (the connection broke, or COMMIT failed): nothing of it was acknowledged.
 async fn attempt(client: &mut Object, batch: &[WriteJob]) -> StoreResult<Committed> {
+    let began = Instant::now();
     // READ COMMITTED whatever the database's default: the revision lock's waiter must read
     // the row as its holder committed it, where REPEATABLE READ would fail it instead.
     let tx = client
@@ -247,12 +271,23 @@ async fn attempt(client: &mut Object, batch: &[WriteJob]) -> StoreResult<Committ
             .map_err(store_error)?;
         tx.execute(&advance, &[&next]).await.map_err(store_error)?;
     }
+    let committing = Instant::now();
     tx.commit().await.map_err(store_error)?;
-    Ok(Committed { results, changes })
+    Ok(Committed {
+        results,
+        changes,
+        transaction: began.elapsed(),
+        commit: committing.elapsed(),
+    })
 }
 
 fn answer_committed(batch: Vec<WriteJob>, committed: Committed, state: &WriterState) {
-    let Committed { results, changes } = committed;
+    let Committed {
+        results,
+        changes,
+        transaction,
+        commit,
+    } = committed;
     tracing::debug!(
         writes = batch.len(),
         revision = changes.last().map(|change| change.revision),
@@ -267,6 +302,18 @@ fn answer_committed(batch: Vec<WriteJob>, committed: Committed, state: &WriterSt
     if writes > 0 {
         state.counters.batches.fetch_add(1, Ordering::Relaxed);
         state.counters.writes.fetch_add(writes, Ordering::Relaxed);
+        let observer = state
+            .observer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        if let Some(observer) = observer {
+            observer.committed(&CommitStats {
+                writes: writes as usize,
+                transaction,
+                commit,
+            });
+        }
     }
     let published = changes.last().map(|change| change.revision);
     if !changes.is_empty() {

@@ -183,9 +183,10 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     stigmer_grpc::check_listen(&config, listener.local_addr()?)?;
+    let metrics = stigmer_grpc::bind_metrics(&config).await?;
     let database = stigmer_database::open(&database).await?;
     config.master_key_file = config.master_key_file.or(database.default_key_file());
-    stigmer_grpc::run(&config, database.store, listener, shutdown).await?;
+    stigmer_grpc::run_with_metrics(&config, database.store, listener, metrics, shutdown).await?;
     Ok(())
 }
 

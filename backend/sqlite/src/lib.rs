@@ -29,9 +29,9 @@ use std::thread::JoinHandle;
 
 use async_trait::async_trait;
 use stigmer_store::{
-    AtRevision, BackupCopy, CacheFill, Change, ChangeFilter, Compaction, ListPage, ListQuery,
-    LogBounds, Mutation, ResourceVersion, Retention, Scope, Snapshot, Store, StoreError, StoreInfo,
-    StoreResult, StoredResource, TokenRewrite, VersionSelector,
+    AtRevision, BackupCopy, CacheFill, Change, ChangeFilter, CommitObserver, Compaction, ListPage,
+    ListQuery, LogBounds, Mutation, ResourceVersion, Retention, Scope, Snapshot, Store, StoreError,
+    StoreGauges, StoreInfo, StoreResult, StoredResource, TokenRewrite, VersionSelector,
 };
 use tokio::sync::{Semaphore, broadcast, oneshot};
 
@@ -239,6 +239,29 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn gauges(&self) -> StoreResult<StoreGauges> {
+        let wal = wal_path(&self.config.path);
+        self.readers
+            .run(move |conn| {
+                let tx = conn.unchecked_transaction().map_err(errors::store_error)?;
+                let revision = queries::log_bounds(&tx)?.current;
+                let counts = queries::counts_in_every_org(&tx)?;
+                drop(tx);
+                // No WAL file (between a clean close and the next write) is an empty one.
+                let wal_bytes = std::fs::metadata(&wal).map_or(0, |meta| meta.len());
+                Ok(StoreGauges {
+                    revision,
+                    counts,
+                    wal_bytes: Some(wal_bytes),
+                })
+            })
+            .await
+    }
+
+    fn observe_commits(&self, observer: Arc<dyn CommitObserver>) {
+        self.writer.observe_commits(observer);
+    }
+
     async fn artifact(&self, hash: String) -> StoreResult<Option<Vec<u8>>> {
         self.readers
             .run(move |conn| queries::artifact(conn, &hash))
@@ -323,4 +346,11 @@ impl Store for SqliteStore {
         self.join_and_unlock().await?;
         closed
     }
+}
+
+/// SQLite's write-ahead log beside the database: `<db>-wal`.
+fn wal_path(db: &std::path::Path) -> std::path::PathBuf {
+    let mut wal = db.as_os_str().to_owned();
+    wal.push("-wal");
+    wal.into()
 }

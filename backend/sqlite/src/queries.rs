@@ -435,6 +435,19 @@ pub(crate) fn counts(conn: &Connection, org: &str) -> StoreResult<Vec<(String, i
     .map_err(store_error)
 }
 
+/// Resources per kind in every org (identity resources included), in kind order.
+pub(crate) fn counts_in_every_org(conn: &Connection) -> StoreResult<Vec<(String, i64)>> {
+    conn.prepare_cached(
+        "SELECT kind, sum(count) FROM resource_counts GROUP BY kind HAVING sum(count) > 0 \
+         ORDER BY kind",
+    )
+    .and_then(|mut stmt| {
+        stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+            .collect::<rusqlite::Result<Vec<_>>>()
+    })
+    .map_err(store_error)
+}
+
 pub(crate) fn setting(conn: &Connection, key: &str) -> StoreResult<Option<String>> {
     conn.prepare_cached("SELECT value FROM settings WHERE key = ?1")
         .and_then(|mut stmt| stmt.query_row([key], |row| row.get(0)).optional())

@@ -4,14 +4,15 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use rusqlite::ToSql;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params, params_from_iter};
 use stigmer_store::rewrite_text;
 pub(crate) use stigmer_store::{Applied, WriteOp};
 use stigmer_store::{
-    CacheFill, Change, ChangeType, Compaction, Mutation, NewResource, Retention, Scope, StoreError,
-    StoreResult, StoredResource, TokenRewrite,
+    CacheFill, Change, ChangeType, CommitObserver, CommitStats, Compaction, Mutation, NewResource,
+    Retention, Scope, StoreError, StoreResult, StoredResource, TokenRewrite,
 };
 use tokio::sync::{broadcast, oneshot};
 
@@ -39,7 +40,12 @@ pub(crate) struct Writer {
     /// Taken at shutdown, so that once the writer thread (which holds the other sender) has
     /// ended, live receivers, and the watches reading them, end too.
     changes: Mutex<Option<broadcast::Sender<Arc<Change>>>>,
+    observer: Observer,
 }
+
+/// Who hears of each committed batch ([`stigmer_store::Store::observe_commits`]), shared with
+/// the writer thread, which reads it once a batch.
+type Observer = Arc<Mutex<Option<Arc<dyn CommitObserver>>>>;
 
 /// What the writer has done so far, for operators and tests.
 #[derive(Debug, Default)]
@@ -66,12 +72,14 @@ impl Writer {
         let max_batch = config.max_batch.max(1);
         let counters = Arc::new(Counters::default());
         let (changes, _) = broadcast::channel(config.watch_buffer.max(1));
+        let observer = Observer::default();
         let state = WriterState {
             revision,
             counters: Arc::clone(&counters),
             changes: changes.clone(),
             space,
             after_commit: config.after_commit.clone(),
+            observer: Arc::clone(&observer),
         };
         let handle = std::thread::Builder::new()
             .name("sqlite-writer".into())
@@ -82,7 +90,12 @@ impl Writer {
             queue,
             counters,
             changes: Mutex::new(Some(changes)),
+            observer,
         })
+    }
+
+    pub(crate) fn observe_commits(&self, observer: Arc<dyn CommitObserver>) {
+        *self.observer.lock().unwrap_or_else(PoisonError::into_inner) = Some(observer);
     }
 
     /// Live changes; after shutdown, a receiver that is already closed.
@@ -140,6 +153,7 @@ struct WriterState {
     changes: broadcast::Sender<Arc<Change>>,
     space: Space,
     after_commit: Option<AfterCommit>,
+    observer: Observer,
 }
 
 fn run_writer(
@@ -217,6 +231,7 @@ fn checkpoint_truncate(conn: &Connection) -> StoreResult<bool> {
 /// refused for want of space, the disk reserve is released first, so that a caller told the
 /// disk is full can delete at once.
 fn commit_batch(conn: &mut Connection, batch: Vec<WriteJob>, state: &mut WriterState) {
+    let began = Instant::now();
     let counters = Arc::clone(&state.counters);
     counters
         .committing
@@ -239,7 +254,7 @@ fn commit_batch(conn: &mut Connection, batch: Vec<WriteJob>, state: &mut WriterS
             if full {
                 state.space.on_full(conn);
             }
-            answer_committed(batch, committed, state);
+            answer_committed(batch, committed, began.elapsed(), state);
         }
         Err(err) => {
             let err = store_error(err);
@@ -264,6 +279,8 @@ struct Committed {
     results: Vec<StoreResult<Applied>>,
     changes: Vec<Arc<Change>>,
     revision: i64,
+    /// How long the COMMIT statement took.
+    commit: Duration,
 }
 
 enum Attempt {
@@ -319,11 +336,13 @@ fn attempt(
             params![next],
         )?;
     }
+    let committing = Instant::now();
     tx.commit()?;
     Ok(Attempt::Committed(Committed {
         results,
         changes,
         revision: next,
+        commit: committing.elapsed(),
     }))
 }
 
@@ -343,11 +362,18 @@ fn frees_space(op: &WriteOp) -> bool {
     }
 }
 
-fn answer_committed(batch: Vec<WriteJob>, committed: Committed, state: &mut WriterState) {
+/// `transaction`: from the first try at the batch to the end of its COMMIT.
+fn answer_committed(
+    batch: Vec<WriteJob>,
+    committed: Committed,
+    transaction: Duration,
+    state: &mut WriterState,
+) {
     let Committed {
         results,
         changes,
         revision,
+        commit,
     } = committed;
     tracing::debug!(writes = batch.len(), revision, "committed a batch");
     state.revision = revision;
@@ -360,6 +386,18 @@ fn answer_committed(batch: Vec<WriteJob>, committed: Committed, state: &mut Writ
     if writes > 0 {
         state.counters.batches.fetch_add(1, Ordering::Relaxed);
         state.counters.writes.fetch_add(writes, Ordering::Relaxed);
+        let observer = state
+            .observer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        if let Some(observer) = observer {
+            observer.committed(&CommitStats {
+                writes: writes as usize,
+                transaction,
+                commit,
+            });
+        }
     }
     if let Some(after_commit) = &state.after_commit {
         after_commit.call(batch.len());
@@ -797,6 +835,7 @@ mod tests {
             changes,
             space,
             after_commit: None,
+            observer: Observer::default(),
         };
         let (first, mut first_answer) = job(create("agt-1"));
         let (artifact, mut artifact_answer) = job(WriteOp::Transact(vec![Mutation::PutArtifact {

@@ -65,6 +65,7 @@ macro_rules! store_conformance {
             age_retention_keeps_recent_changes,
             at_revision_answers_from_the_log,
             info_counts_resources_and_writes,
+            gauges_count_every_org_and_commits_are_observed,
             artifacts_are_stored_once_by_hash,
             versions_by_hash_and_tag,
             settings_round_trip,

@@ -4,12 +4,14 @@
 
 mod backup;
 mod error;
+mod metrics;
 mod queue;
 mod types;
 mod watch;
 
 pub use backup::{BackupCopy, BackupInfo};
 pub use error::{StoreError, StoreResult};
+pub use metrics::{CommitObserver, CommitStats, StoreGauges};
 pub use queue::{Applied, WriteOp};
 pub use types::{
     AtRevision, CacheFill, Change, ChangeFilter, ChangeType, Compaction, JsonFilter, JsonPath,
@@ -146,6 +148,21 @@ pub trait Store: Send + Sync + 'static {
 
     /// Backend facts and resource counts per kind in `org`.
     async fn info(&self, org: String) -> StoreResult<StoreInfo>;
+
+    /// Figures for metrics, read at each scrape (see [`StoreGauges`]). The default knows the
+    /// revision only; both backends say more.
+    async fn gauges(&self) -> StoreResult<StoreGauges> {
+        Ok(StoreGauges {
+            revision: self.log_bounds().await?.current,
+            ..StoreGauges::default()
+        })
+    }
+
+    /// From now on, tells `observer` of every batch of writes committed, replacing any
+    /// observer set before. The default tells it nothing.
+    fn observe_commits(&self, observer: Arc<dyn CommitObserver>) {
+        let _ = observer;
+    }
 
     /// The bytes of an artifact, by SHA-256 (hex).
     async fn artifact(&self, hash: String) -> StoreResult<Option<Vec<u8>>>;

@@ -45,6 +45,8 @@ pub async fn open_database(
 
 pub struct TestServer {
     pub addr: SocketAddr,
+    /// Where /metrics is served, when the settings set `metrics_listen` (port 0 picks one).
+    pub metrics: Option<SocketAddr>,
     pub channel: Channel,
     pub db: PathBuf,
     stop: Option<oneshot::Sender<()>>,
@@ -98,9 +100,15 @@ impl TestServer {
             .await
             .expect("open the test database");
         config.master_key_file = config.master_key_file.or(database.default_key_file());
+        let metrics = stigmer_grpc::bind_metrics(&config)
+            .await
+            .expect("bind --metrics-listen");
+        let metrics_addr = metrics
+            .as_ref()
+            .map(|metrics| metrics.local_addr().expect("metrics address"));
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
-            stigmer_grpc::run(&config, database.store, listener, async {
+            stigmer_grpc::run_with_metrics(&config, database.store, listener, metrics, async {
                 let _ = stopped.await;
             })
             .await
@@ -113,6 +121,7 @@ impl TestServer {
             .expect("connect to test server");
         Self {
             addr,
+            metrics: metrics_addr,
             channel,
             db: db.to_path_buf(),
             stop: Some(stop),

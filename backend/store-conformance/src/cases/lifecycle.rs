@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use serde_json::json;
 use stigmer_store::{
-    CacheFill, ChangeFilter, ListQuery, LogBounds, Mutation, Retention, Scope, StoreError,
-    VersionSelector,
+    CacheFill, ChangeFilter, CommitObserver, CommitStats, ListQuery, LogBounds, Mutation,
+    Retention, Scope, StoreError, VersionSelector,
 };
 
 use crate::Harness;
@@ -130,6 +130,84 @@ pub async fn info_counts_resources_and_writes(harness: &dyn Harness) {
         "a kind with no resource left is left out"
     );
     store.close().await.expect("close");
+}
+
+/// `gauges` reports the current revision and the resources of each kind in every org; from
+/// `observe_commits` on, every committed write is reported with the writes its batch held
+/// (maintenance is not), and its COMMIT took no longer than its whole transaction.
+pub async fn gauges_count_every_org_and_commits_are_observed(harness: &dyn Harness) {
+    let store = harness.open().await;
+    let fresh = store.gauges().await.expect("gauges");
+    assert_eq!((fresh.revision, fresh.counts), (0, vec![]));
+    store
+        .create(agent("agt-0", "before"))
+        .await
+        .expect("create");
+    let heard = Arc::new(Heard::default());
+    store.observe_commits(Arc::clone(&heard) as Arc<dyn CommitObserver>);
+
+    store.create(agent("agt-1", "a")).await.expect("create");
+    store
+        .create(resource_in(
+            Scope::new(KIND, OTHER_ORG),
+            "agt-2",
+            "b",
+            json!({}),
+        ))
+        .await
+        .expect("create");
+    store
+        .transact(vec![
+            Mutation::Create(resource_in(
+                Scope::new(OTHER_KIND, ORG),
+                "skl-1",
+                "s",
+                json!({}),
+            )),
+            Mutation::Create(agent("agt-3", "c")),
+        ])
+        .await
+        .expect("two creates in one write");
+    store
+        .put_setting("key".into(), "value".into())
+        .await
+        .expect("put_setting");
+    store
+        .delete(scope(), "agt-0".into(), None)
+        .await
+        .expect("delete");
+
+    let gauges = store.gauges().await.expect("gauges");
+    assert_eq!(gauges.revision, 6);
+    assert_eq!(
+        gauges.revision,
+        store.log_bounds().await.expect("bounds").current
+    );
+    assert_eq!(
+        gauges.counts,
+        [("Agent".to_string(), 3), ("Skill".to_string(), 1)],
+        "agents in both orgs"
+    );
+    let heard = heard.0.lock().expect("heard").clone();
+    assert_eq!(
+        heard.iter().map(|commit| commit.writes).collect::<Vec<_>>(),
+        [1, 1, 1, 1],
+        "four writes awaited one by one, the setting not among them"
+    );
+    for commit in heard {
+        assert!(commit.commit <= commit.transaction, "{commit:?}");
+    }
+    store.close().await.expect("close");
+}
+
+/// Every commit reported to [`CommitObserver`].
+#[derive(Default)]
+struct Heard(std::sync::Mutex<Vec<CommitStats>>);
+
+impl CommitObserver for Heard {
+    fn committed(&self, commit: &CommitStats) {
+        self.0.lock().expect("heard").push(*commit);
+    }
 }
 
 /// Once `close` has returned, every call fails with `Closed`, and a watch that was running
