@@ -22,8 +22,7 @@ use serde_json::{Value, json};
 use tonic::{Code, Status};
 use tonic_types::StatusExt;
 
-const API_VERSION: &str = "agentic.stigmer.ai/v1";
-const ORG_HEADER: &str = "x-stigmer-org";
+use stigmer_grpc::{API_VERSION, ORG_HEADER};
 const OTHER_ORG: &str = "other-org";
 /// Crockford base32 as the server writes ULIDs: lowercase, no i l o u.
 const ULID_ALPHABET: &str = "0123456789abcdefghjkmnpqrstvwxyz";
@@ -2730,7 +2729,7 @@ macro_rules! per_kind {
                 }
 
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn duplicate_slug_is_already_exists() {
+                async fn a_taken_slug_or_an_empty_push_is_refused() {
                     let case = case($kind);
                     if case.has(Rpc::Create) {
                         duplicate_slug(&case).await;
