@@ -14,10 +14,9 @@ use crate::auth::roles::Role;
 use crate::auth::rules::str_at;
 use crate::auth::{API_KEY, IAM_ORG, IAM_POLICY, IDENTITY_ACCOUNT_KIND, ORG_LABEL, equals};
 use crate::catalog::{KindInfo, Method};
-use crate::controller::{App, id_of, new_row, not_found};
+use crate::controller::{App, decode_row, id_of, new_row, not_found};
 use crate::error::{ApiError, FieldViolation};
 use crate::fields::{child_mut, get_str, set, set_str};
-use crate::json::from_json;
 use crate::resource::{Caller, fill_type_fields, meta, prepare_create, set_revision};
 use crate::validation::check;
 
@@ -163,7 +162,7 @@ impl App {
         id: &str,
     ) -> Result<(DynamicMessage, StoredResource), ApiError> {
         let row = self.identity_row(kind, id).await?;
-        let resource = readable(kind, &row)?;
+        let resource = decode_row(kind, &row)?;
         let owner = str_at(&resource, "status.audit.spec_audit.created_by.id");
         if row.id != caller.identity && owner != caller.identity {
             return Err(not_found(kind, id));
@@ -187,7 +186,7 @@ impl App {
         let rows = self.auth.keys_of(&caller.identity).await?;
         let keys = rows
             .iter()
-            .map(|row| readable(kind, row).map(Value::Message))
+            .map(|row| decode_row(kind, row).map(Value::Message))
             .collect::<Result<Vec<_>, _>>()?;
         list_response(output, keys)
     }
@@ -206,7 +205,7 @@ impl App {
             }
         }
         let row = self.identity_row(kind, id).await?;
-        readable(kind, &row)
+        decode_row(kind, &row)
     }
 
     /// Grants the role an IamPolicySpec names: upstream's create takes the spec alone.
@@ -348,7 +347,7 @@ impl App {
                 ),
             });
         };
-        let policy = readable(kind, &row)?;
+        let policy = decode_row(kind, &row)?;
         may_grant(grants, caller, &grant.resource_id, grant.role)?;
         if grant.role == Role::Owner && grant.resource_kind == ORGANIZATION {
             self.keep_an_owner(caller).await?;
@@ -398,7 +397,7 @@ impl App {
         id: &str,
     ) -> Result<(DynamicMessage, StoredResource), ApiError> {
         let row = self.identity_row(kind, id).await?;
-        let policy = readable(kind, &row)?;
+        let policy = decode_row(kind, &row)?;
         let org = crate::auth::grant_org(&policy);
         if org != caller.org {
             return Err(not_found(kind, id));
@@ -576,12 +575,6 @@ fn expiry_violations(key: &DynamicMessage) -> Vec<FieldViolation> {
     } else {
         Vec::new()
     }
-}
-
-fn readable(kind: &KindInfo, row: &StoredResource) -> Result<DynamicMessage, ApiError> {
-    let mut resource = from_json(&kind.message, &row.data)?;
-    set_revision(&mut resource, row.revision);
-    Ok(resource)
 }
 
 /// The written resource with the revision its transaction gave it.
