@@ -8,6 +8,7 @@ use prost_reflect::{DescriptorPool, DynamicMessage, MessageDescriptor, ReflectMe
 
 use crate::envelope::Envelope;
 use crate::kinds::{KindRegistration, OwnerScopeDefault};
+use crate::relations::{DEFAULT_INSTANCE_FIELD, RELATIONS, Relations};
 
 const KIND_ENUM: &str = "ai.stigmer.commons.apiresource.apiresourcekind.ApiResourceKind";
 const KIND_META: &str = "ai.stigmer.commons.apiresource.apiresourcekind.kind_meta";
@@ -38,6 +39,9 @@ pub struct KindInfo {
     /// Its `ApiResourceGroup` value name: "agentic", or "iam" for the identity kinds (ApiKey,
     /// IdentityAccount, IamPolicy), which their own handlers serve and no org holds.
     pub group: String,
+    /// What it belongs to, what is made with it and what its delete takes along
+    /// (`relations.rs`).
+    pub relations: &'static Relations,
 }
 
 impl KindInfo {
@@ -151,6 +155,8 @@ pub enum CatalogError {
     Missing(String),
     #[error("no ApiResourceKind value has kind_meta.name {0:?}")]
     UnknownKind(String),
+    #[error("relations of {kind}: {problem}")]
+    Relations { kind: String, problem: String },
 }
 
 /// Every served kind and method.
@@ -202,6 +208,7 @@ impl Catalog {
                 }
             }
         }
+        check_relations(&kinds, RELATIONS)?;
         let backend = backend_methods(pool)?;
         services.push(BACKEND_SERVICE.to_string());
         services.sort();
@@ -354,11 +361,76 @@ fn kind_info(
         message,
         named,
         group,
+        relations: Relations::of_kind(registration.name),
         default_owner_scope: match registration.owner_scope {
             OwnerScopeDefault::Organization => Some(OWNER_SCOPE_ORGANIZATION),
             OwnerScopeDefault::Unspecified => None,
         },
     })
+}
+
+/// Every name in the relations table must be a served kind or a field its kind has: a
+/// misspelt one would otherwise read as "" and silently switch a rule off.
+fn check_relations(kinds: &[Arc<KindInfo>], rows: &[Relations]) -> Result<(), CatalogError> {
+    let served = |name: &str| kinds.iter().find(|kind| kind.name == name);
+    for row in rows {
+        let problem = |problem: String| CatalogError::Relations {
+            kind: row.kind.to_string(),
+            problem,
+        };
+        let kind = served(row.kind).ok_or_else(|| problem("is not a served kind".into()))?;
+        let spec = sub_message(&kind.message, "spec")
+            .ok_or_else(|| problem("has no spec message".into()))?;
+        let has_field = |name: &str| spec.get_field_by_name(name).is_some();
+        let fields = row
+            .fixed_fields()
+            .chain(row.reference_kinds.iter().map(|(field, _)| *field));
+        for field in fields {
+            if !has_field(field) {
+                return Err(problem(format!("spec has no field {field}")));
+            }
+        }
+        let mut kinds_named: Vec<&str> = row.reference_kinds.iter().map(|(_, k)| *k).collect();
+        if let Some(parent) = row.parent {
+            kinds_named.extend(parent.kinds);
+            if let Some((_, from)) = parent.label_from_parent {
+                for parent_kind in parent.kinds.iter().filter_map(|name| served(name)) {
+                    let parent_spec = sub_message(&parent_kind.message, "spec");
+                    if parent_spec
+                        .and_then(|s| s.get_field_by_name(from))
+                        .is_none()
+                    {
+                        return Err(problem(format!(
+                            "its label comes from {}'s spec.{from}, which does not exist",
+                            parent_kind.name
+                        )));
+                    }
+                }
+            }
+        }
+        if let Some(instance) = row.default_instance {
+            kinds_named.push(instance);
+            let status = sub_message(&kind.message, "status");
+            if status
+                .and_then(|s| s.get_field_by_name(DEFAULT_INSTANCE_FIELD))
+                .is_none()
+            {
+                return Err(problem(format!("status has no {DEFAULT_INSTANCE_FIELD}")));
+            }
+        }
+        if let Some(missing) = kinds_named.iter().find(|name| served(name).is_none()) {
+            return Err(problem(format!("names {missing}, which is not served")));
+        }
+    }
+    Ok(())
+}
+
+fn sub_message(message: &MessageDescriptor, field: &str) -> Option<MessageDescriptor> {
+    message
+        .get_field_by_name(field)?
+        .kind()
+        .as_message()
+        .cloned()
 }
 
 fn enum_value_name(message: &DynamicMessage, field: &str) -> String {
@@ -385,6 +457,40 @@ fn str_of(message: &DynamicMessage, field: &str) -> String {
 mod tests {
     use super::*;
     use crate::kinds::KINDS;
+
+    #[test]
+    fn a_misspelt_field_or_kind_in_the_relations_table_stops_the_build() {
+        let catalog = Catalog::build(&stigmer_api::DESCRIPTOR_POOL, KINDS).expect("catalog");
+        let misspelt = |row: Relations| {
+            check_relations(&catalog.kinds, &[row])
+                .expect_err("a wrong name must be refused")
+                .to_string()
+        };
+        let agent = *Relations::of_kind("AgentInstance");
+        let parent = agent.parent.expect("AgentInstance has a parent");
+        let wrong_field = Relations {
+            parent: Some(crate::relations::Parent {
+                field: "agentid",
+                ..parent
+            }),
+            ..agent
+        };
+        assert!(misspelt(wrong_field).contains("spec has no field agentid"));
+        let wrong_kind = Relations {
+            parent: Some(crate::relations::Parent {
+                kinds: &["Agnet"],
+                ..parent
+            }),
+            ..agent
+        };
+        assert!(misspelt(wrong_kind).contains("names Agnet"));
+        let wrong_fixed = Relations {
+            fixed: &["session"],
+            ..*Relations::of_kind("AgentExecution")
+        };
+        assert!(misspelt(wrong_fixed).contains("spec has no field session"));
+        check_relations(&catalog.kinds, RELATIONS).expect("the real table is consistent");
+    }
 
     #[test]
     fn every_registered_kind_resolves_with_its_prefix_and_services() {

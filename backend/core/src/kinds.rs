@@ -63,7 +63,7 @@ pub struct ListBy {
 }
 
 /// Every listBy*/getBy* RPC of CONTRACT.md. Sessions do not name their agent, so the server
-/// labels each Session with it (see `lifecycle::SESSION_AGENT_LABEL`).
+/// labels each Session with it (see `relations::SESSION_AGENT_LABEL`).
 pub const LIST_BY: &[ListBy] = &[
     ListBy {
         kind: "AgentExecution",
@@ -75,7 +75,7 @@ pub const LIST_BY: &[ListBy] = &[
         kind: "Session",
         method: "listByAgent",
         field: "agent_id",
-        path: &["metadata", "labels", "stigmer.ai/agent-id"],
+        path: &["metadata", "labels", crate::relations::SESSION_AGENT_LABEL],
     },
     ListBy {
         kind: "AgentInstance",

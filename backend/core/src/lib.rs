@@ -9,6 +9,7 @@ pub mod encode;
 pub mod envelope;
 pub mod kinds;
 pub mod naming;
+pub mod relations;
 
 /// The `api_version` of every resource.
 pub const API_VERSION: &str = "agentic.stigmer.ai/v1";

@@ -20,8 +20,7 @@ use crate::json::{from_json, to_json};
 use crate::key_locks::{KeyLocks, id_key, slug_key};
 use crate::limits::{Footprint, servable, too_large_to_serve};
 use crate::resource::{
-    self, Caller, meta, org_of, prepare_create, prepare_update, requested_slug, same_content,
-    set_revision,
+    self, Caller, meta, org_of, prepare_update, requested_slug, same_content, set_revision,
 };
 use crate::secrets::SecretMap;
 use crate::shutdown::Shutdown;
@@ -157,13 +156,14 @@ impl App {
         &self,
         kind: &KindInfo,
         caller: &Caller,
-        mut resource: DynamicMessage,
+        resource: DynamicMessage,
     ) -> Result<Reply, ApiError> {
-        let mut violations = prepare_create(kind, &mut resource, caller, SystemTime::now());
-        let (more, related) = self.before_create(kind, caller, &mut resource).await?;
-        violations.extend(more);
-        violations.extend(self.secrets.seal(&self.keyring, &mut resource, None)?);
-        check(&self.validator, &resource, violations)?;
+        let (mut resource, start) = self
+            .checked_new(kind, caller, resource, &[], |_| {})
+            .await?;
+        let related = self
+            .related_writes(kind, caller, &mut resource, start)
+            .await?;
         let id = meta(&resource).id;
         let mut mutations = related.before;
         mutations.push(Mutation::Create(new_row(kind, &resource)?));

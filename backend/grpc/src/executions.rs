@@ -89,7 +89,10 @@ impl App {
             }];
             if is_terminal(phase_of(&updated)) {
                 // Just-in-time secrets live only while their execution runs.
-                mutations.extend(self.execution_contexts_of(&caller.org, &id).await?);
+                mutations.extend(
+                    self.children_deleted_with(&kind.name, &caller.org, &id)
+                        .await?,
+                );
             }
             match self.store.transact(mutations).await {
                 Ok(rows) => {

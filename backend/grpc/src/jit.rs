@@ -3,52 +3,19 @@
 //! workflow's env_spec defaults, then each referenced Environment in order, then the context's
 //! own values, with every secret opened. Once the execution ends the context is deleted.
 
-use std::time::SystemTime;
-
 use prost_reflect::{DynamicMessage, MapKey, Value};
-use stigmer_store::Mutation;
 
-use crate::controller::{App, new_row};
+use crate::controller::App;
 use crate::error::ApiError;
 use crate::executions::phase_of;
 use crate::fields::{child, child_mut, get_str, set, set_str};
 use crate::lifecycle::spec_str;
-use crate::resource::{Caller, meta, prepare_create};
+use crate::resource::meta;
 
 const PENDING: i32 = 1;
 const IN_PROGRESS: i32 = 2;
 
 impl App {
-    /// The ExecutionContext written with a new execution, holding its runtime_env.
-    pub(crate) fn context_for(
-        &self,
-        caller: &Caller,
-        execution: &DynamicMessage,
-    ) -> Result<Mutation, ApiError> {
-        let info = self.kind_named("ExecutionContext")?;
-        let execution_id = meta(execution).id;
-        let mut context = DynamicMessage::new(info.message.clone());
-        if let Some(metadata) = child_mut(&mut context, "metadata") {
-            set_str(metadata, "name", execution_id.clone());
-            set_str(metadata, "org", meta(execution).org);
-        }
-        let runtime_env = child(execution, "spec").and_then(|spec| {
-            spec.get_field_by_name("runtime_env")
-                .map(|v| v.into_owned())
-        });
-        if let Some(spec) = child_mut(&mut context, "spec") {
-            set_str(spec, "execution_id", execution_id);
-            if let Some(env) = runtime_env {
-                set(spec, "data", env);
-            }
-        }
-        // Its values are the execution's runtime_env, checked by the same rules as part of the
-        // execution; a broken one is reported there, not as a fault of this context.
-        let _ = prepare_create(info, &mut context, caller, SystemTime::now());
-        let _ = self.secrets.seal(&self.keyring, &mut context, None)?;
-        Ok(Mutation::Create(new_row(info, &context)?))
-    }
-
     /// The context with every value resolved and opened, if its execution still runs.
     pub(crate) async fn resolve_context(
         &self,

@@ -12,7 +12,7 @@ use crate::error::{ApiError, FieldViolation};
 use crate::fields::{child_mut, get_i32, get_str, set, set_str};
 use crate::json::to_json;
 use crate::naming::{is_valid_slug, slug_from_name};
-use crate::resource::{Caller, meta, prepare_create, same_content, set_revision, stamp_audit};
+use crate::resource::{Caller, meta, same_content, set_revision, stamp_audit};
 use crate::skill_artifact::{ArtifactLimits, inspect};
 use crate::validation::check;
 
@@ -114,11 +114,11 @@ impl App {
                             Value::EnumNumber(get_i32(&request, "scope")),
                         );
                     }
-                    let violations = prepare_create(kind, &mut skill, caller, SystemTime::now());
-                    describe_version(&mut skill, &inspected.sha256, &inspected.skill_md, &tag);
-                    check(&self.validator, &skill, violations)?;
-                    let write = Mutation::Create(new_row(kind, &skill)?);
-                    (skill, write)
+                    let describe = |skill: &mut DynamicMessage| {
+                        describe_version(skill, &inspected.sha256, &inspected.skill_md, &tag)
+                    };
+                    self.derived_create(&kind.name, caller, skill, &[], describe)
+                        .await?
                 }
             };
             let mutations = vec![
