@@ -17,11 +17,8 @@ const START_DEADLINE: Duration = Duration::from_secs(30);
 const STOP_DEADLINE: Duration = Duration::from_secs(40);
 const POLL: Duration = Duration::from_millis(75);
 
-/// ~/.stigmer
-pub fn stigmer_dir() -> Result<PathBuf> {
-    std::env::home_dir()
-        .map(|home| home.join(".stigmer"))
-        .ok_or_else(|| anyhow!("no home directory to keep ~/.stigmer in"))
+fn stigmer_dir() -> Result<PathBuf> {
+    stigmer_client::stigmer_home().ok_or_else(|| anyhow!("no home directory to keep ~/.stigmer in"))
 }
 
 pub fn pid_path() -> Result<PathBuf> {

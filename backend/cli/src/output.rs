@@ -1,12 +1,16 @@
-//! Printing resources: a table, YAML documents or JSON.
+//! Printing: the `-o` formats of every command, resources as a table, YAML documents or JSON,
+//! and references and watch events on one line.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
-use clap::ValueEnum;
+use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
+use clap::{Args, ValueEnum};
 use serde_json::Value;
+use stigmer_client::Client;
 
-#[derive(Clone, Copy, ValueEnum)]
+/// What `-o` picks, for every command that has one; each offers only the formats it prints.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {
     /// NAME, ID, REVISION and AGE columns.
     Table,
@@ -14,11 +18,49 @@ pub enum Format {
     Yaml,
     /// Full resources: an object, or an array when listing.
     Json,
+    /// One line per event.
+    Text,
+}
+
+impl Format {
+    /// `-o` accepting only `formats`, each described in --help.
+    pub fn described(formats: &'static [Format]) -> impl TypedValueParser<Value = Format> {
+        parser(formats.iter().filter_map(Format::to_possible_value))
+    }
+
+    /// `-o` accepting only `formats`, named without their descriptions: those describe
+    /// resources as get and list print them, and the option's own help says the rest.
+    pub fn offered(formats: &'static [Format]) -> impl TypedValueParser<Value = Format> {
+        parser(
+            formats
+                .iter()
+                .filter_map(Format::to_possible_value)
+                .map(|value| PossibleValue::new(value.get_name().to_string())),
+        )
+    }
+}
+
+fn parser(values: impl Iterator<Item = PossibleValue>) -> impl TypedValueParser<Value = Format> {
+    PossibleValuesParser::new(values).try_map(|name| Format::from_str(&name, false))
+}
+
+/// `-o` of the commands that print resources.
+#[derive(Args)]
+pub struct OutputArgs {
+    /// Output format.
+    #[arg(
+        short,
+        long,
+        value_parser = Format::described(&[Format::Table, Format::Yaml, Format::Json]),
+        default_value = "table"
+    )]
+    pub output: Format,
 }
 
 pub fn print_one(resource: &Value, format: Format) -> Result<()> {
     match format {
-        Format::Table => print!("{}", table(std::slice::from_ref(resource))),
+        // A table is what resources look like as text.
+        Format::Table | Format::Text => print!("{}", table(std::slice::from_ref(resource))),
         Format::Yaml => print!("{}", yaml(resource)?),
         Format::Json => println!("{}", json(resource)?),
     }
@@ -27,8 +69,8 @@ pub fn print_one(resource: &Value, format: Format) -> Result<()> {
 
 pub fn print_many(items: &[Value], format: Format) -> Result<()> {
     match format {
-        Format::Table if items.is_empty() => eprintln!("no resources found"),
-        Format::Table => print!("{}", table(items)),
+        Format::Table | Format::Text if items.is_empty() => eprintln!("no resources found"),
+        Format::Table | Format::Text => print!("{}", table(items)),
         Format::Yaml => {
             let documents = items.iter().map(yaml).collect::<Result<Vec<_>>>()?;
             print!("{}", documents.join("---\n"));
@@ -44,6 +86,21 @@ fn yaml(value: &Value) -> Result<String> {
 
 fn json(value: &Value) -> Result<String> {
     serde_json::to_string_pretty(value).context("cannot write JSON")
+}
+
+/// `agent/code-reviewer`
+pub fn reference(client: &Client, kind: &str, resource: &Value, fallback: &str) -> String {
+    let kind = client
+        .kind(kind)
+        .map(|k| k.name.to_lowercase())
+        .unwrap_or_else(|_| kind.to_lowercase());
+    let metadata = &resource["metadata"];
+    let name = [&metadata["slug"], &metadata["name"], &metadata["id"]]
+        .into_iter()
+        .filter_map(Value::as_str)
+        .find(|s| !s.is_empty())
+        .unwrap_or(fallback);
+    format!("{kind}/{name}")
 }
 
 /// A JSON scalar as text (proto3 JSON writes int64 as strings).

@@ -4,25 +4,11 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use clap::Args;
 use serde_json::Value;
 use stigmer_client::{Applied, Client, SkillInfo, SkillPackage, slug_from_name};
 
 use crate::manifest::Document;
 use crate::output;
-
-#[derive(Args)]
-pub struct PushArgs {
-    /// The folder: SKILL.md at its top, with the scripts and references it uses beside it.
-    dir: PathBuf,
-    /// The skill's name; default: `name` in SKILL.md's front matter, else the folder's name.
-    #[arg(long)]
-    name: Option<String>,
-    /// The version tag; default: `version` (or `metadata.version`) in SKILL.md's front
-    /// matter, else none.
-    #[arg(long)]
-    tag: Option<String>,
-}
 
 /// A skill to push from a folder, with the name and tag it goes by.
 pub struct SkillSource {
@@ -39,7 +25,7 @@ impl SkillSource {
 
     /// Name and tag as given, else as SKILL.md's front matter says, else the folder's name
     /// and no tag.
-    fn new(dir: PathBuf, name: Option<String>, tag: Option<String>) -> Result<Self, String> {
+    pub fn new(dir: PathBuf, name: Option<String>, tag: Option<String>) -> Result<Self, String> {
         let info = SkillInfo::of_dir(&dir).map_err(|err| err.to_string())?;
         let name = name
             .or(info.name)
@@ -153,17 +139,9 @@ fn pushed_line(client: &Client, applied: &Applied) -> String {
     };
     format!(
         "{} {} ({what})",
-        crate::reference(client, "Skill", resource, "-"),
+        output::reference(client, "Skill", resource, "-"),
         applied.outcome
     )
-}
-
-/// `stigmer skill push DIR`.
-pub async fn push(client: &Client, args: PushArgs) -> Result<String> {
-    let source = SkillSource::new(args.dir, args.name, args.tag).map_err(anyhow::Error::msg)?;
-    apply(client, &source, false)
-        .await
-        .with_context(|| format!("cannot push skill {:?}", source.name))
 }
 
 /// The versions of a Skill under its table: the current one marked, oldest first.

@@ -83,11 +83,19 @@ pub struct CloudConfig {
     pub ca_file: String,
 }
 
+/// `~/.stigmer`: the configuration, and the local daemon's pid, lock and log files. `None`
+/// without a home directory; each caller says which of its files that leaves nowhere to go.
+/// (The server's default database, `stigmer_database::DEFAULT_DB`, names it on the server's
+/// side, which links no client.)
+pub fn stigmer_home() -> Option<PathBuf> {
+    std::env::home_dir().map(|home| home.join(".stigmer"))
+}
+
 impl ClientConfig {
     /// `~/.stigmer/config.yaml`.
     pub fn default_path() -> Result<PathBuf, ClientError> {
-        std::env::home_dir()
-            .map(|home| home.join(".stigmer").join("config.yaml"))
+        stigmer_home()
+            .map(|dir| dir.join("config.yaml"))
             .ok_or_else(|| {
                 ClientError::Config("no home directory to find ~/.stigmer/config.yaml in".into())
             })

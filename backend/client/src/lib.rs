@@ -28,7 +28,7 @@ use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 pub use backup::Backup;
 pub use config::{
     BackendConfig, BackendType, ClientConfig, CloudConfig, DEFAULT_LOCAL_ENDPOINT, LocalConfig,
-    LocalTransport,
+    LocalTransport, stigmer_home,
 };
 pub use kinds::{KindNames, Operation, kinds_for};
 pub use references::Reference;

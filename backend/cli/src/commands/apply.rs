@@ -5,12 +5,34 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Result, bail};
+use clap::Args;
 use serde_json::Value;
 use stigmer_client::{Client, ClientError, Reference, SKILL_MD};
 
+use super::{Ctx, finish, server_message};
 use crate::manifest::{self, Document, Problem};
+use crate::output::reference;
 use crate::skill::{self, SkillSource};
-use crate::{ApplyArgs, Ctx, finish, reference, server_message};
+
+#[derive(Args)]
+pub struct ApplyArgs {
+    /// A manifest file, a directory of *.yaml/*.yml/*.json files, a skill folder (with
+    /// SKILL.md), or - for stdin. Repeatable.
+    #[arg(
+        short = 'f',
+        long = "filename",
+        value_name = "FILE|DIR|-",
+        required = true
+    )]
+    files: Vec<PathBuf>,
+    /// Parse and check every document without writing anything.
+    #[arg(long)]
+    dry_run: bool,
+    /// Apply every document or none, in one transaction (ResourceService/applyBatch): for a
+    /// set that only makes sense whole. Skills are pushed on their own, not in the batch.
+    #[arg(long)]
+    atomic: bool,
+}
 
 /// Every document of every `-f` argument, in order; a folder with SKILL.md is one Skill.
 pub fn read_documents(args: &[PathBuf]) -> Result<Vec<Document>> {

@@ -1,0 +1,68 @@
+//! How a failed command says what went wrong, on stderr.
+
+use std::sync::OnceLock;
+
+use stigmer_client::ClientError;
+
+/// Where the failed command was talking to: (cloud mode, endpoint), for hints.
+static TALKING_TO: OnceLock<(bool, String)> = OnceLock::new();
+
+/// Remembers the backend the command talks to, so that a failure can name it.
+pub fn talking_to(cloud: bool, endpoint: String) {
+    let _ = TALKING_TO.set((cloud, endpoint));
+}
+
+/// `error: what failed: why`, with a hint for connection failures; -v adds the chain.
+pub fn report(err: &anyhow::Error, verbose: bool) {
+    // The chain down to the client's error: its own sources repeat it in gRPC's words.
+    let mut parts = Vec::new();
+    for cause in err.chain() {
+        parts.push(cause.to_string());
+        if cause.downcast_ref::<ClientError>().is_some() {
+            break;
+        }
+    }
+    eprintln!("error: {}{}", parts.join(": "), hint(err));
+    if verbose {
+        for (depth, cause) in err.chain().enumerate().skip(1) {
+            eprintln!("  {depth}: {cause}");
+        }
+        if let Some(ClientError::Status(status)) = client_error(err) {
+            eprintln!("  code: {:?}", status.code());
+            if !status.details().is_empty() {
+                eprintln!(
+                    "  details: {} bytes of google.rpc details",
+                    status.details().len()
+                );
+            }
+        }
+    }
+}
+
+fn client_error(err: &anyhow::Error) -> Option<&ClientError> {
+    err.chain().find_map(|e| e.downcast_ref::<ClientError>())
+}
+
+fn hint(err: &anyhow::Error) -> String {
+    let (cloud, endpoint) = TALKING_TO.get().cloned().unwrap_or((false, String::new()));
+    let unreachable = match client_error(err) {
+        Some(ClientError::Connect { .. }) => true,
+        Some(ClientError::Status(status)) => match status.code() {
+            tonic::Code::Unavailable => true,
+            tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => {
+                return " (check the token: `stigmer login --endpoint E --token T --org O`)".into();
+            }
+            _ => false,
+        },
+        _ => false,
+    };
+    match (unreachable, cloud) {
+        (false, _) => String::new(),
+        (true, false) => {
+            format!(" (cannot reach {endpoint}: is the server running? try `stigmer server start`)")
+        }
+        (true, true) => format!(
+            " (cannot reach the cloud backend {endpoint}: check it with `stigmer backend status`)"
+        ),
+    }
+}
