@@ -11,6 +11,7 @@
 //! Specs name their parents by placeholder (`"{agent}"`); each test first creates the parents in
 //! every org it uses (a `Fixture`) and substitutes their real ids.
 
+#[path = "../common/mod.rs"]
 mod common;
 
 use std::collections::HashMap;
