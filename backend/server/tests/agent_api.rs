@@ -5,7 +5,7 @@ mod common;
 
 use std::collections::HashMap;
 
-use common::{TestServer, agent, expect_code, typed_to_json, violated_fields};
+use common::{TestServer, agent, expect_code, typed_to_json, violated_fields, violations};
 use stigmer_api::ai::stigmer::agentic::agent::v1::agent_command_controller_client::AgentCommandControllerClient;
 use stigmer_api::ai::stigmer::agentic::agent::v1::agent_query_controller_client::AgentQueryControllerClient;
 use stigmer_api::ai::stigmer::agentic::agent::v1::{
@@ -577,20 +577,6 @@ async fn a_message_over_ten_mib_is_resource_exhausted() {
         created.spec.expect("spec").instructions.len(),
         9 * 1024 * 1024
     );
-}
-
-/// The (field, description) pairs of a status's google.rpc.BadRequest.
-fn violations(status: &tonic::Status) -> Vec<(String, String)> {
-    use tonic_types::StatusExt;
-    status
-        .get_details_bad_request()
-        .map(|bad| {
-            bad.field_violations
-                .into_iter()
-                .map(|v| (v.field, v.description))
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// Violations name fields as users write them in JSON and YAML (lowerCamel), in the details

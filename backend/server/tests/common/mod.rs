@@ -328,10 +328,23 @@ pub fn expect_code(result: Result<impl std::fmt::Debug, Status>, code: Code) -> 
 
 /// Field paths named in the status's google.rpc.BadRequest.
 pub fn violated_fields(status: &Status) -> Vec<String> {
+    violations(status)
+        .into_iter()
+        .map(|(field, _)| field)
+        .collect()
+}
+
+/// The (field, description) pairs of the status's google.rpc.BadRequest.
+pub fn violations(status: &Status) -> Vec<(String, String)> {
     use tonic_types::StatusExt;
     status
         .get_details_bad_request()
-        .map(|bad| bad.field_violations.into_iter().map(|v| v.field).collect())
+        .map(|bad| {
+            bad.field_violations
+                .into_iter()
+                .map(|v| (v.field, v.description))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
