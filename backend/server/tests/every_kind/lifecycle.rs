@@ -11,9 +11,8 @@ use crate::common::expect_code;
 use crate::json::{default_instance_of, id_of, label_of, revision_of, slug_of, spec_str};
 use crate::kind_case::Lifecycle;
 use crate::table::case;
+use stigmer_core::relations::SESSION_AGENT_LABEL;
 
-/// The label the server puts on every Session: the agent of its instance.
-const SESSION_AGENT_LABEL: &str = "stigmer.ai/agent-id";
 
 /// What the server derives when it creates a resource from the table's spec, checked on
 /// `created` (made through create or apply by `api`'s caller).
