@@ -2,12 +2,15 @@
 # Debian machine lacks first.
 
 CARGO ?= cargo
+# The lint tools `make lint` installs when missing: versions known to build with rust-toolchain.toml.
+CARGO_DENY_VERSION := 0.20.2
+CARGO_MACHETE_VERSION := 0.9.2
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Where cargo puts binaries: target/ unless CARGO_TARGET_DIR or cargo's config say otherwise.
 TARGET_DIR = $(shell $(CARGO) metadata --format-version 1 --no-deps --locked | \
 	python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
 
-.PHONY: run test remote-client smoke install build lint fmt deps check-deps clean bench bench-smoke bench-peers
+.PHONY: run test remote-client smoke install build lint lint-tools fmt deps check-deps clean bench bench-smoke bench-peers
 
 ## run: start stigmer-server with zero configuration on 127.0.0.1:50051 (~/.stigmer/stigmer.db)
 run: deps
@@ -56,9 +59,20 @@ bench-peers:
 	@command -v etcd >/dev/null 2>&1 || { $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server >/dev/null; }
 
-lint: deps
+## lint: formatting, clippy, rustdoc warnings, the dependency tree's licenses, bans and sources
+## (cargo-deny, deny.toml) and unused dependencies (cargo-machete)
+lint: deps lint-tools
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps --workspace --locked
+	$(CARGO) deny --locked check --hide-inclusion-graph licenses bans sources
+	$(CARGO) machete
+
+## lint-tools: cargo-deny and cargo-machete, built from crates.io when missing (a few minutes,
+## once; they land in ~/.cargo/bin)
+lint-tools:
+	@$(CARGO) deny --version >/dev/null 2>&1 || $(CARGO) install --locked cargo-deny@$(CARGO_DENY_VERSION)
+	@$(CARGO) machete --version >/dev/null 2>&1 || $(CARGO) install --locked cargo-machete@$(CARGO_MACHETE_VERSION)
 
 fmt:
 	$(CARGO) fmt --all

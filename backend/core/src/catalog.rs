@@ -126,16 +126,29 @@ pub struct Method {
 /// The backend-wide service (ours): the change feed and facts about the server.
 pub const BACKEND_SERVICE: &str = "ai.stigmer.backend.v1.ResourceService";
 
-/// What a backend-wide method does.
+/// What a backend-wide method does, and so how it answers: a stream of messages or one. The
+/// server picks the call's transport and its handler from this alone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BackendVerb {
+    Stream(BackendStream),
+    Unary(BackendUnary),
+}
+
+/// A backend-wide method that answers with a server stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendStream {
     Watch,
+    Export,
+    Backup,
+}
+
+/// A backend-wide method that answers with one message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendUnary {
     GetAtRevision,
     Info,
-    Export,
     Import,
     ApplyBatch,
-    Backup,
 }
 
 /// One RPC of the backend-wide service.
@@ -270,13 +283,13 @@ fn backend_methods(
     let mut methods = HashMap::new();
     for method in service.methods() {
         let verb = match method.name() {
-            "watch" => BackendVerb::Watch,
-            "getAtRevision" => BackendVerb::GetAtRevision,
-            "info" => BackendVerb::Info,
-            "export" => BackendVerb::Export,
-            "import" => BackendVerb::Import,
-            "applyBatch" => BackendVerb::ApplyBatch,
-            "backup" => BackendVerb::Backup,
+            "watch" => BackendVerb::Stream(BackendStream::Watch),
+            "getAtRevision" => BackendVerb::Unary(BackendUnary::GetAtRevision),
+            "info" => BackendVerb::Unary(BackendUnary::Info),
+            "export" => BackendVerb::Stream(BackendStream::Export),
+            "import" => BackendVerb::Unary(BackendUnary::Import),
+            "applyBatch" => BackendVerb::Unary(BackendUnary::ApplyBatch),
+            "backup" => BackendVerb::Stream(BackendStream::Backup),
             other => {
                 return Err(CatalogError::Missing(format!(
                     "a handler for {BACKEND_SERVICE}/{other}"

@@ -15,7 +15,7 @@ use tonic::{Code, Status};
 use tracing::Span;
 
 use crate::auth::{IAM_POLICY, OrgNeed};
-use crate::catalog::{BackendMethod, BackendVerb, Method, Verb};
+use crate::catalog::{BackendMethod, BackendStream, BackendUnary, BackendVerb, Method, Verb};
 use crate::codec::{Reply, ServerCodec};
 use crate::controller::App;
 use crate::error::{ApiError, SHUTTING_DOWN};
@@ -148,33 +148,31 @@ where
 {
     let mut grpc = grpc_for(&method.input);
     match method.verb {
-        BackendVerb::Watch | BackendVerb::Export | BackendVerb::Backup => {
-            let target = Target::Backend(method);
+        BackendVerb::Stream(verb) => {
+            let target = Target::Backend(method, verb);
             grpc.server_streaming(StreamCall { app, target }, request)
                 .await
         }
-        BackendVerb::GetAtRevision
-        | BackendVerb::Info
-        | BackendVerb::Import
-        | BackendVerb::ApplyBatch => {
-            let target = Target::Backend(method);
+        BackendVerb::Unary(verb) => {
+            let target = Target::Backend(method, verb);
             grpc.unary(UnaryCall { app, target }, request).await
         }
     }
 }
 
-/// Which RPC a call serves: a kind's controller method or a backend-wide one.
+/// Which RPC a call serves: a kind's controller method or a backend-wide one, with what the
+/// backend-wide one does among those of its transport (`BackendStream` or `BackendUnary`).
 #[derive(Clone)]
-enum Target {
+enum Target<V> {
     Kind(Arc<Method>),
-    Backend(Arc<BackendMethod>),
+    Backend(Arc<BackendMethod>, V),
 }
 
-impl Target {
+impl<V> Target<V> {
     fn path(&self) -> &str {
         match self {
             Self::Kind(method) => &method.path,
-            Self::Backend(method) => &method.path,
+            Self::Backend(method, _) => &method.path,
         }
     }
 
@@ -191,7 +189,7 @@ impl Target {
 
 struct StreamCall {
     app: Arc<App>,
-    target: Target,
+    target: Target<BackendStream>,
 }
 
 impl ServerStreamingService<DynamicMessage> for StreamCall {
@@ -221,7 +219,7 @@ impl ServerStreamingService<DynamicMessage> for StreamCall {
 
 async fn open_stream(
     app: &Arc<App>,
-    target: Target,
+    target: Target<BackendStream>,
     caller: &Caller,
     request: DynamicMessage,
 ) -> Result<EventStream, ApiError> {
@@ -232,15 +230,15 @@ async fn open_stream(
             Span::current().record("kind", method.kind.name.as_str());
             app.subscribe(&method.kind, caller, request).await
         }
-        Target::Backend(method) => {
+        Target::Backend(method, verb) => {
             let kind = crate::fields::get_str(&request, "kind");
             if !kind.is_empty() {
                 Span::current().record("kind", kind.as_str());
             }
-            match method.verb {
-                BackendVerb::Export => app.export(caller, request, method.output.clone()).await,
-                BackendVerb::Backup => app.backup(method.output.clone()).await,
-                _ => app.watch(caller, request, method.output.clone()).await,
+            match verb {
+                BackendStream::Watch => app.watch(caller, request, method.output.clone()).await,
+                BackendStream::Export => app.export(caller, request, method.output.clone()).await,
+                BackendStream::Backup => app.backup(method.output.clone()).await,
             }
         }
     }
@@ -268,7 +266,7 @@ fn oversize_is_resource_exhausted(response: &mut http::Response<tonic::body::Bod
 /// A unary call of a kind's controller or of the backend-wide service.
 struct UnaryCall {
     app: Arc<App>,
-    target: Target,
+    target: Target<BackendUnary>,
 }
 
 impl UnaryService<DynamicMessage> for UnaryCall {
@@ -312,7 +310,7 @@ impl UnaryService<DynamicMessage> for UnaryCall {
 
 async fn serve_unary(
     app: &App,
-    target: Target,
+    target: Target<BackendUnary>,
     caller: &Caller,
     request: DynamicMessage,
 ) -> Result<Reply, ApiError> {
@@ -321,21 +319,19 @@ async fn serve_unary(
     let span = Span::current();
     let response = match target {
         Target::Kind(method) => app.handle(&method, caller, request).await?,
-        Target::Backend(method) => match method.verb {
-            BackendVerb::GetAtRevision => {
+        Target::Backend(method, verb) => match verb {
+            BackendUnary::GetAtRevision => {
                 span.record("kind", crate::fields::get_str(&request, "kind").as_str());
                 app.get_at_revision(caller, request, &method.output)
                     .await?
                     .into()
             }
-            BackendVerb::Import => app.import(caller, request, &method.output).await?.into(),
-            BackendVerb::ApplyBatch => app
+            BackendUnary::Info => app.info(caller, &method.output).await?.into(),
+            BackendUnary::Import => app.import(caller, request, &method.output).await?.into(),
+            BackendUnary::ApplyBatch => app
                 .apply_batch(caller, request, &method.output)
                 .await?
                 .into(),
-            BackendVerb::Info | BackendVerb::Watch | BackendVerb::Export | BackendVerb::Backup => {
-                app.info(caller, &method.output).await?.into()
-            }
         },
     };
     Ok(response)

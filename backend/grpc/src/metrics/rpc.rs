@@ -16,7 +16,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prost_reflect::MethodDescriptor;
 use tonic::Code;
 
-use crate::catalog::{BackendVerb, Catalog, Verb};
+use crate::catalog::{BackendStream, BackendVerb, Catalog, Verb};
 
 /// gRPC status codes as Go's `codes.Code.String()` spells them, by number: the values
 /// go-grpc-prometheus gives `grpc_code`, so that dashboards and alerts written for it work.
@@ -121,7 +121,7 @@ impl RpcMetrics {
                     .is_some_and(|m| m.verb == Verb::Subscribe)
                     || catalog
                         .backend_method(&path)
-                        .is_some_and(|m| m.verb == BackendVerb::Watch);
+                        .is_some_and(|m| m.verb == BackendVerb::Stream(BackendStream::Watch));
                 let open = watch.then(|| watch_streams.clone());
                 let entry = MethodMetrics::new(service, method.name(), kind_of(&method), open);
                 entries.push((path, entry));
