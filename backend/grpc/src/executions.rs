@@ -41,7 +41,7 @@ fn may_move(from: i32, to: i32) -> bool {
     )
 }
 
-pub(crate) fn phase_of(execution: &DynamicMessage) -> i32 {
+fn phase_of(execution: &DynamicMessage) -> i32 {
     child(execution, "status")
         .map(|status| get_i32(&status, "phase"))
         .unwrap_or_default()

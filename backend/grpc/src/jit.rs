@@ -1,156 +1,157 @@
 //! Just-in-time secrets: an execution's ExecutionContext is created with the execution (its
-//! runtime_env, sealed) and resolved only when read, while the execution runs: the agent's or
-//! workflow's env_spec defaults, then each referenced Environment in order, then the context's
-//! own values, with every secret opened. Once the execution ends the context is deleted.
+//! runtime_env, sealed; `lifecycle.rs`) and resolved only when read, while the execution runs:
+//! the agent's or workflow's env_spec defaults, then each referenced Environment in order, then
+//! the context's own values, with every secret opened. Once the execution ends the context is
+//! deleted. Reads go through the generated structs.
 
-use prost_reflect::{DynamicMessage, MapKey, Value};
+use std::collections::HashMap;
+
+use prost_reflect::{DynamicMessage, ReflectMessage};
+use stigmer_api::ai::stigmer::agentic::agent::v1::Agent;
+use stigmer_api::ai::stigmer::agentic::agentexecution::v1::{AgentExecution, ExecutionPhase};
+use stigmer_api::ai::stigmer::agentic::agentinstance::v1::AgentInstance;
+use stigmer_api::ai::stigmer::agentic::environment::v1::{Environment, EnvironmentSpec};
+use stigmer_api::ai::stigmer::agentic::executioncontext::v1::{ExecutionContext, ExecutionValue};
+use stigmer_api::ai::stigmer::agentic::session::v1::Session;
+use stigmer_api::ai::stigmer::agentic::workflow::v1::Workflow;
+use stigmer_api::ai::stigmer::agentic::workflowexecution::v1::WorkflowExecution;
+use stigmer_api::ai::stigmer::agentic::workflowinstance::v1::WorkflowInstance;
+use stigmer_api::ai::stigmer::commons::apiresource::ApiResourceReference;
 
 use crate::controller::App;
 use crate::error::ApiError;
-use crate::executions::phase_of;
-use crate::fields::{child, child_mut, get_str, set, set_str};
-use crate::lifecycle::spec_str;
-use crate::resource::meta;
+use crate::typed;
 
-const PENDING: i32 = 1;
-const IN_PROGRESS: i32 = 2;
+/// What a context's values are merged from, read off its execution.
+struct Sources {
+    phase: i32,
+    /// The agent's or workflow's env_spec.
+    defaults: Option<EnvironmentSpec>,
+    /// The Environments its instance refers to, in order.
+    environments: Vec<ApiResourceReference>,
+}
 
 impl App {
     /// The context with every value resolved and opened, if its execution still runs.
     pub(crate) async fn resolve_context(
         &self,
-        mut context: DynamicMessage,
+        context: DynamicMessage,
     ) -> Result<DynamicMessage, ApiError> {
-        let org = meta(&context).org;
-        let execution_id = spec_str(&context, "execution_id");
-        let execution_kind = if execution_id.starts_with("wex-") {
-            "WorkflowExecution"
-        } else {
-            "AgentExecution"
-        };
+        let mut context: ExecutionContext = typed::resource(&context)?;
+        let metadata = context.metadata.clone().unwrap_or_default();
+        let (org, context_id) = (metadata.org, metadata.id);
+        let own = context.spec.take().unwrap_or_default();
+        let execution_id = own.execution_id.clone();
         let unavailable = |why: String| ApiError::NotFound {
             kind: "ExecutionContext".into(),
-            id: format!(
-                "{} ({why}; secrets are served only while the execution runs)",
-                meta(&context).id
-            ),
+            id: format!("{context_id} ({why}; secrets are served only while the execution runs)"),
         };
-        let Some(execution) = self.find(execution_kind, &org, &execution_id).await? else {
+        let Some(sources) = self.sources_of(&org, &execution_id).await? else {
             return Err(unavailable(format!("execution {execution_id} is gone")));
         };
-        if !matches!(phase_of(&execution), PENDING | IN_PROGRESS) {
+        let running = [
+            ExecutionPhase::ExecutionPending,
+            ExecutionPhase::ExecutionInProgress,
+        ];
+        if !running.iter().any(|phase| *phase as i32 == sources.phase) {
             return Err(unavailable(format!("execution {execution_id} has ended")));
         }
-        let mut merged = self.defaults_of(&execution, execution_kind, &org).await?;
-        if let Some(Value::Map(own)) = child(&context, "spec")
-            .and_then(|spec| spec.get_field_by_name("data").map(|v| v.into_owned()))
-        {
-            merged.extend(own);
-        }
-        if let Some(spec) = child_mut(&mut context, "spec") {
-            set(spec, "data", Value::Map(merged));
-        }
-        self.secrets.open(&self.keyring, &mut context)?;
-        Ok(context)
-    }
-
-    /// env_spec of the agent or workflow, then each Environment its instance refers to, as
-    /// ExecutionValue entries, later ones winning.
-    async fn defaults_of(
-        &self,
-        execution: &DynamicMessage,
-        execution_kind: &str,
-        org: &str,
-    ) -> Result<std::collections::HashMap<MapKey, Value>, ApiError> {
-        let (parent_kind, parent_id, instance_kind, instance_id, refs_field) =
-            if execution_kind == "AgentExecution" {
-                let session = self
-                    .find("Session", org, &spec_str(execution, "session_id"))
-                    .await?;
-                let instance_id = session
-                    .map(|s| spec_str(&s, "agent_instance_id"))
-                    .unwrap_or_default();
-                (
-                    "Agent",
-                    spec_str(execution, "agent_id"),
-                    "AgentInstance",
-                    instance_id,
-                    "environment_refs",
-                )
-            } else {
-                (
-                    "Workflow",
-                    spec_str(execution, "workflow_id"),
-                    "WorkflowInstance",
-                    spec_str(execution, "workflow_instance_id"),
-                    "env_refs",
-                )
-            };
-        let mut merged = std::collections::HashMap::new();
-        if let Some(parent) = self.find(parent_kind, org, &parent_id).await? {
-            let env = child(&parent, "spec").and_then(|spec| child(&spec, "env_spec"));
-            merge_environment(&mut merged, env.as_ref());
-        }
-        let Some(instance) = self.find(instance_kind, org, &instance_id).await? else {
-            return Ok(merged);
-        };
-        let refs = child(&instance, "spec")
-            .and_then(|spec| spec.get_field_by_name(refs_field).map(|v| v.into_owned()));
-        for reference in refs
-            .iter()
-            .filter_map(Value::as_list)
-            .flatten()
-            .filter_map(Value::as_message)
-        {
-            let ref_org = get_str(reference, "org");
-            if !ref_org.is_empty() && ref_org != org {
+        let mut merged = HashMap::new();
+        merge_environment(&mut merged, sources.defaults);
+        for reference in sources.environments {
+            if !reference.org.is_empty() && reference.org != org {
                 // Writes refuse such references now; one stored earlier opens nothing.
                 tracing::warn!(
                     org,
-                    ref_org,
+                    ref_org = reference.org,
                     "skipped an environment reference to another org"
                 );
                 continue;
             }
-            let scope = stigmer_store::Scope::new("Environment", org.to_string());
-            if let Some(row) = self
-                .store
-                .get_by_slug(scope, get_str(reference, "slug"))
-                .await?
-            {
-                let environment =
-                    crate::json::from_json(&self.kind_named("Environment")?.message, &row.data)?;
-                merge_environment(&mut merged, child(&environment, "spec").as_ref());
-            }
+            let environment = self
+                .find_by_slug::<Environment>("Environment", &org, &reference.slug)
+                .await?;
+            merge_environment(&mut merged, environment.and_then(|e| e.spec));
         }
-        Ok(merged)
+        merged.extend(own.data);
+        context.spec = Some(
+            stigmer_api::ai::stigmer::agentic::executioncontext::v1::ExecutionContextSpec {
+                execution_id,
+                data: merged,
+            },
+        );
+        let mut context = context.transcode_to_dynamic();
+        self.secrets.open(&self.keyring, &mut context)?;
+        Ok(context)
+    }
+
+    /// The phase of execution `id` and what its context merges, if it exists. The id's prefix
+    /// tells an agent's execution from a workflow's.
+    async fn sources_of(&self, org: &str, id: &str) -> Result<Option<Sources>, ApiError> {
+        let workflow_prefix = format!("{}-", self.kind_named("WorkflowExecution")?.id_prefix);
+        if id.starts_with(&workflow_prefix) {
+            let Some(execution) = self
+                .find_typed::<WorkflowExecution>("WorkflowExecution", org, id)
+                .await?
+            else {
+                return Ok(None);
+            };
+            let spec = execution.spec.unwrap_or_default();
+            let workflow = self
+                .find_typed::<Workflow>("Workflow", org, &spec.workflow_id)
+                .await?;
+            let instance = self
+                .find_typed::<WorkflowInstance>("WorkflowInstance", org, &spec.workflow_instance_id)
+                .await?;
+            return Ok(Some(Sources {
+                phase: execution.status.unwrap_or_default().phase,
+                defaults: workflow.and_then(|w| w.spec).and_then(|s| s.env_spec),
+                environments: instance
+                    .and_then(|i| i.spec)
+                    .map(|s| s.env_refs)
+                    .unwrap_or_default(),
+            }));
+        }
+        let Some(execution) = self
+            .find_typed::<AgentExecution>("AgentExecution", org, id)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let spec = execution.spec.unwrap_or_default();
+        let session = self
+            .find_typed::<Session>("Session", org, &spec.session_id)
+            .await?;
+        let instance_id = session
+            .and_then(|s| s.spec)
+            .map(|s| s.agent_instance_id)
+            .unwrap_or_default();
+        let agent = self
+            .find_typed::<Agent>("Agent", org, &spec.agent_id)
+            .await?;
+        let instance = self
+            .find_typed::<AgentInstance>("AgentInstance", org, &instance_id)
+            .await?;
+        Ok(Some(Sources {
+            phase: execution.status.unwrap_or_default().phase,
+            defaults: agent.and_then(|a| a.spec).and_then(|s| s.env_spec),
+            environments: instance
+                .and_then(|i| i.spec)
+                .map(|s| s.environment_refs)
+                .unwrap_or_default(),
+        }))
     }
 }
 
-/// Adds an EnvironmentSpec's values as ExecutionValue map entries.
-fn merge_environment(
-    merged: &mut std::collections::HashMap<MapKey, Value>,
-    env: Option<&DynamicMessage>,
-) {
-    let Some(Value::Map(data)) =
-        env.and_then(|env| env.get_field_by_name("data").map(|v| v.into_owned()))
-    else {
-        return;
-    };
-    let Some(value_type) = stigmer_api::DESCRIPTOR_POOL
-        .get_message_by_name("ai.stigmer.agentic.executioncontext.v1.ExecutionValue")
-    else {
-        return;
-    };
-    for (key, value) in data {
-        let Some(source) = value.as_message() else {
-            continue;
-        };
-        let mut entry = DynamicMessage::new(value_type.clone());
-        set_str(&mut entry, "value", get_str(source, "value"));
-        if let Some(secret) = source.get_field_by_name("is_secret") {
-            set(&mut entry, "is_secret", secret.into_owned());
-        }
-        merged.insert(key, Value::Message(entry));
+/// Adds an EnvironmentSpec's values as ExecutionValue entries, later ones winning.
+fn merge_environment(merged: &mut HashMap<String, ExecutionValue>, env: Option<EnvironmentSpec>) {
+    for (key, value) in env.map(|env| env.data).unwrap_or_default() {
+        merged.insert(
+            key,
+            ExecutionValue {
+                value: value.value,
+                is_secret: value.is_secret,
+            },
+        );
     }
 }

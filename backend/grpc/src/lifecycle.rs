@@ -78,6 +78,27 @@ impl App {
         }
     }
 
+    /// The resource with `slug` of kind `kind` in `org`, as the kind's generated struct.
+    pub(crate) async fn find_by_slug<T: prost::Message + Default>(
+        &self,
+        kind: &str,
+        org: &str,
+        slug: &str,
+    ) -> Result<Option<T>, ApiError> {
+        if slug.is_empty() {
+            return Ok(None);
+        }
+        let info = self.kind_named(kind)?;
+        match self
+            .store
+            .get_by_slug(Scope::new(kind, org), slug.to_string())
+            .await?
+        {
+            Some(row) => crate::typed::resource(&from_json(&info.message, &row.data)?).map(Some),
+            None => Ok(None),
+        }
+    }
+
     /// Checks of a create beyond field rules (references, the parent, the kind's hooks), and
     /// what the create starts once it is valid.
     pub(crate) async fn create_checks(

@@ -13,7 +13,6 @@ use crate::kind_case::Lifecycle;
 use crate::table::case;
 use stigmer_core::relations::SESSION_AGENT_LABEL;
 
-
 /// What the server derives when it creates a resource from the table's spec, checked on
 /// `created` (made through create or apply by `api`'s caller).
 pub async fn check_lifecycle_created(api: &Api<'_>, created: &Value) {
