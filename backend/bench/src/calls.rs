@@ -1,12 +1,14 @@
 //! The server's calls over real gRPC, each as a closed-loop workload: create (durable), get by
 //! id, getByReference, update and a list page of 100, against Environments preloaded with
-//! [`crate::preload`].
+//! [`crate::preload`]; and the common write of a user, an Agent with 1 KiB of instructions,
+//! which the server stores with its default instance in one transaction.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Result, anyhow};
+use stigmer_api::ai::stigmer::agentic::agent::v1::agent_command_controller_client::AgentCommandControllerClient;
 use stigmer_api::ai::stigmer::agentic::environment::v1::ListEnvironmentsRequest;
 use stigmer_api::ai::stigmer::agentic::environment::v1::environment_command_controller_client::EnvironmentCommandControllerClient;
 use stigmer_api::ai::stigmer::agentic::environment::v1::environment_query_controller_client::EnvironmentQueryControllerClient;
@@ -17,7 +19,7 @@ use tonic::metadata::AsciiMetadataValue;
 use tonic::transport::Channel;
 
 use crate::drive::drive;
-use crate::resources::{environment, preload_id, preload_slug};
+use crate::resources::{agent, environment, preload_id, preload_slug};
 use crate::server::{BenchServer, CpuClock, TreeClock, authorized};
 use crate::stats::Summary;
 
@@ -26,6 +28,8 @@ pub const LIST_PAGE: i32 = 100;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Call {
     Create,
+    /// An Agent with 1 KiB of instructions: two resources per call.
+    CreateAgent,
     Get,
     GetByReference,
     Update,
@@ -33,8 +37,9 @@ pub enum Call {
 }
 
 impl Call {
-    pub const ALL: [Call; 5] = [
+    pub const ALL: [Call; 6] = [
         Call::Create,
+        Call::CreateAgent,
         Call::Get,
         Call::GetByReference,
         Call::Update,
@@ -49,6 +54,7 @@ impl Call {
     pub fn label(self) -> &'static str {
         match self {
             Call::Create => "create (durable)",
+            Call::CreateAgent => "Agent create, 1 KiB instructions",
             Call::Get => "get by id",
             Call::GetByReference => "getByReference (slug)",
             Call::Update => "update",
@@ -127,6 +133,7 @@ pub async fn measure(
 /// One request to send.
 enum Request {
     Create(String),
+    CreateAgent(String),
     Get(usize),
     GetByReference(usize),
     Update {
@@ -160,6 +167,9 @@ impl Worker {
             Call::Create => {
                 Request::Create(format!("bench-r{}-w{}-{sequence}", self.run, self.index))
             }
+            Call::CreateAgent => {
+                Request::CreateAgent(format!("agent-r{}-w{}-{sequence}", self.run, self.index))
+            }
             Call::Get => Request::Get(self.pick(target.preloaded)),
             Call::GetByReference => Request::GetByReference(self.pick(target.preloaded)),
             // Each worker updates a resource of its own, so updates never conflict.
@@ -191,6 +201,10 @@ async fn send(channel: Channel, auth: Option<AsciiMetadataValue>, request: Reque
                     auth,
                 ))
                 .await?;
+        }
+        Request::CreateAgent(name) => {
+            let mut client = AgentCommandControllerClient::new(channel);
+            client.create(authorized(agent(name), auth)).await?;
         }
         Request::Get(index) => {
             let mut client = EnvironmentQueryControllerClient::new(channel);

@@ -3,6 +3,7 @@
 
 use prost::Message;
 use prost_reflect::ReflectMessage;
+use stigmer_api::ai::stigmer::agentic::agent::v1::{Agent, AgentSpec};
 use stigmer_api::ai::stigmer::agentic::environment::v1::{
     Environment, EnvironmentSpec, EnvironmentValue,
 };
@@ -24,6 +25,27 @@ pub fn environment(name: String, description: String) -> Environment {
         }),
         spec: Some(EnvironmentSpec {
             description,
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// Characters of instructions in the Agent the Agent-create case writes.
+const AGENT_INSTRUCTIONS: usize = 1024;
+
+/// An Agent with 1 KiB of instructions, as a user's manifest would carry.
+pub fn agent(name: String) -> Agent {
+    let line = "Review the pull request for correctness, tests and naming. ";
+    Agent {
+        metadata: Some(ApiResourceMetadata {
+            name,
+            ..Default::default()
+        }),
+        spec: Some(AgentSpec {
+            description: "benchmark agent".into(),
+            instructions: line.repeat(AGENT_INSTRUCTIONS / line.len() + 1)[..AGENT_INSTRUCTIONS]
+                .to_string(),
             ..Default::default()
         }),
         ..Default::default()

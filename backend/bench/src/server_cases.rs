@@ -73,7 +73,7 @@ pub async fn measure_calls(
                     vs_floor.unwrap_or_default(),
                     per_commit,
                 ],
-                Call::Update => vec![per_commit],
+                Call::Update | Call::CreateAgent => vec![per_commit],
                 Call::List => Vec::new(),
             };
             let database_cpu = summary
