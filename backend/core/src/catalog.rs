@@ -77,8 +77,8 @@ pub enum Verb {
     Push,
     /// An artifact's bytes.
     GetArtifact,
-    /// An RPC with kind-specific behaviour that this server does not offer yet.
-    NotYet,
+    /// An RPC of the protos that this server does not serve (answered UNIMPLEMENTED).
+    Unserved,
 }
 
 impl Verb {
@@ -96,7 +96,7 @@ impl Verb {
             "push" => Self::Push,
             "getArtifact" => Self::GetArtifact,
             name if name.starts_with("listBy") || name.starts_with("getBy") => Self::ListBy,
-            _ => Self::NotYet,
+            _ => Self::Unserved,
         }
     }
 
@@ -204,7 +204,7 @@ impl Catalog {
                         .find(|l| l.kind == kind.name && l.method == method.name())
                         .copied();
                     let verb = match Verb::from_method_name(method.name()) {
-                        Verb::ListBy if list_by.is_none() => Verb::NotYet,
+                        Verb::ListBy if list_by.is_none() => Verb::Unserved,
                         verb => verb,
                     };
                     let entry = Method {

@@ -144,7 +144,7 @@ impl App {
             Verb::UpdateStatus => self.update_status(kind, caller, request).await,
             Verb::Push => self.push_skill(kind, caller, request).await,
             Verb::GetArtifact => self.get_artifact(method, request).await,
-            Verb::Subscribe | Verb::NotYet => Err(ApiError::Unimplemented(format!(
+            Verb::Subscribe | Verb::Unserved => Err(ApiError::Unimplemented(format!(
                 "{} is not offered by this server yet",
                 method.path
             ))),
