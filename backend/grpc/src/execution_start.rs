@@ -7,13 +7,11 @@
 use std::collections::HashMap;
 
 use prost_reflect::DynamicMessage;
-use stigmer_api::ai::stigmer::agentic::agent::v1::{Agent, AgentStatus};
 use stigmer_api::ai::stigmer::agentic::agentexecution::v1::{
     AgentExecutionSpec, AgentExecutionStatus, ExecutionPhase,
 };
 use stigmer_api::ai::stigmer::agentic::executioncontext::v1::ExecutionValue;
 use stigmer_api::ai::stigmer::agentic::session::v1::{Session, SessionSpec};
-use stigmer_api::ai::stigmer::agentic::workflow::v1::{Workflow, WorkflowStatus};
 use stigmer_api::ai::stigmer::agentic::workflowexecution::v1::{
     WorkflowExecutionSpec, WorkflowExecutionStatus,
 };
@@ -24,6 +22,7 @@ use stigmer_core::relations::SESSION_AGENT_LABEL;
 
 use crate::controller::App;
 use crate::error::{ApiError, FieldViolation};
+use crate::lifecycle::default_instance_id;
 use crate::typed;
 
 /// Characters of an execution's first message that become its new session's subject.
@@ -132,37 +131,49 @@ impl App {
             ));
             return Ok(start);
         }
-        let Some(agent) = self
-            .find_typed::<Agent>("Agent", org, &spec.agent_id)
+        let no_instance = "has no default instance to start a session on; create an \
+                           AgentInstance and pass its session";
+        let Some(instance_id) = self
+            .live_default_instance("Agent", org, &spec.agent_id, no_instance, violations)
             .await?
         else {
-            violations.push(
-                self.missing("agent_id", "Agent", &spec.agent_id, org)
-                    .await?,
-            );
             return Ok(start);
         };
-        let instance_id = agent
-            .status
-            .unwrap_or(AgentStatus::default())
-            .default_instance_id;
-        if self
-            .find("AgentInstance", org, &instance_id)
-            .await?
-            .is_none()
-        {
-            return Err(ApiError::FailedPrecondition(format!(
-                "Agent {} has no default instance to start a session on; create an \
-                 AgentInstance and pass its session",
-                spec.agent_id
-            )));
-        }
         start.session = Some(NewSession {
             instance_id,
             agent_id: spec.agent_id.clone(),
             subject: spec.message.chars().take(SUBJECT_CHARS).collect(),
         });
         Ok(start)
+    }
+
+    /// The default instance of the `owner_kind` resource `owner_id`, which must still exist;
+    /// `None` (with a violation naming the owner's field) when the owner does not exist.
+    async fn live_default_instance(
+        &self,
+        owner_kind: &str,
+        org: &str,
+        owner_id: &str,
+        no_instance: &str,
+        violations: &mut Vec<FieldViolation>,
+    ) -> Result<Option<String>, ApiError> {
+        let Some(owner) = self.find(owner_kind, org, owner_id).await? else {
+            let field = format!("{}_id", owner_kind.to_lowercase());
+            violations.push(self.missing(&field, owner_kind, owner_id, org).await?);
+            return Ok(None);
+        };
+        let instance_id = default_instance_id(&owner);
+        let instance_kind = self
+            .kind_named(owner_kind)?
+            .relations
+            .default_instance
+            .ok_or_else(|| ApiError::internal(format!("{owner_kind} has no default instance")))?;
+        if self.find(instance_kind, org, &instance_id).await?.is_none() {
+            return Err(ApiError::FailedPrecondition(format!(
+                "{owner_kind} {owner_id} {no_instance}"
+            )));
+        }
+        Ok(Some(instance_id))
     }
 
     /// A WorkflowExecution runs a workflow instance: the one named, or the workflow's default.
@@ -222,30 +233,13 @@ impl App {
             ));
             return Ok(start);
         }
-        let Some(workflow) = self
-            .find_typed::<Workflow>("Workflow", org, &spec.workflow_id)
+        let no_instance = "has no default instance; pass a workflow_instance_id";
+        let Some(default) = self
+            .live_default_instance("Workflow", org, &spec.workflow_id, no_instance, violations)
             .await?
         else {
-            violations.push(
-                self.missing("workflow_id", "Workflow", &spec.workflow_id, org)
-                    .await?,
-            );
             return Ok(start);
         };
-        let default = workflow
-            .status
-            .unwrap_or(WorkflowStatus::default())
-            .default_instance_id;
-        if self
-            .find("WorkflowInstance", org, &default)
-            .await?
-            .is_none()
-        {
-            return Err(ApiError::FailedPrecondition(format!(
-                "Workflow {} has no default instance; pass a workflow_instance_id",
-                spec.workflow_id
-            )));
-        }
         spec.workflow_instance_id = default;
         typed::set_spec(execution, &spec);
         Ok(start)

@@ -477,7 +477,7 @@ impl App {
     }
 }
 
-fn default_instance_id(parent: &DynamicMessage) -> String {
+pub(crate) fn default_instance_id(parent: &DynamicMessage) -> String {
     child(parent, "status")
         .map(|status| get_str(&status, DEFAULT_INSTANCE_FIELD))
         .unwrap_or_default()
