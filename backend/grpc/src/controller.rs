@@ -159,7 +159,7 @@ impl App {
         resource: DynamicMessage,
     ) -> Result<Reply, ApiError> {
         let (mut resource, start) = self
-            .checked_new(kind, caller, resource, &[], |_| {})
+            .checked_new(kind, caller, resource, &[], |_| Ok(()))
             .await?;
         let related = self
             .related_writes(kind, caller, &mut resource, start)

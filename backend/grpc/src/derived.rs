@@ -28,10 +28,10 @@ impl App {
         caller: &Caller,
         mut resource: DynamicMessage,
         alongside: &[&DynamicMessage],
-        server_owned: impl FnOnce(&mut DynamicMessage) + Send,
+        server_owned: impl FnOnce(&mut DynamicMessage) -> Result<(), ApiError> + Send,
     ) -> Result<(DynamicMessage, Start), ApiError> {
         let mut violations = prepare_create(kind, &mut resource, caller, SystemTime::now());
-        server_owned(&mut resource);
+        server_owned(&mut resource)?;
         let (more, start) = self.create_checks(kind, &mut resource, alongside).await?;
         violations.extend(more);
         violations.extend(self.secrets.seal(&self.keyring, &mut resource, None)?);
@@ -47,7 +47,7 @@ impl App {
         caller: &Caller,
         resource: DynamicMessage,
         alongside: &[&DynamicMessage],
-        server_owned: impl FnOnce(&mut DynamicMessage) + Send,
+        server_owned: impl FnOnce(&mut DynamicMessage) -> Result<(), ApiError> + Send,
     ) -> Result<(DynamicMessage, Mutation), ApiError> {
         let kind = self.kind_named(kind_name)?;
         let (resource, start) = self
@@ -145,11 +145,11 @@ mod tests {
         let app = app(&dir);
         let kind = Arc::clone(app.kind_named("ExecutionContext").expect("kind"));
         let derived = app
-            .derived_create("ExecutionContext", &caller(), context(1), &[], |_| {})
+            .derived_create("ExecutionContext", &caller(), context(1), &[], |_| Ok(()))
             .await
             .expect_err("a broken derived resource must be refused");
         let client = app
-            .checked_new(&kind, &caller(), context(1), &[], |_| {})
+            .checked_new(&kind, &caller(), context(1), &[], |_| Ok(()))
             .await
             .err()
             .expect("a client create of the same resource is refused");
@@ -185,7 +185,7 @@ mod tests {
                 &caller(),
                 context(0),
                 &[&execution],
-                |_| {},
+                |_| Ok(()),
             )
             .await
             .expect("made");

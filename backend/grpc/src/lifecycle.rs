@@ -149,7 +149,7 @@ impl App {
                     caller,
                     to_dynamic(&session.request(&org)),
                     &[],
-                    |_| {},
+                    |_| Ok(()),
                 )
                 .await?;
             set_spec_str(resource, "session_id", &meta(&made).id);
@@ -381,7 +381,7 @@ impl App {
             "Created with its parent; deleted with it.",
         );
         let (instance, write) = self
-            .derived_create(instance_kind, caller, instance, &[&*parent], |_| {})
+            .derived_create(instance_kind, caller, instance, &[&*parent], |_| Ok(()))
             .await?;
         if let Some(status) = child_mut(parent, "status") {
             set_str(status, DEFAULT_INSTANCE_FIELD, meta(&instance).id);
@@ -419,7 +419,7 @@ impl App {
                 caller,
                 to_dynamic(&context),
                 &[execution],
-                |_| {},
+                |_| Ok(()),
             )
             .await?;
         Ok(write)

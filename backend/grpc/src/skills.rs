@@ -14,10 +14,9 @@ use crate::json::to_json;
 use crate::naming::{is_valid_slug, slug_from_name};
 use crate::resource::{Caller, meta, same_content, set_revision, stamp_audit};
 use crate::skill_artifact::{ArtifactLimits, inspect};
+use crate::typed;
 use crate::validation::check;
-
-/// `SkillState.SKILL_STATE_READY`.
-const READY: i32 = 2;
+use stigmer_api::ai::stigmer::agentic::skill::v1::{SkillSpec, SkillState, SkillStatus};
 
 /// The artifact storage key of a hash, as upstream's local mode names it.
 fn storage_key(hash: &str) -> String {
@@ -84,7 +83,7 @@ impl App {
                 Some(row) => {
                     let stored = decode_row(kind, row)?;
                     let mut skill = stored.clone();
-                    describe_version(&mut skill, &inspected.sha256, &inspected.skill_md, &tag);
+                    describe_version(&mut skill, &inspected.sha256, &inspected.skill_md, &tag)?;
                     stamp_audit(
                         &mut skill,
                         &["spec_audit", "status_audit"],
@@ -210,14 +209,20 @@ impl App {
 }
 
 /// Spec and status of the version described by an artifact.
-fn describe_version(skill: &mut DynamicMessage, hash: &str, skill_md: &str, tag: &str) {
-    if let Some(spec) = child_mut(skill, "spec") {
-        set_str(spec, "skill_md", skill_md);
-        set_str(spec, "tag", tag);
-    }
-    if let Some(status) = child_mut(skill, "status") {
-        set_str(status, "version_hash", hash);
-        set_str(status, "artifact_storage_key", storage_key(hash));
-        set(status, "state", Value::EnumNumber(READY));
-    }
+fn describe_version(
+    skill: &mut DynamicMessage,
+    hash: &str,
+    skill_md: &str,
+    tag: &str,
+) -> Result<(), ApiError> {
+    let mut spec: SkillSpec = typed::spec(skill)?;
+    spec.skill_md = skill_md.to_string();
+    spec.tag = tag.to_string();
+    typed::set_spec(skill, &spec);
+    let mut status: SkillStatus = typed::status(skill)?;
+    status.version_hash = hash.to_string();
+    status.artifact_storage_key = storage_key(hash);
+    status.state = SkillState::Ready as i32;
+    typed::set_status(skill, &status);
+    Ok(())
 }
