@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use prost_reflect::{DescriptorPool, DynamicMessage, MessageDescriptor, ReflectMessage, Value};
 
-use crate::envelope::Envelope;
+use crate::cached_encoding::EncodingPatcher;
 use crate::kinds::{KindRegistration, OwnerScopeDefault};
 use crate::relations::{DEFAULT_INSTANCE_FIELD, RELATIONS, Relations};
 
@@ -35,7 +35,7 @@ pub struct KindInfo {
     /// `metadata.owner_scope` to fill in when unspecified.
     pub default_owner_scope: Option<i32>,
     /// Where reads served from the `proto` cache put the row's id and revision.
-    pub envelope: Option<Envelope>,
+    pub patcher: Option<EncodingPatcher>,
     /// Its `ApiResourceGroup` value name: "agentic", or "iam" for the identity kinds (ApiKey,
     /// IdentityAccount, IamPolicy), which their own handlers serve and no org holds.
     pub group: String,
@@ -370,7 +370,7 @@ fn kind_info(
             meta.get_field_by_name("is_versioned").as_deref(),
             Some(Value::Bool(true))
         ),
-        envelope: Envelope::of(&message),
+        patcher: EncodingPatcher::of(&message),
         message,
         named,
         group,

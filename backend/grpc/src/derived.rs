@@ -10,13 +10,13 @@ use prost_reflect::DynamicMessage;
 use stigmer_store::Mutation;
 
 use crate::catalog::KindInfo;
-use crate::controller::{App, new_row};
+use crate::controller::{Controller, new_row};
 use crate::error::ApiError;
 use crate::execution_start::Start;
 use crate::resource::{Caller, prepare_create};
 use crate::validation::check;
 
-impl App {
+impl Controller {
     /// `resource` prepared, checked and sealed as a create of `kind`; with what starting it
     /// needs (an execution's session and context), made once it is known to be valid.
     /// `alongside` are resources created in the same transaction, which count as existing
@@ -39,7 +39,7 @@ impl App {
         Ok((resource, start))
     }
 
-    /// A resource the server makes for `caller`, through [`App::checked_new`], and the write
+    /// A resource the server makes for `caller`, through [`Controller::checked_new`], and the write
     /// that stores it. Such resources start nothing themselves.
     pub(crate) async fn derived_create(
         &self,
@@ -83,7 +83,7 @@ mod tests {
     use crate::error::FieldViolation;
     use crate::json::from_json;
 
-    fn app(dir: &tempfile::TempDir) -> App {
+    fn app(dir: &tempfile::TempDir) -> Controller {
         let config = stigmer_sqlite::SqliteConfig::new(dir.path().join("derived.db"));
         let store: Arc<dyn stigmer_store::Store> =
             Arc::new(stigmer_sqlite::SqliteStore::open(&config).expect("store"));
@@ -96,7 +96,7 @@ mod tests {
         )
         .expect("auth");
         let keyring = Keyring::new(MasterKey::generate().expect("key"));
-        App::new(store, catalog, keyring, auth)
+        Controller::new(store, catalog, keyring, auth)
     }
 
     fn caller() -> Caller {

@@ -20,7 +20,7 @@ use stigmer_api::ai::stigmer::agentic::workflowinstance::v1::{
 };
 use stigmer_core::relations::SESSION_AGENT_LABEL;
 
-use crate::controller::App;
+use crate::controller::Controller;
 use crate::error::{ApiError, FieldViolation};
 use crate::lifecycle::default_instance_id;
 use crate::typed;
@@ -74,7 +74,7 @@ impl NewSession {
     }
 }
 
-impl App {
+impl Controller {
     /// An AgentExecution runs in a session: the one named, or a new one on the agent's
     /// default instance.
     pub(crate) async fn start_agent_execution(

@@ -14,7 +14,7 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use crate::catalog::KindInfo;
 use crate::codec::Reply;
-use crate::controller::App;
+use crate::controller::Controller;
 use crate::encode::encode_message;
 use crate::error::{ApiError, FieldViolation};
 use crate::fields::{get_i64, get_str, set, set_str};
@@ -36,7 +36,7 @@ const CREATED: i32 = 2;
 const UPDATED: i32 = 3;
 const DELETED: i32 = 4;
 
-impl App {
+impl Controller {
     pub(crate) async fn watch(
         self: &Arc<Self>,
         caller: &Caller,
@@ -257,7 +257,7 @@ impl App {
 
 /// The kind a request names, if any; an unknown name is a field violation.
 fn optional_kind<'a>(
-    app: &'a App,
+    app: &'a Controller,
     name: &str,
     mut violations: Vec<FieldViolation>,
     request: &DynamicMessage,

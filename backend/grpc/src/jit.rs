@@ -18,7 +18,7 @@ use stigmer_api::ai::stigmer::agentic::workflowexecution::v1::WorkflowExecution;
 use stigmer_api::ai::stigmer::agentic::workflowinstance::v1::WorkflowInstance;
 use stigmer_api::ai::stigmer::commons::apiresource::ApiResourceReference;
 
-use crate::controller::App;
+use crate::controller::Controller;
 use crate::error::ApiError;
 use crate::typed;
 
@@ -31,7 +31,7 @@ struct Sources {
     environments: Vec<ApiResourceReference>,
 }
 
-impl App {
+impl Controller {
     /// The context with every value resolved and opened, if its execution still runs.
     pub(crate) async fn resolve_context(
         &self,

@@ -18,7 +18,7 @@ use stigmer_core::relations::{
 use stigmer_store::{JsonFilter, JsonPath, ListQuery, Mutation, Scope};
 
 use crate::catalog::KindInfo;
-use crate::controller::App;
+use crate::controller::Controller;
 use crate::error::{ApiError, FieldViolation};
 use crate::execution_start::Start;
 use crate::fields::{child, child_mut, get_str, set_str};
@@ -37,7 +37,7 @@ pub(crate) struct Related {
     pub after: Vec<Mutation>,
 }
 
-impl App {
+impl Controller {
     pub(crate) fn kind_named(&self, name: &str) -> Result<&Arc<KindInfo>, ApiError> {
         self.catalog
             .kind_by_name(name)
@@ -65,7 +65,7 @@ impl App {
         }
     }
 
-    /// [`App::find`] as the kind's generated struct.
+    /// [`Controller::find`] as the kind's generated struct.
     pub(crate) async fn find_typed<T: prost::Message + Default>(
         &self,
         kind: &str,
@@ -126,7 +126,7 @@ impl App {
     }
 
     /// The resources a valid create makes with it: its default instance, the session and
-    /// context an execution starts with. Each takes [`App::derived_create`].
+    /// context an execution starts with. Each takes [`Controller::derived_create`].
     pub(crate) async fn related_writes(
         &self,
         kind: &KindInfo,

@@ -6,13 +6,13 @@ use prost_reflect::{DynamicMessage, Kind, Value};
 use stigmer_store::Scope;
 
 use crate::catalog::KindInfo;
-use crate::controller::App;
+use crate::controller::Controller;
 use crate::error::{ApiError, FieldViolation};
 use crate::fields::{child, get_i32, get_str};
 
 const REFERENCE_TYPE: &str = "ai.stigmer.commons.apiresource.ApiResourceReference";
 
-impl App {
+impl Controller {
     /// Every ApiResourceReference in the resource must name an existing resource of its kind.
     pub(crate) async fn missing_references(
         &self,
@@ -145,7 +145,7 @@ fn collect_references(message: &DynamicMessage, path: &str, out: &mut Vec<Refere
     }
 }
 
-impl App {
+impl Controller {
     /// Why `spec.<field>` names no `kind`: no such id, or, when the value is not an id of that
     /// kind at all, that an id is expected, naming the id of the resource with that slug if
     /// there is one (`agentId: pr-reviewer` is a slug given where an id belongs).
