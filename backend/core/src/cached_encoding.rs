@@ -117,9 +117,9 @@ mod tests {
 
     #[test]
     fn served_bytes_carry_the_columns_id_and_revision_and_keep_the_rest() {
-        let envelope = EncodingPatcher::of(&Agent::default().descriptor()).expect("agent envelope");
+        let patcher = EncodingPatcher::of(&Agent::default().descriptor()).expect("agent patcher");
         let cached = encoded(&agent("agt-old", 3, "kept"));
-        let served = envelope.served(CachedRow {
+        let served = patcher.served(CachedRow {
             cached: &cached,
             id: "agt-new",
             revision: 42,
@@ -130,7 +130,7 @@ mod tests {
 
     #[test]
     fn list_items_are_whole_resources_each_with_its_own_columns() {
-        let envelope = EncodingPatcher::of(&Agent::default().descriptor()).expect("agent envelope");
+        let patcher = EncodingPatcher::of(&Agent::default().descriptor()).expect("agent patcher");
         let list = AgentList::default().descriptor();
         let field = list
             .fields()
