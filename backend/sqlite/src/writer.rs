@@ -555,12 +555,12 @@ fn fill_read_cache(conn: &Connection, fills: &[CacheFill]) -> rusqlite::Result<u
     Ok(filled)
 }
 
+/// A change-log entry (docs/indexes.md).
+pub(crate) const APPEND_CHANGE: &str = "INSERT INTO changes \
+     (revision, type, kind, org_id, id, committed_at, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
+
 fn append_change(conn: &Connection, change: &Change) -> rusqlite::Result<()> {
-    conn.prepare_cached(
-        "INSERT INTO changes (revision, type, kind, org_id, id, committed_at, data) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-    )?
-    .execute(params![
+    conn.prepare_cached(APPEND_CHANGE)?.execute(params![
         change.revision,
         change.change_type.as_str(),
         change.scope.kind,
@@ -625,13 +625,27 @@ fn compact_step(conn: &Connection, retention: Retention, current: i64) -> StoreR
     run().map_err(store_error)
 }
 
+/// A create (docs/indexes.md).
+pub(crate) const INSERT_RESOURCE: &str = "INSERT INTO resources \
+     (id, kind, org_id, slug, revision, data, proto) \
+     VALUES (?1, ?2, ?3, ?4, ?5, json_set(?6, '$.metadata.revision', ?7), ?8) \
+     RETURNING id, kind, org_id, slug, revision, data, proto";
+
+/// An update that checks the expected revision, by primary key.
+pub(crate) const REPLACE_RESOURCE: &str = "UPDATE resources SET slug = ?4, revision = ?5, \
+       data = json_set(?6, '$.metadata.revision', ?7), proto = ?8, \
+       updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') \
+     WHERE id = ?1 AND kind = ?2 AND org_id = ?3 AND revision = ?9 \
+     RETURNING id, kind, org_id, slug, revision, data, proto";
+
+/// A delete, by primary key.
+pub(crate) const DELETE_RESOURCE: &str = "DELETE FROM resources \
+     WHERE id = ?1 AND kind = ?2 AND org_id = ?3 AND (?4 IS NULL OR revision = ?4) \
+     RETURNING id, kind, org_id, slug, revision, data, proto";
+
 fn insert(conn: &Connection, resource: &NewResource, revision: i64) -> StoreResult<StoredResource> {
     let revision_text = revision.to_string();
-    conn.prepare_cached(
-        "INSERT INTO resources (id, kind, org_id, slug, revision, data, proto) \
-         VALUES (?1, ?2, ?3, ?4, ?5, json_set(?6, '$.metadata.revision', ?7), ?8) \
-         RETURNING id, kind, org_id, slug, revision, data, proto",
-    )
+    conn.prepare_cached(INSERT_RESOURCE)
     .and_then(|mut stmt| {
         stmt.query_row(
             params_from_iter(row_params(resource, &revision, &revision_text)),
@@ -651,13 +665,7 @@ fn replace(
     let mut values = row_params(resource, &revision, &revision_text);
     values.push(&expected);
     let updated = conn
-        .prepare_cached(
-            "UPDATE resources SET slug = ?4, revision = ?5, \
-               data = json_set(?6, '$.metadata.revision', ?7), proto = ?8, \
-               updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') \
-             WHERE id = ?1 AND kind = ?2 AND org_id = ?3 AND revision = ?9 \
-             RETURNING id, kind, org_id, slug, revision, data, proto",
-        )
+        .prepare_cached(REPLACE_RESOURCE)
         .and_then(|mut stmt| {
             stmt.query_row(params_from_iter(values), stored_from_row)
                 .optional()
@@ -712,11 +720,7 @@ fn delete(
     expected: Option<i64>,
 ) -> StoreResult<StoredResource> {
     let deleted = conn
-        .prepare_cached(
-            "DELETE FROM resources \
-             WHERE id = ?1 AND kind = ?2 AND org_id = ?3 AND (?4 IS NULL OR revision = ?4) \
-             RETURNING id, kind, org_id, slug, revision, data, proto",
-        )
+        .prepare_cached(DELETE_RESOURCE)
         .and_then(|mut stmt| {
             stmt.query_row(
                 params![id, scope.kind, scope.org, expected],
