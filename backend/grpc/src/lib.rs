@@ -15,6 +15,7 @@ mod controller;
 mod database_backup;
 use stigmer_core::encode;
 mod error;
+mod event_cache;
 mod executions;
 mod feed;
 mod fields;

@@ -287,6 +287,8 @@ fn change_from_row(row: &Row<'_>) -> rusqlite::Result<Change> {
         },
         id: row.get(4)?,
         data: row.get(5)?,
+        // The log keeps the JSON only.
+        proto: None,
     })
 }
 

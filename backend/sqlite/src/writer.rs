@@ -449,13 +449,7 @@ fn apply(conn: &Connection, op: &WriteOp, last: i64) -> StoreResult<(Applied, Ve
             continue;
         };
         revision += 1;
-        let change = Change {
-            revision,
-            change_type,
-            scope: row.scope.clone(),
-            id: row.id.clone(),
-            data: row.data.clone(),
-        };
+        let change = Change::written(revision, change_type, &row);
         append_change(conn, &change).map_err(store_error)?;
         stored.push(row);
         changes.push(change);
@@ -646,13 +640,13 @@ pub(crate) const DELETE_RESOURCE: &str = "DELETE FROM resources \
 fn insert(conn: &Connection, resource: &NewResource, revision: i64) -> StoreResult<StoredResource> {
     let revision_text = revision.to_string();
     conn.prepare_cached(INSERT_RESOURCE)
-    .and_then(|mut stmt| {
-        stmt.query_row(
-            params_from_iter(row_params(resource, &revision, &revision_text)),
-            stored_from_row,
-        )
-    })
-    .map_err(|err| write_error(err, resource))
+        .and_then(|mut stmt| {
+            stmt.query_row(
+                params_from_iter(row_params(resource, &revision, &revision_text)),
+                stored_from_row,
+            )
+        })
+        .map_err(|err| write_error(err, resource))
 }
 
 fn replace(
@@ -860,5 +854,50 @@ mod tests {
             .query_row("SELECT count(*) FROM resources", [], |row| row.get(0))
             .expect("count");
         assert_eq!(stored, 2);
+    }
+
+    /// The changes the writer publishes carry the encoding a create or an update stored, so
+    /// that watchers need not encode the JSON again.
+    #[test]
+    fn published_changes_carry_the_written_encoding() {
+        let dir = tempfile::tempdir().expect("dir");
+        let config = SqliteConfig::new(dir.path().join("published.db"));
+        schema::prepare_path(&config.path).expect("path");
+        let mut conn = schema::open_writer_connection(&config).expect("open");
+        schema::migrate(&mut conn, &config.path).expect("migrate");
+        let space = Space::start(Reserve::new(&config.path, 0), &conn);
+        let (changes, mut published) = broadcast::channel(16);
+        let mut state = WriterState {
+            revision: 0,
+            counters: Arc::default(),
+            changes,
+            space,
+            after_commit: None,
+            observer: Observer::default(),
+        };
+        let WriteOp::Transact(mut mutations) = create("agt-1") else {
+            unreachable!()
+        };
+        if let Mutation::Create(resource) = &mut mutations[0] {
+            resource.proto = Some(b"enc".to_vec());
+        }
+        let (first, mut answer) = job(WriteOp::Transact(mutations));
+        let (second, _) = job(WriteOp::Transact(vec![Mutation::Delete {
+            scope: Scope::new("Agent", "local"),
+            id: "agt-1".into(),
+            expected_revision: None,
+        }]));
+
+        commit_batch(&mut conn, vec![first, second], &mut state);
+
+        assert_eq!(written(&mut answer).expect("created"), 1);
+        let created = published.try_recv().expect("the create");
+        assert_eq!(created.proto.as_deref(), Some(&b"enc"[..]));
+        let deleted = published.try_recv().expect("the delete");
+        assert_eq!(deleted.change_type, ChangeType::Deleted);
+        assert_eq!(
+            deleted.proto, None,
+            "a delete's resource is at an older revision"
+        );
     }
 }
