@@ -306,7 +306,7 @@ fn hot_statements() -> Vec<(&'static str, Statement, &'static str)> {
             "insert",
             statement(
                 INSERT_RESOURCE,
-                &[id, "Environment", "local", "prod", "1", "{}", "1"],
+                &[id, "Environment", "local", "prod", "1", "{}", ""],
             ),
             "",
         ),
@@ -322,7 +322,7 @@ fn hot_statements() -> Vec<(&'static str, Statement, &'static str)> {
             "replace",
             statement(
                 REPLACE_RESOURCE,
-                &[id, "Environment", "local", "prod", "2", "{}", "2", "", "1"],
+                &[id, "Environment", "local", "prod", "2", "{}", "", "1"],
             ),
             "SEARCH resources USING INDEX sqlite_autoindex_resources_1 (id=?)",
         ),
