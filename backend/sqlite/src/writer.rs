@@ -830,24 +830,26 @@ mod tests {
         }
     }
 
-    /// SQLite answers some errors, SQLITE_FULL among them, by rolling back the whole
-    /// transaction rather than the statement: the other writes of the batch must still commit.
-    #[test]
-    fn a_write_that_rolls_back_the_whole_transaction_sinks_no_other() {
-        let dir = tempfile::tempdir().expect("dir");
-        let config = SqliteConfig::new(dir.path().join("batch.db"));
+    /// A migrated database's writer connection and the writer's state, with room for
+    /// `pages` more pages if given, and the receiver of the changes it publishes.
+    fn writer(
+        dir: &tempfile::TempDir,
+        pages: Option<i64>,
+    ) -> (Connection, WriterState, broadcast::Receiver<Arc<Change>>) {
+        let config = SqliteConfig::new(dir.path().join("writer.db"));
         schema::prepare_path(&config.path).expect("path");
         let mut conn = schema::open_writer_connection(&config).expect("open");
         schema::migrate(&mut conn, &config.path).expect("migrate");
-        let pages: i64 = conn
-            .pragma_query_value(None, "page_count", |row| row.get(0))
-            .expect("page_count");
-        // Room for a few small rows, not for a 1 MiB artifact.
-        conn.pragma_update(None, "max_page_count", pages + 20)
-            .expect("cap");
+        if let Some(more) = pages {
+            let pages: i64 = conn
+                .pragma_query_value(None, "page_count", |row| row.get(0))
+                .expect("page_count");
+            conn.pragma_update(None, "max_page_count", pages + more)
+                .expect("cap");
+        }
         let space = Space::start(Reserve::new(&config.path, 0), &conn);
-        let (changes, _) = broadcast::channel(16);
-        let mut state = WriterState {
+        let (changes, published) = broadcast::channel(16);
+        let state = WriterState {
             revision: 0,
             counters: Arc::default(),
             changes,
@@ -855,6 +857,16 @@ mod tests {
             after_commit: None,
             observer: Observer::default(),
         };
+        (conn, state, published)
+    }
+
+    /// SQLite answers some errors, SQLITE_FULL among them, by rolling back the whole
+    /// transaction rather than the statement: the other writes of the batch must still commit.
+    #[test]
+    fn a_write_that_rolls_back_the_whole_transaction_sinks_no_other() {
+        let dir = tempfile::tempdir().expect("dir");
+        // Room for a few small rows, not for a 1 MiB artifact.
+        let (mut conn, mut state, _) = writer(&dir, Some(20));
         let (first, mut first_answer) = job(create("agt-1"));
         let (artifact, mut artifact_answer) = job(WriteOp::Transact(vec![Mutation::PutArtifact {
             hash: "a".repeat(64),
@@ -881,20 +893,7 @@ mod tests {
     #[test]
     fn published_changes_carry_the_written_encoding() {
         let dir = tempfile::tempdir().expect("dir");
-        let config = SqliteConfig::new(dir.path().join("published.db"));
-        schema::prepare_path(&config.path).expect("path");
-        let mut conn = schema::open_writer_connection(&config).expect("open");
-        schema::migrate(&mut conn, &config.path).expect("migrate");
-        let space = Space::start(Reserve::new(&config.path, 0), &conn);
-        let (changes, mut published) = broadcast::channel(16);
-        let mut state = WriterState {
-            revision: 0,
-            counters: Arc::default(),
-            changes,
-            space,
-            after_commit: None,
-            observer: Observer::default(),
-        };
+        let (mut conn, mut state, mut published) = writer(&dir, None);
         let WriteOp::Transact(mut mutations) = create("agt-1") else {
             unreachable!()
         };
