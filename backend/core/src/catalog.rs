@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use prost_reflect::{DescriptorPool, DynamicMessage, MessageDescriptor, ReflectMessage, Value};
 
-use crate::envelope::Envelope;
+use crate::cached_encoding::EncodingPatcher;
 use crate::kinds::{KindRegistration, OwnerScopeDefault};
 
 const KIND_ENUM: &str = "ai.stigmer.commons.apiresource.apiresourcekind.ApiResourceKind";
@@ -34,7 +34,7 @@ pub struct KindInfo {
     /// `metadata.owner_scope` to fill in when unspecified.
     pub default_owner_scope: Option<i32>,
     /// Where reads served from the `proto` cache put the row's id and revision.
-    pub envelope: Option<Envelope>,
+    pub patcher: Option<EncodingPatcher>,
     /// Its `ApiResourceGroup` value name: "agentic", or "iam" for the identity kinds (ApiKey,
     /// IdentityAccount, IamPolicy), which their own handlers serve and no org holds.
     pub group: String,
@@ -350,7 +350,7 @@ fn kind_info(
             meta.get_field_by_name("is_versioned").as_deref(),
             Some(Value::Bool(true))
         ),
-        envelope: Envelope::of(&message),
+        patcher: EncodingPatcher::of(&message),
         message,
         named,
         group,

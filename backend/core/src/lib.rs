@@ -3,10 +3,10 @@
 //! codec for messages known only at run time, id and slug rules, header names and limits.
 #![forbid(unsafe_code)]
 
+pub mod cached_encoding;
 pub mod catalog;
 pub mod codec;
 pub mod encode;
-pub mod envelope;
 pub mod kinds;
 pub mod naming;
 

@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 
-use crate::controller::App;
+use crate::controller::Controller;
 use crate::error::{ApiError, FieldViolation};
 use crate::feed::EventStream;
 use crate::fields::{get_str, set, set_str};
@@ -46,7 +46,7 @@ fn omitted(
     item
 }
 
-impl App {
+impl Controller {
     pub(crate) async fn export(
         self: &Arc<Self>,
         caller: &Caller,

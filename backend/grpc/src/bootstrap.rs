@@ -15,7 +15,7 @@ use crate::auth::rules::str_at;
 use crate::auth::{API_KEY, IAM_ORG, IAM_POLICY, IDENTITY_ACCOUNT_KIND, ORG_LABEL};
 use crate::catalog::KindInfo;
 use crate::config::{AuthMode, ServerConfig};
-use crate::controller::{App, new_row};
+use crate::controller::{Controller, new_row};
 use crate::error::ApiError;
 use crate::iam::SpecGrant;
 use crate::json::from_json;
@@ -75,14 +75,17 @@ pub enum BootstrapError {
 /// `spec.idp_id` of accounts made here: no identity provider vouches for them.
 const IDP_ID_PREFIX: &str = "stigmer-server:";
 
-async fn offline_app(config: &ServerConfig, store: Arc<dyn Store>) -> Result<App, BootstrapError> {
+async fn offline_app(
+    config: &ServerConfig,
+    store: Arc<dyn Store>,
+) -> Result<Controller, BootstrapError> {
     let keyring = load_keyring(config, store.as_ref()).await?;
     let mut config = config.clone();
     config.auth = AuthMode::ApiKey;
     Ok(new_app(&config, store, keyring)?)
 }
 
-fn kind<'a>(app: &'a App, name: &str) -> Result<&'a Arc<KindInfo>, ApiError> {
+fn kind<'a>(app: &'a Controller, name: &str) -> Result<&'a Arc<KindInfo>, ApiError> {
     app.catalog
         .kind_by_name(name)
         .ok_or_else(|| ApiError::internal(format!("the {name} kind is not served")))

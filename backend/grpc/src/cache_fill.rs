@@ -10,14 +10,14 @@ use std::sync::Arc;
 use stigmer_store::{CacheFill, StoreError, StoredResource};
 use tokio::sync::watch;
 
-use crate::controller::{App, cached_encoding};
+use crate::controller::{Controller, cached_encoding};
 
 /// Rows read, encoded and filled per step: small enough that a step never holds up client
 /// writes for long in the writer's queue.
 const STEP: usize = 256;
 
 /// Runs until `stop` turns true.
-pub(crate) async fn refill_read_cache(app: Arc<App>, mut stop: watch::Receiver<bool>) {
+pub(crate) async fn refill_read_cache(app: Arc<Controller>, mut stop: watch::Receiver<bool>) {
     loop {
         match fill_all(&app, &stop).await {
             Ok(0) => {}
@@ -33,7 +33,7 @@ pub(crate) async fn refill_read_cache(app: Arc<App>, mut stop: watch::Receiver<b
 }
 
 /// One pass over every row without an encoding; returns how many took one.
-async fn fill_all(app: &App, stop: &watch::Receiver<bool>) -> Result<u64, StoreError> {
+async fn fill_all(app: &Controller, stop: &watch::Receiver<bool>) -> Result<u64, StoreError> {
     let mut after_id = String::new();
     let mut filled = 0;
     while !*stop.borrow() {
@@ -50,7 +50,7 @@ async fn fill_all(app: &App, stop: &watch::Receiver<bool>) -> Result<u64, StoreE
 
 /// The row's encoding, or `None` (logged) when it cannot be made: a kind this server does not
 /// serve, or data that no longer decodes. Reads of such a row report the problem themselves.
-fn fill_for(app: &App, row: &StoredResource) -> Option<CacheFill> {
+fn fill_for(app: &Controller, row: &StoredResource) -> Option<CacheFill> {
     let kind = app.catalog.kind_by_name(&row.scope.kind)?;
     match cached_encoding(kind, &row.data) {
         Ok(proto) => Some(CacheFill {

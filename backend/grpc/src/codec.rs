@@ -10,7 +10,7 @@ use tonic::Status;
 use tonic::codec::{Codec, EncodeBuf, Encoder};
 
 /// What the server sends: a message to encode, or bytes already encoded (reads served from
-/// the `proto` cache column, see `stigmer_core::envelope`).
+/// the `proto` cache column, see `stigmer_core::cached_encoding`).
 #[derive(Debug, Clone)]
 pub enum Reply {
     Message(DynamicMessage),

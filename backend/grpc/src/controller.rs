@@ -32,7 +32,7 @@ use stigmer_secrets::Keyring;
 pub(crate) const MAX_ATTEMPTS: usize = 32;
 
 /// Everything a request needs: the store, what is served, and the compiled rules.
-pub struct App {
+pub struct Controller {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) catalog: Arc<Catalog>,
     pub(crate) validator: Arc<Validator>,
@@ -52,7 +52,7 @@ pub struct App {
     pub(crate) watch_metrics: Option<Arc<crate::metrics::WatchMetrics>>,
 }
 
-impl App {
+impl Controller {
     pub(crate) fn new(
         store: Arc<dyn Store>,
         catalog: Catalog,
@@ -83,8 +83,8 @@ impl App {
     /// The same controller over another store, for work that must not reach the real one
     /// until it commits (`batch.rs`): rules, keys and authorization shared; locks, the event
     /// cache and cache-miss signals its own.
-    pub(crate) fn with_store(&self, store: Arc<dyn Store>) -> App {
-        App {
+    pub(crate) fn with_store(&self, store: Arc<dyn Store>) -> Controller {
+        Controller {
             store,
             catalog: Arc::clone(&self.catalog),
             validator: Arc::clone(&self.validator),
@@ -499,7 +499,7 @@ fn related_slug_taken(kind: &KindInfo, resource: &DynamicMessage, err: StoreErro
     }
 }
 
-impl App {
+impl Controller {
     /// Wakes the refill (`cache_fill.rs`) when a read had to decode a row for want of its
     /// cached encoding; rows that have one never need it.
     pub(crate) fn note_uncached(&self, row: &StoredResource) {
@@ -527,8 +527,8 @@ fn written(kind: &KindInfo, mut resource: DynamicMessage, row: &StoredResource) 
 
 /// The row's cached encoding as the answer, if it has one.
 fn served(kind: &KindInfo, row: &StoredResource) -> Option<Reply> {
-    let row = crate::wire::cached_row(row)?;
-    Some(Reply::Encoded(kind.envelope?.served(row)))
+    let row = crate::cached_rows::cached_row(row)?;
+    Some(Reply::Encoded(kind.patcher?.served(row)))
 }
 
 /// The reply to a delete of a row too large to send back whole (`limits.rs`): the resource

@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::codec::Reply;
-use crate::controller::App;
+use crate::controller::Controller;
 use crate::error::ApiError;
 use crate::feed::EventStream;
 use crate::fields::{set, set_str};
@@ -21,7 +21,7 @@ const CHUNK: usize = 1024 * 1024;
 /// Chunks read ahead of a slow client.
 const READ_AHEAD: usize = 2;
 
-impl App {
+impl Controller {
     pub(crate) async fn backup(&self, output: MessageDescriptor) -> Result<EventStream, ApiError> {
         let copy = self.store.backup().await?;
         let master_key_id = self.keyring.current_id().to_string();

@@ -1,5 +1,5 @@
 //! Encoded WatchEvents of the most recent changes, shared by every watcher
-//! (ResourceService/watch in `feed.rs`, held by the controller's `App`).
+//! (ResourceService/watch in `feed.rs`, held by the controller's `Controller`).
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
 

@@ -14,7 +14,7 @@ use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::catalog::KindInfo;
-use crate::controller::{App, MAX_ATTEMPTS, new_row};
+use crate::controller::{Controller, MAX_ATTEMPTS, new_row};
 use crate::error::ApiError;
 use crate::feed::EventStream;
 use crate::fields::{child, get_i32, get_str, set, set_str};
@@ -61,7 +61,7 @@ fn rfc3339_now() -> String {
         .unwrap_or_default()
 }
 
-impl App {
+impl Controller {
     pub(crate) async fn update_status(
         &self,
         kind: &KindInfo,
@@ -214,7 +214,7 @@ impl App {
 }
 
 async fn forward_until_final(
-    app: Arc<App>,
+    app: Arc<Controller>,
     kind: Arc<KindInfo>,
     mut items: mpsc::Receiver<Result<WatchItem, StoreError>>,
     tx: mpsc::Sender<Result<DynamicMessage, tonic::Status>>,

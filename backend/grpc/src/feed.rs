@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use prost::bytes::Bytes;
 use prost_reflect::{DynamicMessage, MessageDescriptor, Value};
-use stigmer_core::envelope::CachedRow;
+use stigmer_core::cached_encoding::CachedRow;
 use stigmer_store::{AtRevision, Change, ChangeFilter, ChangeType, Scope, WatchItem, WatchOptions};
 use tokio_stream::Stream;
 use tokio_stream::StreamExt;
@@ -15,7 +15,7 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use crate::catalog::{Catalog, KindInfo};
 use crate::codec::Reply;
-use crate::controller::App;
+use crate::controller::Controller;
 use crate::encode::encode_message;
 use crate::error::{ApiError, FieldViolation};
 use crate::fields::{get_i64, get_str, set, set_str};
@@ -38,7 +38,7 @@ const CREATED: i32 = 2;
 const UPDATED: i32 = 3;
 const DELETED: i32 = 4;
 
-impl App {
+impl Controller {
     pub(crate) async fn watch(
         self: &Arc<Self>,
         caller: &Caller,
@@ -187,7 +187,7 @@ impl App {
 
 /// The kind a request names, if any; an unknown name is a field violation.
 fn optional_kind<'a>(
-    app: &'a App,
+    app: &'a Controller,
     name: &str,
     mut violations: Vec<FieldViolation>,
     request: &DynamicMessage,
@@ -220,7 +220,7 @@ enum Resource<'a> {
     /// A stored document: decoded, redacted and encoded.
     Json(&'a str),
     /// The encoding the write stored (already redacted), with the row's id and revision
-    /// patched in as reads do (`stigmer_core::envelope`).
+    /// patched in as reads do (`stigmer_core::cached_encoding`).
     Encoded(Bytes),
 }
 
@@ -244,7 +244,7 @@ impl Events<'_> {
         let envelope = self
             .catalog
             .org_kind_by_name(&change.scope.kind)
-            .and_then(|kind| kind.envelope);
+            .and_then(|kind| kind.patcher);
         let resource = match (envelope, &change.proto) {
             (Some(envelope), Some(cached)) => Resource::Encoded(envelope.served(CachedRow {
                 cached,

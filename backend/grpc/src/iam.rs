@@ -14,13 +14,13 @@ use crate::auth::roles::Role;
 use crate::auth::rules::str_at;
 use crate::auth::{API_KEY, IAM_ORG, IAM_POLICY, IDENTITY_ACCOUNT_KIND, ORG_LABEL, equals};
 use crate::catalog::{KindInfo, Method};
-use crate::controller::{App, decode_row, id_of, new_row, not_found};
+use crate::controller::{Controller, decode_row, id_of, new_row, not_found};
 use crate::error::{ApiError, FieldViolation};
 use crate::fields::{child_mut, get_str, set, set_str};
 use crate::resource::{Caller, fill_type_fields, meta, prepare_create, set_revision};
 use crate::validation::check;
 
-impl App {
+impl Controller {
     /// Serves an RPC of an identity kind.
     pub(crate) async fn serve_iam(
         &self,

@@ -11,7 +11,7 @@ use crate::auth::grants::{Grant, Grants, IDENTITY_ACCOUNT, ORGANIZATION};
 use crate::auth::roles::Role;
 use crate::auth::rules::str_at;
 use crate::auth::{IAM_POLICY, ORG_LABEL, equals, grant_of};
-use crate::controller::App;
+use crate::controller::Controller;
 use crate::error::ApiError;
 use crate::fields::set;
 use crate::json::from_json;
@@ -20,7 +20,7 @@ use crate::resource::Caller;
 /// Ids listed per page when every resource of a kind is authorized.
 const ID_PAGE: usize = 1000;
 
-impl App {
+impl Controller {
     pub(crate) async fn check_authorization(
         &self,
         caller: &Caller,

@@ -8,7 +8,7 @@ use std::time::SystemTime;
 use prost_reflect::{DynamicMessage, MapKey, Value};
 use stigmer_store::Mutation;
 
-use crate::controller::{App, new_row};
+use crate::controller::{Controller, new_row};
 use crate::error::ApiError;
 use crate::executions::phase_of;
 use crate::fields::{child, child_mut, get_str, set, set_str};
@@ -18,7 +18,7 @@ use crate::resource::{Caller, meta, prepare_create};
 const PENDING: i32 = 1;
 const IN_PROGRESS: i32 = 2;
 
-impl App {
+impl Controller {
     /// The ExecutionContext written with a new execution, holding its runtime_env.
     pub(crate) fn context_for(
         &self,

@@ -10,7 +10,7 @@ use prost_reflect::{DynamicMessage, Kind, Value};
 use stigmer_store::{JsonFilter, JsonPath, ListQuery, Mutation, Scope};
 
 use crate::catalog::KindInfo;
-use crate::controller::{App, new_row};
+use crate::controller::{Controller, new_row};
 use crate::error::{ApiError, FieldViolation};
 use crate::fields::{child, child_mut, get_i32, get_str, set, set_str};
 use crate::json::from_json;
@@ -46,7 +46,7 @@ pub(crate) struct Related {
     pub after: Vec<Mutation>,
 }
 
-impl App {
+impl Controller {
     pub(crate) fn kind_named(&self, name: &str) -> Result<&Arc<KindInfo>, ApiError> {
         self.catalog
             .kind_by_name(name)
@@ -689,7 +689,7 @@ fn collect_references(message: &DynamicMessage, path: &str, out: &mut Vec<Refere
     }
 }
 
-impl App {
+impl Controller {
     /// Why `spec.<field>` names no `kind`: no such id, or, when the value is not an id of that
     /// kind at all, that an id is expected, naming the id of the resource with that slug if
     /// there is one (`agentId: pr-reviewer` is a slug given where an id belongs).

@@ -9,7 +9,7 @@ use stigmer_store::{JsonFilter, JsonPath, ListPage, ListQuery, Scope, StoredReso
 
 use crate::catalog::{KindInfo, Method};
 use crate::codec::Reply;
-use crate::controller::{App, decode_row};
+use crate::controller::{Controller, decode_row};
 use crate::encode::{put_message, put_message_field};
 use crate::error::ApiError;
 use crate::fields::{get_i32, get_str, has, set, set_str};
@@ -21,7 +21,7 @@ use crate::validation::check;
 const DEFAULT_PAGE_SIZE: usize = 100;
 const MAX_PAGE_SIZE: usize = 1000;
 
-impl App {
+impl Controller {
     pub(crate) async fn list(
         &self,
         method: &Method,
@@ -99,13 +99,13 @@ impl App {
                 ))
             })?;
         let field = items_field.number();
-        let envelope = kind.envelope;
+        let patcher = kind.patcher;
         let rows_len: usize = rows.iter().map(served_len).sum();
         let mut out = Vec::with_capacity(256 + rows_len + 16 * rows.len());
         put_message(response, &mut out);
         for row in rows {
-            if let (Some(envelope), Some(cached)) = (envelope, crate::wire::cached_row(row)) {
-                envelope.put_item(field, cached, &mut out);
+            if let (Some(patcher), Some(cached)) = (patcher, crate::cached_rows::cached_row(row)) {
+                patcher.put_item(field, cached, &mut out);
                 continue;
             }
             self.note_uncached(row);

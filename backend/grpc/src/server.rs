@@ -20,7 +20,7 @@ use crate::auth::{Auth, KeyRequired};
 use crate::cache_fill::refill_read_cache;
 use crate::catalog::{Catalog, CatalogError};
 use crate::config::{AuthMode, ServerConfig};
-use crate::controller::App;
+use crate::controller::Controller;
 use crate::incoming::Incoming;
 use crate::kinds::KINDS;
 use crate::logging::RpcLogLayer;
@@ -174,7 +174,7 @@ pub(crate) fn new_app(
     config: &ServerConfig,
     store: Arc<dyn Store>,
     keyring: Keyring,
-) -> Result<App, ServerError> {
+) -> Result<Controller, ServerError> {
     let catalog = Catalog::build(&stigmer_api::DESCRIPTOR_POOL, KINDS)?;
     let auth = Auth::new(
         config.auth,
@@ -182,7 +182,7 @@ pub(crate) fn new_app(
         &stigmer_api::DESCRIPTOR_POOL,
         catalog.services(),
     )?;
-    Ok(App::new(store, catalog, keyring, auth))
+    Ok(Controller::new(store, catalog, keyring, auth))
 }
 
 /// Everything a server needs besides its transport: the open store and its background
@@ -502,7 +502,7 @@ async fn set_health(reporter: &HealthReporter, services: &[String], status: Serv
 /// Every gRPC route: the resource controllers, health, and reflection (v1 and v1alpha, since
 /// grpcurl 1.8 still asks v1alpha).
 fn routes(
-    app: Arc<App>,
+    app: Arc<Controller>,
     health: tonic_health::pb::health_server::HealthServer<
         impl tonic_health::pb::health_server::Health,
     >,

@@ -17,7 +17,7 @@ use tracing::Span;
 use crate::auth::{IAM_POLICY, OrgNeed};
 use crate::catalog::{BackendMethod, BackendVerb, Method, Verb};
 use crate::codec::{Reply, ServerCodec};
-use crate::controller::App;
+use crate::controller::Controller;
 use crate::error::{ApiError, SHUTTING_DOWN};
 use crate::feed::EventStream;
 use crate::panics::{Caught, CaughtBody};
@@ -31,11 +31,11 @@ type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 /// Serves every method in the catalog.
 #[derive(Clone)]
 pub(crate) struct ResourceRpc {
-    app: Arc<App>,
+    app: Arc<Controller>,
 }
 
 impl ResourceRpc {
-    pub(crate) fn new(app: Arc<App>) -> Self {
+    pub(crate) fn new(app: Arc<Controller>) -> Self {
         Self { app }
     }
 }
@@ -78,7 +78,10 @@ where
     }
 }
 
-async fn serve<B>(app: Arc<App>, request: http::Request<B>) -> http::Response<tonic::body::Body>
+async fn serve<B>(
+    app: Arc<Controller>,
+    request: http::Request<B>,
+) -> http::Response<tonic::body::Body>
 where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<StdError> + Send + 'static,
@@ -101,7 +104,7 @@ fn grpc_for(input: &prost_reflect::MessageDescriptor) -> Grpc<ServerCodec> {
 }
 
 async fn serve_kind_method<B>(
-    app: Arc<App>,
+    app: Arc<Controller>,
     method: Arc<Method>,
     request: http::Request<B>,
 ) -> http::Response<tonic::body::Body>
@@ -138,7 +141,7 @@ where
 }
 
 async fn serve_backend_method<B>(
-    app: Arc<App>,
+    app: Arc<Controller>,
     method: Arc<BackendMethod>,
     request: http::Request<B>,
 ) -> http::Response<tonic::body::Body>
@@ -190,7 +193,7 @@ impl Target {
 }
 
 struct StreamCall {
-    app: Arc<App>,
+    app: Arc<Controller>,
     target: Target,
 }
 
@@ -220,7 +223,7 @@ impl ServerStreamingService<DynamicMessage> for StreamCall {
 }
 
 async fn open_stream(
-    app: &Arc<App>,
+    app: &Arc<Controller>,
     target: Target,
     caller: &Caller,
     request: DynamicMessage,
@@ -267,7 +270,7 @@ fn oversize_is_resource_exhausted(response: &mut http::Response<tonic::body::Bod
 
 /// A unary call of a kind's controller or of the backend-wide service.
 struct UnaryCall {
-    app: Arc<App>,
+    app: Arc<Controller>,
     target: Target,
 }
 
@@ -311,7 +314,7 @@ impl UnaryService<DynamicMessage> for UnaryCall {
 }
 
 async fn serve_unary(
-    app: &App,
+    app: &Controller,
     target: Target,
     caller: &Caller,
     request: DynamicMessage,

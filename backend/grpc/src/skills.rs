@@ -7,7 +7,7 @@ use prost_reflect::{DynamicMessage, Value};
 use stigmer_store::{Mutation, Scope, StoreError, VersionSelector};
 
 use crate::catalog::{KindInfo, Method};
-use crate::controller::{App, MAX_ATTEMPTS, decode_row, new_row};
+use crate::controller::{Controller, MAX_ATTEMPTS, decode_row, new_row};
 use crate::error::{ApiError, FieldViolation};
 use crate::fields::{child_mut, get_i32, get_str, set, set_str};
 use crate::json::to_json;
@@ -31,7 +31,7 @@ fn is_hash(text: &str) -> bool {
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
-impl App {
+impl Controller {
     pub(crate) async fn push_skill(
         &self,
         kind: &KindInfo,

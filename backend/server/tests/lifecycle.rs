@@ -738,7 +738,7 @@ async fn upstream_list_totals_count_the_whole_listing() {
 /// The Agent is not stored when its default instance cannot be: both are one transaction.
 ///
 /// Fails when a create commits each of its writes alone (one `transact` per mutation in
-/// `App::create`): the refused create leaves the Agent behind, which the apply then updates:
+/// `Controller::create`): the refused create leaves the Agent behind, which the apply then updates:
 /// "expected FailedPrecondition, got success".
 #[tokio::test]
 async fn a_default_instance_slug_taken_by_another_instance_fails_clearly_on_create_and_apply() {
@@ -892,7 +892,7 @@ async fn committed_by<T>(server: &TestServer, call: impl Future<Output = T>) -> 
 /// `a_default_instance_slug_taken_by_another_instance_fails_clearly_on_create_and_apply`.
 ///
 /// Fails when a create commits each of its writes alone (one `transact` per mutation in
-/// `App::create`): "one transaction wrote the agent and its default instance:
+/// `Controller::create`): "one transaction wrote the agent and its default instance:
 /// 2 transactions, 2 writes, 2 revisions".
 #[tokio::test]
 async fn an_agent_and_its_default_instance_commit_in_one_transaction() {
@@ -921,7 +921,7 @@ async fn an_agent_and_its_default_instance_commit_in_one_transaction() {
 /// taken), the session written before it in the transaction is not stored either.
 ///
 /// Fails when a create commits each of its writes alone (one `transact` per mutation in
-/// `App::create`): "one transaction wrote the session, the execution and its context:
+/// `Controller::create`): "one transaction wrote the session, the execution and its context:
 /// 3 transactions, 3 writes, 3 revisions"; and "the refused execution left no session: 1".
 #[tokio::test]
 async fn an_execution_and_its_new_session_commit_in_one_transaction_or_not_at_all() {

@@ -585,8 +585,8 @@ fn id_of(resource: &Value) -> String {
 /// which also shows that the byte scan finds a secret where there is one.
 ///
 /// Fails when a list stops redacting the rows it decodes (`self.secrets.redact(&mut
-/// resource)` removed from `App::with_items`): ".../EnvironmentQueryController/list sent a
-/// sealed value"; when `App::handle` stops redacting: ".../EnvironmentQueryController/get sent
+/// resource)` removed from `Controller::with_items`): ".../EnvironmentQueryController/list sent a
+/// sealed value"; when `Controller::handle` stops redacting: ".../EnvironmentQueryController/get sent
 /// a sealed value".
 #[tokio::test]
 async fn unary_reads_send_secrets_only_through_the_execution_context() {
@@ -669,7 +669,7 @@ async fn unary_reads_send_secrets_only_through_the_execution_context() {
 /// each kind that holds a secret: no secret in their bytes, and the secret reads redacted,
 /// even when the request itself carried it in plain text.
 ///
-/// Fails when `App::handle` stops redacting: ".../AgentExecutionCommandController/updateStatus
+/// Fails when `Controller::handle` stops redacting: ".../AgentExecutionCommandController/updateStatus
 /// sent a sealed value"; when the cached encoding is no longer redacted
 /// (`SecretMap::public_encoding`): ".../EnvironmentCommandController/create sent a sealed
 /// value".
@@ -803,7 +803,7 @@ fn revision_of(json: &Value) -> i64 {
 /// resource that holds one shows it redacted in the event's Any, deletes included.
 ///
 /// Fails when `feed.rs` stops redacting (`self.secrets.redact(&mut resource)` removed from
-/// `App::any`): "snapshot sent a sealed value".
+/// `Controller::any`): "snapshot sent a sealed value".
 #[tokio::test]
 async fn watch_snapshot_replay_and_live_events_never_send_a_secret() {
     let server = TestServer::start().await;
@@ -887,7 +887,7 @@ async fn live_events(
 /// ResourceService/getAtRevision of each holder of a secret, at the revision a read returned
 /// and, for the Environment, at one an update has since left behind.
 ///
-/// Fails when `feed.rs` stops redacting (`App::any`): "{"kind":"Environment",...} sent a
+/// Fails when `feed.rs` stops redacting (`Controller::any`): "{"kind":"Environment",...} sent a
 /// sealed value".
 #[tokio::test]
 async fn get_at_revision_never_sends_a_secret() {

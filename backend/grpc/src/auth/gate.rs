@@ -9,17 +9,17 @@ use std::task::{Context, Poll};
 
 use tonic::Status;
 
-use crate::controller::App;
+use crate::controller::Controller;
 
 /// `inner`, reached only with a valid API key (in local mode, always).
 #[derive(Clone)]
 pub(crate) struct KeyRequired<S> {
     inner: S,
-    app: Arc<App>,
+    app: Arc<Controller>,
 }
 
 impl<S> KeyRequired<S> {
-    pub(crate) fn new(inner: S, app: Arc<App>) -> Self {
+    pub(crate) fn new(inner: S, app: Arc<Controller>) -> Self {
         Self { inner, app }
     }
 }

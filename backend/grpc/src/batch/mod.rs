@@ -14,7 +14,7 @@ use stigmer_store::Store;
 
 use crate::catalog::{KindInfo, Method, Verb};
 use crate::codec::Reply;
-use crate::controller::App;
+use crate::controller::Controller;
 use crate::error::{ApiError, FieldViolation};
 use crate::fields::{get_str, set, set_str};
 use crate::resource::{Caller, meta, set_revision};
@@ -29,7 +29,7 @@ struct Item {
     resource: DynamicMessage,
 }
 
-impl App {
+impl Controller {
     pub(crate) async fn apply_batch(
         &self,
         caller: &Caller,

@@ -18,13 +18,13 @@ pub struct CachedRow<'a> {
 
 /// Where a kind's envelope keeps the fields the row's columns override.
 #[derive(Debug, Clone, Copy)]
-pub struct Envelope {
+pub struct EncodingPatcher {
     metadata: u32,
     id: u32,
     revision: u32,
 }
 
-impl Envelope {
+impl EncodingPatcher {
     /// `None` when `message` has no `metadata` with a string `id` and an int64 `revision`,
     /// in which case reads of the kind always decode `data`.
     pub fn of(message: &MessageDescriptor) -> Option<Self> {
@@ -117,9 +117,9 @@ mod tests {
 
     #[test]
     fn served_bytes_carry_the_columns_id_and_revision_and_keep_the_rest() {
-        let envelope = Envelope::of(&Agent::default().descriptor()).expect("agent envelope");
+        let patcher = EncodingPatcher::of(&Agent::default().descriptor()).expect("agent patcher");
         let cached = encoded(&agent("agt-old", 3, "kept"));
-        let served = envelope.served(CachedRow {
+        let served = patcher.served(CachedRow {
             cached: &cached,
             id: "agt-new",
             revision: 42,
@@ -130,7 +130,7 @@ mod tests {
 
     #[test]
     fn list_items_are_whole_resources_each_with_its_own_columns() {
-        let envelope = Envelope::of(&Agent::default().descriptor()).expect("agent envelope");
+        let patcher = EncodingPatcher::of(&Agent::default().descriptor()).expect("agent patcher");
         let list = AgentList::default().descriptor();
         let field = list
             .fields()
@@ -145,7 +145,7 @@ mod tests {
                 id,
                 revision,
             };
-            envelope.put_item(field, row, &mut out);
+            patcher.put_item(field, row, &mut out);
         }
         let decoded = DynamicMessage::decode(list, out.freeze()).expect("valid list");
         let Some(Value::List(items)) = decoded.get_field_by_number(field).as_deref().cloned()
@@ -171,6 +171,6 @@ mod tests {
     #[test]
     fn kinds_without_the_envelope_fields_are_not_served_from_the_cache() {
         let id = stigmer_api::ai::stigmer::commons::apiresource::ApiResourceId::default();
-        assert!(Envelope::of(&id.descriptor()).is_none());
+        assert!(EncodingPatcher::of(&id.descriptor()).is_none());
     }
 }
