@@ -14,7 +14,7 @@ use crate::auth::Auth;
 use crate::catalog::{Catalog, KindInfo, Method, Verb};
 use crate::codec::Reply;
 use crate::error::ApiError;
-use crate::feed::EventCache;
+use crate::event_cache::EventCache;
 use crate::fields::{get_i32, get_i64, get_str, set};
 use crate::json::{from_json, to_json};
 use crate::key_locks::{KeyLocks, id_key, slug_key};

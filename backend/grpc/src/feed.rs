@@ -3,16 +3,17 @@
 //! turns its items into WatchEvent messages.
 
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
 
 use prost::bytes::Bytes;
 use prost_reflect::{DynamicMessage, MessageDescriptor, Value};
-use stigmer_store::{AtRevision, ChangeFilter, ChangeType, Scope, WatchItem, WatchOptions};
+use stigmer_core::cached_encoding::CachedRow;
+use stigmer_store::{AtRevision, Change, ChangeFilter, ChangeType, Scope, WatchItem, WatchOptions};
 use tokio_stream::Stream;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 
-use crate::catalog::KindInfo;
+use crate::catalog::{Catalog, KindInfo};
 use crate::codec::Reply;
 use crate::controller::Controller;
 use crate::encode::encode_message;
@@ -21,6 +22,7 @@ use crate::fields::{get_i64, get_str, set, set_str};
 use crate::json::from_json;
 use crate::limits::{MAX_RESOURCE_SIZE, unservable_reason};
 use crate::resource::Caller;
+use crate::secrets::SecretMap;
 use crate::validation::check;
 
 /// Rows per step of a watch's snapshot and replay.
@@ -77,7 +79,12 @@ impl Controller {
         descriptor: &MessageDescriptor,
         item: WatchItem,
     ) -> Result<Reply, ApiError> {
-        match &item {
+        let events = Events {
+            catalog: &self.catalog,
+            secrets: self.secrets,
+            descriptor,
+        };
+        match item {
             WatchItem::Change(change) => {
                 let revision = change.revision;
                 if let Some(metrics) = &self.watch_metrics {
@@ -85,102 +92,20 @@ impl Controller {
                 }
                 self.events
                     .get_or_encode(revision, || {
-                        Ok(encode_message(&self.watch_event(descriptor, item)?).into())
+                        Ok(encode_message(&events.change(&change)?).into())
                     })
                     .map(Reply::Encoded)
             }
-            WatchItem::Snapshot { .. } => self.watch_event(descriptor, item).map(Reply::Message),
-        }
-    }
-
-    fn watch_event(
-        &self,
-        descriptor: &MessageDescriptor,
-        item: WatchItem,
-    ) -> Result<DynamicMessage, ApiError> {
-        match item {
-            WatchItem::Snapshot { revision, resource } => self.event(
-                descriptor,
-                revision,
-                SNAPSHOT,
-                &resource.scope.kind,
-                &resource.id,
-                &resource.data,
-            ),
-            WatchItem::Change(change) => {
-                let event_type = match change.change_type {
-                    ChangeType::Created => CREATED,
-                    ChangeType::Updated => UPDATED,
-                    ChangeType::Deleted => DELETED,
-                };
-                self.event(
-                    descriptor,
-                    change.revision,
-                    event_type,
-                    &change.scope.kind,
-                    &change.id,
-                    &change.data,
+            WatchItem::Snapshot { revision, resource } => events
+                .event(
+                    revision,
+                    SNAPSHOT,
+                    &resource.scope.kind,
+                    &resource.id,
+                    Resource::Json(&resource.data),
                 )
-            }
+                .map(Reply::Message),
         }
-    }
-
-    fn event(
-        &self,
-        descriptor: &MessageDescriptor,
-        revision: i64,
-        event_type: i32,
-        kind: &str,
-        id: &str,
-        data: &str,
-    ) -> Result<DynamicMessage, ApiError> {
-        let info = self.catalog.org_kind_by_name(kind).ok_or_else(|| {
-            ApiError::internal(format!("the change log names an unknown kind {kind:?}"))
-        })?;
-        let mut event = DynamicMessage::new(descriptor.clone());
-        set(&mut event, "revision", Value::I64(revision));
-        set(&mut event, "type", Value::EnumNumber(event_type));
-        set_str(&mut event, "kind", kind);
-        set_str(&mut event, "id", id);
-        match self.any(info, data)? {
-            Ok(any) => set(&mut event, "resource", Value::Message(any)),
-            Err(size) => {
-                // One such row must not end every watch of its kind (`limits.rs`).
-                let reason = unservable_reason(kind, id, size);
-                tracing::warn!(kind, id, size, revision, "{reason}");
-                set_str(&mut event, "resource_omitted", reason);
-            }
-        }
-        Ok(event)
-    }
-
-    /// A stored resource, its secrets redacted, as `google.protobuf.Any`, so grpcurl and typed
-    /// clients can unpack it; `Err(size)` when it is too large to send.
-    fn any(&self, kind: &KindInfo, data: &str) -> Result<Result<DynamicMessage, usize>, ApiError> {
-        if data.len() > MAX_RESOURCE_SIZE {
-            return Ok(Err(data.len()));
-        }
-        let mut resource = from_json(&kind.message, data)?;
-        self.secrets.redact(&mut resource);
-        let value = encode_message(&resource);
-        if value.len() > MAX_RESOURCE_SIZE {
-            return Ok(Err(value.len()));
-        }
-        let descriptor = kind
-            .message
-            .parent_pool()
-            .get_message_by_name("google.protobuf.Any")
-            .ok_or_else(|| {
-                ApiError::internal("google.protobuf.Any is not in the descriptor pool")
-            })?;
-        let mut any = DynamicMessage::new(descriptor);
-        set_str(
-            &mut any,
-            "type_url",
-            format!("type.googleapis.com/{}", kind.message.full_name()),
-        );
-        set(&mut any, "value", Value::Bytes(value.into()));
-        Ok(Ok(any))
     }
 
     pub(crate) async fn get_at_revision(
@@ -200,7 +125,12 @@ impl Controller {
             AtRevision::Existed {
                 revision: changed_at,
                 data,
-            } => self.event(event, changed_at, SNAPSHOT, &kind.name, &id, &data),
+            } => Events {
+                catalog: &self.catalog,
+                secrets: self.secrets,
+                descriptor: event,
+            }
+            .event(changed_at, SNAPSHOT, &kind.name, &id, Resource::Json(&data)),
             AtRevision::Absent => Err(ApiError::NotFound {
                 kind: kind.name.clone(),
                 id: format!("{id} at revision {revision}"),
@@ -285,42 +215,208 @@ fn optional_kind<'a>(
     Ok(kind)
 }
 
-/// Encoded WatchEvents of the most recent changes, by revision. A revision names one change of
-/// one resource, so its event is the same for every watcher of ResourceService/watch.
-pub(crate) struct EventCache {
-    slots: Mutex<Vec<Option<(i64, Bytes)>>>,
+/// What a WatchEvent's resource is made from.
+enum Resource<'a> {
+    /// A stored document: decoded, redacted and encoded.
+    Json(&'a str),
+    /// The encoding the write stored (already redacted), with the row's id and revision
+    /// patched in as reads do (`stigmer_core::cached_encoding`).
+    Encoded(Bytes),
 }
 
-/// Changes whose events are kept: enough for every watcher to pass a burst of writes.
-const CACHED_EVENTS: usize = 4096;
+/// Builds WatchEvent messages.
+struct Events<'a> {
+    catalog: &'a Catalog,
+    secrets: &'a SecretMap,
+    descriptor: &'a MessageDescriptor,
+}
 
-impl EventCache {
-    pub(crate) fn new() -> Self {
-        Self {
-            slots: Mutex::new(vec![None; CACHED_EVENTS]),
-        }
+impl Events<'_> {
+    /// A change's event, from the encoding its write stored when it carries one (a live
+    /// create or update), from its JSON otherwise (replayed from the log, a delete, another
+    /// replica's change on PostgreSQL, a kind without the envelope fields).
+    fn change(&self, change: &Change) -> Result<DynamicMessage, ApiError> {
+        let event_type = match change.change_type {
+            ChangeType::Created => CREATED,
+            ChangeType::Updated => UPDATED,
+            ChangeType::Deleted => DELETED,
+        };
+        let envelope = self
+            .catalog
+            .org_kind_by_name(&change.scope.kind)
+            .and_then(|kind| kind.patcher);
+        let resource = match (envelope, &change.proto) {
+            (Some(envelope), Some(cached)) => Resource::Encoded(envelope.served(CachedRow {
+                cached,
+                id: &change.id,
+                revision: change.revision,
+            })),
+            _ => Resource::Json(&change.data),
+        };
+        self.event(
+            change.revision,
+            event_type,
+            &change.scope.kind,
+            &change.id,
+            resource,
+        )
     }
 
-    /// The cached event of `revision`, or `encode`'s, which is then cached. Two watchers may
-    /// encode the same event at once; both results are equal.
-    fn get_or_encode(
+    fn event(
         &self,
         revision: i64,
-        encode: impl FnOnce() -> Result<Bytes, ApiError>,
-    ) -> Result<Bytes, ApiError> {
-        let slot = usize::try_from(revision.rem_euclid(CACHED_EVENTS as i64)).unwrap_or(0);
-        if let Some((cached, bytes)) = &self.lock()[slot]
-            && *cached == revision
-        {
-            return Ok(bytes.clone());
+        event_type: i32,
+        kind: &str,
+        id: &str,
+        resource: Resource<'_>,
+    ) -> Result<DynamicMessage, ApiError> {
+        let info = self.catalog.org_kind_by_name(kind).ok_or_else(|| {
+            ApiError::internal(format!("the change log names an unknown kind {kind:?}"))
+        })?;
+        let mut event = DynamicMessage::new(self.descriptor.clone());
+        set(&mut event, "revision", Value::I64(revision));
+        set(&mut event, "type", Value::EnumNumber(event_type));
+        set_str(&mut event, "kind", kind);
+        set_str(&mut event, "id", id);
+        match self.any(info, resource)? {
+            Ok(any) => set(&mut event, "resource", Value::Message(any)),
+            Err(size) => {
+                // One such row must not end every watch of its kind (`limits.rs`).
+                let reason = unservable_reason(kind, id, size);
+                tracing::warn!(kind, id, size, revision, "{reason}");
+                set_str(&mut event, "resource_omitted", reason);
+            }
         }
-        let bytes = encode()?;
-        self.lock()[slot] = Some((revision, bytes.clone()));
-        Ok(bytes)
+        Ok(event)
     }
 
-    /// Slots are replaced whole, so a panic elsewhere cannot leave one half-written.
-    fn lock(&self) -> MutexGuard<'_, Vec<Option<(i64, Bytes)>>> {
-        self.slots.lock().unwrap_or_else(PoisonError::into_inner)
+    /// A stored resource, its secrets redacted, as `google.protobuf.Any`, so grpcurl and typed
+    /// clients can unpack it; `Err(size)` when it is too large to send.
+    fn any(
+        &self,
+        kind: &KindInfo,
+        resource: Resource<'_>,
+    ) -> Result<Result<DynamicMessage, usize>, ApiError> {
+        let value = match resource {
+            Resource::Json(data) if data.len() > MAX_RESOURCE_SIZE => return Ok(Err(data.len())),
+            Resource::Json(data) => {
+                let mut resource = from_json(&kind.message, data)?;
+                self.secrets.redact(&mut resource);
+                Bytes::from(encode_message(&resource))
+            }
+            Resource::Encoded(bytes) => bytes,
+        };
+        if value.len() > MAX_RESOURCE_SIZE {
+            return Ok(Err(value.len()));
+        }
+        let descriptor = kind
+            .message
+            .parent_pool()
+            .get_message_by_name("google.protobuf.Any")
+            .ok_or_else(|| {
+                ApiError::internal("google.protobuf.Any is not in the descriptor pool")
+            })?;
+        let mut any = DynamicMessage::new(descriptor);
+        set_str(
+            &mut any,
+            "type_url",
+            format!("type.googleapis.com/{}", kind.message.full_name()),
+        );
+        set(&mut any, "value", Value::Bytes(value));
+        Ok(Ok(any))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use stigmer_store::StoredResource;
+
+    fn catalog() -> Catalog {
+        Catalog::build(&stigmer_api::DESCRIPTOR_POOL, crate::kinds::KINDS).expect("catalog")
+    }
+
+    fn watch_event() -> MessageDescriptor {
+        stigmer_api::DESCRIPTOR_POOL
+            .get_message_by_name("ai.stigmer.backend.v1.WatchEvent")
+            .expect("WatchEvent")
+    }
+
+    /// An Environment as a write stores it: the JSON with its revision, a secret sealed.
+    const STORED: &str = r#"{"apiVersion":"agentic.stigmer.ai/v1","kind":"Environment",
+        "metadata":{"id":"env-01jz0000000000000000000000","name":"prod","slug":"prod",
+        "org":"local","ownerScope":"organization","labels":{"team":"core"},"revision":"7"},
+        "spec":{"description":"production","data":{
+            "REGION":{"value":"eu-west-1"},
+            "TOKEN":{"value":"stigmer:sealed:v1:abc","isSecret":true}}}}"#;
+
+    /// The event's fields, its resource decoded: equal events, however their bytes differ
+    /// (a cached encoding carries its id and revision in a second `metadata`).
+    fn decoded(kind: &KindInfo, event: &DynamicMessage) -> (DynamicMessage, DynamicMessage) {
+        let mut event = event.clone();
+        let Some(Value::Message(any)) = event.get_field_by_name("resource").as_deref().cloned()
+        else {
+            panic!("no resource in {event:?}");
+        };
+        event.clear_field_by_name("resource");
+        let Some(Value::Bytes(value)) = any.get_field_by_name("value").as_deref().cloned() else {
+            panic!("no value in {any:?}");
+        };
+        let resource = DynamicMessage::decode(kind.message.clone(), value).expect("a resource");
+        (event, resource)
+    }
+
+    #[test]
+    fn an_event_from_the_writers_encoding_equals_the_one_from_the_json() {
+        let catalog = catalog();
+        let kind = catalog
+            .org_kind_by_name("Environment")
+            .expect("Environment");
+        let descriptor = watch_event();
+        let events = Events {
+            catalog: &catalog,
+            secrets: SecretMap::api(),
+            descriptor: &descriptor,
+        };
+        let row = StoredResource {
+            scope: Scope::new("Environment", "local"),
+            id: "env-01jz0000000000000000000000".into(),
+            slug: "prod".into(),
+            revision: 7,
+            data: STORED.into(),
+            proto: Some(crate::controller::cached_encoding(kind, STORED).expect("encoding")),
+        };
+        for change_type in [ChangeType::Created, ChangeType::Updated] {
+            let written = Change::written(7, change_type, &row);
+            assert!(
+                written.proto.is_some(),
+                "{change_type:?} carries the encoding"
+            );
+            let replayed = Change {
+                proto: None,
+                ..written.clone()
+            };
+            let from_bytes = decoded(kind, &events.change(&written).expect("from bytes"));
+            let from_json = decoded(kind, &events.change(&replayed).expect("from JSON"));
+            assert_eq!(from_bytes, from_json, "{change_type:?}");
+            let meta = from_bytes
+                .1
+                .get_field_by_name("metadata")
+                .expect("metadata");
+            let meta = meta.as_message().expect("a message");
+            assert_eq!(
+                meta.get_field_by_name("revision").as_deref(),
+                Some(&Value::I64(7))
+            );
+            let redacted = format!("{:?}", from_bytes.1);
+            assert!(!redacted.contains("sealed"), "secrets redacted: {redacted}");
+        }
+        // A delete's resource is the one before it, at an older revision than the event's:
+        // only its JSON says which.
+        assert!(
+            Change::written(8, ChangeType::Deleted, &row)
+                .proto
+                .is_none()
+        );
     }
 }

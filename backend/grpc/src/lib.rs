@@ -16,6 +16,7 @@ mod database_backup;
 mod derived;
 use stigmer_core::encode;
 mod error;
+mod event_cache;
 mod execution_start;
 mod executions;
 mod feed;

@@ -248,6 +248,8 @@ pub(crate) fn change_from_row(row: &Row) -> StoreResult<Change> {
             },
             id: row.try_get(4)?,
             data: row.try_get(5)?,
+            // The log keeps the JSON only.
+            proto: None,
         })
     };
     let mut change = read().map_err(store_error)?;

@@ -383,13 +383,7 @@ async fn apply(
             continue;
         };
         revision += 1;
-        changes.push(Change {
-            revision,
-            change_type,
-            scope: row.scope.clone(),
-            id: row.id.clone(),
-            data: row.data.clone(),
-        });
+        changes.push(Change::written(revision, change_type, &row));
         stored.push(row);
     }
     Ok((Applied::Written(stored), changes))

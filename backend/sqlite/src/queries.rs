@@ -36,17 +36,26 @@ pub(crate) fn stored_from_row(row: &Row<'_>) -> rusqlite::Result<StoredResource>
     })
 }
 
+/// A point read by id: the primary key's index (docs/indexes.md).
+pub(crate) const GET_BY_ID: &str = concat!(
+    "SELECT ",
+    resource_columns!(),
+    " FROM resources WHERE id = ?1 AND kind = ?2 AND org_id = ?3"
+);
+
+/// A point read by slug: the unique `(kind, org_id, slug)` index.
+pub(crate) const GET_BY_SLUG: &str = concat!(
+    "SELECT ",
+    resource_columns!(),
+    " FROM resources WHERE kind = ?1 AND org_id = ?2 AND slug = ?3"
+);
+
 pub(crate) fn get_by_id(
     conn: &Connection,
     scope: &Scope,
     id: &str,
 ) -> StoreResult<Option<StoredResource>> {
-    const SQL: &str = concat!(
-        "SELECT ",
-        resource_columns!(),
-        " FROM resources WHERE id = ?1 AND kind = ?2 AND org_id = ?3"
-    );
-    conn.prepare_cached(SQL)
+    conn.prepare_cached(GET_BY_ID)
         .and_then(|mut stmt| {
             stmt.query_row(params![id, scope.kind, scope.org], stored_from_row)
                 .optional()
@@ -59,12 +68,7 @@ pub(crate) fn get_by_slug(
     scope: &Scope,
     slug: &str,
 ) -> StoreResult<Option<StoredResource>> {
-    const SQL: &str = concat!(
-        "SELECT ",
-        resource_columns!(),
-        " FROM resources WHERE kind = ?1 AND org_id = ?2 AND slug = ?3"
-    );
-    conn.prepare_cached(SQL)
+    conn.prepare_cached(GET_BY_SLUG)
         .and_then(|mut stmt| {
             stmt.query_row(params![scope.kind, scope.org, slug], stored_from_row)
                 .optional()
@@ -283,6 +287,8 @@ fn change_from_row(row: &Row<'_>) -> rusqlite::Result<Change> {
         },
         id: row.get(4)?,
         data: row.get(5)?,
+        // The log keeps the JSON only.
+        proto: None,
     })
 }
 
@@ -369,6 +375,17 @@ fn first_rows<T>(
         .map_err(store_error)
 }
 
+/// getAtRevision: a resource's last change at or before a revision, through the log's
+/// `(id, revision)` index.
+pub(crate) const CHANGE_AT_OR_BEFORE: &str = "SELECT revision, type, data FROM changes \
+     WHERE id = ?1 AND kind = ?2 AND org_id = ?3 AND revision <= ?4 \
+     ORDER BY revision DESC LIMIT 1";
+
+/// getAtRevision: a resource's first change after a revision.
+pub(crate) const CHANGE_AFTER: &str = "SELECT revision, type, data FROM changes \
+     WHERE id = ?1 AND kind = ?2 AND org_id = ?3 AND revision > ?4 \
+     ORDER BY revision LIMIT 1";
+
 /// A resource as it was at `revision`, from the log and, when the log has nothing on it since
 /// its compaction point, from the current row.
 pub(crate) fn at_revision(
@@ -393,23 +410,13 @@ pub(crate) fn at_revision(
             })
             .optional()
     };
-    let at_or_before = entry(
-        "SELECT revision, type, data FROM changes \
-         WHERE id = ?1 AND kind = ?2 AND org_id = ?3 AND revision <= ?4 \
-         ORDER BY revision DESC LIMIT 1",
-    )
-    .map_err(store_error)?;
+    let at_or_before = entry(CHANGE_AT_OR_BEFORE).map_err(store_error)?;
     if let Some((changed_at, change_type, data)) = at_or_before {
         return Ok(AtRevision::from_last_change(changed_at, &change_type, data));
     }
     // No change between the compaction point and `revision`: the next change (if any) says
     // whether it existed then; without one, the current row is still that version.
-    let next = entry(
-        "SELECT revision, type, data FROM changes \
-         WHERE id = ?1 AND kind = ?2 AND org_id = ?3 AND revision > ?4 \
-         ORDER BY revision LIMIT 1",
-    )
-    .map_err(store_error)?;
+    let next = entry(CHANGE_AFTER).map_err(store_error)?;
     let next_type = next.map(|(_, change_type, _)| change_type);
     if let Some(answer) = AtRevision::from_next_change(next_type.as_deref(), bounds) {
         return Ok(answer);

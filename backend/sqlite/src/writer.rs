@@ -6,14 +6,15 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use rusqlite::ToSql;
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params, params_from_iter};
-use stigmer_store::rewrite_text;
+use rusqlite::{
+    Connection, OptionalExtension, ToSql, TransactionBehavior, params, params_from_iter,
+};
 pub(crate) use stigmer_store::{Applied, WriteOp};
 use stigmer_store::{
     CacheFill, Change, ChangeType, CommitObserver, CommitStats, Compaction, Mutation, NewResource,
     Retention, Scope, StoreError, StoreResult, StoredResource, TokenRewrite,
 };
+use stigmer_store::{rewrite_text, with_revision};
 use tokio::sync::{broadcast, oneshot};
 
 use crate::config::{AfterCommit, SqliteConfig};
@@ -302,7 +303,7 @@ fn attempt(
     state: &WriterState,
 ) -> rusqlite::Result<Attempt> {
     let mut next = state.revision;
-    let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut results = Vec::with_capacity(batch.len());
     let mut changes = Vec::new();
     for (index, job) in batch.iter().enumerate() {
@@ -311,21 +312,22 @@ fn attempt(
             continue;
         }
         state.space.limit(&tx, frees_space(&job.op));
-        let mut savepoint = tx.savepoint()?;
-        match apply(&savepoint, &job.op, next) {
+        run(&tx, "SAVEPOINT job")?;
+        match apply(&tx, &job.op, next) {
             Ok((applied, applied_changes)) => {
-                savepoint.commit()?;
+                run(&tx, "RELEASE job")?;
                 if let Some(last) = applied_changes.last() {
                     next = last.revision;
                 }
                 changes.extend(applied_changes.into_iter().map(Arc::new));
                 results.push(Ok(applied));
             }
-            Err(err) if savepoint.is_autocommit() => {
+            Err(err) if tx.is_autocommit() => {
                 return Ok(Attempt::RolledBack { index, err });
             }
             Err(err) => {
-                savepoint.rollback()?;
+                run(&tx, "ROLLBACK TO job")?;
+                run(&tx, "RELEASE job")?;
                 results.push(Err(err));
             }
         }
@@ -344,6 +346,12 @@ fn attempt(
         revision: next,
         commit: committing.elapsed(),
     }))
+}
+
+/// Runs a statement without parameters or rows (a savepoint's), prepared once: rusqlite's
+/// `Savepoint` prepares its SAVEPOINT and RELEASE anew for every job.
+fn run(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(drop)
 }
 
 /// Whether an operation only removes data: it may use some of a released disk reserve.
@@ -449,13 +457,7 @@ fn apply(conn: &Connection, op: &WriteOp, last: i64) -> StoreResult<(Applied, Ve
             continue;
         };
         revision += 1;
-        let change = Change {
-            revision,
-            change_type,
-            scope: row.scope.clone(),
-            id: row.id.clone(),
-            data: row.data.clone(),
-        };
+        let change = Change::written(revision, change_type, &row);
         append_change(conn, &change).map_err(store_error)?;
         stored.push(row);
         changes.push(change);
@@ -555,12 +557,12 @@ fn fill_read_cache(conn: &Connection, fills: &[CacheFill]) -> rusqlite::Result<u
     Ok(filled)
 }
 
+/// A change-log entry (docs/indexes.md).
+pub(crate) const APPEND_CHANGE: &str = "INSERT INTO changes \
+     (revision, type, kind, org_id, id, committed_at, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
+
 fn append_change(conn: &Connection, change: &Change) -> rusqlite::Result<()> {
-    conn.prepare_cached(
-        "INSERT INTO changes (revision, type, kind, org_id, id, committed_at, data) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-    )?
-    .execute(params![
+    conn.prepare_cached(APPEND_CHANGE)?.execute(params![
         change.revision,
         change.change_type.as_str(),
         change.scope.kind,
@@ -625,20 +627,22 @@ fn compact_step(conn: &Connection, retention: Retention, current: i64) -> StoreR
     run().map_err(store_error)
 }
 
+/// A create (docs/indexes.md). `data` already holds its revision, set by [`revised`].
+pub(crate) const INSERT_RESOURCE: &str = "INSERT INTO resources \
+     (id, kind, org_id, slug, revision, data, proto) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
+
+/// An update that checks the expected revision, by primary key.
+pub(crate) const REPLACE_RESOURCE: &str = "UPDATE resources SET slug = ?4, revision = ?5, \
+       data = ?6, proto = ?7, updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') \
+     WHERE id = ?1 AND kind = ?2 AND org_id = ?3 AND revision = ?8";
+
+/// A delete, by primary key.
+pub(crate) const DELETE_RESOURCE: &str = "DELETE FROM resources \
+     WHERE id = ?1 AND kind = ?2 AND org_id = ?3 AND (?4 IS NULL OR revision = ?4) \
+     RETURNING id, kind, org_id, slug, revision, data, proto";
+
 fn insert(conn: &Connection, resource: &NewResource, revision: i64) -> StoreResult<StoredResource> {
-    let revision_text = revision.to_string();
-    conn.prepare_cached(
-        "INSERT INTO resources (id, kind, org_id, slug, revision, data, proto) \
-         VALUES (?1, ?2, ?3, ?4, ?5, json_set(?6, '$.metadata.revision', ?7), ?8) \
-         RETURNING id, kind, org_id, slug, revision, data, proto",
-    )
-    .and_then(|mut stmt| {
-        stmt.query_row(
-            params_from_iter(row_params(resource, &revision, &revision_text)),
-            stored_from_row,
-        )
-    })
-    .map_err(|err| write_error(err, resource))
+    write_row(conn, INSERT_RESOURCE, resource, revision, None).map(|(_, row)| row)
 }
 
 fn replace(
@@ -647,50 +651,68 @@ fn replace(
     expected: i64,
     revision: i64,
 ) -> StoreResult<StoredResource> {
-    let revision_text = revision.to_string();
-    let mut values = row_params(resource, &revision, &revision_text);
-    values.push(&expected);
-    let updated = conn
-        .prepare_cached(
-            "UPDATE resources SET slug = ?4, revision = ?5, \
-               data = json_set(?6, '$.metadata.revision', ?7), proto = ?8, \
-               updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') \
-             WHERE id = ?1 AND kind = ?2 AND org_id = ?3 AND revision = ?9 \
-             RETURNING id, kind, org_id, slug, revision, data, proto",
-        )
-        .and_then(|mut stmt| {
-            stmt.query_row(params_from_iter(values), stored_from_row)
-                .optional()
-        })
-        .map_err(|err| write_error(err, resource))?;
-    match updated {
-        Some(stored) => Ok(stored),
-        None => Err(missing_or_moved(
+    match write_row(conn, REPLACE_RESOURCE, resource, revision, Some(expected))? {
+        (0, _) => Err(missing_or_moved(
             conn,
             &resource.scope,
             &resource.id,
             expected,
         )),
+        (_, row) => Ok(row),
     }
 }
 
-/// ?1..?7 of a row write: the columns, then the revision again as the proto3 JSON string that
-/// goes into `$.metadata.revision`.
-fn row_params<'a>(
-    resource: &'a NewResource,
-    revision: &'a i64,
-    revision_text: &'a dyn ToSql,
-) -> Vec<&'a dyn ToSql> {
-    vec![
+/// Runs a row write (`INSERT_RESOURCE`, `REPLACE_RESOURCE`): ?1..?7 are the row's columns,
+/// `data` with its revision; ?8 the expected revision, if any. Returns the rows changed and
+/// the row as written.
+fn write_row(
+    conn: &Connection,
+    sql: &str,
+    resource: &NewResource,
+    revision: i64,
+    expected: Option<i64>,
+) -> StoreResult<(usize, StoredResource)> {
+    let data = revised(conn, &resource.data, revision)?;
+    let mut values: Vec<&dyn ToSql> = vec![
         &resource.id,
         &resource.scope.kind,
         &resource.scope.org,
         &resource.slug,
-        revision,
-        &resource.data,
-        revision_text,
+        &revision,
+        &data,
         &resource.proto,
-    ]
+    ];
+    if let Some(expected) = &expected {
+        values.push(expected);
+    }
+    let changed = conn
+        .prepare_cached(sql)
+        .and_then(|mut stmt| stmt.execute(params_from_iter(values)))
+        .map_err(|err| write_error(err, resource))?;
+    // What the writer bound, `proto` included: as RETURNING would report it, even when the
+    // trigger then cleared the column (the same bytes as before with new data); reads will
+    // say so.
+    let row = StoredResource {
+        scope: resource.scope.clone(),
+        id: resource.id.clone(),
+        slug: resource.slug.clone(),
+        revision,
+        data,
+        proto: resource.proto.clone(),
+    };
+    Ok((changed, row))
+}
+
+/// `data` with `$.metadata.revision` set to `revision`: spliced into the text when it is JSON
+/// as the server writes it, by SQLite's `json_set` otherwise, with the same result either way
+/// (docs/adr/0030-revision-set-before-the-write.md).
+fn revised(conn: &Connection, data: &str, revision: i64) -> StoreResult<String> {
+    if let Some(revised) = with_revision(data, revision) {
+        return Ok(revised);
+    }
+    conn.prepare_cached("SELECT json_set(?1, '$.metadata.revision', ?2)")
+        .and_then(|mut stmt| stmt.query_row(params![data, revision.to_string()], |row| row.get(0)))
+        .map_err(store_error)
 }
 
 fn write_error(err: rusqlite::Error, resource: &NewResource) -> StoreError {
@@ -712,11 +734,7 @@ fn delete(
     expected: Option<i64>,
 ) -> StoreResult<StoredResource> {
     let deleted = conn
-        .prepare_cached(
-            "DELETE FROM resources \
-             WHERE id = ?1 AND kind = ?2 AND org_id = ?3 AND (?4 IS NULL OR revision = ?4) \
-             RETURNING id, kind, org_id, slug, revision, data, proto",
-        )
+        .prepare_cached(DELETE_RESOURCE)
         .and_then(|mut stmt| {
             stmt.query_row(
                 params![id, scope.kind, scope.org, expected],
@@ -812,24 +830,26 @@ mod tests {
         }
     }
 
-    /// SQLite answers some errors, SQLITE_FULL among them, by rolling back the whole
-    /// transaction rather than the statement: the other writes of the batch must still commit.
-    #[test]
-    fn a_write_that_rolls_back_the_whole_transaction_sinks_no_other() {
-        let dir = tempfile::tempdir().expect("dir");
-        let config = SqliteConfig::new(dir.path().join("batch.db"));
+    /// A migrated database's writer connection and the writer's state, with room for
+    /// `pages` more pages if given, and the receiver of the changes it publishes.
+    fn writer(
+        dir: &tempfile::TempDir,
+        pages: Option<i64>,
+    ) -> (Connection, WriterState, broadcast::Receiver<Arc<Change>>) {
+        let config = SqliteConfig::new(dir.path().join("writer.db"));
         schema::prepare_path(&config.path).expect("path");
         let mut conn = schema::open_writer_connection(&config).expect("open");
         schema::migrate(&mut conn, &config.path).expect("migrate");
-        let pages: i64 = conn
-            .pragma_query_value(None, "page_count", |row| row.get(0))
-            .expect("page_count");
-        // Room for a few small rows, not for a 1 MiB artifact.
-        conn.pragma_update(None, "max_page_count", pages + 20)
-            .expect("cap");
+        if let Some(more) = pages {
+            let pages: i64 = conn
+                .pragma_query_value(None, "page_count", |row| row.get(0))
+                .expect("page_count");
+            conn.pragma_update(None, "max_page_count", pages + more)
+                .expect("cap");
+        }
         let space = Space::start(Reserve::new(&config.path, 0), &conn);
-        let (changes, _) = broadcast::channel(16);
-        let mut state = WriterState {
+        let (changes, published) = broadcast::channel(16);
+        let state = WriterState {
             revision: 0,
             counters: Arc::default(),
             changes,
@@ -837,6 +857,16 @@ mod tests {
             after_commit: None,
             observer: Observer::default(),
         };
+        (conn, state, published)
+    }
+
+    /// SQLite answers some errors, SQLITE_FULL among them, by rolling back the whole
+    /// transaction rather than the statement: the other writes of the batch must still commit.
+    #[test]
+    fn a_write_that_rolls_back_the_whole_transaction_sinks_no_other() {
+        let dir = tempfile::tempdir().expect("dir");
+        // Room for a few small rows, not for a 1 MiB artifact.
+        let (mut conn, mut state, _) = writer(&dir, Some(20));
         let (first, mut first_answer) = job(create("agt-1"));
         let (artifact, mut artifact_answer) = job(WriteOp::Transact(vec![Mutation::PutArtifact {
             hash: "a".repeat(64),
@@ -856,5 +886,68 @@ mod tests {
             .query_row("SELECT count(*) FROM resources", [], |row| row.get(0))
             .expect("count");
         assert_eq!(stored, 2);
+    }
+
+    /// The changes the writer publishes carry the encoding a create or an update stored, so
+    /// that watchers need not encode the JSON again.
+    #[test]
+    fn published_changes_carry_the_written_encoding() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (mut conn, mut state, mut published) = writer(&dir, None);
+        let WriteOp::Transact(mut mutations) = create("agt-1") else {
+            unreachable!()
+        };
+        if let Mutation::Create(resource) = &mut mutations[0] {
+            resource.proto = Some(b"enc".to_vec());
+        }
+        let (first, mut answer) = job(WriteOp::Transact(mutations));
+        let (second, _) = job(WriteOp::Transact(vec![Mutation::Delete {
+            scope: Scope::new("Agent", "local"),
+            id: "agt-1".into(),
+            expected_revision: None,
+        }]));
+
+        commit_batch(&mut conn, vec![first, second], &mut state);
+
+        assert_eq!(written(&mut answer).expect("created"), 1);
+        let created = published.try_recv().expect("the create");
+        assert_eq!(created.proto.as_deref(), Some(&b"enc"[..]));
+        let deleted = published.try_recv().expect("the delete");
+        assert_eq!(deleted.change_type, ChangeType::Deleted);
+        assert_eq!(
+            deleted.proto, None,
+            "a delete's resource is at an older revision"
+        );
+    }
+
+    /// The revision the writer splices into a document is what SQLite's `json_set` would have
+    /// written, byte for byte, for the documents the server writes and for odd ones alike.
+    #[test]
+    fn the_spliced_revision_is_what_json_set_writes() {
+        let conn = Connection::open_in_memory().expect("memory");
+        let docs = [
+            r#"{"metadata":{"id":"a","name":"n"},"spec":{}}"#,
+            r#"{"apiVersion":"agentic.stigmer.ai/v1","metadata":{"id":"a","revision":"41","labels":{"revision":"x"}},"spec":{"metadata":{}}}"#,
+            r#"{"metadata":{}}"#,
+            r#"{}"#,
+            r#"{"kind":"A","metadata":{"n":[1,{"b":"}"}],"s":"\"{\u00e9"}}"#,
+            r#"{"metadata":{"revision":7}}"#,
+            r#"{ "metadata" : { "id" : "a" } }"#,
+            r#"{"metadata":"text"}"#,
+            r#"[1]"#,
+        ];
+        for doc in docs {
+            let expected: String = conn
+                .query_row(
+                    "SELECT json_set(?1, '$.metadata.revision', '42')",
+                    [doc],
+                    |row| row.get(0),
+                )
+                .expect("json_set");
+            assert_eq!(revised(&conn, doc, 42).expect("revised"), expected, "{doc}");
+            if let Some(spliced) = with_revision(doc, 42) {
+                assert_eq!(spliced, expected, "spliced {doc}");
+            }
+        }
     }
 }

@@ -6,6 +6,7 @@ mod backup;
 mod error;
 mod metrics;
 mod queue;
+mod revision_text;
 mod types;
 mod watch;
 
@@ -13,6 +14,7 @@ pub use backup::{BackupCopy, BackupInfo};
 pub use error::{StoreError, StoreResult};
 pub use metrics::{CommitObserver, CommitStats, StoreGauges};
 pub use queue::{Applied, WriteOp};
+pub use revision_text::with_revision;
 pub use types::{
     AtRevision, CacheFill, Change, ChangeFilter, ChangeType, Compaction, JsonFilter, JsonPath,
     ListPage, ListQuery, LogBounds, Mutation, NewResource, ResourceVersion, Retention, Scope,

@@ -154,6 +154,30 @@ pub struct Change {
     pub scope: Scope,
     pub id: String,
     pub data: String,
+    /// The row's read-cache encoding ([`StoredResource::proto`]) as the write stored it, so
+    /// that whoever serves the change need not encode `data` again: set on the changes a
+    /// writer publishes for a create or an update, whose resource is at `revision`. `None` for
+    /// a delete (its resource has the revision of the change before), for a row written
+    /// without one, and for every change read back from the log, which keeps only `data`.
+    pub proto: Option<Vec<u8>>,
+}
+
+impl Change {
+    /// The change a write made: `row` after a create or an update, before a delete.
+    pub fn written(revision: i64, change_type: ChangeType, row: &StoredResource) -> Self {
+        let proto = match change_type {
+            ChangeType::Created | ChangeType::Updated => row.proto.clone(),
+            ChangeType::Deleted => None,
+        };
+        Self {
+            revision,
+            change_type,
+            scope: row.scope.clone(),
+            id: row.id.clone(),
+            data: row.data.clone(),
+            proto,
+        }
+    }
 }
 
 /// Which changes (or current resources) a watcher wants: one org, optionally one kind and one id.

@@ -9,12 +9,17 @@
 //! FOR ORDER BY"; and when the replay's does (`ORDER BY kind` in `changes_statement`): "replay
 //! of ChangeFilter { .. }: no sort step: ... USE TEMP B-TREE FOR ORDER BY".
 
+use rusqlite::types::Value;
 use rusqlite::{Connection, params_from_iter};
 use stigmer_store::{ChangeFilter, JsonFilter, JsonPath, ListQuery, Scope};
 
-use super::{Statement, changes_statement, list_statement, matching_statement};
+use super::{
+    CHANGE_AFTER, CHANGE_AT_OR_BEFORE, GET_BY_ID, GET_BY_SLUG, Statement, changes_statement,
+    list_statement, matching_statement,
+};
 use crate::config::SqliteConfig;
 use crate::schema;
+use crate::writer::{APPEND_CHANGE, DELETE_RESOURCE, INSERT_RESOURCE, REPLACE_RESOURCE};
 
 /// A migrated database, as the store opens it.
 fn database(dir: &tempfile::TempDir) -> Connection {
@@ -218,4 +223,153 @@ fn json_paths_quote_every_key_and_refuse_what_sqlite_cannot_quote() {
         .expect("extract");
     assert_eq!(found, "web");
     assert!(super::sqlite_path(&JsonPath::new(["a\"b"])).is_err());
+}
+
+fn statement(sql: &str, values: &[&str]) -> Statement {
+    Statement {
+        sql: sql.to_string(),
+        values: values.iter().map(|v| Value::Text(v.to_string())).collect(),
+    }
+}
+
+fn page(filters: Vec<JsonFilter>) -> Statement {
+    list_statement(&ListQuery {
+        scope: Scope::new("Environment", "local"),
+        after_id: Some("env-01jz0000000000000000000000".into()),
+        limit: 100,
+        filters,
+        proto_only: true,
+    })
+    .expect("statement")
+}
+
+/// The statements every call runs, with the plan each must have: a search of the index that
+/// docs/indexes.md names for it, never a scan of the table, never a sort. A migration that
+/// drops (or a change that stops using) an index one of them needs fails here. The plans of
+/// a write (`INSERT ... VALUES`) are empty: nothing to search; its cost is the indexes it
+/// maintains, which `every_index_is_documented_with_its_statements` keeps in view.
+fn hot_statements() -> Vec<(&'static str, Statement, &'static str)> {
+    let id = "env-01jz0000000000000000000000";
+    let one_org = ChangeFilter {
+        org: "local".into(),
+        kind: None,
+        id: None,
+    };
+    let one_resource = ChangeFilter {
+        org: "local".into(),
+        kind: Some("Environment".into()),
+        id: Some(id.into()),
+    };
+    let by_label = vec![equals(label("team"), "core")];
+    vec![
+        (
+            "get by id",
+            statement(GET_BY_ID, &[id, "Environment", "local"]),
+            "SEARCH resources USING INDEX sqlite_autoindex_resources_1 (id=?)",
+        ),
+        (
+            "get by slug",
+            statement(GET_BY_SLUG, &["Environment", "local", "prod"]),
+            "SEARCH resources USING INDEX resources_kind_org_slug (kind=? AND org_id=? AND slug=?)",
+        ),
+        (
+            "list page",
+            page(Vec::new()),
+            "SEARCH resources USING INDEX resources_kind_org_id (kind=? AND org_id=? AND id>?)",
+        ),
+        (
+            "list page with a JSON filter",
+            page(by_label),
+            "SEARCH resources USING INDEX resources_kind_org_id (kind=? AND org_id=? AND id>?)",
+        ),
+        (
+            "change-log replay",
+            changes_statement(&one_org, 41),
+            "SEARCH changes USING INTEGER PRIMARY KEY (rowid>?)",
+        ),
+        (
+            "change-log replay of one resource",
+            changes_statement(&one_resource, 41),
+            "SEARCH changes USING INDEX changes_id_revision (id=? AND revision>?)",
+        ),
+        (
+            "getAtRevision, at or before",
+            statement(CHANGE_AT_OR_BEFORE, &[id, "Environment", "local", "41"]),
+            "SEARCH changes USING INDEX changes_id_revision (id=? AND revision<?)",
+        ),
+        (
+            "getAtRevision, after",
+            statement(CHANGE_AFTER, &[id, "Environment", "local", "41"]),
+            "SEARCH changes USING INDEX changes_id_revision (id=? AND revision>?)",
+        ),
+        (
+            "insert",
+            statement(
+                INSERT_RESOURCE,
+                &[id, "Environment", "local", "prod", "1", "{}", ""],
+            ),
+            "",
+        ),
+        (
+            "change-log append",
+            statement(
+                APPEND_CHANGE,
+                &["1", "created", "Environment", "local", id, "0", "{}"],
+            ),
+            "",
+        ),
+        (
+            "replace",
+            statement(
+                REPLACE_RESOURCE,
+                &[id, "Environment", "local", "prod", "2", "{}", "", "1"],
+            ),
+            "SEARCH resources USING INDEX sqlite_autoindex_resources_1 (id=?)",
+        ),
+        (
+            "delete",
+            statement(DELETE_RESOURCE, &[id, "Environment", "local", "1"]),
+            "SEARCH resources USING INDEX sqlite_autoindex_resources_1 (id=?)",
+        ),
+    ]
+}
+
+#[test]
+fn hot_statements_search_the_index_they_need() {
+    let dir = tempfile::tempdir().expect("dir");
+    let conn = database(&dir);
+    let mut wrong = Vec::new();
+    for (what, statement, expected) in hot_statements() {
+        let plan = plan(&conn, &statement);
+        if plan != expected {
+            wrong.push(format!("{what}: expected {expected:?}, got {plan:?}"));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+/// docs/indexes.md shows every index with the statements that use it: an index added or
+/// dropped by a migration without a word there fails here, as does a hot statement's plan
+/// that the document no longer shows.
+#[test]
+fn every_index_is_documented_with_its_statements() {
+    let doc = include_str!("../../../../docs/indexes.md");
+    let dir = tempfile::tempdir().expect("dir");
+    let conn = database(&dir);
+    let indexes: Vec<String> = conn
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'index' ORDER BY name")
+        .and_then(|mut stmt| stmt.query_map([], |row| row.get(0))?.collect())
+        .expect("indexes");
+    for index in &indexes {
+        assert!(
+            doc.contains(&format!("`{index}`")),
+            "docs/indexes.md says nothing of {index}"
+        );
+    }
+    for (what, _, expected) in hot_statements() {
+        assert!(
+            doc.contains(expected),
+            "docs/indexes.md does not show the plan of {what}: {expected}"
+        );
+    }
 }

@@ -13,8 +13,8 @@ use tokio::sync::mpsc;
 
 use crate::Harness;
 use crate::support::{
-    KIND, ORG, OTHER_KIND, OTHER_ORG, agent, agents, current_revision, get, ids, next, next_change,
-    parse, resource_in, scope, watch, with, within,
+    KIND, ORG, OTHER_KIND, OTHER_ORG, agent, agents, cached, current_revision, get, ids, next,
+    next_change, parse, resource_in, scope, watch, with, within,
 };
 
 /// A snapshot reads the current resources that match its filter as of `revision()` (the
@@ -463,6 +463,59 @@ pub async fn stopped_watch_names_the_revision_to_resume_from(harness: &dyn Harne
             .await
             .is_none(),
         "the error is the last item"
+    );
+    store.close().await.expect("close");
+}
+
+/// A live change may carry the encoding its write stored (`Change::proto`), so that watchers
+/// need not encode its JSON again: when it does, it is exactly those bytes, and only for a
+/// create or an update. A delete, a write without an encoding, and every change read back
+/// from the log carry none.
+pub async fn live_changes_carry_only_the_encoding_their_write_stored(harness: &dyn Harness) {
+    let store = harness.open().await;
+    let mut live = store.subscribe();
+    let created = store
+        .create(cached(agent("agt-1", "s1"), b"enc-1"))
+        .await
+        .expect("create");
+    let replaced = store
+        .replace(
+            cached(with(agent("agt-1", "s1"), json!({"v": 2})), b"enc-2"),
+            created.revision,
+        )
+        .await
+        .expect("replace");
+    store
+        .replace(
+            with(agent("agt-1", "s1"), json!({"v": 3})),
+            replaced.revision,
+        )
+        .await
+        .expect("replace without an encoding");
+    store
+        .delete(scope(), "agt-1".into(), None)
+        .await
+        .expect("delete");
+    let written: [(ChangeType, Option<&[u8]>); 4] = [
+        (ChangeType::Created, Some(b"enc-1")),
+        (ChangeType::Updated, Some(b"enc-2")),
+        (ChangeType::Updated, None),
+        (ChangeType::Deleted, None),
+    ];
+    for (change_type, stored) in written {
+        let change = within("a live change", live.recv())
+            .await
+            .expect("live change");
+        assert_eq!(change.change_type, change_type);
+        if let Some(proto) = &change.proto {
+            assert_eq!(Some(proto.as_slice()), stored, "{change:?}");
+        }
+    }
+    let logged = store.changes(agents(), 0, 10).await.expect("the log");
+    assert_eq!(logged.len(), 4);
+    assert!(
+        logged.iter().all(|change| change.proto.is_none()),
+        "{logged:?}"
     );
     store.close().await.expect("close");
 }
