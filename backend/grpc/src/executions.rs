@@ -199,7 +199,7 @@ impl Controller {
                 },
                 since_revision: 0,
                 page_size: 1,
-                buffer: 64,
+                queued_per_watcher: 64,
                 stop: Some(self.shutdown.signal()),
             },
         );

@@ -28,7 +28,7 @@ use crate::validation::check;
 /// Rows per step of a watch's snapshot and replay.
 const WATCH_PAGE: usize = 256;
 /// Events buffered per watcher for a client that reads slowly.
-const WATCH_BUFFER: usize = 256;
+const QUEUED_PER_WATCHER: usize = 256;
 
 pub(crate) type EventStream = Pin<Box<dyn Stream<Item = Result<Reply, tonic::Status>> + Send>>;
 
@@ -59,7 +59,7 @@ impl Controller {
             },
             since_revision: get_i64(&request, "since_revision"),
             page_size: WATCH_PAGE,
-            buffer: WATCH_BUFFER,
+            queued_per_watcher: QUEUED_PER_WATCHER,
             stop: Some(self.shutdown.signal()),
         };
         let items = stigmer_store::watch(Arc::clone(&self.store), options);

@@ -380,7 +380,7 @@ impl Store for PostgresStore {
             .write(WriteOp::RewriteTokens { prefix, rewrite })
             .await?
         {
-            Applied::Maintained(count) => Ok(count),
+            Applied::Touched(count) => Ok(count),
             _ => Err(unexpected("a rewrite")),
         }
     }
@@ -392,7 +392,7 @@ impl Store for PostgresStore {
 
     async fn fill_read_cache(&self, fills: Vec<CacheFill>) -> StoreResult<u64> {
         match self.write(WriteOp::FillReadCache(fills)).await? {
-            Applied::Maintained(count) => Ok(count),
+            Applied::Touched(count) => Ok(count),
             _ => Err(unexpected("a cache fill")),
         }
     }

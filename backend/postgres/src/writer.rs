@@ -363,15 +363,15 @@ async fn apply(
             tx.execute(&stmt, &[key, value])
                 .await
                 .map_err(store_error)?;
-            return Ok((Applied::Maintained(1), Vec::new()));
+            return Ok((Applied::Touched(1), Vec::new()));
         }
         WriteOp::RewriteTokens { prefix, rewrite } => {
             let count = rewrite_tokens(tx, prefix, rewrite).await?;
-            return Ok((Applied::Maintained(count), Vec::new()));
+            return Ok((Applied::Touched(count), Vec::new()));
         }
         WriteOp::FillReadCache(fills) => {
             let count = fill_read_cache(tx, fills).await?;
-            return Ok((Applied::Maintained(count), Vec::new()));
+            return Ok((Applied::Touched(count), Vec::new()));
         }
     };
     let mut stored = Vec::with_capacity(mutations.len());

@@ -303,7 +303,7 @@ impl Store for SqliteStore {
             .submit(WriteOp::RewriteTokens { prefix, rewrite })
             .await?
         {
-            Applied::Maintained(count) => Ok(count),
+            Applied::Touched(count) => Ok(count),
             _ => Err(StoreError::Internal(
                 "a rewrite was answered as something else".into(),
             )),
@@ -318,7 +318,7 @@ impl Store for SqliteStore {
 
     async fn fill_read_cache(&self, fills: Vec<CacheFill>) -> StoreResult<u64> {
         match self.writer.submit(WriteOp::FillReadCache(fills)).await? {
-            Applied::Maintained(count) => Ok(count),
+            Applied::Touched(count) => Ok(count),
             _ => Err(StoreError::Internal(
                 "a cache fill was answered as something else".into(),
             )),

@@ -437,15 +437,15 @@ fn apply(conn: &Connection, op: &WriteOp, last: i64) -> StoreResult<(Applied, Ve
             )
             .and_then(|mut stmt| stmt.execute(params![key, value]))
             .map_err(store_error)?;
-            return Ok((Applied::Maintained(1), Vec::new()));
+            return Ok((Applied::Touched(1), Vec::new()));
         }
         WriteOp::RewriteTokens { prefix, rewrite } => {
             let count = rewrite_tokens(conn, prefix, rewrite)?;
-            return Ok((Applied::Maintained(count), Vec::new()));
+            return Ok((Applied::Touched(count), Vec::new()));
         }
         WriteOp::FillReadCache(fills) => {
             let count = fill_read_cache(conn, fills).map_err(store_error)?;
-            return Ok((Applied::Maintained(count), Vec::new()));
+            return Ok((Applied::Touched(count), Vec::new()));
         }
     };
     let mut stored = Vec::with_capacity(mutations.len());

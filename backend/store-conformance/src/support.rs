@@ -173,7 +173,7 @@ pub(crate) fn watch(store: &Arc<dyn Store>, filter: ChangeFilter, since_revision
             filter,
             since_revision,
             page_size: 1,
-            buffer: 1,
+            queued_per_watcher: 1,
             stop: None,
         },
     )

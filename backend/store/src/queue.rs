@@ -28,5 +28,5 @@ pub enum Applied {
     Written(Vec<StoredResource>),
     Compacted(Compaction),
     /// A maintenance operation, with how many rows or tokens it touched.
-    Maintained(u64),
+    Touched(u64),
 }

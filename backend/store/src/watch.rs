@@ -21,8 +21,9 @@ pub struct WatchOptions {
     pub since_revision: i64,
     /// Rows read per step of the snapshot and the replay.
     pub page_size: usize,
-    /// Items buffered for a slow consumer before the watcher waits.
-    pub buffer: usize,
+    /// Items queued for one slow watcher before its feeder waits (not `--watch-buffer`, the
+    /// committed changes a store keeps for all live watchers together).
+    pub queued_per_watcher: usize,
     /// Once this holds true (the server is shutting down), the watch ends with
     /// [`StoreError::WatchStopped`], saying where to resume, instead of following changes for
     /// ever and holding up the shutdown.
@@ -47,7 +48,7 @@ pub fn watch(
     store: Arc<dyn Store>,
     options: WatchOptions,
 ) -> mpsc::Receiver<StoreResult<WatchItem>> {
-    let (tx, rx) = mpsc::channel(options.buffer.max(1));
+    let (tx, rx) = mpsc::channel(options.queued_per_watcher.max(1));
     tokio::spawn(async move {
         let mut resume_after = None;
         // `None` when stopped: `run` is dropped wherever it was waiting.

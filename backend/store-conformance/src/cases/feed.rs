@@ -418,7 +418,7 @@ pub async fn stopped_watch_names_the_revision_to_resume_from(harness: &dyn Harne
                     // One row a step and one item of room: the snapshot is still being read
                     // when the watch is stopped.
                     page_size: 1,
-                    buffer: 1,
+                    queued_per_watcher: 1,
                     stop: Some(stop.subscribe()),
                 },
             )
