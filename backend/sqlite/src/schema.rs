@@ -84,6 +84,12 @@ pub(crate) fn open_writer_connection(config: &SqliteConfig) -> Result<Connection
     // to it when it is next reset, instead of keeping that disk space for good.
     conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)
         .map_err(wrap)?;
+    // Each call of a group commit runs in its own savepoint, so every page a call touches is
+    // first copied to the sub-journal. Past 64 KiB SQLite spills that journal to a temporary
+    // file: a pwrite per page, 14 % of the server's CPU for Agent creates at 64 in flight.
+    // In memory it costs a copy; it lives only until the batch commits.
+    conn.pragma_update(None, "temp_store", "MEMORY")
+        .map_err(wrap)?;
     Ok(conn)
 }
 
