@@ -78,12 +78,12 @@ fmt:
 	$(CARGO) fmt --all
 
 ## deps: a protoc binary for prost-protovalidate-types' build script, sqlite3 for inspection,
-## openssl for the cloud walk-through's certificate
+## openssl for the cloud walk-through's certificate, curl for its JSON calls
 deps:
-	@command -v protoc >/dev/null 2>&1 && command -v sqlite3 >/dev/null 2>&1 && command -v openssl >/dev/null 2>&1 || { \
-		echo "installing protobuf-compiler, sqlite3 and openssl (Debian packages)"; \
+	@command -v protoc >/dev/null 2>&1 && command -v sqlite3 >/dev/null 2>&1 && command -v openssl >/dev/null 2>&1 && command -v curl >/dev/null 2>&1 || { \
+		echo "installing protobuf-compiler, sqlite3, openssl and curl (Debian packages)"; \
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
-		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq protobuf-compiler sqlite3 openssl >/dev/null; }
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq protobuf-compiler sqlite3 openssl curl >/dev/null; }
 	@rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt
 
 clean:

@@ -81,6 +81,16 @@ check "watch from 0 starts with a snapshot" "$(rpc -max-time 2 -d '{"kind":"Agen
 check "delete returns the agent" "$(rpc -d "{\"value\":\"$id\"}" "$addr" ai.stigmer.agentic.agent.v1.AgentCommandController/delete)" "\"id\": \"$id\""
 check "then get is NotFound" "$(rpc -d "{\"value\":\"$id\"}" "$addr" ai.stigmer.agentic.agent.v1.AgentQueryController/get)" "Code: NotFound"
 
+# The same calls with curl: JSON bodies over HTTP/1.1 on the same port (Connect's unary calls).
+json() { curl -sS --max-time 10 -H 'content-type: application/json' -d "$2" "http://$addr/$1" 2>&1; }
+agents=ai.stigmer.agentic.agent.v1
+created=$(json "$agents.AgentCommandController/create" "$agent")
+check "curl: create answers the agent" "$created" '"slug":"code-reviewer"'
+id=$(printf '%s' "$created" | sed -n 's/.*"id":"\(agt-[a-z0-9]*\)".*/\1/p')
+check "curl: get finds it" "$(json "$agents.AgentQueryController/get" "{\"value\":\"$id\"}")" "\"id\":\"$id\""
+check "curl: a bad field is named" "$(json "$agents.AgentCommandController/create" '{"metadata":{"name":"x"},"spec":{"instructions":"short"}}')" '"field":"spec.instructions"'
+check "curl: not found is a Connect error" "$(json "$agents.AgentQueryController/get" '{"value":"agt-nope"}')" '"code":"not_found"'
+
 kill -TERM "$pid"
 wait "$pid"
 status=$?

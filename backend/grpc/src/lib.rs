@@ -11,6 +11,7 @@ mod cache_fill;
 pub use stigmer_core::catalog;
 pub mod codec;
 pub mod config;
+mod connect;
 mod controller;
 mod database_backup;
 mod derived;

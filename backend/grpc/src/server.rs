@@ -375,7 +375,9 @@ pub async fn run_with_metrics(
     if let Some(tls) = tls {
         builder = builder.tls_config(tls)?;
     }
+    // HTTP/1.1 too, for JSON calls from curl and browsers (`connect.rs`); gRPC stays HTTP/2.
     let server = builder
+        .accept_http1(true)
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
         .layer(RpcLogLayer::new(rpc_metrics))

@@ -65,7 +65,12 @@ where
             let served = Caught::new(async move {
                 #[cfg(feature = "test-faults")]
                 fault.strike_call();
-                serve(app, request).await
+                if crate::connect::is_json_call(&request) {
+                    let grpc_app = Arc::clone(&app);
+                    crate::connect::serve_json(&app, request, |grpc| serve(grpc_app, grpc)).await
+                } else {
+                    serve(app, request).await
+                }
             });
             let response = served
                 .await

@@ -15,7 +15,6 @@ use stigmer_api::ai::stigmer::agentic::agent::v1::agent_command_controller_clien
 use stigmer_api::ai::stigmer::agentic::agent::v1::agent_query_controller_client::AgentQueryControllerClient;
 use stigmer_api::ai::stigmer::backend::v1::resource_service_client::ResourceServiceClient;
 use stigmer_api::ai::stigmer::backend::v1::{InfoRequest, WatchRequest};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::Code;
 
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -25,27 +24,8 @@ const FEED: &str = "ai.stigmer.backend.v1.ResourceService";
 
 /// One HTTP/1.1 GET, as a scraper sends it: (status code, headers in lower case, body).
 async fn http_get(address: SocketAddr, path: &str) -> (u16, String, String) {
-    let mut stream = tokio::net::TcpStream::connect(address)
-        .await
-        .expect("connect to the metrics listener");
     let request = format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
-    stream
-        .write_all(request.as_bytes())
-        .await
-        .expect("send the request");
-    let mut response = Vec::new();
-    tokio::time::timeout(DEADLINE, stream.read_to_end(&mut response))
-        .await
-        .expect("response in time")
-        .expect("read the response");
-    let response = String::from_utf8(response).expect("a UTF-8 response");
-    let (head, body) = response.split_once("\r\n\r\n").expect("headers, then body");
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .expect("a status code");
-    (status, head.to_lowercase(), body.to_string())
+    common::http1(address, &request).await
 }
 
 /// The samples of a scrape: (metric name, labels) → value.

@@ -607,6 +607,9 @@ enum Answer {
     Status(i32),
     /// A server-streaming call that was still streaming when dropped.
     Streaming,
+    /// A Connect error (`json_calls.rs`): the answer to a request sent as
+    /// `application/json`, with its code's name.
+    Connect(String),
     /// Anything that is not a gRPC answer (an HTTP error, a reset stream, no status).
     Broken(String),
 }
@@ -618,6 +621,7 @@ impl Answer {
                 *code == tonic::Code::Internal as i32 || *code == tonic::Code::Unknown as i32
             }
             Answer::Streaming => false,
+            Answer::Connect(code) => code == "internal" || code == "unknown",
             Answer::Broken(_) => true,
         }
     }
@@ -668,6 +672,20 @@ async fn send(
     let (parts, mut stream) = response.into_parts();
     if let Some((code, message)) = status_of(&parts.headers) {
         return Ok((Answer::Status(code), message));
+    }
+    let is_json = parts
+        .headers
+        .get("content-type")
+        .is_some_and(|value| value.as_bytes() == b"application/json");
+    if is_json {
+        let mut body = Vec::new();
+        while let Some(data) = stream.data().await {
+            body.extend_from_slice(&data?);
+        }
+        let error: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        let code = error["code"].as_str().unwrap_or("no code").to_string();
+        let message = error["message"].as_str().unwrap_or_default().to_string();
+        return Ok((Answer::Connect(code), message));
     }
     if parts.status != http::StatusCode::OK {
         return Ok((
