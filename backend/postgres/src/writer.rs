@@ -6,16 +6,16 @@
 //! (docs/adr/0023-postgres-revision-order.md). Inside, each call runs in its own SAVEPOINT: a
 //! failing one is rolled back alone and gets its own error.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use deadpool_postgres::{GenericClient, Object, Pool, Transaction};
 use stigmer_store::rewrite_text;
 pub(crate) use stigmer_store::{Applied, WriteOp};
 use stigmer_store::{
-    CacheFill, Change, ChangeType, CommitObserver, CommitStats, Compaction, Mutation, NewResource,
-    Retention, Scope, StoreError, StoreResult, StoredResource, TokenRewrite,
+    CacheFill, Change, ChangeType, CommitObserver, Compaction, Mutation, NewResource, Retention,
+    Scope, StoreError, StoreResult, StoredResource, TokenRewrite, WriterCounters,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::IsolationLevel;
@@ -44,25 +44,10 @@ const COMPACTION_STEP: i64 = 1000;
 /// watchers hear of it once the feed can read again.
 const PUBLISH_WAIT: Duration = Duration::from_secs(5);
 
-/// What the writer has done so far, for operators and tests.
-#[derive(Debug, Default)]
-pub(crate) struct Counters {
-    /// Committed transactions that held resource writes, and those writes.
-    pub(crate) batches: AtomicU64,
-    pub(crate) writes: AtomicU64,
-    /// Writes in the transaction being committed now.
-    pub(crate) committing: AtomicU64,
-}
-
 pub(crate) struct Writer {
     queue: mpsc::Sender<WriterMsg>,
-    counters: Arc<Counters>,
-    observer: Observer,
+    counters: Arc<WriterCounters>,
 }
-
-/// Who hears of each committed batch ([`stigmer_store::Store::observe_commits`]), shared with
-/// the writer task, which reads it once a batch.
-type Observer = Arc<Mutex<Option<Arc<dyn CommitObserver>>>>;
 
 impl Writer {
     pub(crate) fn spawn(
@@ -72,31 +57,22 @@ impl Writer {
         queue_depth: usize,
     ) -> (Self, tokio::task::JoinHandle<()>) {
         let (queue, jobs) = mpsc::channel(queue_depth.max(1));
-        let counters = Arc::new(Counters::default());
-        let observer = Observer::default();
+        let counters = Arc::new(WriterCounters::default());
         let state = WriterState {
             pool,
             feed,
             counters: Arc::clone(&counters),
             max_batch: max_batch.max(1),
-            observer: Arc::clone(&observer),
         };
         let task = tokio::spawn(run_writer(jobs, state));
-        (
-            Self {
-                queue,
-                counters,
-                observer,
-            },
-            task,
-        )
+        (Self { queue, counters }, task)
     }
 
     pub(crate) fn observe_commits(&self, observer: Arc<dyn CommitObserver>) {
-        *self.observer.lock().unwrap_or_else(PoisonError::into_inner) = Some(observer);
+        self.counters.observe(observer);
     }
 
-    pub(crate) fn counters(&self) -> &Counters {
+    pub(crate) fn counters(&self) -> &WriterCounters {
         &self.counters
     }
 
@@ -127,9 +103,8 @@ impl Writer {
 struct WriterState {
     pool: Pool,
     feed: FeedHandle,
-    counters: Arc<Counters>,
+    counters: Arc<WriterCounters>,
     max_batch: usize,
-    observer: Observer,
 }
 
 async fn run_writer(mut queue: mpsc::Receiver<WriterMsg>, state: WriterState) {
@@ -293,28 +268,11 @@ fn answer_committed(batch: Vec<WriteJob>, committed: Committed, state: &WriterSt
         revision = changes.last().map(|change| change.revision),
         "committed a batch"
     );
-    // Maintenance (compaction steps, settings) is not counted: the counters tell how well
-    // client writes share commits.
     let writes = batch
         .iter()
         .filter(|job| matches!(job.op, WriteOp::Transact(_)))
-        .count() as u64;
-    if writes > 0 {
-        state.counters.batches.fetch_add(1, Ordering::Relaxed);
-        state.counters.writes.fetch_add(writes, Ordering::Relaxed);
-        let observer = state
-            .observer
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
-        if let Some(observer) = observer {
-            observer.committed(&CommitStats {
-                writes: writes as usize,
-                transaction,
-                commit,
-            });
-        }
-    }
+        .count();
+    state.counters.committed(writes, transaction, commit);
     let published = changes.last().map(|change| change.revision);
     if !changes.is_empty() {
         state.feed.publish_local(changes);

@@ -1,7 +1,7 @@
 //! The single writer: takes queued mutations, commits them in batches (group commit) and
 //! answers each caller only once the batch holding its write is durable.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -11,8 +11,8 @@ use rusqlite::{
 };
 pub(crate) use stigmer_store::{Applied, WriteOp};
 use stigmer_store::{
-    CacheFill, Change, ChangeType, CommitObserver, CommitStats, Compaction, Mutation, NewResource,
-    Retention, Scope, StoreError, StoreResult, StoredResource, TokenRewrite,
+    CacheFill, Change, ChangeType, CommitObserver, Compaction, Mutation, NewResource, Retention,
+    Scope, StoreError, StoreResult, StoredResource, TokenRewrite, WriterCounters,
 };
 use stigmer_store::{rewrite_text, with_revision};
 use tokio::sync::{broadcast, oneshot};
@@ -37,25 +37,10 @@ enum WriterMsg {
 
 pub(crate) struct Writer {
     queue: flume::Sender<WriterMsg>,
-    counters: Arc<Counters>,
+    counters: Arc<WriterCounters>,
     /// Taken at shutdown, so that once the writer thread (which holds the other sender) has
     /// ended, live receivers, and the watches reading them, end too.
     changes: Mutex<Option<broadcast::Sender<Arc<Change>>>>,
-    observer: Observer,
-}
-
-/// Who hears of each committed batch ([`stigmer_store::Store::observe_commits`]), shared with
-/// the writer thread, which reads it once a batch.
-type Observer = Arc<Mutex<Option<Arc<dyn CommitObserver>>>>;
-
-/// What the writer has done so far, for operators and tests.
-#[derive(Debug, Default)]
-pub(crate) struct Counters {
-    /// Committed transactions that held resource writes, and those writes.
-    pub(crate) batches: AtomicU64,
-    pub(crate) writes: AtomicU64,
-    /// Writes in the transaction being committed now.
-    pub(crate) committing: AtomicU64,
 }
 
 impl Writer {
@@ -71,16 +56,14 @@ impl Writer {
         })?;
         let (queue, jobs) = flume::bounded(config.queue_depth);
         let max_batch = config.max_batch.max(1);
-        let counters = Arc::new(Counters::default());
+        let counters = Arc::new(WriterCounters::default());
         let (changes, _) = broadcast::channel(config.watch_buffer.max(1));
-        let observer = Observer::default();
         let state = WriterState {
             revision,
             counters: Arc::clone(&counters),
             changes: changes.clone(),
             space,
             after_commit: config.after_commit.clone(),
-            observer: Arc::clone(&observer),
         };
         let handle = std::thread::Builder::new()
             .name("sqlite-writer".into())
@@ -91,12 +74,11 @@ impl Writer {
             queue,
             counters,
             changes: Mutex::new(Some(changes)),
-            observer,
         })
     }
 
     pub(crate) fn observe_commits(&self, observer: Arc<dyn CommitObserver>) {
-        *self.observer.lock().unwrap_or_else(PoisonError::into_inner) = Some(observer);
+        self.counters.observe(observer);
     }
 
     /// Live changes; after shutdown, a receiver that is already closed.
@@ -107,7 +89,7 @@ impl Writer {
         }
     }
 
-    pub(crate) fn counters(&self) -> &Counters {
+    pub(crate) fn counters(&self) -> &WriterCounters {
         &self.counters
     }
 
@@ -150,11 +132,10 @@ fn last_revision(conn: &Connection) -> rusqlite::Result<i64> {
 struct WriterState {
     /// The last revision handed out.
     revision: i64,
-    counters: Arc<Counters>,
+    counters: Arc<WriterCounters>,
     changes: broadcast::Sender<Arc<Change>>,
     space: Space,
     after_commit: Option<AfterCommit>,
-    observer: Observer,
 }
 
 fn run_writer(
@@ -385,28 +366,11 @@ fn answer_committed(
     } = committed;
     tracing::debug!(writes = batch.len(), revision, "committed a batch");
     state.revision = revision;
-    // Maintenance (compaction steps, settings) is not counted: the counters tell how well
-    // client writes share commits.
     let writes = batch
         .iter()
         .filter(|job| matches!(job.op, WriteOp::Transact(_)))
-        .count() as u64;
-    if writes > 0 {
-        state.counters.batches.fetch_add(1, Ordering::Relaxed);
-        state.counters.writes.fetch_add(writes, Ordering::Relaxed);
-        let observer = state
-            .observer
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
-        if let Some(observer) = observer {
-            observer.committed(&CommitStats {
-                writes: writes as usize,
-                transaction,
-                commit,
-            });
-        }
-    }
+        .count();
+    state.counters.committed(writes, transaction, commit);
     if let Some(after_commit) = &state.after_commit {
         after_commit.call(batch.len());
     }
@@ -855,7 +819,6 @@ mod tests {
             changes,
             space,
             after_commit: None,
-            observer: Observer::default(),
         };
         (conn, state, published)
     }

@@ -12,7 +12,7 @@ mod watch;
 
 pub use backup::{BackupCopy, BackupInfo};
 pub use error::{StoreError, StoreResult};
-pub use metrics::{CommitObserver, CommitStats, StoreGauges};
+pub use metrics::{CommitObserver, CommitStats, StoreGauges, WriterCounters};
 pub use queue::{Applied, WriteOp};
 pub use revision_text::with_revision;
 pub use types::{

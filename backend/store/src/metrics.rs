@@ -2,6 +2,8 @@
 //! commits, and a few figures read when /metrics is scraped. Plain data and one callback: the
 //! server owns the metrics library, the store knows none.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 /// One committed batch of writes (group commit), as the writer saw it.
@@ -36,4 +38,47 @@ pub struct StoreGauges {
     /// Bytes in the write-ahead log file, where the store has one of its own (SQLite's
     /// `<db>-wal`); `None` otherwise.
     pub wal_bytes: Option<u64>,
+}
+
+/// What a group-committing writer has done so far, and who hears of each batch it commits:
+/// shared between the writer and the store that reports its figures, the same in every
+/// backend.
+#[derive(Default)]
+pub struct WriterCounters {
+    /// Committed transactions that held resource writes, and those writes.
+    pub batches: AtomicU64,
+    pub writes: AtomicU64,
+    /// Writes in the transaction being committed now.
+    pub committing: AtomicU64,
+    observer: Mutex<Option<Arc<dyn CommitObserver>>>,
+}
+
+impl WriterCounters {
+    /// From now on, `observer` hears of every committed batch ([`crate::Store::observe_commits`]).
+    pub fn observe(&self, observer: Arc<dyn CommitObserver>) {
+        *self.observer.lock().unwrap_or_else(PoisonError::into_inner) = Some(observer);
+    }
+
+    /// Counts a committed batch and tells the observer. `writes` are its client writes:
+    /// batches of maintenance alone are not counted, since the counters tell how well client
+    /// writes share commits.
+    pub fn committed(&self, writes: usize, transaction: Duration, commit: Duration) {
+        if writes == 0 {
+            return;
+        }
+        self.batches.fetch_add(1, Ordering::Relaxed);
+        self.writes.fetch_add(writes as u64, Ordering::Relaxed);
+        let observer = self
+            .observer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        if let Some(observer) = observer {
+            observer.committed(&CommitStats {
+                writes,
+                transaction,
+                commit,
+            });
+        }
+    }
 }
