@@ -14,7 +14,9 @@ async fn an_in_memory_database_serves_and_leaves_no_file_behind() {
     let home = tempfile::tempdir().expect("home");
     let cwd = tempfile::tempdir().expect("working directory");
     let mut command = Binary::configure(Command::new(BINARY), home.path(), None, "info");
-    command.env("STIGMER_DB", ":memory:").current_dir(cwd.path());
+    command
+        .env("STIGMER_DB", ":memory:")
+        .current_dir(cwd.path());
     let mut server = Binary::spawn(command).await;
     let files = server
         .before_serving
@@ -48,7 +50,10 @@ async fn an_in_memory_database_serves_and_leaves_no_file_behind() {
     let left: Vec<_> = std::fs::read_dir(cwd.path())
         .expect("read the working directory")
         .collect();
-    assert!(left.is_empty(), "files left in the working directory: {left:?}");
+    assert!(
+        left.is_empty(),
+        "files left in the working directory: {left:?}"
+    );
     assert!(
         !home.path().join(".stigmer").exists(),
         "nothing is written under HOME"
