@@ -283,11 +283,19 @@ mod tests {
                 out.push(String::from_utf8(chunk.bytes.to_vec()).expect("utf-8"));
             }
         }
+        let parsed: Vec<serde_json::Value> = out
+            .iter()
+            .map(|event| {
+                let data = event.strip_prefix("data: ").expect("a data line");
+                assert!(data.ends_with("\n\n"), "{event:?}");
+                serde_json::from_str(data.trim_end()).expect("JSON")
+            })
+            .collect();
         assert_eq!(
-            out,
+            parsed,
             [
-                "data: {\"revision\":\"7\",\"id\":\"agt-1\"}\n\n",
-                "data: {\"revision\":\"8\",\"id\":\"agt-1\"}\n\n"
+                serde_json::json!({"revision": "7", "id": "agt-1"}),
+                serde_json::json!({"revision": "8", "id": "agt-1"})
             ]
         );
     }
