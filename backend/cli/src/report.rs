@@ -1,6 +1,8 @@
 //! How a failed command says what went wrong, on stderr.
 
+use std::path::PathBuf;
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use stigmer_client::ClientError;
 
@@ -10,6 +12,14 @@ static TALKING_TO: OnceLock<(bool, String)> = OnceLock::new();
 /// Remembers the backend the command talks to, so that a failure can name it.
 pub fn talking_to(cloud: bool, endpoint: String) {
     let _ = TALKING_TO.set((cloud, endpoint));
+}
+
+/// The call deadline in force and the file that may set it, for the hint of a timeout.
+static DEADLINE: OnceLock<(Option<Duration>, PathBuf)> = OnceLock::new();
+
+/// Remembers the call deadline, so that a call that outlives it can say how to raise it.
+pub fn deadline(timeout: Option<Duration>, config: PathBuf) {
+    let _ = DEADLINE.set((timeout, config));
 }
 
 /// `error: what failed: why`, with a hint for connection failures; -v adds the chain.
@@ -52,6 +62,7 @@ fn hint(err: &anyhow::Error) -> String {
             tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => {
                 return " (check the token: `stigmer login --endpoint E --token T --org O`)".into();
             }
+            tonic::Code::DeadlineExceeded => return deadline_hint(),
             _ => false,
         },
         _ => false,
@@ -65,4 +76,17 @@ fn hint(err: &anyhow::Error) -> String {
             " (cannot reach the cloud backend {endpoint}: check it with `stigmer backend status`)"
         ),
     }
+}
+
+/// How to give a call more time than the deadline it outlived.
+fn deadline_hint() -> String {
+    let Some((timeout, config)) = DEADLINE.get() else {
+        return String::new();
+    };
+    let timeout = timeout.map_or_else(|| "none".to_string(), stigmer_client::format_duration);
+    format!(
+        " (the call deadline is {timeout}: raise it with --timeout 2m, STIGMER_TIMEOUT, or \
+         `timeout: 2m` in {}; 0 waits without limit)",
+        config.display()
+    )
 }
