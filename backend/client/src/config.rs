@@ -209,8 +209,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     if let Ok(seconds) = text.parse::<u64>() {
         return Ok(Duration::from_secs(seconds));
     }
-    humantime::parse_duration(text)
-        .map_err(|err| format!("{text:?} is not a duration ({err}): write 30s, 2m or 1h, or 0 for none"))
+    humantime::parse_duration(text).map_err(|err| {
+        format!("{text:?} is not a duration ({err}): write 30s, 2m or 1h, or 0 for none")
+    })
 }
 
 /// How a duration is written back: `30s`, `2m`, `0s`.
@@ -391,7 +392,10 @@ impl ClientConfig {
                 at.display()
             )))
         };
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
+        if let Some(dir) = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty() && !d.exists())
+        {
             std::fs::DirBuilder::new()
                 .recursive(true)
                 .mode(0o700)
@@ -498,7 +502,10 @@ mod tests {
                 "backend:\n  local:\n    database: /a.db\n    data_dir: /b\n",
                 ["backend.local.data_dir", "keep backend.local.database"],
             ),
-            ("timeout: soon\n", ["\"soon\" is not a duration", "config.yaml"]),
+            (
+                "timeout: soon\n",
+                ["\"soon\" is not a duration", "config.yaml"],
+            ),
         ] {
             let err = parse(text).expect_err(text).to_string();
             for name in names {
@@ -523,7 +530,11 @@ mod tests {
     #[test]
     fn durations_are_read_as_people_write_them_and_zero_means_none() {
         for (text, seconds) in [("30s", 30), ("2m", 120), ("1h", 3600), ("45", 45), ("0", 0)] {
-            assert_eq!(parse_duration(text), Ok(Duration::from_secs(seconds)), "{text}");
+            assert_eq!(
+                parse_duration(text),
+                Ok(Duration::from_secs(seconds)),
+                "{text}"
+            );
         }
         assert!(parse_duration("-1s").is_err());
         let file = parse("timeout: 0\nkeepalive: 10s\n").expect("parse");
@@ -544,7 +555,10 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("home").join(".stigmer").join("config.yaml");
         assert!(ClientConfig::default().create(&path).expect("create"));
-        let mode = std::fs::metadata(&path).expect("written").permissions().mode();
+        let mode = std::fs::metadata(&path)
+            .expect("written")
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
         let written = std::fs::read_to_string(&path).expect("read");
         for key in ["type: local", "endpoint: 127.0.0.1:50051", "timeout: 30s"] {

@@ -304,7 +304,9 @@ impl Client {
     }
 
     /// `call` bounded by the call deadline; the client's own clock decides, so a server that
-    /// never answers (or never reads the grpc-timeout header) cannot hold the caller.
+    /// never answers (or never reads the grpc-timeout header) cannot hold the caller. A call
+    /// that fails once the deadline has passed failed because of it, whoever noticed first
+    /// (tonic's channel enforces grpc-timeout too, as CANCELLED "Timeout expired").
     async fn within_deadline<T>(
         &self,
         call: impl Future<Output = Result<T, tonic::Status>>,
@@ -312,9 +314,12 @@ impl Client {
         let Some(timeout) = self.call_timeout else {
             return call.await;
         };
-        tokio::time::timeout(timeout, call)
-            .await
-            .unwrap_or_else(|_| Err(deadline_exceeded(timeout)))
+        let started = std::time::Instant::now();
+        match tokio::time::timeout(timeout, call).await {
+            Ok(Err(_)) | Err(_) if started.elapsed() >= timeout => Err(deadline_exceeded(timeout)),
+            Ok(result) => result,
+            Err(_) => Err(deadline_exceeded(timeout)),
+        }
     }
 
     /// Whether the server answers health checks with SERVING.
@@ -351,10 +356,7 @@ const CLIENT_DEADLINE: &str = "no answer within ";
 
 /// The status of a call that outlived the call deadline.
 fn deadline_exceeded(timeout: Duration) -> tonic::Status {
-    tonic::Status::deadline_exceeded(format!(
-        "{CLIENT_DEADLINE}{} (the call deadline)",
-        format_duration(timeout)
-    ))
+    tonic::Status::deadline_exceeded(format!("{CLIENT_DEADLINE}{}", format_duration(timeout)))
 }
 
 fn is_client_deadline(status: &tonic::Status) -> bool {
