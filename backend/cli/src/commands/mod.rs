@@ -39,9 +39,9 @@ impl Ctx {
     /// Without a file, this is the first use: the defaults are written for the user to see
     /// and edit, and the backend is named once.
     pub fn config(&self) -> Result<ClientConfig> {
-        let mut config = match self.read()? {
-            Some(config) => config,
-            None => self.first_use(),
+        let (mut config, first_use) = match self.read()? {
+            Some(config) => (config, false),
+            None => (ClientConfig::default(), self.write_defaults()),
         };
         config
             .apply_env(|name| std::env::var(name).ok())
@@ -49,29 +49,34 @@ impl Ctx {
         if let Some(timeout) = self.timeout {
             config.timeout = timeout;
         }
+        if first_use {
+            // What this command uses, environment included; on stderr, as stdout is data.
+            eprintln!("Using {}", backend_in_use(&config));
+        }
         report::deadline(config.call_timeout(), self.config_path.clone());
         Ok(config)
     }
 
     /// Writes the defaults where the configuration belongs, unless a file appeared there
-    /// meanwhile (another stigmer's first use: its file wins and it said the line).
-    fn first_use(&self) -> ClientConfig {
-        let config = ClientConfig::default();
-        match config.create(&self.config_path) {
+    /// meanwhile (another stigmer's first use: its file wins and it said the line). Whether
+    /// this call wrote them.
+    fn write_defaults(&self) -> bool {
+        match ClientConfig::default().create(&self.config_path) {
             Ok(true) => {
-                // stderr: stdout carries data that scripts parse.
-                eprintln!("Using local backend (organization: local)");
                 eprintln!(
                     "Wrote the default configuration to {}",
                     self.config_path.display()
                 );
+                true
             }
-            Ok(false) => {}
+            Ok(false) => false,
             // The defaults still work; a home that cannot be written is worth a word, not a
             // failed command.
-            Err(err) => eprintln!("warning: {err}"),
+            Err(err) => {
+                eprintln!("warning: {err}");
+                false
+            }
         }
-        config
     }
 
     /// The file alone, without environment overrides, for editing it.
@@ -122,6 +127,17 @@ impl Ctx {
             daemon::ensure_running(&config, &client).await?;
         }
         Ok(client)
+    }
+}
+
+/// `local backend (organization: local)`, as seed 003 words it.
+fn backend_in_use(config: &ClientConfig) -> String {
+    match config.backend.kind {
+        BackendType::Local => "local backend (organization: local)".to_string(),
+        BackendType::Cloud => format!(
+            "cloud backend (organization: {})",
+            config.org().unwrap_or("none set")
+        ),
     }
 }
 
