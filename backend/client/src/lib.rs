@@ -303,23 +303,12 @@ impl Client {
         grpc.unary(request, path, DynamicCodec::new(output)).await
     }
 
-    /// `call` bounded by the call deadline; the client's own clock decides, so a server that
-    /// never answers (or never reads the grpc-timeout header) cannot hold the caller. A call
-    /// that fails once the deadline has passed failed because of it, whoever noticed first
-    /// (tonic's channel enforces grpc-timeout too, as CANCELLED "Timeout expired").
+    /// `call` bounded by the call deadline.
     async fn within_deadline<T>(
         &self,
         call: impl Future<Output = Result<T, tonic::Status>>,
     ) -> Result<T, tonic::Status> {
-        let Some(timeout) = self.call_timeout else {
-            return call.await;
-        };
-        let started = std::time::Instant::now();
-        match tokio::time::timeout(timeout, call).await {
-            Ok(Err(_)) | Err(_) if started.elapsed() >= timeout => Err(deadline_exceeded(timeout)),
-            Ok(result) => result,
-            Err(_) => Err(deadline_exceeded(timeout)),
-        }
+        within(self.call_timeout, call).await
     }
 
     /// Whether the server answers health checks with SERVING.
@@ -351,6 +340,25 @@ impl Client {
     }
 }
 
+/// `call` bounded by `timeout`, on the client's own clock, so that a server that never
+/// answers (or never reads the grpc-timeout header) cannot hold the caller. A call that fails
+/// once the deadline has passed failed because of it, whoever noticed first (tonic's channel
+/// enforces grpc-timeout too, as CANCELLED "Timeout expired").
+async fn within<T>(
+    timeout: Option<Duration>,
+    call: impl Future<Output = Result<T, tonic::Status>>,
+) -> Result<T, tonic::Status> {
+    let Some(timeout) = timeout else {
+        return call.await;
+    };
+    let started = std::time::Instant::now();
+    match tokio::time::timeout(timeout, call).await {
+        Ok(Err(_)) | Err(_) if started.elapsed() >= timeout => Err(deadline_exceeded(timeout)),
+        Ok(result) => result,
+        Err(_) => Err(deadline_exceeded(timeout)),
+    }
+}
+
 /// What marks a deadline this client enforced, as opposed to one the server reports.
 const CLIENT_DEADLINE: &str = "no answer within ";
 
@@ -366,6 +374,27 @@ fn is_client_deadline(status: &tonic::Status) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_call_that_never_ends_ends_at_the_deadline_and_says_which() {
+        let never = std::future::pending::<Result<(), tonic::Status>>();
+        let status = within(Some(Duration::from_millis(20)), never)
+            .await
+            .expect_err("past the deadline");
+        assert_eq!(status.code(), tonic::Code::DeadlineExceeded);
+        assert_eq!(status.message(), "no answer within 20ms");
+        assert!(is_client_deadline(&status));
+
+        // No deadline: the call's own answer, however long it takes.
+        let answer = within(None, async { Ok::<_, tonic::Status>(7) }).await;
+        assert_eq!(answer.expect("answered"), 7);
+        let refused = within(Some(Duration::from_secs(5)), async {
+            Err::<(), _>(tonic::Status::not_found("agt-1"))
+        })
+        .await
+        .expect_err("refused");
+        assert_eq!(refused.code(), tonic::Code::NotFound);
+    }
 
     #[test]
     fn a_token_travels_in_plain_text_only_to_loopback() {
