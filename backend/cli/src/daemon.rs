@@ -59,7 +59,7 @@ pub fn local_daemon_config(config: &ClientConfig) -> ClientConfig {
 /// started. Two CLIs doing this at once start one daemon: check-and-start runs under an
 /// exclusive lock on ~/.stigmer/daemon.lock, and health is checked again once it is held.
 pub async fn ensure_running(config: &ClientConfig, client: &Client) -> Result<Option<u32>> {
-    if client.is_serving().await {
+    if answers(client).await? {
         return Ok(None);
     }
     let dir = stigmer_dir()?;
@@ -75,13 +75,26 @@ pub async fn ensure_running(config: &ClientConfig, client: &Client) -> Result<Op
         .await
         .context("waiting for the daemon lock")?
         .with_context(|| format!("cannot lock {}", lock_file.display()))?;
-    if client.is_serving().await {
+    if answers(client).await? {
         return Ok(None);
     }
     eprintln!("Starting local backend daemon...");
-    let pid = start(config, client).await?;
+    let pid = start(config, client)
+        .await
+        .context("cannot start the local backend daemon")?;
     drop(lock);
     Ok(Some(pid))
+}
+
+/// Whether the daemon answers; an error when something holds the endpoint but does not
+/// answer in time, which another daemon on the same port would not cure.
+async fn answers(client: &Client) -> Result<bool> {
+    client.check_serving().await.with_context(|| {
+        format!(
+            "the server at {} accepts connections but does not answer health checks",
+            client.endpoint()
+        )
+    })
 }
 
 /// Starts the daemon and waits until it answers. The caller holds the lock.

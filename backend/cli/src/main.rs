@@ -13,6 +13,7 @@ mod skill;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Result;
 use clap::builder::{PossibleValue, PossibleValuesParser};
@@ -38,6 +39,10 @@ struct Cli {
         default_value_os_t = default_config_path()
     )]
     config: PathBuf,
+    /// The deadline of each call but streams (watch, export, backup): 30s, 2m, 1h, or
+    /// seconds; 0 waits without limit. Default: `timeout` in the configuration file, else 30s.
+    #[arg(long, global = true, value_name = "DURATION", value_parser = stigmer_client::parse_duration)]
+    timeout: Option<Duration>,
     #[command(subcommand)]
     command: Command,
 }
@@ -162,6 +167,7 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> Result<ExitCode> {
     let ctx = Ctx {
         config_path: cli.config,
+        timeout: cli.timeout,
     };
     match cli.command {
         Command::Apply(args) => commands::apply::run(&ctx, args).await,

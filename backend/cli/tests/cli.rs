@@ -607,8 +607,9 @@ spec:
         "more.json, document 2, line 4: metadata.lables: unknown field; ApiResourceMetadata \
          has: ",
     ];
-    // Each file as it was named (here, absolutely), then the rest as expected, in order.
-    let lines: Vec<&str> = err.lines().collect();
+    // Each file as it was named (here, absolutely), then the rest as expected, in order;
+    // the first use's note on the configuration written comes before them.
+    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error: ")).collect();
     for (line, want) in lines.iter().zip(expected) {
         let (file, rest) = want.split_once(", ").expect("file, rest");
         let named = format!("error: {}{file}, ", env.home().join("").display());

@@ -20,6 +20,7 @@ mod transport;
 
 use std::str::FromStr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use prost_reflect::{DynamicMessage, MessageDescriptor};
 use stigmer_core::codec::DynamicCodec;
@@ -27,8 +28,9 @@ use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 pub use backup::Backup;
 pub use config::{
-    BackendConfig, BackendType, ClientConfig, CloudConfig, DEFAULT_LOCAL_ENDPOINT, LocalConfig,
-    LocalTransport, stigmer_home,
+    BackendConfig, BackendType, ClientConfig, CloudConfig, ConfigFile, DEFAULT_CALL_TIMEOUT,
+    DEFAULT_KEEPALIVE, DEFAULT_LOCAL_ENDPOINT, LocalConfig, LocalTransport, format_duration,
+    parse_duration, stigmer_home,
 };
 pub use kinds::{KindNames, Operation, kinds_for};
 pub use references::Reference;
@@ -103,6 +105,8 @@ pub struct Client {
     catalog: Arc<stigmer_core::catalog::Catalog>,
     in_process: Option<in_process::Server>,
     endpoint: String,
+    /// The deadline of each unary call; `None` waits as long as the server takes.
+    call_timeout: Option<Duration>,
 }
 
 /// The factory: a client over the transport `config` names.
@@ -127,11 +131,8 @@ pub async fn connect(config: &ClientConfig) -> Result<Client, ClientError> {
         }
         BackendType::Local => {
             let endpoint = config.backend.local.endpoint.clone();
-            (
-                Transport::remote(channel(&endpoint, None).await?),
-                None,
-                endpoint,
-            )
+            let channel = channel(&endpoint, None, config.keepalive).await?;
+            (Transport::remote(channel), None, endpoint)
         }
         BackendType::Cloud => {
             let cloud = config.backend.cloud.clone().unwrap_or_default();
@@ -148,8 +149,8 @@ pub async fn connect(config: &ClientConfig) -> Result<Client, ClientError> {
                 refuse_plaintext_token(&cloud.endpoint)?;
             }
             let ca_file = (!cloud.ca_file.is_empty()).then(|| std::path::Path::new(&cloud.ca_file));
-            let transport =
-                Transport::remote(channel(&cloud.endpoint, ca_file).await?).with_token(token);
+            let channel = channel(&cloud.endpoint, ca_file, config.keepalive).await?;
+            let transport = Transport::remote(channel).with_token(token);
             (transport, None, cloud.endpoint)
         }
     };
@@ -158,8 +159,12 @@ pub async fn connect(config: &ClientConfig) -> Result<Client, ClientError> {
         catalog,
         in_process,
         endpoint,
+        call_timeout: config.call_timeout(),
     })
 }
+
+/// How long a keepalive ping may go unanswered before the connection is closed.
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// The URL of `endpoint` (`host:port`, or a URL; `https://` and port 443 use TLS).
 fn url_of(endpoint: &str) -> String {
@@ -197,12 +202,13 @@ fn refuse_plaintext_token(endpoint: &str) -> Result<(), ClientError> {
     )))
 }
 
-/// A channel to `endpoint` (`host:port`, or a URL; `https://` and port 443 use TLS).
-/// A lazy channel to `endpoint`; over TLS it trusts the public web roots and, when given, the
-/// certificate authority in `ca_file` (PEM).
+/// A lazy channel to `endpoint` (`host:port`, or a URL; `https://` and port 443 use TLS); over
+/// TLS it trusts the public web roots and, when given, the certificate authority in `ca_file`
+/// (PEM). Pinged every `keepalive` (zero: never), so that a stream over a dead path ends.
 async fn channel(
     endpoint: &str,
     ca_file: Option<&std::path::Path>,
+    keepalive: Duration,
 ) -> Result<Channel, ClientError> {
     let url = url_of(endpoint);
     let fail = |reason: String| ClientError::Connect {
@@ -211,7 +217,15 @@ async fn channel(
     };
     let mut builder = Endpoint::from_str(&url)
         .map_err(|err| fail(err.to_string()))?
-        .connect_timeout(std::time::Duration::from_secs(5));
+        .connect_timeout(Duration::from_secs(5));
+    if !keepalive.is_zero() {
+        // Idle connections too: a client kept for long learns of a dead path before a call
+        // waits on it. The server pings as well (ADR 0020) and accepts pings this often.
+        builder = builder
+            .http2_keep_alive_interval(keepalive)
+            .keep_alive_timeout(keepalive.min(KEEPALIVE_TIMEOUT))
+            .keep_alive_while_idle(true);
+    }
     if url.starts_with("https://") {
         let mut tls = ClientTlsConfig::new().with_webpki_roots();
         if let Some(ca_file) = ca_file {
@@ -249,13 +263,35 @@ impl Client {
         &self.catalog
     }
 
-    /// Calls any unary RPC with a message of its input type.
+    /// The deadline of each unary call, `None` for none.
+    pub fn call_timeout(&self) -> Option<Duration> {
+        self.call_timeout
+    }
+
+    /// Calls any unary RPC with a message of its input type, within the call deadline: past
+    /// it the call ends with DEADLINE_EXCEEDED, whatever the server or the network do.
     pub async fn call(
         &self,
         path: &str,
         request: DynamicMessage,
         output: MessageDescriptor,
     ) -> Result<DynamicMessage, tonic::Status> {
+        let mut request = tonic::Request::new(request);
+        if let Some(timeout) = self.call_timeout {
+            // The server learns the deadline too (grpc-timeout) and can give up on its side.
+            request.set_timeout(timeout);
+        }
+        self.within_deadline(self.unary(path, request, output))
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    async fn unary(
+        &self,
+        path: &str,
+        request: tonic::Request<DynamicMessage>,
+        output: MessageDescriptor,
+    ) -> Result<tonic::Response<DynamicMessage>, tonic::Status> {
         let mut grpc = tonic::client::Grpc::new(self.transport.clone())
             .max_decoding_message_size(stigmer_core::MAX_MESSAGE_SIZE)
             .max_encoding_message_size(stigmer_core::MAX_MESSAGE_SIZE);
@@ -264,25 +300,35 @@ impl Client {
             .map_err(|err| tonic::Status::unavailable(err.to_string()))?;
         let path = http::uri::PathAndQuery::from_str(path)
             .map_err(|err| tonic::Status::invalid_argument(err.to_string()))?;
-        grpc.unary(
-            tonic::Request::new(request),
-            path,
-            DynamicCodec::new(output),
-        )
-        .await
-        .map(tonic::Response::into_inner)
+        grpc.unary(request, path, DynamicCodec::new(output)).await
+    }
+
+    /// `call` bounded by the call deadline.
+    async fn within_deadline<T>(
+        &self,
+        call: impl Future<Output = Result<T, tonic::Status>>,
+    ) -> Result<T, tonic::Status> {
+        within(self.call_timeout, call).await
     }
 
     /// Whether the server answers health checks with SERVING.
     pub async fn is_serving(&self) -> bool {
+        matches!(self.check_serving().await, Ok(true))
+    }
+
+    /// Whether the server answers health checks with SERVING: `Ok(false)` when nothing
+    /// answers (nothing listens, the connection fails, another answer), and DEADLINE_EXCEEDED
+    /// when something accepts the connection but does not answer within the call deadline,
+    /// which starting a daemon would not cure.
+    pub async fn check_serving(&self) -> Result<bool, ClientError> {
         let mut health = tonic_health::pb::health_client::HealthClient::new(self.transport.clone());
-        matches!(
-            health
-                .check(tonic_health::pb::HealthCheckRequest::default())
-                .await
-                .map(|r| r.into_inner().status()),
-            Ok(tonic_health::pb::health_check_response::ServingStatus::Serving)
-        )
+        let check = health.check(tonic_health::pb::HealthCheckRequest::default());
+        match self.within_deadline(check).await {
+            Ok(answer) => Ok(answer.into_inner().status()
+                == tonic_health::pb::health_check_response::ServingStatus::Serving),
+            Err(status) if is_client_deadline(&status) => Err(ClientError::Status(status)),
+            Err(_) => Ok(false),
+        }
     }
 
     /// Closes the in-process server, if this client runs one; a no-op otherwise.
@@ -294,9 +340,61 @@ impl Client {
     }
 }
 
+/// `call` bounded by `timeout`, on the client's own clock, so that a server that never
+/// answers (or never reads the grpc-timeout header) cannot hold the caller. A call that fails
+/// once the deadline has passed failed because of it, whoever noticed first (tonic's channel
+/// enforces grpc-timeout too, as CANCELLED "Timeout expired").
+async fn within<T>(
+    timeout: Option<Duration>,
+    call: impl Future<Output = Result<T, tonic::Status>>,
+) -> Result<T, tonic::Status> {
+    let Some(timeout) = timeout else {
+        return call.await;
+    };
+    let started = std::time::Instant::now();
+    match tokio::time::timeout(timeout, call).await {
+        Ok(Err(_)) | Err(_) if started.elapsed() >= timeout => Err(deadline_exceeded(timeout)),
+        Ok(result) => result,
+        Err(_) => Err(deadline_exceeded(timeout)),
+    }
+}
+
+/// What marks a deadline this client enforced, as opposed to one the server reports.
+const CLIENT_DEADLINE: &str = "no answer within ";
+
+/// The status of a call that outlived the call deadline.
+fn deadline_exceeded(timeout: Duration) -> tonic::Status {
+    tonic::Status::deadline_exceeded(format!("{CLIENT_DEADLINE}{}", format_duration(timeout)))
+}
+
+fn is_client_deadline(status: &tonic::Status) -> bool {
+    status.code() == tonic::Code::DeadlineExceeded && status.message().starts_with(CLIENT_DEADLINE)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_call_that_never_ends_ends_at_the_deadline_and_says_which() {
+        let never = std::future::pending::<Result<(), tonic::Status>>();
+        let status = within(Some(Duration::from_millis(20)), never)
+            .await
+            .expect_err("past the deadline");
+        assert_eq!(status.code(), tonic::Code::DeadlineExceeded);
+        assert_eq!(status.message(), "no answer within 20ms");
+        assert!(is_client_deadline(&status));
+
+        // No deadline: the call's own answer, however long it takes.
+        let answer = within(None, async { Ok::<_, tonic::Status>(7) }).await;
+        assert_eq!(answer.expect("answered"), 7);
+        let refused = within(Some(Duration::from_secs(5)), async {
+            Err::<(), _>(tonic::Status::not_found("agt-1"))
+        })
+        .await
+        .expect_err("refused");
+        assert_eq!(refused.code(), tonic::Code::NotFound);
+    }
 
     #[test]
     fn a_token_travels_in_plain_text_only_to_loopback() {

@@ -625,7 +625,9 @@ impl Client {
     }
 
     /// Writes exported resources back, keeping ids; resources already stored as exported are
-    /// left alone, so importing twice changes nothing the second time.
+    /// left alone, so importing twice changes nothing the second time. Each 200 resources are
+    /// one call and one transaction: when a call fails, the ones before it stay imported, and
+    /// importing the same resources again finishes the job.
     pub async fn import(&self, resources: &[Value]) -> Result<ImportSummary, ClientError> {
         let method = backend_method("import")?;
         let item_type = method

@@ -14,6 +14,7 @@ fn config(db: &std::path::Path) -> ClientConfig {
             },
             cloud: None,
         },
+        ..ClientConfig::default()
     }
 }
 

@@ -46,6 +46,7 @@ fn local(endpoint: String, transport: LocalTransport, database: Option<PathBuf>)
             },
             cloud: None,
         },
+        ..ClientConfig::default()
     }
 }
 

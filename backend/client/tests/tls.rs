@@ -55,6 +55,7 @@ fn cloud(port: u16, ca_file: &str) -> ClientConfig {
             }),
             ..Default::default()
         },
+        ..ClientConfig::default()
     }
 }
 

@@ -45,6 +45,7 @@ async fn client_of(server: &TestServer) -> Client {
             },
             cloud: None,
         },
+        ..ClientConfig::default()
     };
     stigmer_client::connect(&config).await.expect("client")
 }

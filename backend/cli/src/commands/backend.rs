@@ -88,6 +88,10 @@ async fn status(ctx: &Ctx) -> Result<ExitCode> {
             );
         }
     }
+    let timeout = config
+        .call_timeout()
+        .map_or_else(|| "none".to_string(), stigmer_client::format_duration);
+    println!("timeout:    {timeout}");
     let info = match stigmer_client::connect(&config).await {
         Err(err) => Err(err),
         Ok(client) => {

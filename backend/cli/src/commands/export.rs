@@ -1,4 +1,5 @@
-//! `stigmer export [KIND…]`: every resource exactly as stored, ids included, for `import`.
+//! `stigmer export [--all | KIND…]`: every resource exactly as stored, ids included, for
+//! `import`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -16,6 +17,9 @@ use crate::progress;
 pub struct ExportArgs {
     /// Only these kinds; every kind when omitted.
     kinds: Vec<String>,
+    /// Every kind: the same as naming none (the spelling of other Stigmer documents).
+    #[arg(long, conflicts_with = "kinds")]
+    all: bool,
     /// Output format: YAML documents, or a JSON array.
     #[arg(
         short,
@@ -33,7 +37,9 @@ pub async fn run(ctx: &Ctx, args: ExportArgs) -> Result<ExitCode> {
     let client = ctx.client().await?;
     let result = async {
         let spinner = progress::spinner("exporting");
-        let resources = client.export(&args.kinds).await.context("cannot export");
+        // --all asks for what no kind asks for: everything.
+        let kinds: &[String] = if args.all { &[] } else { &args.kinds };
+        let resources = client.export(kinds).await.context("cannot export");
         spinner.finish_and_clear();
         let Export { resources, omitted } = resources?;
         let text = match args.output {
