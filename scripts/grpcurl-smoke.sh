@@ -90,6 +90,23 @@ id=$(printf '%s' "$created" | sed -n 's/.*"id":"\(agt-[a-z0-9]*\)".*/\1/p')
 check "curl: get finds it" "$(json "$agents.AgentQueryController/get" "{\"value\":\"$id\"}")" "\"id\":\"$id\""
 check "curl: a bad field is named" "$(json "$agents.AgentCommandController/create" '{"metadata":{"name":"x"},"spec":{"instructions":"short"}}')" '"field":"spec.instructions"'
 check "curl: not found is a Connect error" "$(json "$agents.AgentQueryController/get" '{"value":"agt-nope"}')" '"code":"not_found"'
+check "curl: list returns it" "$(json "$agents.AgentQueryController/list" '{"pageSize":10}')" "\"id\":\"$id\""
+
+# A watch over curl is a stream of server-sent events: the snapshot first, then each change live.
+wait_for() { # file text: polls until text is in file, for at most 10 s
+  for _ in $(seq 1 200); do grep -q "$2" "$1" && return 0; sleep 0.05; done
+  return 1
+}
+curl -sS -N --max-time 60 -H 'content-type: application/json' -d '{"kind":"Agent"}' \
+  "http://$addr/ai.stigmer.backend.v1.ResourceService/watch" >"$home/watch.sse" 2>&1 &
+watcher=$!
+wait_for "$home/watch.sse" "$id" || true
+check "curl: watch starts with a snapshot event" "$(grep "^data: " "$home/watch.sse" | head -1)" '"type":"EVENT_TYPE_SNAPSHOT"'
+second=$(json "$agents.AgentCommandController/create" '{"metadata":{"name":"Second Reviewer"},"spec":{"instructions":"Review pull requests twice."}}')
+second_id=$(printf '%s' "$second" | sed -n 's/.*"id":"\(agt-[a-z0-9]*\)".*/\1/p')
+wait_for "$home/watch.sse" "$second_id" || true
+kill "$watcher" 2>/dev/null; wait "$watcher" 2>/dev/null
+check "curl: watch streams a create live" "$(grep "$second_id" "$home/watch.sse")" '"type":"EVENT_TYPE_CREATED"'
 
 kill -TERM "$pid"
 wait "$pid"

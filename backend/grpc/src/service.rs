@@ -12,11 +12,14 @@ use prost_reflect::{DynamicMessage, ReflectMessage};
 use tonic::codegen::{Bytes, StdError};
 use tonic::server::{Grpc, ServerStreamingService, UnaryService};
 use tonic::{Code, Status};
+use tower_layer::Layer;
+use tower_service::Service as _;
 use tracing::Span;
 
 use crate::auth::{IAM_POLICY, OrgNeed};
 use crate::catalog::{BackendMethod, BackendStream, BackendUnary, BackendVerb, Method, Verb};
 use crate::codec::{Reply, ServerCodec};
+use crate::connect::Protocol;
 use crate::controller::Controller;
 use crate::error::{ApiError, SHUTTING_DOWN};
 use crate::feed::EventStream;
@@ -65,11 +68,16 @@ where
             let served = Caught::new(async move {
                 #[cfg(feature = "test-faults")]
                 fault.strike_call();
-                if crate::connect::is_json_call(&request) {
-                    let grpc_app = Arc::clone(&app);
-                    crate::connect::serve_json(&app, request, |grpc| serve(grpc_app, grpc)).await
-                } else {
-                    serve(app, request).await
+                match Protocol::of(&request) {
+                    Protocol::Grpc => serve(app, request).await,
+                    Protocol::GrpcWeb => grpc_web(app, request).await,
+                    protocol @ (Protocol::Json | Protocol::ConnectStream) => {
+                        let grpc_app = Arc::clone(&app);
+                        crate::connect::serve_http(&app, protocol, request, |grpc| {
+                            serve(grpc_app, grpc)
+                        })
+                        .await
+                    }
                 }
             });
             let response = served
@@ -80,6 +88,41 @@ where
             Ok(response
                 .map(|body| tonic::body::Body::new(Counted::new(CaughtBody::new(body), call))))
         })
+    }
+}
+
+/// A gRPC-Web call, translated by tonic-web into the gRPC call it stands for and back.
+async fn grpc_web<B>(
+    app: Arc<Controller>,
+    request: http::Request<B>,
+) -> http::Response<tonic::body::Body>
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<StdError> + Send + 'static,
+{
+    let mut web = tonic_web::GrpcWebLayer::new().layer(GrpcPath(app));
+    match web.call(request.map(tonic::body::Body::new)).await {
+        Ok(response) => response,
+        Err(never) => match never {},
+    }
+}
+
+/// The gRPC path alone, as the service tonic-web wraps.
+#[derive(Clone)]
+struct GrpcPath(Arc<Controller>);
+
+impl tower_service::Service<http::Request<tonic::body::Body>> for GrpcPath {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
+        let app = Arc::clone(&self.0);
+        Box::pin(async move { Ok(serve(app, request).await) })
     }
 }
 

@@ -106,7 +106,7 @@ async fn errors_are_connect_errors_with_the_grpc_code_and_field_violations() {
 
     let (status, error) = post(
         server.addr,
-        "/ai.stigmer.backend.v1.ResourceService/watch",
+        "/ai.stigmer.backend.v1.ResourceService/noSuchMethod",
         "{}",
     )
     .await;

@@ -4,6 +4,7 @@
 
 pub mod binary;
 pub mod disk;
+pub mod http_client;
 pub mod postgres;
 pub mod random;
 
