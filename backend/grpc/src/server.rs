@@ -516,7 +516,10 @@ fn routes(
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
     };
     let services = app.catalog.services().to_vec();
-    let console = console.then(|| crate::console::router(&app.catalog));
+    let console = match console {
+        true => crate::console::router(&app.catalog),
+        false => crate::console::turned_off(),
+    };
     let reflection_v1 = KeyRequired::new(reflection().build_v1()?, Arc::clone(&app));
     let reflection_v1alpha = KeyRequired::new(reflection().build_v1alpha()?, Arc::clone(&app));
     let rpc = ResourceRpc::new(app);
@@ -533,10 +536,7 @@ fn routes(
     for service in services {
         router = router.route_service(&format!("/{service}/{{*method}}"), rpc.clone());
     }
-    if let Some(console) = console {
-        router = router.merge(console);
-    }
-    Ok(Routes::from(router))
+    Ok(Routes::from(router.merge(console)))
 }
 
 #[cfg(test)]

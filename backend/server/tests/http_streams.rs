@@ -68,7 +68,8 @@ async fn a_refused_stream_answers_like_a_unary_call() {
     let response = post(server.addr, WATCH, &[JSON], bad).await;
     assert_eq!(response.status(), 400);
     assert_eq!(response.headers()["content-type"], "application/json");
-    let error: Value = serde_json::from_slice(&Reader::new(response).read_to_end().await).expect("JSON");
+    let error: Value =
+        serde_json::from_slice(&Reader::new(response).read_to_end().await).expect("JSON");
     assert_eq!(error["code"], "invalid_argument");
     assert_eq!(
         error["details"][0]["debug"]["fieldViolations"][0]["field"],
@@ -78,7 +79,8 @@ async fn a_refused_stream_answers_like_a_unary_call() {
     let unknown = json!({ "kind": "Agnet" }).to_string();
     let response = post(server.addr, WATCH, &[JSON], unknown).await;
     let status = response.status();
-    let error: Value = serde_json::from_slice(&Reader::new(response).read_to_end().await).expect("JSON");
+    let error: Value =
+        serde_json::from_slice(&Reader::new(response).read_to_end().await).expect("JSON");
     assert_eq!(status, 400, "{error}");
     assert!(
         error["message"]

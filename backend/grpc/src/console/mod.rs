@@ -57,6 +57,20 @@ pub(crate) fn router(catalog: &Catalog) -> Router {
         )
 }
 
+/// The routes when the console is off: a plain 404 that says why, rather than the gRPC
+/// "unimplemented" every other unknown path gets.
+pub(crate) fn turned_off() -> Router {
+    let off = || async {
+        (
+            StatusCode::NOT_FOUND,
+            "the console is off (--console=false)\n",
+        )
+    };
+    Router::new()
+        .route(PREFIX, get(off))
+        .route(&format!("{PREFIX}/{{*rest}}"), get(off))
+}
+
 /// One embedded file with the headers every console response carries.
 fn asset(content_type: &'static str, body: impl Into<axum::body::Body>) -> Response {
     let mut response = (StatusCode::OK, body.into()).into_response();

@@ -21,7 +21,7 @@
       else if (name.startsWith('on')) el.addEventListener(name.slice(2), value);
       else el.setAttribute(name, value === true ? '' : value);
     }
-    for (const child of children.flat()) {
+    for (const child of children.flat(Infinity)) {
       if (child === null || child === undefined || child === false) continue;
       el.append(child instanceof Node ? child : document.createTextNode(String(child)));
     }
@@ -35,7 +35,7 @@
   /** Replaces the page's content; `title` becomes the h1 and the document's title. */
   function show(title, ...content) {
     document.title = `${title} · Stigmer console`;
-    main().replaceChildren(h('h1', { text: title }), ...content);
+    main().replaceChildren(h('h1', { text: title }), ...content.flat(Infinity).filter(Boolean));
   }
 
   function announce(text) {
@@ -273,6 +273,11 @@
     return stamps.sort().pop();
   }
 
+  /** A list response's resources, whatever the field is called (items, entries). */
+  function itemsOf(list) {
+    return Object.values(list || {}).find(Array.isArray) || [];
+  }
+
   function labelsText(labels) {
     return Object.entries(labels || {})
       .map(([k, v]) => `${k}=${v}`)
@@ -399,7 +404,7 @@
     show(`${kind.name} resources`, filterForm(kind, query), h('p', { id: 'live', class: 'live', role: 'status' }), table);
     const refresh = async () => {
       const list = await call(kind.list, request);
-      table.replaceChildren(resourceTable(kind, list.items || []), pager(kind, query, list.nextPageToken));
+      table.replaceChildren(resourceTable(kind, itemsOf(list)), pager(kind, query, list.nextPageToken));
       return list;
     };
     const list = await refresh();
@@ -486,10 +491,17 @@
     show(
       `${kind.name} ${meta.name || id}`,
       h('p', { class: 'crumbs' }, link(`#/kind/${kind.name}`, `All ${kind.name} resources`), ` · id ${id} · revision ${meta.revision || ''}`),
+      h('p', { id: 'live', class: 'live', role: 'status' }),
       h('section', { 'aria-labelledby': 'yaml' }, h('h2', { id: 'yaml', text: 'YAML' }), h('pre', { class: 'yaml', tabindex: '0', 'aria-label': 'The resource as YAML', text: toYaml(resource) })),
       history,
       refs,
     );
+    const changed = (event) => event.type !== 'EVENT_TYPE_SNAPSHOT' && render();
+    const poll = async () => {
+      const latest = await call(kind.get, { value: id });
+      if (String(latest.metadata.revision) !== String(meta.revision)) render();
+    };
+    follow(`${SERVICE}/watch`, { kind: kind.name, id, sinceRevision: String(meta.revision || 0) }, changed, poll);
     await Promise.all([
       historySection(history, kind, id, resource, query).catch((err) => history.append(h('p', { class: 'error', text: err.message }))),
       referencesSection(refs, kind, id, resource).catch((err) => refs.append(h('p', { class: 'error', text: err.message }))),
@@ -568,7 +580,7 @@
     const incoming = [];
     for (const child of kind.children || []) {
       const answer = await call(child.path, { [child.field]: id, pageSize: 100 });
-      const items = answer.items || (answer.metadata ? [answer] : []);
+      const items = answer.metadata ? [answer] : itemsOf(answer);
       for (const item of items) incoming.push(link(resourceHash(child.kind, item.metadata.id), `${child.kind} ${item.metadata.name || item.metadata.id}`));
     }
     const list = (entries, none) => (entries.length ? h('ul', {}, entries.map((e) => h('li', {}, e))) : h('p', { class: 'empty', text: none }));
@@ -613,7 +625,7 @@
     const sections = [];
     for (const kind of kinds) {
       const list = await call(kind.list, chosen ? { phase: chosen } : {});
-      const items = list.items || [];
+      const items = itemsOf(list);
       const groups = chosen ? [chosen] : phases;
       sections.push(
         h('h2', { text: `${kind.name} resources` }),
