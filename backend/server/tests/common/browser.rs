@@ -89,23 +89,25 @@ fn free_port() -> u16 {
 
 /// Opens a WebDriver session, retrying while chromedriver is still starting.
 async fn connect(port: u16, width: u32, height: u32) -> Client {
-    let capabilities = serde_json::json!({
-        "goog:chromeOptions": {
-            "binary": CHROMIUM,
-            // Root in a container: no sandbox; no GPU; /dev/shm may be tiny.
-            "args": [
-                "--headless=new",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-dev-shm-usage",
-                format!("--window-size={width},{height}"),
-            ],
-        }
+    let mut options = serde_json::json!({
+        "binary": CHROMIUM,
+        // Root in a container: no sandbox; no GPU; /dev/shm may be tiny.
+        "args": [
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            format!("--window-size={},{height}", width.max(500)),
+        ],
     });
-    let capabilities = match capabilities {
-        serde_json::Value::Object(map) => map,
-        _ => unreachable!("an object literal"),
-    };
+    // Headless windows are at least 500 px wide: a phone's width is a device emulated.
+    if width < 500 {
+        options["mobileEmulation"] = serde_json::json!({
+            "deviceMetrics": { "width": width, "height": height, "pixelRatio": 1 }
+        });
+    }
+    let mut capabilities = serde_json::Map::new();
+    capabilities.insert("goog:chromeOptions".into(), options);
     let deadline = tokio::time::Instant::now() + DEADLINE;
     loop {
         let attempt = ClientBuilder::new(HttpConnector::new())

@@ -182,6 +182,8 @@
     if (typeof value === 'object') return '{}';
     if (typeof value !== 'string') return String(value);
     if (SEALED.test(value)) return '"[redacted: secret]"';
+    // int64 fields are strings in proto3 JSON; YAML shows them as the numbers they are.
+    if (/^-?(0|[1-9][0-9]*)$/.test(value)) return value;
     if (PLAIN.test(value) && !RESERVED.test(value) && !/ $/.test(value)) return value;
     return JSON.stringify(value);
   }
@@ -239,10 +241,10 @@
       if (i < a.length && j < b.length && a[i] === b[j]) {
         out.push([' ', a[i++]]);
         j++;
-      } else if (j < b.length && (i === a.length || common[i][j + 1] >= common[i + 1][j])) {
-        out.push(['+', b[j++]]);
-      } else {
+      } else if (i < a.length && (j === b.length || common[i + 1][j] >= common[i][j + 1])) {
         out.push(['-', a[i++]]);
+      } else {
+        out.push(['+', b[j++]]);
       }
     }
     return out;
