@@ -8,6 +8,7 @@ mod cloud;
 mod drive;
 mod etcd;
 mod grpc_floor;
+mod http_json;
 mod metrics;
 mod postgres;
 mod preload;
@@ -76,6 +77,8 @@ enum Case {
     Auth,
     /// Get by id with and without --metrics-listen, in alternating rounds.
     Metrics,
+    /// Get by id as JSON over HTTP/1.1 against gRPC, in alternating rounds.
+    HttpJson,
 }
 
 /// How long and how hard each case runs.
@@ -167,6 +170,9 @@ async fn main() -> Result<()> {
     }
     if wanted(Case::Metrics) {
         metrics::run(&settings, &mut report).await?;
+    }
+    if wanted(Case::HttpJson) {
+        http_json::run(&settings, &mut report).await?;
     }
     if wanted(Case::Postgres) {
         postgres::compare(&settings, &mut report);

@@ -15,7 +15,7 @@ use crate::calls::{Call, Target, measure};
 use crate::preload::preload;
 use crate::report::{Report, ratio};
 use crate::server::BenchServer;
-use crate::stats::{Summary, fmt_duration, fmt_rate};
+use crate::stats::{Summary, fmt_duration, fmt_rate, median_cpu, median_rate};
 
 /// Measurements of each side at each concurrency.
 const ROUNDS: usize = 5;
@@ -166,19 +166,4 @@ fn counted_gets(metrics: &str) -> f64 {
         })
         .filter_map(|line| line.rsplit_once(' ')?.1.parse::<f64>().ok())
         .sum()
-}
-
-fn median_rate(runs: &[Summary]) -> f64 {
-    let mut rates: Vec<f64> = runs.iter().map(Summary::rate).collect();
-    rates.sort_by(f64::total_cmp);
-    rates.get(rates.len() / 2).copied().unwrap_or(0.0)
-}
-
-fn median_cpu(runs: &[Summary]) -> Option<Duration> {
-    let mut cpus: Vec<Duration> = runs
-        .iter()
-        .filter_map(Summary::server_cpu_per_unit)
-        .collect();
-    cpus.sort();
-    cpus.get(cpus.len() / 2).copied()
 }

@@ -119,6 +119,23 @@ pub fn fmt_rate(rate: f64) -> String {
     }
 }
 
+/// The median throughput of several runs of one workload.
+pub fn median_rate(runs: &[Summary]) -> f64 {
+    let mut rates: Vec<f64> = runs.iter().map(Summary::rate).collect();
+    rates.sort_by(f64::total_cmp);
+    rates.get(rates.len() / 2).copied().unwrap_or(0.0)
+}
+
+/// The median server CPU per call of several runs of one workload.
+pub fn median_cpu(runs: &[Summary]) -> Option<Duration> {
+    let mut cpus: Vec<Duration> = runs
+        .iter()
+        .filter_map(Summary::server_cpu_per_unit)
+        .collect();
+    cpus.sort();
+    cpus.get(cpus.len() / 2).copied()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

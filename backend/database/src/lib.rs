@@ -5,7 +5,7 @@
 
 mod location;
 
-pub use location::{Location, LocationError, PostgresUrl};
+pub use location::{Location, LocationError, MEMORY, PostgresUrl};
 pub use stigmer_postgres::PostgresOptions;
 pub use stigmer_sqlite::{Durability, Restored, SqliteOptions};
 
@@ -26,6 +26,9 @@ pub struct DatabaseOptions {
     /// The database: a SQLite file path (its directory is created with mode 0700 and the file
     /// with 0600 when missing; a leading "~/" means the home directory), the same as
     /// "sqlite:PATH", or a PostgreSQL URL "postgres://USER:PASSWORD@HOST:PORT/DATABASE".
+    /// ":memory:" is a database that lives as long as the server, for tests and demos: its
+    /// files (and the master key's) stay in a private directory in /dev/shm (memory; the
+    /// system's temporary directory where there is none), removed when the server stops.
     #[arg(long, env = "STIGMER_DB", default_value = DEFAULT_DB, hide_env_values = true)]
     pub db: String,
 
@@ -87,31 +90,60 @@ pub enum OpenError {
     Postgres(#[from] stigmer_postgres::OpenError),
     #[error("opening the database: {0}")]
     Join(#[from] tokio::task::JoinError),
+    #[error("cannot make a private directory for the --db :memory: database: {0}")]
+    Scratch(std::io::Error),
 }
 
 /// An open store and where it is.
 pub struct Database {
     pub store: Arc<dyn Store>,
     pub location: Location,
+    /// Where a `:memory:` database keeps its files; removed when dropped, so it must outlive
+    /// the store (fields drop in order: the store first).
+    scratch: Option<tempfile::TempDir>,
 }
 
 impl Database {
     /// Where the master key file goes when none is named: beside a SQLite file. A PostgreSQL
     /// database has no such place, and replicas must share one key, so it must be given.
     pub fn default_key_file(&self) -> Option<PathBuf> {
-        self.location.default_key_file()
+        match &self.scratch {
+            Some(scratch) => Some(scratch.path().join("stigmer.key")),
+            None => self.location.default_key_file(),
+        }
+    }
+}
+
+/// A private directory for a `:memory:` database: in /dev/shm, which is memory, when the
+/// system has it.
+fn scratch_dir() -> std::io::Result<tempfile::TempDir> {
+    let shm = Path::new("/dev/shm");
+    let builder = || {
+        let mut builder = tempfile::Builder::new();
+        builder.prefix("stigmer-memory-");
+        builder
+    };
+    match builder().tempdir_in(shm) {
+        Ok(dir) => Ok(dir),
+        Err(_) => builder().tempdir(),
     }
 }
 
 /// Opens (creating and migrating when needed) the database `options` names.
 pub async fn open(options: &DatabaseOptions) -> Result<Database, OpenError> {
     let location = options.location()?;
+    let mut scratch = None;
     let store: Arc<dyn Store> = match &location {
-        Location::Sqlite(path) => {
-            let config = options
-                .sqlite
-                .config(path.clone(), options.watch_buffer as usize);
-            Arc::new(tokio::task::spawn_blocking(move || SqliteStore::open(&config)).await??)
+        Location::Sqlite(path) => open_sqlite(options, path.clone()).await?,
+        Location::Memory => {
+            let dir = scratch_dir().map_err(OpenError::Scratch)?;
+            let store = open_sqlite(options, dir.path().join("stigmer.db")).await?;
+            tracing::info!(
+                files = %dir.path().display(),
+                "the database lives in memory: its files are removed when the server stops"
+            );
+            scratch = Some(dir);
+            store
         }
         Location::Postgres(url) => {
             let config = options
@@ -121,7 +153,21 @@ pub async fn open(options: &DatabaseOptions) -> Result<Database, OpenError> {
         }
     };
     tracing::info!(db = %location, "database open");
-    Ok(Database { store, location })
+    Ok(Database {
+        store,
+        location,
+        scratch,
+    })
+}
+
+async fn open_sqlite(
+    options: &DatabaseOptions,
+    path: PathBuf,
+) -> Result<Arc<dyn Store>, OpenError> {
+    let config = options.sqlite.config(path, options.watch_buffer as usize);
+    Ok(Arc::new(
+        tokio::task::spawn_blocking(move || SqliteStore::open(&config)).await??,
+    ))
 }
 
 /// Why a backup was not restored. The target is as it was.
@@ -133,6 +179,10 @@ pub enum RestoreError {
         "--db names a PostgreSQL database ({0}): restore it from a pg_dump archive with pg_restore (docs/deploy.md); stigmer-server restore writes SQLite files"
     )]
     Postgres(PostgresUrl),
+    #[error(
+        "--db :memory: is a database that lives only as long as its server: restore into a file (--db PATH)"
+    )]
+    Memory,
     #[error(transparent)]
     Sqlite(#[from] stigmer_sqlite::RestoreError),
     #[error("the restore task failed")]
@@ -151,6 +201,7 @@ pub async fn restore(
     let path = match Location::parse(db)? {
         Location::Sqlite(path) => path,
         Location::Postgres(url) => return Err(RestoreError::Postgres(url)),
+        Location::Memory => return Err(RestoreError::Memory),
     };
     let file = file.to_path_buf();
     let target = path.clone();

@@ -10,7 +10,12 @@ pub enum Location {
     Sqlite(PathBuf),
     /// A PostgreSQL database.
     Postgres(PostgresUrl),
+    /// `:memory:`: a SQLite database that lives as long as the process, for tests and demos.
+    Memory,
 }
+
+/// What `--db` says for a database that lives only as long as the server.
+pub const MEMORY: &str = ":memory:";
 
 /// A `postgres://` URL, which may hold a password: shown (`Display`, `Debug`) without it.
 #[derive(Clone, PartialEq, Eq)]
@@ -50,6 +55,9 @@ pub enum LocationError {
 
 impl Location {
     pub fn parse(db: &str) -> Result<Self, LocationError> {
+        if db == MEMORY || db == "sqlite::memory:" {
+            return Ok(Self::Memory);
+        }
         if let Some(path) = db.strip_prefix("sqlite:") {
             // sqlite:///abs/path and sqlite://rel/path, as other tools write them, too.
             let path = path.strip_prefix("//").unwrap_or(path);
@@ -71,7 +79,7 @@ impl Location {
     pub fn default_key_file(&self) -> Option<PathBuf> {
         match self {
             Self::Sqlite(path) => Some(path.with_extension("key")),
-            Self::Postgres(_) => None,
+            Self::Postgres(_) | Self::Memory => None,
         }
     }
 }
@@ -82,6 +90,7 @@ impl fmt::Display for Location {
         match self {
             Self::Sqlite(path) => write!(f, "{}", path.display()),
             Self::Postgres(url) => write!(f, "{url}"),
+            Self::Memory => f.write_str(MEMORY),
         }
     }
 }
@@ -144,6 +153,18 @@ mod tests {
                 assert!(shown.contains("app@db.internal:5432/stigmer"), "{shown}");
             }
         }
+    }
+
+    #[test]
+    fn memory_is_a_name_not_a_file() {
+        for db in [":memory:", "sqlite::memory:"] {
+            assert_eq!(Location::parse(db), Ok(Location::Memory), "{db}");
+        }
+        assert_eq!(Location::Memory.default_key_file(), None);
+        assert_eq!(
+            Location::parse("./:memory:"),
+            Ok(Location::Sqlite(PathBuf::from("./:memory:")))
+        );
     }
 
     #[test]

@@ -10,8 +10,9 @@ use clap::{Args, CommandFactory, FromArgMatches, Parser, ValueEnum};
 /// The server's settings besides its database.
 #[derive(Debug, Clone, Args)]
 pub struct ServerConfig {
-    /// Address (host:port) to serve gRPC on. Port 0 picks a free port, reported in the log.
-    #[arg(long, env = "STIGMER_LISTEN", default_value = "127.0.0.1:50051")]
+    /// Address (host:port) to serve gRPC on; the host may be a name ("localhost:50051"), which
+    /// is resolved at start-up, IPv4 first. Port 0 picks a free port, reported in the log.
+    #[arg(long, env = "STIGMER_LISTEN", default_value = "127.0.0.1:50051", value_parser = listen_address)]
     pub listen: SocketAddr,
 
     /// Serve on an address other than loopback without TLS and API keys (--tls-cert with
@@ -45,7 +46,7 @@ pub struct ServerConfig {
     /// Address (host:port) to serve Prometheus metrics on, at /metrics over plain HTTP
     /// (unset: no metrics). /metrics has no authentication: on an address other than
     /// loopback, whoever reaches the port reads call counts, latencies and resources per kind.
-    #[arg(long, env = "STIGMER_METRICS_LISTEN")]
+    #[arg(long, env = "STIGMER_METRICS_LISTEN", value_parser = listen_address)]
     pub metrics_listen: Option<SocketAddr>,
 
     /// Serve the web console at /console on the API's port (`--console=false` turns it off).
@@ -140,6 +141,32 @@ impl ServerConfig {
     }
 }
 
+/// A `host:port` to listen on, the host an address or a name. A name is resolved now, and its
+/// first IPv4 address taken when it has one: "localhost" is 127.0.0.1, which every client's
+/// "localhost" reaches, where ::1 alone would leave IPv4-only clients out.
+pub fn listen_address(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(address) = text.parse() {
+        return Ok(address);
+    }
+    let Some((host, port)) = text.rsplit_once(':') else {
+        return Err(format!(
+            "{text:?} is not host:port (e.g. 127.0.0.1:50051 or localhost:50051)"
+        ));
+    };
+    let port: u16 = port
+        .parse()
+        .map_err(|_| format!("{port:?} in {text:?} is not a port number (0 to 65535)"))?;
+    let resolved: Vec<SocketAddr> = std::net::ToSocketAddrs::to_socket_addrs(&(host, port))
+        .map_err(|err| format!("cannot resolve the host {host:?} of {text:?}: {err}"))?
+        .collect();
+    resolved
+        .iter()
+        .find(|address| address.is_ipv4())
+        .or(resolved.first())
+        .copied()
+        .ok_or_else(|| format!("the host {host:?} of {text:?} has no address"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -182,5 +209,26 @@ mod tests {
         assert!(parse(&["stigmer-server", "--console"]));
         assert!(!parse(&["stigmer-server", "--console=false"]));
         assert!(parse(&["stigmer-server", "--console=true"]));
+    }
+
+    #[test]
+    fn listen_addresses_may_name_their_host() {
+        assert_eq!(
+            listen_address("localhost:50051"),
+            Ok(SocketAddr::from(([127, 0, 0, 1], 50051)))
+        );
+        assert_eq!(
+            listen_address("[::1]:7"),
+            Ok(SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, 7)))
+        );
+        for (bad, says) in [
+            ("localhost", "is not host:port"),
+            ("localhost:http", "is not a port number"),
+            ("localhost:70000", "is not a port number"),
+            ("no-such-host.invalid:1", "cannot resolve the host"),
+        ] {
+            let err = listen_address(bad).expect_err(bad);
+            assert!(err.contains(says), "{bad}: {err}");
+        }
     }
 }

@@ -198,6 +198,7 @@ impl Controller {
                     id: Some(id),
                 },
                 since_revision: 0,
+                until_revision: None,
                 page_size: 1,
                 queued_per_watcher: 64,
                 stop: Some(self.shutdown.signal()),

@@ -51,13 +51,26 @@ impl Controller {
             org => org,
         };
         let id = get_str(&request, "id");
+        let since_revision = get_i64(&request, "since_revision");
+        let until_revision = match get_i64(&request, "until_revision") {
+            0 => None,
+            until if until < since_revision => {
+                return Err(ApiError::invalid_field(
+                    "watch request",
+                    "until_revision",
+                    format!("must be 0 (no end) or at least since_revision ({since_revision})"),
+                ));
+            }
+            until => Some(until),
+        };
         let options = WatchOptions {
             filter: ChangeFilter {
                 org,
                 kind: kind.map(|k| k.name.clone()),
                 id: (!id.is_empty()).then_some(id),
             },
-            since_revision: get_i64(&request, "since_revision"),
+            since_revision,
+            until_revision,
             page_size: WATCH_PAGE,
             queued_per_watcher: QUEUED_PER_WATCHER,
             stop: Some(self.shutdown.signal()),

@@ -75,7 +75,12 @@ where
         Box::pin(async move {
             let mut response = tracing::Instrument::instrument(future, span.clone()).await?;
             crate::error::unreadable_request_is_invalid_argument(response.headers_mut());
-            let code = grpc_status(response.headers());
+            let code = grpc_status(response.headers()).or_else(|| {
+                response
+                    .extensions()
+                    .get::<AnsweredCode>()
+                    .map(|answered| answered.0)
+            });
             let pending = PendingLog {
                 span,
                 started,
@@ -89,6 +94,11 @@ where
         })
     }
 }
+
+/// The gRPC code of an answer that carries none in its headers (a JSON call's, `connect/`),
+/// put in the response's extensions so that its log line and metrics say how it ended.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct AnsweredCode(pub(crate) Code);
 
 fn grpc_status(headers: &http::HeaderMap) -> Option<Code> {
     headers

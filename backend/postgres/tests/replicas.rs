@@ -107,6 +107,7 @@ async fn a_watcher_on_one_replica_sees_writes_through_another_once_and_in_order(
         WatchOptions {
             filter: all_of("local"),
             since_revision: 0,
+            until_revision: None,
             page_size: 50,
             queued_per_watcher: 4096,
             stop: None,

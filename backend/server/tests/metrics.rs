@@ -363,3 +363,37 @@ async fn a_metrics_address_in_use_stops_the_start_naming_the_flag() {
         "refused before touching the database"
     );
 }
+
+#[tokio::test]
+async fn http_calls_are_counted_by_the_code_they_answer() {
+    use common::http_client::{Reader, post};
+    let (server, address) = metrics_server().await;
+    let json = [("content-type", "application/json")];
+    let missing = post(
+        server.addr,
+        &format!("/{QUERY}/get"),
+        &json,
+        r#"{"value":"agt-nobody"}"#,
+    )
+    .await;
+    assert_eq!(missing.status(), 404);
+    let refused = post(
+        server.addr,
+        &format!("/{FEED}/watch"),
+        &json,
+        r#"{"kind":"Agent","sinceRevision":"-1"}"#,
+    )
+    .await;
+    assert_eq!(refused.status(), 400);
+    let exported = post(server.addr, &format!("/{FEED}/export"), &json, "{}").await;
+    let events = String::from_utf8(Reader::new(exported).read_to_end().await).expect("UTF-8");
+    assert!(events.ends_with("event: end\ndata: {}\n\n"), "{events}");
+
+    let scrape = scrape_until(address, "the three HTTP calls", |scrape| {
+        scrape.calls(FEED, "export", "OK") == Some(1.0)
+    })
+    .await;
+    assert_eq!(scrape.calls(QUERY, "get", "NotFound"), Some(1.0));
+    assert_eq!(scrape.calls(QUERY, "get", "OK"), None);
+    assert_eq!(scrape.calls(FEED, "watch", "InvalidArgument"), Some(1.0));
+}

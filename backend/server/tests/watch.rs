@@ -831,3 +831,45 @@ async fn info_reports_the_revision_backend_and_counts() {
     );
     assert!(!info.version.is_empty());
 }
+
+#[tokio::test]
+async fn a_watch_with_an_until_revision_replays_its_window_and_ends() {
+    let server = TestServer::start().await;
+    let start = warm_up(&server).await;
+    mixed_writes(&server, 2, 20).await;
+    let end = current_revision(&server).await;
+    let window = (start + 5, start + 12);
+    let mut stream = watch(
+        &server,
+        WatchRequest {
+            since_revision: window.0,
+            until_revision: window.1,
+            ..Default::default()
+        },
+    )
+    .await;
+    let mut revisions = Vec::new();
+    while let Some(event) = tokio::time::timeout(DEADLINE, stream.message())
+        .await
+        .expect("the window in time")
+        .expect("a stream that ends cleanly")
+    {
+        revisions.push(event.revision);
+    }
+    assert_eq!(revisions, ((window.0 + 1)..=window.1).collect::<Vec<_>>());
+    assert!(end > window.1, "later writes were left out");
+
+    let refused = ResourceServiceClient::new(server.channel.clone())
+        .watch(WatchRequest {
+            since_revision: window.1,
+            until_revision: window.0,
+            ..Default::default()
+        })
+        .await;
+    let status = expect_code(refused, Code::InvalidArgument);
+    assert!(
+        status.message().contains("untilRevision"),
+        "{}",
+        status.message()
+    );
+}

@@ -59,6 +59,7 @@ macro_rules! store_conformance {
             snapshot_reads_at_one_revision,
             watch_sends_a_snapshot_then_live_changes,
             watch_replays_from_a_revision,
+            watch_ends_at_its_until_revision,
             watch_misses_nothing_and_repeats_nothing_under_concurrent_writers,
             stopped_watch_names_the_revision_to_resume_from,
             live_changes_carry_only_the_encoding_their_write_stored,

@@ -172,6 +172,7 @@ pub(crate) fn watch(store: &Arc<dyn Store>, filter: ChangeFilter, since_revision
         WatchOptions {
             filter,
             since_revision,
+            until_revision: None,
             page_size: 1,
             queued_per_watcher: 1,
             stop: None,

@@ -19,6 +19,10 @@ pub struct WatchOptions {
     pub filter: ChangeFilter,
     /// Replay changes after this revision; 0 starts with a snapshot of the current matches.
     pub since_revision: i64,
+    /// End the watch once every change up to this revision has been delivered (`None`: follow
+    /// changes for ever). After a snapshot read at or past it, the watch ends with the
+    /// snapshot.
+    pub until_revision: Option<i64>,
     /// Rows read per step of the snapshot and the replay.
     pub page_size: usize,
     /// Items queued for one slow watcher before its feeder waits (not `--watch-buffer`, the
@@ -91,7 +95,6 @@ async fn run(
     resume_after: &mut Option<i64>,
 ) -> StoreResult<()> {
     let mut live = store.subscribe();
-    let page = options.page_size.max(1);
     let mut last = if options.since_revision == 0 {
         match send_snapshot(store, options, tx).await {
             Ok(revision) => revision,
@@ -102,21 +105,21 @@ async fn run(
         options.since_revision
     };
     *resume_after = Some(last);
+    let until = options.until_revision;
+    if until.is_some_and(|until| last >= until) {
+        return Ok(());
+    }
     // Catch up from the log: everything committed before (or while) we subscribed.
-    loop {
-        let changes = store.changes(options.filter.clone(), last, page).await?;
-        let done = changes.len() < page;
-        for change in changes {
-            let revision = change.revision;
-            if send(tx, WatchItem::Change(Arc::new(change))).await.is_err() {
-                return Ok(());
-            }
-            last = revision;
-            *resume_after = Some(last);
-        }
-        if done {
-            break;
-        }
+    if catch_up(store, options, tx, &mut last, resume_after).await? == Flow::Ended {
+        return Ok(());
+    }
+    if let Some(until) = until
+        && store.log_bounds().await?.current >= until
+    {
+        // Everything up to `until` is committed: what committed since the catch-up read is
+        // in the log too.
+        catch_up(store, options, tx, &mut last, resume_after).await?;
+        return Ok(());
     }
     loop {
         let change = match live.recv().await {
@@ -128,15 +131,56 @@ async fn run(
             }
             Err(RecvError::Closed) => return Err(StoreError::Closed),
         };
-        if change.revision <= last || !options.filter.matches(&change) {
-            continue;
-        }
         let revision = change.revision;
-        if send(tx, WatchItem::Change(change)).await.is_err() {
+        if until.is_some_and(|until| revision > until) {
             return Ok(());
         }
-        last = revision;
-        *resume_after = Some(last);
+        if revision > last && options.filter.matches(&change) {
+            if send(tx, WatchItem::Change(change)).await.is_err() {
+                return Ok(());
+            }
+            last = revision;
+            *resume_after = Some(last);
+        }
+        if until == Some(revision) {
+            return Ok(());
+        }
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Flow {
+    Continue,
+    /// The consumer went away, or the watch reached its `until_revision`.
+    Ended,
+}
+
+/// Sends the logged changes after `last` (up to `until_revision`), page by page.
+async fn catch_up(
+    store: &dyn Store,
+    options: &WatchOptions,
+    tx: &mpsc::Sender<StoreResult<WatchItem>>,
+    last: &mut i64,
+    resume_after: &mut Option<i64>,
+) -> StoreResult<Flow> {
+    let page = options.page_size.max(1);
+    loop {
+        let changes = store.changes(options.filter.clone(), *last, page).await?;
+        let done = changes.len() < page;
+        for change in changes {
+            let revision = change.revision;
+            if options.until_revision.is_some_and(|until| revision > until) {
+                return Ok(Flow::Ended);
+            }
+            if send(tx, WatchItem::Change(Arc::new(change))).await.is_err() {
+                return Ok(Flow::Ended);
+            }
+            *last = revision;
+            *resume_after = Some(revision);
+        }
+        if done {
+            return Ok(Flow::Continue);
+        }
     }
 }
 

@@ -4,6 +4,8 @@
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD_NO_PAD;
 use http::{HeaderValue, StatusCode, header};
+
+use crate::logging::AnsweredCode;
 use http_body_util::Full;
 use prost::Message;
 use prost_reflect::{DynamicMessage, SerializeOptions};
@@ -18,7 +20,7 @@ pub(super) fn failed_status(headers: &http::HeaderMap) -> Option<tonic::Status> 
 
 /// `status` as a Connect error answer, with its HTTP status.
 pub(super) fn status_response(status: &tonic::Status) -> http::Response<tonic::body::Body> {
-    json(http_status(status.code()), &status_json(status))
+    json(status.code(), &status_json(status))
 }
 
 /// `status` as the JSON body of a Connect error.
@@ -31,7 +33,7 @@ pub(super) fn status_json(status: &tonic::Status) -> serde_json::Value {
 
 /// A Connect error answer for a request this layer refuses before any gRPC call.
 pub(super) fn error(code: Code, message: &str) -> http::Response<tonic::body::Body> {
-    json(http_status(code), &error_json(code, message, &[]))
+    json(code, &error_json(code, message, &[]))
 }
 
 fn error_json(code: Code, message: &str, details: &[prost_types::Any]) -> serde_json::Value {
@@ -64,19 +66,26 @@ pub(super) fn to_json(message: &DynamicMessage) -> serde_json::Value {
         .unwrap_or_default()
 }
 
-pub(super) fn json(
-    status: StatusCode,
-    body: &serde_json::Value,
-) -> http::Response<tonic::body::Body> {
+/// A JSON answer for a call that ended with `code`, with the HTTP status Connect gives it.
+pub(super) fn json(code: Code, body: &serde_json::Value) -> http::Response<tonic::body::Body> {
     let mut response = http::Response::new(tonic::body::Body::new(Full::new(Bytes::from(
         body.to_string(),
     ))));
-    *response.status_mut() = status;
+    *response.status_mut() = http_status(code);
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
+    response.extensions_mut().insert(AnsweredCode(code));
     response
+}
+
+/// The trailers that tell the log line of a streamed call how it ended; HTTP/1.1 clients that
+/// did not ask for trailers never see them.
+pub(super) fn status_trailers(code: Code) -> http::HeaderMap {
+    let mut trailers = http::HeaderMap::new();
+    trailers.insert("grpc-status", HeaderValue::from(code as i32));
+    trailers
 }
 
 /// Connect's name of a gRPC code.

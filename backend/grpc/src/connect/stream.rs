@@ -13,7 +13,8 @@ use http_body_util::{BodyExt, StreamBody};
 use prost_reflect::{DynamicMessage, MessageDescriptor};
 use tonic::codegen::Bytes;
 
-use super::errors::{failed_status, status_json, status_response, to_json};
+use super::errors::{failed_status, status_json, status_response, status_trailers, to_json};
+use tonic::Code;
 
 /// How messages are framed for the HTTP client.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -65,10 +66,11 @@ pub(super) fn stream_response(
             Framing::ServerSentEvents => status_response(&status),
             Framing::Connect => {
                 let end = Translator::new(output, framing).end(Some(&status));
-                answer(
-                    framing,
-                    StreamBody::new(stream::iter([Ok(Frame::data(end))])),
-                )
+                let frames = [
+                    Ok(Frame::data(end)),
+                    Ok(Frame::trailers(status_trailers(status.code()))),
+                ];
+                answer(framing, StreamBody::new(stream::iter(frames)))
             }
         };
     }
@@ -81,7 +83,7 @@ pub(super) fn stream_response(
         body,
         translator,
         keepalive,
-        finished: false,
+        phase: Phase::Streaming,
     };
     let mut answered = answer(framing, StreamBody::new(stream::unfold(state, State::next)));
     super::copy_stigmer_headers(&parts.headers, answered.headers_mut());
@@ -108,24 +110,39 @@ struct State {
     body: tonic::body::Body,
     translator: Translator,
     keepalive: tokio::time::Interval,
-    finished: bool,
+    phase: Phase,
+}
+
+#[derive(Clone, Copy)]
+enum Phase {
+    Streaming,
+    /// The end was sent; the trailers with the call's code (for its log line) come next.
+    Ending(Code),
+    Done,
 }
 
 impl State {
     /// The next chunk for the HTTP client: a message, the end, or a keepalive.
     async fn next(mut self) -> Option<(Result<Frame<Bytes>, Infallible>, Self)> {
         loop {
-            if self.finished {
-                return None;
+            match self.phase {
+                Phase::Streaming => {}
+                Phase::Ending(code) => {
+                    self.phase = Phase::Done;
+                    return Some((Ok(Frame::trailers(status_trailers(code))), self));
+                }
+                Phase::Done => return None,
             }
             if let Some(chunk) = self.translator.next_message() {
-                self.finished = chunk.ends;
+                if let Some(code) = chunk.ends {
+                    self.phase = Phase::Ending(code);
+                }
                 return Some((Ok(Frame::data(chunk.bytes)), self));
             }
             tokio::select! {
                 frame = self.body.frame() => {
-                    if let Some(end) = self.take(frame) {
-                        self.finished = true;
+                    if let Some((end, code)) = self.take(frame) {
+                        self.phase = Phase::Ending(code);
                         return Some((Ok(Frame::data(end)), self));
                     }
                 }
@@ -136,32 +153,33 @@ impl State {
         }
     }
 
-    /// Takes one frame of the gRPC answer; returns the end of the stream when it is one.
-    fn take(&mut self, frame: Option<Result<Frame<Bytes>, tonic::Status>>) -> Option<Bytes> {
-        match frame {
+    /// Takes one frame of the gRPC answer; returns the end of the stream and its code when it
+    /// is one.
+    fn take(
+        &mut self,
+        frame: Option<Result<Frame<Bytes>, tonic::Status>>,
+    ) -> Option<(Bytes, Code)> {
+        let status = match frame {
             Some(Ok(frame)) => match frame.into_data() {
                 Ok(data) => {
                     self.translator.pending.extend_from_slice(&data);
-                    None
+                    return None;
                 }
-                Err(frame) => {
-                    let status = frame.trailers_ref().and_then(failed_status);
-                    Some(self.translator.end(status.as_ref()))
-                }
+                Err(frame) => frame.trailers_ref().and_then(failed_status),
             },
-            Some(Err(status)) => Some(self.translator.end(Some(&status))),
-            None => {
-                let broken = tonic::Status::internal("the stream ended without a status");
-                Some(self.translator.end(Some(&broken)))
-            }
-        }
+            Some(Err(status)) => Some(status),
+            None => Some(tonic::Status::internal("the stream ended without a status")),
+        };
+        let code = status.as_ref().map_or(Code::Ok, tonic::Status::code);
+        Some((self.translator.end(status.as_ref()), code))
     }
 }
 
 /// What the HTTP client gets next.
 struct Chunk {
     bytes: Bytes,
-    ends: bool,
+    /// The code the stream ends with, when this chunk ends it.
+    ends: Option<Code>,
 }
 
 /// Turns gRPC frames of `output` messages into the client's framing.
@@ -196,13 +214,13 @@ impl Translator {
         match DynamicMessage::decode(self.output.clone(), frame) {
             Ok(message) => Some(Chunk {
                 bytes: self.message(&to_json(&message)),
-                ends: false,
+                ends: None,
             }),
             Err(_) => {
                 let broken = tonic::Status::internal("an answer could not be decoded");
                 Some(Chunk {
                     bytes: self.end(Some(&broken)),
-                    ends: true,
+                    ends: Some(Code::Internal),
                 })
             }
         }
@@ -261,7 +279,7 @@ mod tests {
         for byte in bytes {
             translator.pending.extend_from_slice(&[byte]);
             while let Some(chunk) = translator.next_message() {
-                assert!(!chunk.ends);
+                assert!(chunk.ends.is_none());
                 out.push(String::from_utf8(chunk.bytes.to_vec()).expect("utf-8"));
             }
         }

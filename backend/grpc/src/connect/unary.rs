@@ -1,6 +1,5 @@
 //! A gRPC unary answer as a Connect unary answer.
 
-use http::StatusCode;
 use http_body_util::BodyExt;
 use prost_reflect::{DynamicMessage, MessageDescriptor};
 use tonic::Code;
@@ -30,7 +29,7 @@ pub(super) async fn json_response(
     let Some(message) = message else {
         return error(Code::Internal, "the answer could not be decoded");
     };
-    let mut response = json(StatusCode::OK, &to_json(&message));
+    let mut response = json(Code::Ok, &to_json(&message));
     super::copy_stigmer_headers(&parts.headers, response.headers_mut());
     response
 }

@@ -274,6 +274,76 @@ pub async fn watch_replays_from_a_revision(harness: &dyn Harness) {
     store.close().await.expect("close");
 }
 
+/// A watch with an upper bound delivers the matching changes up to it and then ends, without
+/// an error: from the log when the bound is committed already (even when the last matching
+/// change is older), live when it is not yet, and right after a snapshot read at or past it.
+pub async fn watch_ends_at_its_until_revision(harness: &dyn Harness) {
+    let store = harness.open().await;
+    store.create(agent("agt-1", "a")).await.expect("create"); // 1
+    store.create(agent("agt-2", "b")).await.expect("create"); // 2
+    store
+        .create(resource_in(
+            Scope::new(KIND, OTHER_ORG),
+            "agt-x",
+            "x",
+            json!({}),
+        ))
+        .await
+        .expect("create elsewhere"); // 3
+    store.create(agent("agt-3", "c")).await.expect("create"); // 4
+
+    let bounded = |since_revision, until_revision| {
+        stigmer_store::watch(
+            Arc::clone(&store),
+            WatchOptions {
+                filter: agents(),
+                since_revision,
+                until_revision: Some(until_revision),
+                page_size: 1,
+                queued_per_watcher: 1,
+                stop: None,
+            },
+        )
+    };
+    let revisions = |mut items: mpsc::Receiver<_>| async move {
+        let mut seen = Vec::new();
+        while let Some(item) = within("the bounded watch's next item", items.recv()).await {
+            match item {
+                Ok(WatchItem::Change(change)) => seen.push(change.revision),
+                Ok(WatchItem::Snapshot { revision, .. }) => seen.push(-revision),
+                Err(err) => panic!("a bounded watch ends without an error: {err}"),
+            }
+        }
+        seen
+    };
+    assert_eq!(revisions(bounded(0, 4)).await, [-4, -4, -4]);
+    assert_eq!(revisions(bounded(1, 2)).await, [2]);
+    assert_eq!(
+        revisions(bounded(1, 3)).await,
+        [2],
+        "ends at a committed bound whose change is not watched"
+    );
+
+    let live = bounded(4, 6);
+    store.create(agent("agt-4", "d")).await.expect("create"); // 5
+    store
+        .create(resource_in(
+            Scope::new(KIND, OTHER_ORG),
+            "agt-y",
+            "y",
+            json!({}),
+        ))
+        .await
+        .expect("create elsewhere"); // 6
+    assert_eq!(
+        revisions(live).await,
+        [5],
+        "a live watch ends at its bound even when that change is not watched"
+    );
+    store.create(agent("agt-5", "e")).await.expect("create"); // 7
+    store.close().await.expect("close");
+}
+
 /// Writers in several tasks, in two orgs, while watches start midway: one from the current
 /// revision, one from a snapshot. Each must deliver every matching revision after its start
 /// exactly once, in order (the snapshot exactly the resources that existed at its revision),
@@ -415,6 +485,7 @@ pub async fn stopped_watch_names_the_revision_to_resume_from(harness: &dyn Harne
                 WatchOptions {
                     filter: agents(),
                     since_revision,
+                    until_revision: None,
                     // One row a step and one item of room: the snapshot is still being read
                     // when the watch is stopped.
                     page_size: 1,
