@@ -5,11 +5,14 @@ mod common;
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
 
 use common::TestServer;
 use common::browser::{self, Browser};
 use fantoccini::Locator;
 use serde_json::{Value, json};
+use stigmer_grpc::AuthMode;
+use stigmer_grpc::bootstrap::{self, KeyRequest};
 
 const AGENTS: &str = "/ai.stigmer.agentic.agent.v1.AgentCommandController";
 const EXECUTIONS: &str = "/ai.stigmer.agentic.agentexecution.v1.AgentExecutionCommandController";
@@ -195,6 +198,61 @@ async fn the_console_follows_the_api_live_in_a_real_browser() {
 
     phone_width(&console, &shots).await;
     println!("screenshots of the console: {}", shots.display());
+}
+
+/// In cloud mode the console asks for an API key, sends it on every call and keeps it in
+/// the tab's sessionStorage only: never in localStorage, never in a cookie.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_cloud_mode_the_console_asks_for_a_key_kept_in_the_session() {
+    let dir = tempfile::tempdir().expect("dir");
+    let db = dir.path().join("cloud.db");
+    let (config, store) = common::open_database(&db, "127.0.0.1:1".parse().expect("addr")).await;
+    let request = KeyRequest {
+        org: "acme".into(),
+        role: "viewer".into(),
+        name: Some("console".into()),
+        expires_at: None,
+    };
+    let key = bootstrap::create_key(&config, Arc::clone(&store), request)
+        .await
+        .expect("create a key")
+        .key;
+    store.close().await.expect("close");
+    let server =
+        TestServer::start_at_with(&db, |settings| settings.server.auth = AuthMode::ApiKey).await;
+    let browser = Browser::start(1280, 900).await;
+    let console = format!("http://{}/console", server.addr);
+    browser
+        .client
+        .goto(&format!("{console}#/kind/Agent"))
+        .await
+        .expect("open");
+    browser
+        .wait_text("label[for='api-key']", |t| t == "API key")
+        .await;
+    browser
+        .screenshot(&browser::screenshot_dir(), "api-key")
+        .await;
+    let input = browser
+        .client
+        .find(Locator::Css("#api-key"))
+        .await
+        .expect("the key input");
+    input.send_keys(&key).await.expect("type the key");
+    input.send_keys("\u{E007}").await.expect("press Enter");
+    browser
+        .wait_text("main", |t| t.contains("No Agent matches."))
+        .await;
+    let stored = browser
+        .client
+        .execute(
+            "return [sessionStorage.getItem('stigmer.apiKey'), localStorage.length, document.cookie];",
+            vec![],
+        )
+        .await
+        .expect("read the storage");
+    assert_eq!(stored, json!([key, 0, ""]));
+    browser.close().await;
 }
 
 /// At 375 px the Agents page needs no sideways scrolling of the page itself.
