@@ -138,6 +138,13 @@ async fn the_console_follows_the_api_live_in_a_real_browser() {
             t.contains("name: PR reviewer") && t.contains("kind: Agent")
         })
         .await;
+    // Its default instance: named in its status, and found by getByAgent.
+    browser
+        .wait_text("section[aria-labelledby='references']", |t| {
+            t.contains("It references\nAgentInstance ain-")
+                && t.contains("Referenced by\nAgentInstance")
+        })
+        .await;
     browser.screenshot(&shots, "resource").await;
 
     let updated = update_agent(&server, created).await;

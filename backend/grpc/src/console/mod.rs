@@ -107,12 +107,12 @@ fn kinds_json(catalog: &Catalog) -> Value {
 
 fn kind_json(catalog: &Catalog, kind: &KindInfo) -> Value {
     let path = |verb| catalog.method_of(&kind.name, verb).map(|m| m.path.clone());
-    let phases = catalog
+    let phases: Vec<String> = catalog
         .method_of(&kind.name, Verb::List)
         .and_then(|list| list.input.get_field_by_name("phase"))
         .and_then(|field| field.kind().as_enum().cloned())
         .map(|phases| phases.values().map(|v| v.name().to_string()).collect())
-        .unwrap_or_else(Vec::<String>::new);
+        .unwrap_or_default();
     let subscribe_field = catalog
         .method_of(&kind.name, Verb::Subscribe)
         .and_then(|method| method.input.fields().next())
