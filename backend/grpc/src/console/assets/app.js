@@ -88,7 +88,7 @@
    * `onMessage` with each message; resolves when the server ends the stream, rejects with an
    * ApiError when it ends it with an error.
    */
-  async function stream(path, body, onMessage, signal) {
+  async function stream(path, body, onMessage, signal, onOpen) {
     const response = await fetch(path, {
       method: 'POST',
       headers: headers({ Accept: 'text/event-stream' }),
@@ -98,6 +98,7 @@
     });
     const type = response.headers.get('content-type') || '';
     if (!response.ok || !type.startsWith('text/event-stream')) throw await readError(response);
+    if (onOpen) onOpen();
     const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
     const parser = sseParser(onMessage);
     for (;;) {
@@ -153,7 +154,8 @@
     const page = state.page;
     const live = document.getElementById('live');
     const say = (text) => live && (live.textContent = text);
-    stream(path, body, onMessage, page.signal)
+    say('Connecting…');
+    stream(path, body, onMessage, page.signal, () => say('Live.'))
       .then(() => {
         say('Ended.');
         if (onEnd) onEnd();
@@ -168,7 +170,6 @@
           say(`Live updates stopped: ${err.message}`);
         }
       });
-    say('Live.');
   }
 
   // ---- Formatting --------------------------------------------------------------------------
@@ -700,7 +701,11 @@
     });
     window.addEventListener('hashchange', () => {
       // The skip link's #main is a jump within the page, not a route.
-      if (location.hash.startsWith('#/') || location.hash === '') render();
+      if (location.hash.startsWith('#/') || location.hash === '') {
+        // Focus moves to the new page, as it would on a page load, for keyboard and
+        // screen-reader users.
+        render().then(() => main().focus({ preventScroll: true }));
+      }
     });
     await render();
   }
