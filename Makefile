@@ -10,15 +10,16 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 TARGET_DIR = $(shell $(CARGO) metadata --format-version 1 --no-deps --locked | \
 	python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
 
-.PHONY: run test remote-client smoke install build lint lint-tools fmt deps check-deps clean bench bench-smoke bench-peers
+.PHONY: run test remote-client smoke install build lint lint-tools fmt deps browser-deps check-deps clean bench bench-smoke bench-peers
 
 ## run: start stigmer-server with zero configuration on 127.0.0.1:50051 (~/.stigmer/stigmer.db)
 run: deps
 	$(CARGO) run --release --locked -p stigmer-server -- $(ARGS)
 
 ## test: formatting, lints, every unit and integration test (SQLite and, on a throwaway cluster
-## that scripts/with-postgres.sh starts and stops, PostgreSQL), then the README walk-through with grpcurl
-test: deps lint remote-client
+## that scripts/with-postgres.sh starts and stops, PostgreSQL; the console in headless chromium),
+## then the README walk-through with grpcurl
+test: deps browser-deps lint remote-client
 	scripts/with-postgres.sh $(CARGO) test --workspace --locked
 	scripts/grpcurl-smoke.sh "$(TARGET_DIR)/debug/stigmer-server"
 
@@ -85,6 +86,14 @@ deps:
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq protobuf-compiler sqlite3 openssl curl >/dev/null; }
 	@rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt
+
+## browser-deps: headless chromium and its WebDriver, for the console's browser tests
+## (backend/server/tests/console.rs), which fail rather than skip without them
+browser-deps:
+	@command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1 || { \
+		echo "installing chromium and chromium-driver (Debian packages) for the console's browser tests"; \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }
 
 clean:
 	$(CARGO) clean

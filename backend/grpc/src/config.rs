@@ -49,6 +49,16 @@ pub struct ServerConfig {
     #[arg(long, env = "STIGMER_METRICS_LISTEN", value_parser = listen_address)]
     pub metrics_listen: Option<SocketAddr>,
 
+    /// Serve the web console at /console on the API's port (`--console=false` turns it off).
+    /// It is static pages calling the same JSON API with the same keys, so it reaches exactly
+    /// what the API does: on loopback by default; beyond loopback only where the API itself is
+    /// allowed (TLS with --auth apikey, or --allow-insecure), and then it asks for an API key
+    /// whenever keys are on.
+    #[arg(long, env = "STIGMER_CONSOLE", default_value_t = true, action = clap::ArgAction::Set,
+          num_args = 0..=1, default_missing_value = "true",
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub console: bool,
+
     /// Log filter in tracing-subscriber's EnvFilter syntax, e.g. "info" or
     /// "info,stigmer_grpc=debug".
     #[arg(long = "log", env = "RUST_LOG", default_value = "info")]
@@ -181,6 +191,24 @@ mod tests {
         let config = ServerConfig::new(([127, 0, 0, 1], 0).into());
         assert_eq!(config.shutdown_grace_secs, 30);
         assert!(config.master_key.is_none());
+        assert!(config.console, "the console is on unless turned off");
+    }
+
+    #[test]
+    fn the_console_flag_takes_a_value_or_none() {
+        let parse = |args: &[&str]| {
+            let matches = ServerConfig::defaults_command()
+                .try_get_matches_from(args)
+                .expect("parse");
+            Defaults::from_arg_matches(&matches)
+                .expect("config")
+                .config
+                .console
+        };
+        assert!(parse(&["stigmer-server"]));
+        assert!(parse(&["stigmer-server", "--console"]));
+        assert!(!parse(&["stigmer-server", "--console=false"]));
+        assert!(parse(&["stigmer-server", "--console=true"]));
     }
 
     #[test]

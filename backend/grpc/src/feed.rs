@@ -194,6 +194,12 @@ impl Controller {
             "writes_pending",
             Value::U64(info.writes_pending),
         );
+        let bytes = info.database_bytes.unwrap_or(0);
+        set(
+            &mut response,
+            "database_bytes",
+            Value::I64(i64::try_from(bytes).unwrap_or(i64::MAX)),
+        );
         Ok(response)
     }
 }

@@ -12,6 +12,7 @@ pub use stigmer_core::catalog;
 pub mod codec;
 pub mod config;
 mod connect;
+mod console;
 mod controller;
 mod database_backup;
 mod derived;

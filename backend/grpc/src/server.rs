@@ -253,7 +253,7 @@ impl Parts {
         tasks.push(tokio::spawn(refill_read_cache(Arc::clone(&app), stopped)));
         let background = Background { stop, tasks };
         let (reporter, health) = tonic_health::server::health_reporter();
-        let routes = routes(app, health)?;
+        let routes = routes(app, health, config.console)?;
         set_health(&reporter, &service_names, ServingStatus::Serving).await;
         Ok(Self {
             store,
@@ -502,12 +502,13 @@ async fn set_health(reporter: &HealthReporter, services: &[String], status: Serv
 }
 
 /// Every gRPC route: the resource controllers, health, and reflection (v1 and v1alpha, since
-/// grpcurl 1.8 still asks v1alpha).
+/// grpcurl 1.8 still asks v1alpha); and the web console when `console` says so.
 fn routes(
     app: Arc<Controller>,
     health: tonic_health::pb::health_server::HealthServer<
         impl tonic_health::pb::health_server::Health,
     >,
+    console: bool,
 ) -> Result<Routes, ServerError> {
     let reflection = || {
         tonic_reflection::server::Builder::configure()
@@ -515,6 +516,10 @@ fn routes(
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
     };
     let services = app.catalog.services().to_vec();
+    let console = match console {
+        true => crate::console::router(&app.catalog),
+        false => crate::console::turned_off(),
+    };
     let reflection_v1 = KeyRequired::new(reflection().build_v1()?, Arc::clone(&app));
     let reflection_v1alpha = KeyRequired::new(reflection().build_v1alpha()?, Arc::clone(&app));
     let rpc = ResourceRpc::new(app);
@@ -531,7 +536,7 @@ fn routes(
     for service in services {
         router = router.route_service(&format!("/{service}/{{*method}}"), rpc.clone());
     }
-    Ok(Routes::from(router))
+    Ok(Routes::from(router.merge(console)))
 }
 
 #[cfg(test)]

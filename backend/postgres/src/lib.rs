@@ -313,8 +313,10 @@ impl Store for PostgresStore {
         let tx = queries::consistent(&mut client).await?;
         let bounds = queries::log_bounds(&tx).await?;
         let counts = queries::counts(&tx, &org).await?;
+        let database_bytes = queries::database_bytes(&tx).await?;
         tx.commit().await.map_err(store_error)?;
         Ok(StoreInfo {
+            database_bytes: Some(database_bytes),
             backend: "postgres",
             database: self.database.clone(),
             location: self.location.clone(),

@@ -213,6 +213,17 @@ pub(crate) async fn current_revision(
 }
 
 /// Both counters in one statement, so they are read at one instant.
+/// The bytes of the whole database the store lives in (tables, indexes, TOAST), as PostgreSQL
+/// counts them; any role that may connect may ask.
+pub(crate) async fn database_bytes(client: &impl GenericClient) -> StoreResult<u64> {
+    let row = client
+        .query_one("SELECT pg_database_size(current_database())", &[])
+        .await
+        .map_err(store_error)?;
+    let bytes: i64 = row.try_get(0).map_err(store_error)?;
+    Ok(u64::try_from(bytes).unwrap_or(0))
+}
+
 pub(crate) async fn log_bounds(client: &impl GenericClient) -> StoreResult<LogBounds> {
     let stmt = client
         .prepare_cached(

@@ -222,10 +222,13 @@ impl Store for SqliteStore {
         let database = self.database.clone();
         let stats = self.stats();
         let location = self.config.path.display().to_string();
+        let wal = wal_path(&self.config.path);
         self.readers
             .run(move |conn| {
                 let tx = conn.unchecked_transaction().map_err(errors::store_error)?;
+                let wal_bytes = std::fs::metadata(&wal).map_or(0, |meta| meta.len());
                 Ok(StoreInfo {
+                    database_bytes: Some(queries::file_bytes(&tx)? + wal_bytes),
                     backend: "sqlite",
                     database,
                     location,

@@ -269,6 +269,17 @@ pub(crate) fn log_bounds(conn: &Connection) -> StoreResult<LogBounds> {
     })
 }
 
+/// The database file's bytes (pages in use and free), its -wal left out.
+pub(crate) fn file_bytes(conn: &Connection) -> StoreResult<u64> {
+    let bytes: i64 = conn
+        .prepare_cached(
+            "SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()",
+        )
+        .and_then(|mut stmt| stmt.query_row([], |row| row.get(0)))
+        .map_err(store_error)?;
+    Ok(u64::try_from(bytes).unwrap_or(0))
+}
+
 fn change_from_row(row: &Row<'_>) -> rusqlite::Result<Change> {
     let text: String = row.get(1)?;
     let change_type = ChangeType::parse(&text).ok_or_else(|| {

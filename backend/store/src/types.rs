@@ -275,6 +275,8 @@ pub struct StoreInfo {
     pub transactions_committed: u64,
     /// Writes waiting to be committed or being committed now.
     pub writes_pending: u64,
+    /// Bytes the database takes on disk (data and write-ahead log), when the backend can tell.
+    pub database_bytes: Option<u64>,
 }
 
 /// A place in a resource's JSON document, as the object keys leading to it from the root

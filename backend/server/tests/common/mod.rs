@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod binary;
+pub mod browser;
 pub mod disk;
 pub mod http_client;
 pub mod postgres;

@@ -24,6 +24,11 @@ pub async fn info_counts_resources_and_writes(harness: &dyn Harness) {
     let store = harness.open().await;
     let fresh = store.info(ORG.into()).await.expect("info");
     assert!(!fresh.backend.is_empty(), "info names its backend");
+    assert!(
+        fresh.database_bytes.is_some_and(|bytes| bytes > 0),
+        "info tells the database's size: {:?}",
+        fresh.database_bytes
+    );
     assert_eq!(
         (
             fresh.bounds,
