@@ -90,6 +90,7 @@ id=$(printf '%s' "$created" | sed -n 's/.*"id":"\(agt-[a-z0-9]*\)".*/\1/p')
 check "curl: get finds it" "$(json "$agents.AgentQueryController/get" "{\"value\":\"$id\"}")" "\"id\":\"$id\""
 check "curl: a bad field is named" "$(json "$agents.AgentCommandController/create" '{"metadata":{"name":"x"},"spec":{"instructions":"short"}}')" '"field":"spec.instructions"'
 check "curl: not found is a Connect error" "$(json "$agents.AgentQueryController/get" '{"value":"agt-nope"}')" '"code":"not_found"'
+check "curl: health answers SERVING" "$(json grpc.health.v1.Health/Check '{}')" '"status":"SERVING"'
 check "curl: list returns it" "$(json "$agents.AgentQueryController/list" '{"pageSize":10}')" "\"id\":\"$id\""
 
 # A watch over curl is a stream of server-sent events: the snapshot first, then each change live.

@@ -58,6 +58,8 @@ pub enum ServerError {
     Rules(#[from] RuleError),
     #[error("server reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
+    #[error("the health service's descriptors: {0}")]
+    HealthDescriptors(#[from] prost_reflect::DescriptorError),
     #[error("serving gRPC: {0}")]
     Transport(#[from] tonic::transport::Error),
     #[error("the database: {0}")]
@@ -523,8 +525,14 @@ fn routes(
     let reflection_v1 = KeyRequired::new(reflection().build_v1()?, Arc::clone(&app));
     let reflection_v1alpha = KeyRequired::new(reflection().build_v1alpha()?, Arc::clone(&app));
     let rpc = ResourceRpc::new(app);
-    let mut router = Routes::new(health.max_decoding_message_size(MAX_MESSAGE_SIZE))
+    let health = crate::connect::JsonCalls::new(
+        health.max_decoding_message_size(MAX_MESSAGE_SIZE),
+        tonic_health::pb::FILE_DESCRIPTOR_SET,
+    )?;
+    // Routes::default answers unknown paths as gRPC's UNIMPLEMENTED does.
+    let mut router = Routes::default()
         .into_axum_router()
+        .route_service("/grpc.health.v1.Health/{*method}", health)
         .route_service(
             "/grpc.reflection.v1.ServerReflection/{*method}",
             reflection_v1,

@@ -73,7 +73,8 @@ where
                     Protocol::GrpcWeb => grpc_web(app, request).await,
                     protocol @ (Protocol::Json | Protocol::ConnectStream) => {
                         let grpc_app = Arc::clone(&app);
-                        crate::connect::serve_http(&app, protocol, request, |grpc| {
+                        let shape = crate::connect::Shape::served(&app, request.uri().path());
+                        crate::connect::serve_http(shape, protocol, request, |grpc| {
                             serve(grpc_app, grpc)
                         })
                         .await

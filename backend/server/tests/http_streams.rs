@@ -206,3 +206,34 @@ async fn grpc_web_calls_get_what_grpc_calls_get() {
     );
     assert!(Reader::new(response).read_to_end().await.is_empty());
 }
+
+#[tokio::test]
+async fn health_answers_json_calls_and_streams_too() {
+    let server = TestServer::start().await;
+    let check = post(server.addr, "/grpc.health.v1.Health/Check", &[JSON], "{}").await;
+    assert_eq!(check.status(), 200);
+    let answer: Value =
+        serde_json::from_slice(&Reader::new(check).read_to_end().await).expect("JSON");
+    assert_eq!(answer, json!({ "status": "SERVING" }));
+
+    let unknown = json!({ "service": "no.such.Service" }).to_string();
+    let missing = post(
+        server.addr,
+        "/grpc.health.v1.Health/Check",
+        &[JSON],
+        unknown,
+    )
+    .await;
+    assert_eq!(missing.status(), 404);
+
+    let watch = post(server.addr, "/grpc.health.v1.Health/Watch", &[JSON], "{}").await;
+    assert_eq!(watch.headers()["content-type"], "text/event-stream");
+    let mut reader = Reader::new(watch);
+    reader
+        .until(|received| text(received).contains("\n\n"))
+        .await;
+    assert_eq!(
+        events(&text(&reader.received)),
+        [("message".to_string(), json!({ "status": "SERVING" }))]
+    );
+}

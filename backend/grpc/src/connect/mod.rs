@@ -14,11 +14,14 @@
 mod errors;
 mod stream;
 mod unary;
+mod wrap;
+
+pub(crate) use wrap::JsonCalls;
 
 use http::{HeaderValue, header};
 use http_body_util::{BodyExt, Full, Limited};
 use prost::Message;
-use prost_reflect::{DeserializeOptions, DynamicMessage, MessageDescriptor};
+use prost_reflect::{DescriptorPool, DeserializeOptions, DynamicMessage, MessageDescriptor};
 use tonic::Code;
 use tonic::codegen::{Bytes, StdError};
 
@@ -64,16 +67,49 @@ impl Protocol {
 }
 
 /// The shape of the method a path names.
-struct Shape {
+pub(crate) struct Shape {
     input: MessageDescriptor,
     output: MessageDescriptor,
     streams: bool,
 }
 
+impl Shape {
+    /// A method the controllers serve: a kind's or a backend-wide one.
+    pub(crate) fn served(app: &Controller, path: &str) -> Option<Self> {
+        if let Some(method) = app.catalog.method(path) {
+            return Some(Self {
+                input: method.input.clone(),
+                output: method.output.clone(),
+                streams: method.server_streaming,
+            });
+        }
+        let method = app.catalog.backend_method(path)?;
+        Some(Self {
+            input: method.input.clone(),
+            output: method.output.clone(),
+            streams: matches!(method.verb, BackendVerb::Stream(_)),
+        })
+    }
+
+    /// A method of a service described in `pool` (health), by its path.
+    pub(crate) fn described(pool: &DescriptorPool, path: &str) -> Option<Self> {
+        let (service, method) = path.strip_prefix('/')?.split_once('/')?;
+        let method = pool
+            .get_service_by_name(service)?
+            .methods()
+            .find(|candidate| candidate.name() == method)?;
+        Some(Self {
+            input: method.input(),
+            output: method.output(),
+            streams: method.is_server_streaming(),
+        })
+    }
+}
+
 /// Serves a `Json` or `ConnectStream` call through `grpc`, the server's gRPC path for one
 /// request.
 pub(crate) async fn serve_http<B, F, Fut>(
-    app: &Controller,
+    shape: Option<Shape>,
     protocol: Protocol,
     request: http::Request<B>,
     grpc: F,
@@ -85,7 +121,7 @@ where
     Fut: std::future::Future<Output = http::Response<tonic::body::Body>>,
 {
     let path = request.uri().path().to_string();
-    let Some(shape) = shape(app, &path) else {
+    let Some(shape) = shape else {
         return error(
             Code::Unimplemented,
             &format!("{path} is not a method of this server"),
@@ -128,22 +164,6 @@ where
         None => unary::json_response(response, &shape.output).await,
         Some(framing) => stream::stream_response(response, shape.output, framing),
     }
-}
-
-fn shape(app: &Controller, path: &str) -> Option<Shape> {
-    if let Some(method) = app.catalog.method(path) {
-        return Some(Shape {
-            input: method.input.clone(),
-            output: method.output.clone(),
-            streams: method.server_streaming,
-        });
-    }
-    let method = app.catalog.backend_method(path)?;
-    Some(Shape {
-        input: method.input.clone(),
-        output: method.output.clone(),
-        streams: matches!(method.verb, BackendVerb::Stream(_)),
-    })
 }
 
 fn from_json(input: &MessageDescriptor, body: &[u8]) -> Result<DynamicMessage, String> {
