@@ -62,6 +62,9 @@ async fn the_console_is_served_with_a_strict_content_security_policy() {
     );
     let (status, _, _) = get(server.addr, "/console/nothing-here").await;
     assert_eq!(status, 404);
+    let (status, head, _) = get(server.addr, "/").await;
+    assert_eq!(status, 303, "{head}");
+    assert!(head.contains("location: /console"), "{head}");
 }
 
 #[tokio::test]

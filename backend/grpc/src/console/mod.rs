@@ -5,8 +5,9 @@
 //! authorization, redaction) is the API's and nothing is written twice (ADR 0035).
 
 use axum::Router;
+use axum::handler::Handler;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{MethodRouter, get};
 use http::{HeaderValue, StatusCode, header};
 use serde_json::{Value, json};
 
@@ -27,33 +28,35 @@ const ICON: &str = include_str!("assets/icon.svg");
 pub(crate) fn router(catalog: &Catalog) -> Router {
     let kinds = kinds_json(catalog).to_string();
     Router::new()
+        // Someone who opens the server's address in a browser lands on the console.
+        .route("/", page(|| async { axum::response::Redirect::to(PREFIX) }))
         .route(
             PREFIX,
-            get(|| async { asset("text/html; charset=utf-8", INDEX) }),
+            page(|| async { asset("text/html; charset=utf-8", INDEX) }),
         )
         .route(
             &format!("{PREFIX}/"),
-            get(|| async { asset("text/html; charset=utf-8", INDEX) }),
+            page(|| async { asset("text/html; charset=utf-8", INDEX) }),
         )
         .route(
             &format!("{PREFIX}/app.js"),
-            get(|| async { asset("text/javascript; charset=utf-8", SCRIPT) }),
+            page(|| async { asset("text/javascript; charset=utf-8", SCRIPT) }),
         )
         .route(
             &format!("{PREFIX}/app.css"),
-            get(|| async { asset("text/css; charset=utf-8", STYLE) }),
+            page(|| async { asset("text/css; charset=utf-8", STYLE) }),
         )
         .route(
             &format!("{PREFIX}/icon.svg"),
-            get(|| async { asset("image/svg+xml", ICON) }),
+            page(|| async { asset("image/svg+xml", ICON) }),
         )
         .route(
             &format!("{PREFIX}/kinds.json"),
-            get(move || async move { asset("application/json", kinds) }),
+            page(move || async move { asset("application/json", kinds) }),
         )
         .route(
             &format!("{PREFIX}/{{*rest}}"),
-            get(|| async { (StatusCode::NOT_FOUND, "not a page of the console\n") }),
+            page(|| async { (StatusCode::NOT_FOUND, "not a page of the console\n") }),
         )
 }
 
@@ -67,8 +70,24 @@ pub(crate) fn turned_off() -> Router {
         )
     };
     Router::new()
-        .route(PREFIX, get(off))
-        .route(&format!("{PREFIX}/{{*rest}}"), get(off))
+        .route(PREFIX, page(off))
+        .route(&format!("{PREFIX}/{{*rest}}"), page(off))
+}
+
+/// A GET route whose other methods answer what any unknown gRPC path answers, so a gRPC
+/// client that calls here by mistake reads UNIMPLEMENTED, not an HTTP error.
+fn page<H, T>(handler: H) -> MethodRouter
+where
+    H: Handler<T, ()>,
+    T: 'static,
+{
+    get(handler).fallback(grpc_unimplemented)
+}
+
+async fn grpc_unimplemented(uri: http::Uri) -> Response {
+    tonic::Status::unimplemented(format!("unknown method {}", uri.path()))
+        .into_http::<tonic::body::Body>()
+        .into_response()
 }
 
 /// One embedded file with the headers every console response carries.
