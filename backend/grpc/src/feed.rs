@@ -272,13 +272,29 @@ impl Events<'_> {
             })),
             _ => Resource::Json(&change.data),
         };
-        self.event(
+        let mut event = self.event(
             change.revision,
             event_type,
             &change.scope.kind,
             &change.id,
             resource,
-        )
+        )?;
+        set(&mut event, "transaction", Value::I64(change.txn));
+        let commit_time = self
+            .descriptor
+            .get_field_by_name("commit_time")
+            .and_then(|field| field.kind().as_message().cloned())
+            .ok_or_else(|| ApiError::internal("WatchEvent lacks commit_time"))?;
+        let mut timestamp = DynamicMessage::new(commit_time);
+        set(
+            &mut timestamp,
+            "seconds",
+            Value::I64(change.committed_at_ms.div_euclid(1000)),
+        );
+        let nanos = i32::try_from(change.committed_at_ms.rem_euclid(1000) * 1_000_000).unwrap_or(0);
+        set(&mut timestamp, "nanos", Value::I32(nanos));
+        set(&mut event, "commit_time", Value::Message(timestamp));
+        Ok(event)
     }
 
     fn event(
@@ -406,7 +422,7 @@ mod tests {
             proto: Some(crate::controller::cached_encoding(kind, STORED).expect("encoding")),
         };
         for change_type in [ChangeType::Created, ChangeType::Updated] {
-            let written = Change::written(7, change_type, &row);
+            let written = Change::written(7, change_type, &row, 6, 1_764_300_000_123);
             assert!(
                 written.proto.is_some(),
                 "{change_type:?} carries the encoding"
@@ -415,7 +431,24 @@ mod tests {
                 proto: None,
                 ..written.clone()
             };
-            let from_bytes = decoded(kind, &events.change(&written).expect("from bytes"));
+            let event = events.change(&written).expect("from bytes");
+            assert_eq!(
+                event.get_field_by_name("transaction").as_deref(),
+                Some(&Value::I64(6))
+            );
+            let committed = event.get_field_by_name("commit_time").expect("commit_time");
+            let committed = committed.as_message().expect("a Timestamp");
+            assert_eq!(
+                (
+                    committed.get_field_by_name("seconds").as_deref().cloned(),
+                    committed.get_field_by_name("nanos").as_deref().cloned()
+                ),
+                (
+                    Some(Value::I64(1_764_300_000)),
+                    Some(Value::I32(123_000_000))
+                )
+            );
+            let from_bytes = decoded(kind, &event);
             let from_json = decoded(kind, &events.change(&replayed).expect("from JSON"));
             assert_eq!(from_bytes, from_json, "{change_type:?}");
             let meta = from_bytes
@@ -433,7 +466,7 @@ mod tests {
         // A delete's resource is the one before it, at an older revision than the event's:
         // only its JSON says which.
         assert!(
-            Change::written(8, ChangeType::Deleted, &row)
+            Change::written(8, ChangeType::Deleted, &row, 8, 1_764_300_000_456)
                 .proto
                 .is_none()
         );

@@ -243,7 +243,8 @@ pub(crate) async fn log_bounds(client: &impl GenericClient) -> StoreResult<LogBo
 }
 
 /// The columns of a [`Change`], in the order `change_from_row` reads them.
-pub(crate) const CHANGE_COLUMNS: &str = "revision, type, kind, org_id, id, data::text";
+pub(crate) const CHANGE_COLUMNS: &str = "revision, type, kind, org_id, id, data::text, \
+     (extract(epoch FROM committed_at) * 1000)::bigint, coalesce(txn, revision)";
 
 pub(crate) fn change_from_row(row: &Row) -> StoreResult<Change> {
     let text: String = row.try_get(1).map_err(store_error)?;
@@ -261,6 +262,8 @@ pub(crate) fn change_from_row(row: &Row) -> StoreResult<Change> {
             data: row.try_get(5)?,
             // The log keeps the JSON only.
             proto: None,
+            committed_at_ms: row.try_get(6)?,
+            txn: row.try_get(7)?,
         })
     };
     let mut change = read().map_err(store_error)?;

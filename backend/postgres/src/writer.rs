@@ -11,12 +11,12 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use deadpool_postgres::{GenericClient, Object, Pool, Transaction};
-use stigmer_store::rewrite_text;
 pub(crate) use stigmer_store::{Applied, WriteOp};
 use stigmer_store::{
     CacheFill, Change, ChangeType, CommitObserver, Compaction, Mutation, NewResource, Retention,
     Scope, StoreError, StoreResult, StoredResource, TokenRewrite, WriterCounters,
 };
+use stigmer_store::{rewrite_text, unix_millis_now};
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::IsolationLevel;
 
@@ -295,6 +295,13 @@ fn answer_committed(batch: Vec<WriteJob>, committed: Committed, state: &WriterSt
     });
 }
 
+/// What every change of one write records besides itself (see [`Change`]).
+#[derive(Clone, Copy)]
+struct Logged {
+    txn: i64,
+    committed_at_ms: i64,
+}
+
 /// Applies one operation after revision `last`; writes return their change-log entries,
 /// already appended, with the revisions they took.
 async fn apply(
@@ -335,13 +342,24 @@ async fn apply(
     let mut stored = Vec::with_capacity(mutations.len());
     let mut changes = Vec::with_capacity(mutations.len());
     let mut revision = last;
+    let logged = Logged {
+        txn: last + 1,
+        committed_at_ms: unix_millis_now(),
+    };
     for mutation in mutations {
-        let Some((row, change_type)) = apply_mutation(tx, mutation, revision + 1, revision).await?
+        let Some((row, change_type)) =
+            apply_mutation(tx, mutation, revision + 1, revision, logged).await?
         else {
             continue;
         };
         revision += 1;
-        changes.push(Change::written(revision, change_type, &row));
+        changes.push(Change::written(
+            revision,
+            change_type,
+            &row,
+            logged.txn,
+            logged.committed_at_ms,
+        ));
         stored.push(row);
     }
     Ok((Applied::Written(stored), changes))
@@ -356,14 +374,18 @@ async fn apply_mutation(
     mutation: &Mutation,
     revision: i64,
     last: i64,
+    logged: Logged,
 ) -> StoreResult<Option<(StoredResource, ChangeType)>> {
     Ok(Some(match mutation {
-        Mutation::Create(resource) => (insert(tx, resource, revision).await?, ChangeType::Created),
+        Mutation::Create(resource) => (
+            insert(tx, resource, revision, logged).await?,
+            ChangeType::Created,
+        ),
         Mutation::Replace {
             resource,
             expected_revision,
         } => (
-            replace(tx, resource, *expected_revision, revision).await?,
+            replace(tx, resource, *expected_revision, revision, logged).await?,
             ChangeType::Updated,
         ),
         Mutation::Delete {
@@ -371,7 +393,7 @@ async fn apply_mutation(
             id,
             expected_revision,
         } => (
-            delete(tx, scope, id, *expected_revision, revision).await?,
+            delete(tx, scope, id, *expected_revision, revision, logged).await?,
             ChangeType::Deleted,
         ),
         Mutation::PutArtifact { hash, bytes } => {
@@ -452,6 +474,7 @@ async fn insert(
     tx: &Transaction<'_>,
     resource: &NewResource,
     revision: i64,
+    logged: Logged,
 ) -> StoreResult<StoredResource> {
     let stmt = tx
         .prepare_cached(
@@ -460,8 +483,9 @@ async fn insert(
                VALUES ($1, $2, $3, $4, $5, with_revision($6::text::jsonb, $5), $7) \
                RETURNING id, kind, org_id, slug, revision, data \
              ), logged AS ( \
-               INSERT INTO changes (revision, type, kind, org_id, id, data) \
-               SELECT revision, 'created', kind, org_id, id, data FROM written \
+               INSERT INTO changes (revision, type, kind, org_id, id, data, txn, committed_at) \
+               SELECT revision, 'created', kind, org_id, id, data, $8, \
+                 to_timestamp($9::bigint::double precision / 1000) FROM written \
              ) \
              SELECT id, kind, org_id, slug, revision, data::text FROM written",
         )
@@ -478,6 +502,8 @@ async fn insert(
                 &revision,
                 &resource.data,
                 &resource.proto,
+                &logged.txn,
+                &logged.committed_at_ms,
             ],
         )
         .await
@@ -490,6 +516,7 @@ async fn replace(
     resource: &NewResource,
     expected: i64,
     revision: i64,
+    logged: Logged,
 ) -> StoreResult<StoredResource> {
     let stmt = tx
         .prepare_cached(
@@ -499,8 +526,9 @@ async fn replace(
                WHERE id = $1 AND kind = $2 AND org_id = $3 AND revision = $8 \
                RETURNING id, kind, org_id, slug, revision, data \
              ), logged AS ( \
-               INSERT INTO changes (revision, type, kind, org_id, id, data) \
-               SELECT revision, 'updated', kind, org_id, id, data FROM written \
+               INSERT INTO changes (revision, type, kind, org_id, id, data, txn, committed_at) \
+               SELECT revision, 'updated', kind, org_id, id, data, $9, \
+                 to_timestamp($10::bigint::double precision / 1000) FROM written \
              ) \
              SELECT id, kind, org_id, slug, revision, data::text FROM written",
         )
@@ -518,6 +546,8 @@ async fn replace(
                 &resource.data,
                 &resource.proto,
                 &expected,
+                &logged.txn,
+                &logged.committed_at_ms,
             ],
         )
         .await
@@ -548,6 +578,7 @@ async fn delete(
     id: &str,
     expected: Option<i64>,
     revision: i64,
+    logged: Logged,
 ) -> StoreResult<StoredResource> {
     let stmt = tx
         .prepare_cached(
@@ -556,15 +587,27 @@ async fn delete(
                WHERE id = $1 AND kind = $2 AND org_id = $3 AND ($4::bigint IS NULL OR revision = $4) \
                RETURNING id, kind, org_id, slug, revision, data, proto \
              ), logged AS ( \
-               INSERT INTO changes (revision, type, kind, org_id, id, data) \
-               SELECT $5, 'deleted', kind, org_id, id, data FROM gone \
+               INSERT INTO changes (revision, type, kind, org_id, id, data, txn, committed_at) \
+               SELECT $5, 'deleted', kind, org_id, id, data, $6, \
+                 to_timestamp($7::bigint::double precision / 1000) FROM gone \
              ) \
              SELECT id, kind, org_id, slug, revision, data::text, proto FROM gone",
         )
         .await
         .map_err(store_error)?;
     let row = tx
-        .query_opt(&stmt, &[&id, &scope.kind, &scope.org, &expected, &revision])
+        .query_opt(
+            &stmt,
+            &[
+                &id,
+                &scope.kind,
+                &scope.org,
+                &expected,
+                &revision,
+                &logged.txn,
+                &logged.committed_at_ms,
+            ],
+        )
         .await
         .map_err(store_error)?;
     match (row, expected) {

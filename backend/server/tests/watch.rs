@@ -873,3 +873,49 @@ async fn a_watch_with_an_until_revision_replays_its_window_and_ends() {
         status.message()
     );
 }
+
+#[tokio::test]
+async fn an_agent_and_its_default_instance_arrive_as_one_transaction_with_its_commit_time() {
+    use stigmer_api::ai::stigmer::agentic::agent::v1::agent_command_controller_client::AgentCommandControllerClient;
+    let server = TestServer::start().await;
+    let start = warm_up(&server).await;
+    let mut live = watch(
+        &server,
+        WatchRequest {
+            since_revision: start,
+            ..Default::default()
+        },
+    )
+    .await;
+    AgentCommandControllerClient::new(server.channel.clone())
+        .create(common::agent("Transactional"))
+        .await
+        .expect("create an agent");
+    let (first, second) = (next(&mut live).await, next(&mut live).await);
+    let kinds = [first.kind.as_str(), second.kind.as_str()];
+    assert!(
+        kinds.contains(&"Agent") && kinds.contains(&"AgentInstance"),
+        "{kinds:?}"
+    );
+    assert_eq!(second.revision, first.revision + 1);
+    assert_eq!(
+        (first.transaction, second.transaction),
+        (first.revision, first.revision)
+    );
+    let committed = first.commit_time.expect("a commit time");
+    assert_eq!(second.commit_time, Some(committed));
+    assert!(committed.seconds > 1_700_000_000, "{committed:?}");
+
+    // A replay from the log says the same.
+    let mut replayed = watch(
+        &server,
+        WatchRequest {
+            since_revision: start,
+            until_revision: second.revision,
+            ..Default::default()
+        },
+    )
+    .await;
+    let again = (next(&mut replayed).await, next(&mut replayed).await);
+    assert_eq!(again, (first, second));
+}

@@ -300,6 +300,8 @@ fn change_from_row(row: &Row<'_>) -> rusqlite::Result<Change> {
         data: row.get(5)?,
         // The log keeps the JSON only.
         proto: None,
+        committed_at_ms: row.get(6)?,
+        txn: row.get(7)?,
     })
 }
 
@@ -340,7 +342,8 @@ pub(crate) fn changes(
 pub(crate) fn changes_statement(filter: &ChangeFilter, after: i64) -> Statement {
     let mut values: Vec<Value> = vec![after.into()];
     let mut sql = String::from(
-        "SELECT revision, type, kind, org_id, id, data FROM changes WHERE revision > ?1",
+        "SELECT revision, type, kind, org_id, id, data, committed_at, coalesce(txn, revision) \
+         FROM changes WHERE revision > ?1",
     );
     filter_scope(filter, &mut sql, &mut values);
     sql.push_str(" ORDER BY revision");

@@ -14,7 +14,7 @@ use stigmer_store::{
     CacheFill, Change, ChangeType, CommitObserver, Compaction, Mutation, NewResource, Retention,
     Scope, StoreError, StoreResult, StoredResource, TokenRewrite, WriterCounters,
 };
-use stigmer_store::{rewrite_text, with_revision};
+use stigmer_store::{rewrite_text, unix_millis_now, with_revision};
 use tokio::sync::{broadcast, oneshot};
 
 use crate::config::{AfterCommit, SqliteConfig};
@@ -415,13 +415,14 @@ fn apply(conn: &Connection, op: &WriteOp, last: i64) -> StoreResult<(Applied, Ve
     let mut stored = Vec::with_capacity(mutations.len());
     let mut changes = Vec::with_capacity(mutations.len());
     let mut revision = last;
+    let (txn, committed_at) = (last + 1, unix_millis_now());
     for mutation in mutations {
         let Some((row, change_type)) = apply_mutation(conn, mutation, revision + 1, revision)?
         else {
             continue;
         };
         revision += 1;
-        let change = Change::written(revision, change_type, &row);
+        let change = Change::written(revision, change_type, &row, txn, committed_at);
         append_change(conn, &change).map_err(store_error)?;
         stored.push(row);
         changes.push(change);
@@ -523,7 +524,8 @@ fn fill_read_cache(conn: &Connection, fills: &[CacheFill]) -> rusqlite::Result<u
 
 /// A change-log entry (docs/indexes.md).
 pub(crate) const APPEND_CHANGE: &str = "INSERT INTO changes \
-     (revision, type, kind, org_id, id, committed_at, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
+     (revision, type, kind, org_id, id, committed_at, data, txn) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
 
 fn append_change(conn: &Connection, change: &Change) -> rusqlite::Result<()> {
     conn.prepare_cached(APPEND_CHANGE)?.execute(params![
@@ -532,16 +534,11 @@ fn append_change(conn: &Connection, change: &Change) -> rusqlite::Result<()> {
         change.scope.kind,
         change.scope.org,
         change.id,
-        unix_millis(std::time::SystemTime::now()),
+        change.committed_at_ms,
         change.data,
+        change.txn,
     ])?;
     Ok(())
-}
-
-fn unix_millis(time: std::time::SystemTime) -> i64 {
-    time.duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }
 
 /// Removes the oldest log entries that are both outside the last `retention.revisions`
@@ -555,7 +552,7 @@ fn compact_step(conn: &Connection, retention: Retention, current: i64) -> StoreR
             |row| row.get(0),
         )?;
         let through = current.saturating_sub(retention.revisions.max(0));
-        let cutoff = unix_millis(std::time::SystemTime::now())
+        let cutoff = unix_millis_now()
             .saturating_sub(i64::try_from(retention.age.as_millis()).unwrap_or(i64::MAX));
         let mut stmt = conn.prepare_cached(
             "SELECT revision, committed_at FROM changes WHERE revision > ?1 \

@@ -63,6 +63,7 @@ macro_rules! store_conformance {
             watch_misses_nothing_and_repeats_nothing_under_concurrent_writers,
             stopped_watch_names_the_revision_to_resume_from,
             live_changes_carry_only_the_encoding_their_write_stored,
+            changes_of_one_write_share_its_transaction_and_commit_time,
             compaction_keeps_the_retained_revisions,
             age_retention_keeps_recent_changes,
             at_revision_answers_from_the_log,

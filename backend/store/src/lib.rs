@@ -18,7 +18,7 @@ pub use revision_text::with_revision;
 pub use types::{
     AtRevision, CacheFill, Change, ChangeFilter, ChangeType, Compaction, JsonFilter, JsonPath,
     ListPage, ListQuery, LogBounds, Mutation, NewResource, ResourceVersion, Retention, Scope,
-    StoreInfo, StoredResource, VersionSelector,
+    StoreInfo, StoredResource, VersionSelector, unix_millis_now,
 };
 pub use watch::{WatchItem, WatchOptions, watch};
 

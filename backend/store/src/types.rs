@@ -160,11 +160,27 @@ pub struct Change {
     /// a delete (its resource has the revision of the change before), for a row written
     /// without one, and for every change read back from the log, which keeps only `data`.
     pub proto: Option<Vec<u8>>,
+    /// When its transaction committed, in Unix milliseconds (the writer's clock as it wrote
+    /// the change; changes of one write share it).
+    pub committed_at_ms: i64,
+    /// The write it belongs to: the revision of that write's first change. A write (one call,
+    /// in its own savepoint even when group commit shares the database transaction) is all
+    /// or nothing, so the changes that share `txn` are seen together or not at all; an Agent
+    /// and the default instance made with it share one. Changes logged before the log kept
+    /// this have their own revision.
+    pub txn: i64,
 }
 
 impl Change {
-    /// The change a write made: `row` after a create or an update, before a delete.
-    pub fn written(revision: i64, change_type: ChangeType, row: &StoredResource) -> Self {
+    /// The change a write made: `row` after a create or an update, before a delete; `txn`
+    /// and `committed_at_ms` as on [`Change`].
+    pub fn written(
+        revision: i64,
+        change_type: ChangeType,
+        row: &StoredResource,
+        txn: i64,
+        committed_at_ms: i64,
+    ) -> Self {
         let proto = match change_type {
             ChangeType::Created | ChangeType::Updated => row.proto.clone(),
             ChangeType::Deleted => None,
@@ -176,8 +192,19 @@ impl Change {
             id: row.id.clone(),
             data: row.data.clone(),
             proto,
+            committed_at_ms,
+            txn,
         }
     }
+}
+
+/// Now, in Unix milliseconds, as the change log records commit times.
+pub fn unix_millis_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| {
+            i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
+        })
 }
 
 /// Which changes (or current resources) a watcher wants: one org, optionally one kind and one id.

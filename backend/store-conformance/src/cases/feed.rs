@@ -7,7 +7,8 @@ use std::sync::Arc;
 
 use serde_json::json;
 use stigmer_store::{
-    ChangeFilter, ChangeType, Scope, Store, StoreError, StoredResource, WatchItem, WatchOptions,
+    ChangeFilter, ChangeType, Mutation, Scope, Store, StoreError, StoredResource, WatchItem,
+    WatchOptions,
 };
 use tokio::sync::mpsc;
 
@@ -535,6 +536,57 @@ pub async fn stopped_watch_names_the_revision_to_resume_from(harness: &dyn Harne
             .is_none(),
         "the error is the last item"
     );
+    store.close().await.expect("close");
+}
+
+/// The changes of one write (a `transact` of several mutations) share its transaction, the
+/// revision of its first change, and its commit time; a write alone is its own transaction.
+/// The log says the same when they are replayed as the live changes did.
+pub async fn changes_of_one_write_share_its_transaction_and_commit_time(harness: &dyn Harness) {
+    let store = harness.open().await;
+    let mut live = store.subscribe();
+    let before = stigmer_store::unix_millis_now();
+    store.create(agent("agt-0", "s0")).await.expect("create"); // 1
+    store
+        .transact(vec![
+            Mutation::Create(agent("agt-1", "s1")),
+            Mutation::Create(agent("agt-2", "s2")),
+            Mutation::Delete {
+                scope: scope(),
+                id: "agt-0".into(),
+                expected_revision: None,
+            },
+        ])
+        .await
+        .expect("transact"); // 2, 3, 4
+    store.create(agent("agt-3", "s3")).await.expect("create"); // 5
+    let after = stigmer_store::unix_millis_now();
+    let mut seen = Vec::new();
+    for _ in 0..5 {
+        let change = within("a live change", live.recv())
+            .await
+            .expect("live change");
+        assert!(
+            (before..=after).contains(&change.committed_at_ms),
+            "{} outside [{before}, {after}]",
+            change.committed_at_ms
+        );
+        seen.push((change.revision, change.txn, change.committed_at_ms));
+    }
+    let transactions: Vec<(i64, i64)> = seen.iter().map(|(r, t, _)| (*r, *t)).collect();
+    assert_eq!(transactions, [(1, 1), (2, 2), (3, 2), (4, 2), (5, 5)]);
+    assert!(
+        seen[1].2 == seen[2].2 && seen[2].2 == seen[3].2,
+        "one write, one commit time: {seen:?}"
+    );
+    let logged: Vec<(i64, i64, i64)> = store
+        .changes(agents(), 0, 10)
+        .await
+        .expect("the log")
+        .iter()
+        .map(|change| (change.revision, change.txn, change.committed_at_ms))
+        .collect();
+    assert_eq!(logged, seen, "the log replays what was seen live");
     store.close().await.expect("close");
 }
 
