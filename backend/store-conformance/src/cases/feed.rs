@@ -282,15 +282,7 @@ pub async fn watch_ends_at_its_until_revision(harness: &dyn Harness) {
     let store = harness.open().await;
     store.create(agent("agt-1", "a")).await.expect("create"); // 1
     store.create(agent("agt-2", "b")).await.expect("create"); // 2
-    store
-        .create(resource_in(
-            Scope::new(KIND, OTHER_ORG),
-            "agt-x",
-            "x",
-            json!({}),
-        ))
-        .await
-        .expect("create elsewhere"); // 3
+    create_elsewhere(store.as_ref(), "agt-x").await; // 3
     store.create(agent("agt-3", "c")).await.expect("create"); // 4
 
     let bounded = |since_revision, until_revision| {
@@ -327,15 +319,7 @@ pub async fn watch_ends_at_its_until_revision(harness: &dyn Harness) {
 
     let live = bounded(4, 6);
     store.create(agent("agt-4", "d")).await.expect("create"); // 5
-    store
-        .create(resource_in(
-            Scope::new(KIND, OTHER_ORG),
-            "agt-y",
-            "y",
-            json!({}),
-        ))
-        .await
-        .expect("create elsewhere"); // 6
+    create_elsewhere(store.as_ref(), "agt-y").await; // 6
     assert_eq!(
         revisions(live).await,
         [5],
@@ -343,6 +327,14 @@ pub async fn watch_ends_at_its_until_revision(harness: &dyn Harness) {
     );
     store.create(agent("agt-5", "e")).await.expect("create"); // 7
     store.close().await.expect("close");
+}
+
+/// A resource the watches of these cases do not watch: an Agent in the other org.
+async fn create_elsewhere(store: &dyn Store, id: &str) {
+    store
+        .create(resource_in(Scope::new(KIND, OTHER_ORG), id, id, json!({})))
+        .await
+        .expect("create elsewhere");
 }
 
 /// Writers in several tasks, in two orgs, while watches start midway: one from the current
