@@ -132,7 +132,9 @@ impl Runtime {
     fn install_hint(self) -> &'static str {
         match self {
             Self::Go => "install Go from https://go.dev/dl/ and put `go` on PATH",
-            Self::Python => "install Python 3 (https://www.python.org/downloads/) and put `python3` on PATH",
+            Self::Python => {
+                "install Python 3 (https://www.python.org/downloads/) and put `python3` on PATH"
+            }
             Self::TypeScript => {
                 "install Node.js (https://nodejs.org/) and tsx (`npm install --save-dev tsx` in the project)"
             }
@@ -205,7 +207,10 @@ fn clean(out_dir: &Path) -> Result<()> {
         std::fs::read_dir(out_dir).with_context(|| format!("cannot read {}", out_dir.display()))?
     {
         let path = entry?.path();
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
         if (name == DEPENDENCIES || output_kind(name).is_some()) && path.is_file() {
             std::fs::remove_file(&path)
                 .with_context(|| format!("cannot remove {}", path.display()))?;
@@ -281,7 +286,10 @@ fn read_out_dir(out_dir: &Path) -> Result<Synthesis> {
         std::fs::read_dir(out_dir).with_context(|| format!("cannot read {}", out_dir.display()))?
     {
         let path = entry?.path();
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
         if let Some((kind, index)) = output_kind(name) {
             let rank = OUTPUTS.iter().position(|(_, k)| *k == kind).unwrap_or(0);
             // skill-10.pb after skill-2.pb: numbers compare as numbers.
@@ -328,11 +336,7 @@ fn read_dependencies(path: &Path) -> Result<BTreeMap<String, Vec<String>>> {
 
 /// The documents `apply` takes, one per file. A Skill's SKILL.md text goes into a folder of
 /// its own under `skills`, since skills are pushed from folders.
-pub fn documents(
-    client: &Client,
-    synthesis: &Synthesis,
-    skills: &Path,
-) -> Result<Vec<Document>> {
+pub fn documents(client: &Client, synthesis: &Synthesis, skills: &Path) -> Result<Vec<Document>> {
     let mut documents = Vec::with_capacity(synthesis.written.len());
     for (number, written) in synthesis.written.iter().enumerate() {
         let kind = client.kind(written.kind)?;
@@ -378,7 +382,9 @@ fn skill_folder(skill: &Value, dir: &Path) -> Result<Value> {
 /// dependencies.json as (kind, slug) pairs: each resource and the ones it needs. Ids of
 /// resources outside the project (`skill:external:x`) and of kinds the SDK does not write
 /// are left out: no document of this run provides them.
-pub fn needs(dependencies: &BTreeMap<String, Vec<String>>) -> Vec<((String, String), (String, String))> {
+pub fn needs(
+    dependencies: &BTreeMap<String, Vec<String>>,
+) -> Vec<((String, String), (String, String))> {
     let mut edges = Vec::new();
     for (dependent, needed) in dependencies {
         let Some(dependent) = parse_id(dependent) else {
@@ -431,7 +437,10 @@ mod tests {
                 "agent:Code Reviewer".to_string(),
                 vec!["skill:review".to_string(), "skill:external:sec".to_string()],
             ),
-            ("workflow:ship".to_string(), vec!["agent:code-reviewer".to_string()]),
+            (
+                "workflow:ship".to_string(),
+                vec!["agent:code-reviewer".to_string()],
+            ),
             ("project:x".to_string(), vec!["agent:y".to_string()]),
         ]);
         let pair = |k: &str, s: &str| (k.to_string(), s.to_string());
