@@ -379,12 +379,13 @@ fn skill_folder(skill: &Value, dir: &Path) -> Result<Value> {
     }))
 }
 
+/// A resource by (kind, slug), and one it must be applied after.
+pub type Need = ((String, String), (String, String));
+
 /// dependencies.json as (kind, slug) pairs: each resource and the ones it needs. Ids of
 /// resources outside the project (`skill:external:x`) and of kinds the SDK does not write
 /// are left out: no document of this run provides them.
-pub fn needs(
-    dependencies: &BTreeMap<String, Vec<String>>,
-) -> Vec<((String, String), (String, String))> {
+pub fn needs(dependencies: &BTreeMap<String, Vec<String>>) -> Vec<Need> {
     let mut edges = Vec::new();
     for (dependent, needed) in dependencies {
         let Some(dependent) = parse_id(dependent) else {

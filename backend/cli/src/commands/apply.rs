@@ -124,7 +124,7 @@ fn choose_org(config: &mut ClientConfig, org: &str) -> Result<()> {
 async fn apply_documents(
     client: Client,
     documents: &[Document],
-    needs: &[((String, String), (String, String))],
+    needs: &[project::Need],
     args: &ApplyArgs,
 ) -> Result<ExitCode> {
     if !args.dry_run && !client.transport().is_in_process() && !client.is_serving().await {
@@ -243,7 +243,7 @@ impl<'a> Item<'a> {
     }
 
     /// With what `needs` says this item's resource must follow.
-    fn declaring(mut self, needs: &[((String, String), (String, String))]) -> Self {
+    fn declaring(mut self, needs: &[project::Need]) -> Self {
         if let Some(provides) = &self.provides {
             self.declared = needs
                 .iter()
