@@ -229,6 +229,14 @@ fn a_program_that_writes_nothing_is_reported() {
         "{err}"
     );
     assert!(err.contains("agent-N.pb"), "{err}");
+
+    // A file that is not the message its name says is named, and nothing is applied.
+    project.fixture("agent-0.pb", &[0xff, 0xff]);
+    let err = failed(&project.run(&env, &["apply", "--dry-run"], &[]));
+    assert!(
+        err.contains("agent-0.pb: not a binary ai.stigmer.agentic.agent.v1.Agent message"),
+        "{err}"
+    );
 }
 
 #[test]
