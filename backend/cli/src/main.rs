@@ -7,6 +7,7 @@ mod lines;
 mod manifest;
 mod output;
 mod progress;
+mod project;
 mod report;
 mod schema;
 mod skill;
@@ -65,6 +66,12 @@ enum Command {
     /// and a resource changed since fails instead of being overwritten (remove the line to
     /// overwrite it). When none exists they are ignored, so `get -o yaml` output applies after
     /// a delete or on another server.
+    ///
+    /// Without -f, the project in the working folder (or --project PATH) is applied: its
+    /// Stigmer.yaml names the runtime (go, python, typescript) and main, the entry point. main
+    /// runs there with STIGMER_OUT_DIR=<project>/.stigmer, where a Stigmer SDK writes one
+    /// skill-N.pb, agent-N.pb, mcpserver-N.pb or workflow-N.pb per resource and
+    /// dependencies.json; those are applied as above, each after what it needs.
     Apply(commands::apply::ApplyArgs),
     /// Show one resource, or list a kind when no name is given.
     Get(commands::get::GetArgs),

@@ -7,24 +7,29 @@ use std::process::ExitCode;
 use anyhow::{Result, bail};
 use clap::Args;
 use serde_json::Value;
-use stigmer_client::{Client, ClientError, Reference, SKILL_MD};
+use stigmer_client::{BackendType, Client, ClientConfig, ClientError, Reference, SKILL_MD};
 
 use super::{Ctx, finish, server_message};
 use crate::manifest::{self, Document, Problem};
 use crate::output::reference;
+use crate::project;
 use crate::skill::{self, SkillSource};
 
 #[derive(Args)]
 pub struct ApplyArgs {
     /// A manifest file, a directory of *.yaml/*.yml/*.json files, a skill folder (with
-    /// SKILL.md), or - for stdin. Repeatable.
-    #[arg(
-        short = 'f',
-        long = "filename",
-        value_name = "FILE|DIR|-",
-        required = true
-    )]
+    /// SKILL.md), or - for stdin. Repeatable. Without it, the project in the working folder
+    /// (Stigmer.yaml) is run and what it declares is applied.
+    #[arg(short = 'f', long = "filename", value_name = "FILE|DIR|-")]
     files: Vec<PathBuf>,
+    /// The project to run instead of the one in the working folder: its Stigmer.yaml or the
+    /// folder holding it. (Upstream's `--config`; here `--config` is the CLI's own file.)
+    #[arg(long, value_name = "PATH", conflicts_with = "files")]
+    project: Option<PathBuf>,
+    /// The organization to apply in, over the configured one (cloud backend; the local
+    /// backend works in `local`).
+    #[arg(long, value_name = "ORG")]
+    org: Option<String>,
     /// Parse and check every document without writing anything.
     #[arg(long)]
     dry_run: bool,
@@ -48,16 +53,80 @@ pub fn read_documents(args: &[PathBuf]) -> Result<Vec<Document>> {
 }
 
 pub async fn run(ctx: &Ctx, args: ApplyArgs) -> Result<ExitCode> {
+    if args.files.is_empty() {
+        return run_project(ctx, args).await;
+    }
     let documents = read_documents(&args.files)?;
     if documents.is_empty() {
         bail!("no manifests found in the files given");
     }
-    let client = if args.dry_run {
-        // Checking shapes needs no server.
-        ctx.connect(&ctx.config()?).await?
-    } else {
-        ctx.client().await?
+    let client = connect(ctx, &args).await?;
+    apply_documents(client, &documents, &[], &args).await
+}
+
+/// `apply` without `-f`: runs the project's program, then applies what it wrote like
+/// manifests, with dependencies.json's order on top of the references found.
+async fn run_project(ctx: &Ctx, args: ApplyArgs) -> Result<ExitCode> {
+    let located = project::locate(args.project.as_deref())?;
+    let synthesis = project::synthesize(&located)?;
+    let client = connect(ctx, &args).await?;
+    // Skills are pushed from folders; theirs live only as long as this command.
+    let skills = match tempfile::tempdir() {
+        Ok(skills) => skills,
+        Err(err) => return finish(client, Err(err.into())).await,
     };
+    let documents = match project::documents(&client, &synthesis, skills.path()) {
+        Ok(documents) => documents,
+        Err(err) => return finish(client, Err(err)).await,
+    };
+    eprintln!(
+        "Read {} resources from {}",
+        documents.len(),
+        synthesis.out_dir.display()
+    );
+    let needs = project::needs(&synthesis.dependencies);
+    apply_documents(client, &documents, &needs, &args).await
+}
+
+/// The configuration with `--org` in it, and a client: one that starts nothing for a dry
+/// run, which checks shapes without a server.
+async fn connect(ctx: &Ctx, args: &ApplyArgs) -> Result<Client> {
+    let mut config = ctx.config()?;
+    if let Some(org) = &args.org {
+        choose_org(&mut config, org)?;
+    }
+    match args.dry_run {
+        true => ctx.connect(&config).await,
+        false => ctx.client_from(config).await,
+    }
+}
+
+/// `--org`: the org of this command's calls. The local backend has one, `local` (seed 003).
+fn choose_org(config: &mut ClientConfig, org: &str) -> Result<()> {
+    if !stigmer_client::is_valid_slug(org) {
+        bail!("--org {org:?} is not an org slug: 1-63 lowercase letters, digits or '-'");
+    }
+    match config.backend.kind {
+        BackendType::Cloud => {
+            config.backend.cloud.get_or_insert_default().org_id = org.to_string();
+            Ok(())
+        }
+        BackendType::Local if org == "local" => Ok(()),
+        BackendType::Local => bail!(
+            "--org {org}: the local backend works in the organization `local`; --org chooses \
+             the organization of a cloud backend (`stigmer login`)"
+        ),
+    }
+}
+
+/// Applies `documents` in dependency order (`needs`: (kind, slug) pairs, each with one it
+/// must follow), then closes the client.
+async fn apply_documents(
+    client: Client,
+    documents: &[Document],
+    needs: &[project::Need],
+    args: &ApplyArgs,
+) -> Result<ExitCode> {
     if !args.dry_run && !client.transport().is_in_process() && !client.is_serving().await {
         // One line with the endpoint and the hint, not the same connect error per document.
         let endpoint = client.endpoint().to_string();
@@ -73,7 +142,7 @@ pub async fn run(ctx: &Ctx, args: ApplyArgs) -> Result<ExitCode> {
     }
     let items: Vec<Item> = documents
         .iter()
-        .map(|document| Item::prepare(&client, document))
+        .map(|document| Item::prepare(&client, document).declaring(needs))
         .collect();
     if args.atomic && !args.dry_run {
         let code = apply_atomically(&client, &items).await;
@@ -117,6 +186,9 @@ struct Item<'a> {
     references: Vec<Reference>,
     /// Every string under its spec, where ids of parents are.
     spec_strings: Vec<String>,
+    /// The (kind, slug) of each resource it is declared to need (a project's
+    /// dependencies.json), beyond its references.
+    declared: Vec<(String, String)>,
 }
 
 enum Plan {
@@ -166,7 +238,20 @@ impl<'a> Item<'a> {
                 .map(str::to_string),
             references,
             spec_strings,
+            declared: Vec::new(),
         }
+    }
+
+    /// With what `needs` says this item's resource must follow.
+    fn declaring(mut self, needs: &[project::Need]) -> Self {
+        if let Some(provides) = &self.provides {
+            self.declared = needs
+                .iter()
+                .filter(|(dependent, _)| dependent == provides)
+                .map(|(_, needed)| needed.clone())
+                .collect();
+        }
+        self
     }
 
     /// Whether `other` must be applied before this one.
@@ -180,7 +265,11 @@ impl<'a> Item<'a> {
             .id
             .as_ref()
             .is_some_and(|id| self.spec_strings.contains(id));
-        by_name || by_id
+        let declared = other
+            .provides
+            .as_ref()
+            .is_some_and(|provided| self.declared.contains(provided));
+        by_name || by_id || declared
     }
 
     async fn apply(&self, client: &Client, dry_run: bool) -> Result<String, Failure> {
@@ -465,6 +554,7 @@ mod tests {
                 })
                 .collect(),
             spec_strings: Vec::new(),
+            declared: Vec::new(),
         }
     }
 

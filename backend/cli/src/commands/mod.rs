@@ -117,7 +117,11 @@ impl Ctx {
     /// A client to a backend that answers: in local daemon mode, the daemon is started first
     /// if it is not running.
     pub async fn client(&self) -> Result<Client> {
-        let config = self.config()?;
+        self.client_from(self.config()?).await
+    }
+
+    /// [`Self::client`] with a configuration the command changed (`apply --org`).
+    pub async fn client_from(&self, config: ClientConfig) -> Result<Client> {
         let client = self.connect(&config).await?;
         report::talking_to(
             config.backend.kind == BackendType::Cloud,
