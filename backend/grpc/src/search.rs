@@ -34,6 +34,13 @@ enum Matched {
     Text = 4,
 }
 
+/// A match as a response item, with its encoded size and its position.
+struct Found {
+    item: DynamicMessage,
+    size: usize,
+    cursor: FindCursor,
+}
+
 /// A request, checked.
 struct Search {
     org: String,
@@ -70,21 +77,7 @@ impl Controller {
             .await?;
         let mut response = DynamicMessage::new(output.clone());
         set(&mut response, "revision", Value::I64(page.revision));
-        let mut next = page.next_after;
-        let mut items = Vec::new();
-        let mut bytes = 0;
-        for row in &page.items {
-            let Some(item) = self.found(&search, row, output)? else {
-                continue;
-            };
-            bytes += item.1;
-            if bytes > MAX_PAGE_BYTES && !items.is_empty() {
-                // The rest waits for the next page, which starts after the last row kept.
-                next = items_last_cursor(&items);
-                break;
-            }
-            items.push(item);
-        }
+        let (items, next) = self.fitted(&search, &page.items, page.next_after, output)?;
         if let Some(after) = next {
             let token = format!("{}\n{}", after.kind, after.id);
             set_str(
@@ -93,9 +86,35 @@ impl Controller {
                 page_token::encode(&search.token_scope, &token),
             );
         }
-        let items = items.into_iter().map(|(item, _, _)| Value::Message(item));
+        let items = items.into_iter().map(|found| Value::Message(found.item));
         set(&mut response, "items", Value::List(items.collect()));
         Ok(response)
+    }
+
+    /// The rows that still match once redacted, as items, ending the page early when they
+    /// would not fit in one response; with where the next page starts.
+    fn fitted(
+        &self,
+        search: &Search,
+        rows: &[StoredResource],
+        next: Option<FindCursor>,
+        output: &MessageDescriptor,
+    ) -> Result<(Vec<Found>, Option<FindCursor>), ApiError> {
+        let mut items: Vec<Found> = Vec::new();
+        let mut bytes = 0;
+        for row in rows {
+            let Some(found) = self.found(search, row, output)? else {
+                continue;
+            };
+            bytes += found.size;
+            if bytes > MAX_PAGE_BYTES && !items.is_empty() {
+                // The rest waits for the next page, which starts after the last item kept.
+                let last = items.last().map(|found| found.cursor.clone());
+                return Ok((items, last));
+            }
+            items.push(found);
+        }
+        Ok((items, next))
     }
 
     /// The request's search, or every mistake in it as one INVALID_ARGUMENT.
@@ -202,7 +221,7 @@ impl Controller {
         search: &Search,
         row: &StoredResource,
         output: &MessageDescriptor,
-    ) -> Result<Option<(DynamicMessage, usize, FindCursor)>, ApiError> {
+    ) -> Result<Option<Found>, ApiError> {
         let Some(kind) = search.kinds.iter().find(|k| k.name == row.scope.kind) else {
             return Ok(None);
         };
@@ -240,7 +259,7 @@ impl Controller {
             kind: kind.name.clone(),
             id: row.id.clone(),
         };
-        Ok(Some((item, size, cursor)))
+        Ok(Some(Found { item, size, cursor }))
     }
 }
 
@@ -259,10 +278,6 @@ fn packed(kind: &KindInfo, encoded: Bytes) -> Result<DynamicMessage, ApiError> {
     );
     set(&mut any, "value", Value::Bytes(encoded));
     Ok(any)
-}
-
-fn items_last_cursor(items: &[(DynamicMessage, usize, FindCursor)]) -> Option<FindCursor> {
-    items.last().map(|(_, _, cursor)| cursor.clone())
 }
 
 /// What the redacted resource matches first, ignoring case; `None` when the store's match
