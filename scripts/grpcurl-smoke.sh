@@ -77,6 +77,7 @@ check "a required oneof names its members" "$(rpc -d '{"metadata":{"name":"m"},"
 check "a duplicate is AlreadyExists" "$(rpc -d "$agent" "$addr" ai.stigmer.agentic.agent.v1.AgentCommandController/create)" "Code: AlreadyExists"
 check "sqlite3 sees the JSON" "$(sqlite3 "$home/.stigmer/stigmer.db" "select kind, org_id, json_extract(data,'\$.metadata.name') from resources where id='$id'")" "Agent|local|Code Reviewer"
 check "info reports the backend" "$(rpc "$addr" ai.stigmer.backend.v1.ResourceService/info)" '"backend": "sqlite"'
+check "find searches across kinds, ignoring case" "$(rpc -d '{"query":"REVIEW"}' "$addr" ai.stigmer.backend.v1.ResourceService/find)" "\"id\": \"$id\""
 check "watch from 0 starts with a snapshot" "$(rpc -max-time 2 -d '{"kind":"Agent"}' "$addr" ai.stigmer.backend.v1.ResourceService/watch)" '"type": "EVENT_TYPE_SNAPSHOT"'
 check "delete returns the agent" "$(rpc -d "{\"value\":\"$id\"}" "$addr" ai.stigmer.agentic.agent.v1.AgentCommandController/delete)" "\"id\": \"$id\""
 check "then get is NotFound" "$(rpc -d "{\"value\":\"$id\"}" "$addr" ai.stigmer.agentic.agent.v1.AgentQueryController/get)" "Code: NotFound"

@@ -149,6 +149,7 @@ pub enum BackendUnary {
     Info,
     Import,
     ApplyBatch,
+    Find,
 }
 
 /// One RPC of the backend-wide service.
@@ -289,6 +290,7 @@ fn backend_methods(
             "export" => BackendVerb::Stream(BackendStream::Export),
             "import" => BackendVerb::Unary(BackendUnary::Import),
             "applyBatch" => BackendVerb::Unary(BackendUnary::ApplyBatch),
+            "find" => BackendVerb::Unary(BackendUnary::Find),
             "backup" => BackendVerb::Stream(BackendStream::Backup),
             other => {
                 return Err(CatalogError::Missing(format!(

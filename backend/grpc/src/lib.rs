@@ -41,6 +41,7 @@ mod cached_rows;
 mod panics;
 mod references;
 mod resource;
+mod search;
 mod secrets;
 mod selector;
 mod server;

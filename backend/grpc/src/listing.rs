@@ -18,8 +18,8 @@ use crate::resource::{API_VERSION, Caller};
 use crate::validation::check;
 
 /// Page size when a request names none, and the most one page may hold.
-const DEFAULT_PAGE_SIZE: usize = 100;
-const MAX_PAGE_SIZE: usize = 1000;
+pub(crate) const DEFAULT_PAGE_SIZE: usize = 100;
+pub(crate) const MAX_PAGE_SIZE: usize = 1000;
 
 impl Controller {
     pub(crate) async fn list(
@@ -156,7 +156,7 @@ fn page_size(request: &DynamicMessage) -> usize {
 }
 
 /// Most resource bytes one list response carries, leaving room under the 10 MiB message limit.
-const MAX_PAGE_BYTES: usize = 8 * 1024 * 1024;
+pub(crate) const MAX_PAGE_BYTES: usize = 8 * 1024 * 1024;
 
 /// A page as one response carries it.
 struct Fitted {
@@ -238,25 +238,34 @@ fn list_filters(request: &DynamicMessage) -> Result<Vec<JsonFilter>, ApiError> {
 }
 
 /// Opaque page tokens: the listing they belong to and the last id returned, base64url-encoded.
-mod page_token {
+pub(crate) mod page_token {
     use super::*;
 
     const VERSION: &str = "v1";
 
-    pub(super) fn encode(scope: &Scope, after_id: &str) -> String {
+    pub(crate) fn encode(scope: &Scope, after_id: &str) -> String {
         URL_SAFE_NO_PAD.encode(format!(
             "{VERSION}\n{}\n{}\n{after_id}",
             scope.kind, scope.org
         ))
     }
 
-    pub(super) fn decode(token: &str, scope: &Scope) -> Result<Option<String>, ApiError> {
+    pub(crate) fn decode(token: &str, scope: &Scope) -> Result<Option<String>, ApiError> {
+        decode_for("list request", token, scope)
+    }
+
+    /// `decode` for a request other than a list's, named `what` in the error.
+    pub(crate) fn decode_for(
+        what: &str,
+        token: &str,
+        scope: &Scope,
+    ) -> Result<Option<String>, ApiError> {
         if token.is_empty() {
             return Ok(None);
         }
         let invalid = |why: &str| {
             ApiError::invalid_field(
-                "list request",
+                what,
                 "page_token",
                 format!(
                     "{why}; pass the next_page_token of the previous page unchanged, or empty to start over"

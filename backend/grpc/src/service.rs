@@ -379,6 +379,10 @@ async fn serve_unary(
                     .into()
             }
             BackendUnary::Info => app.info(caller, &method.output).await?.into(),
+            BackendUnary::Find => app
+                .find_resources(caller, request, &method.output)
+                .await?
+                .into(),
             BackendUnary::Import => app.import(caller, request, &method.output).await?.into(),
             BackendUnary::ApplyBatch => app
                 .apply_batch(caller, request, &method.output)

@@ -35,9 +35,10 @@ use deadpool_postgres::{
     Hook, HookError, Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime,
 };
 use stigmer_store::{
-    AtRevision, BackupCopy, CacheFill, Change, ChangeFilter, CommitObserver, Compaction, ListPage,
-    ListQuery, LogBounds, Mutation, ResourceVersion, Retention, Scope, Snapshot, Store, StoreError,
-    StoreGauges, StoreInfo, StoreResult, StoredResource, TokenRewrite, VersionSelector,
+    AtRevision, BackupCopy, CacheFill, Change, ChangeFilter, CommitObserver, Compaction, FindPage,
+    FindQuery, ListPage, ListQuery, LogBounds, Mutation, ResourceVersion, Retention, Scope,
+    Snapshot, Store, StoreError, StoreGauges, StoreInfo, StoreResult, StoredResource, TokenRewrite,
+    VersionSelector,
 };
 use tokio::sync::{Semaphore, broadcast};
 use tokio::task::JoinHandle;
@@ -254,6 +255,11 @@ impl Store for PostgresStore {
     async fn list(&self, query: ListQuery) -> StoreResult<ListPage> {
         let mut client = self.read().await?;
         queries::list(&mut client, &query).await
+    }
+
+    async fn find(&self, query: FindQuery) -> StoreResult<FindPage> {
+        let mut client = self.read().await?;
+        queries::find(&mut client, &query).await
     }
 
     fn subscribe(&self) -> broadcast::Receiver<Arc<Change>> {

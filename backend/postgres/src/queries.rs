@@ -4,8 +4,9 @@
 
 use deadpool_postgres::{GenericClient, Object, Transaction};
 use stigmer_store::{
-    AtRevision, Change, ChangeFilter, ChangeType, ListPage, ListQuery, LogBounds, ResourceVersion,
-    Scope, StoreError, StoreResult, StoredResource, VersionSelector,
+    AtRevision, Change, ChangeFilter, ChangeType, FindCursor, FindPage, FindQuery, ListPage,
+    ListQuery, LogBounds, ResourceVersion, Scope, StoreError, StoreResult, StoredResource,
+    VersionSelector,
 };
 use tokio_postgres::{IsolationLevel, Row};
 
@@ -173,6 +174,82 @@ fn list_statement(query: &ListQuery) -> StoreResult<(String, Params)> {
     let limit = bind(&mut params, limit_param(query.limit.saturating_add(1)));
     sql.push_str(&format!(" ORDER BY id LIMIT {limit}"));
     Ok((sql, params))
+}
+
+/// A search page: the org's rows of the kinds asked for, in `(kind, id)` order after the
+/// cursor, that match; `limit + 1` rows to learn whether another page follows.
+pub(crate) async fn find(client: &mut Object, query: &FindQuery) -> StoreResult<FindPage> {
+    let tx = consistent(client).await?;
+    let revision = log_bounds(&tx).await?.current;
+    let (sql, params) = find_statement(query);
+    let stmt = tx.prepare_cached(&sql).await.map_err(store_error)?;
+    let rows = tx
+        .query(&stmt, &param_refs(&params))
+        .await
+        .map_err(store_error)?;
+    let mut items = stored_rows(&rows)?;
+    tx.commit().await.map_err(store_error)?;
+    let next_after = if items.len() > query.limit {
+        items.truncate(query.limit);
+        items.last().map(|row| FindCursor {
+            kind: row.scope.kind.clone(),
+            id: row.id.clone(),
+        })
+    } else {
+        None
+    };
+    Ok(FindPage {
+        items,
+        next_after,
+        revision,
+    })
+}
+
+/// The search as one statement. ILIKE ignores case (of every letter, where SQLite's LIKE
+/// folds only ASCII); the needle's wildcards are escaped so that user input matches only as
+/// itself. Labels that are not an object (a hand edit) match nothing instead of failing.
+fn find_statement(query: &FindQuery) -> (String, Params) {
+    let after = query.after.clone().unwrap_or(FindCursor {
+        kind: String::new(),
+        id: String::new(),
+    });
+    let mut params = Params::new();
+    let org = bind(&mut params, query.org.clone());
+    let kinds = bind(&mut params, query.kinds.clone());
+    let after_kind = bind(&mut params, after.kind);
+    let after_id = bind(&mut params, after.id);
+    let pattern = bind(&mut params, like_pattern(&query.needle));
+    let in_text = bind(&mut params, query.in_text);
+    let limit = bind(&mut params, limit_param(query.limit.saturating_add(1)));
+    let sql = format!(
+        "SELECT {} FROM resources WHERE org_id = {org} AND kind = ANY({kinds}) \
+         AND (kind > {after_kind} OR (kind = {after_kind} AND id > {after_id})) \
+         AND (data->'metadata'->>'name' ILIKE {pattern} \
+              OR slug ILIKE {pattern} \
+              OR EXISTS (SELECT 1 FROM jsonb_each_text(CASE \
+                           WHEN jsonb_typeof(data->'metadata'->'labels') = 'object' \
+                           THEN data->'metadata'->'labels' ELSE '{{}}'::jsonb END) AS label \
+                         WHERE label.key ILIKE {pattern} OR label.value ILIKE {pattern}) \
+              OR ({in_text} AND data::text ILIKE {pattern})) \
+         ORDER BY kind, id LIMIT {limit}",
+        resource_columns!()
+    );
+    (sql, params)
+}
+
+/// `needle` as a LIKE pattern that matches it anywhere, its wildcards taken literally
+/// (backslash is PostgreSQL's default LIKE escape).
+fn like_pattern(needle: &str) -> String {
+    let mut pattern = String::with_capacity(needle.len() + 2);
+    pattern.push('%');
+    for c in needle.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern.push('%');
+    pattern
 }
 
 /// The resources of one kind in one org, from the table the triggers keep.

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use stigmer_sqlite::{SqliteConfig, SqliteStore};
 use stigmer_store::{
-    AtRevision, CacheFill, Change, ChangeFilter, JsonFilter, JsonPath, ListQuery, Mutation,
-    NewResource, Retention, Scope, Store, StoreError, StoredResource, VersionSelector,
+    AtRevision, CacheFill, Change, ChangeFilter, FindQuery, JsonFilter, JsonPath, ListQuery,
+    Mutation, NewResource, Retention, Scope, Store, StoreError, StoredResource, VersionSelector,
 };
 
 /// A JSON document with sorted keys and every number as a float, so that two spellings of
@@ -445,6 +445,48 @@ async fn script(store: Arc<dyn Store>) -> Vec<String> {
             .collect::<Vec<_>>()
             .join(",")
     ));
+
+    // Searches over the same odd documents (metadata not an object, an array), on pages of
+    // two. Needles stay within one JSON value: the two backends keep different text forms.
+    for (needle, in_text) in [
+        ("ALPHA", false),
+        ("app", false),
+        ("kubernetes", false),
+        ("WEB", false),
+        ("weird", false),
+        ("weird", true),
+        ("ünïcode 日本", true),
+        ("%", true),
+        ("nowhere", true),
+    ] {
+        let mut after = None;
+        loop {
+            let page = store
+                .find(FindQuery {
+                    org: "local".into(),
+                    kinds: vec!["Agent".into()],
+                    needle: needle.into(),
+                    in_text,
+                    after: after.clone(),
+                    limit: 2,
+                })
+                .await
+                .expect("find");
+            t.push(format!(
+                "find {needle:?} text={in_text} after {after:?}: [{}] next={:?}",
+                page.items
+                    .iter()
+                    .map(|row| row.id.as_str())
+                    .collect::<Vec<_>>()
+                    .join(","),
+                page.next_after
+            ));
+            match page.next_after {
+                Some(next) => after = Some(next),
+                None => break,
+            }
+        }
+    }
 
     // Replaces: fine, stale, missing, onto a taken slug, renamed, and with the same encoding
     // bytes as before (which the trigger treats as not replaced).

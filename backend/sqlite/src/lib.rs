@@ -29,9 +29,10 @@ use std::thread::JoinHandle;
 
 use async_trait::async_trait;
 use stigmer_store::{
-    AtRevision, BackupCopy, CacheFill, Change, ChangeFilter, CommitObserver, Compaction, ListPage,
-    ListQuery, LogBounds, Mutation, ResourceVersion, Retention, Scope, Snapshot, Store, StoreError,
-    StoreGauges, StoreInfo, StoreResult, StoredResource, TokenRewrite, VersionSelector,
+    AtRevision, BackupCopy, CacheFill, Change, ChangeFilter, CommitObserver, Compaction, FindPage,
+    FindQuery, ListPage, ListQuery, LogBounds, Mutation, ResourceVersion, Retention, Scope,
+    Snapshot, Store, StoreError, StoreGauges, StoreInfo, StoreResult, StoredResource, TokenRewrite,
+    VersionSelector,
 };
 use tokio::sync::{Semaphore, broadcast, oneshot};
 
@@ -163,6 +164,12 @@ impl Store for SqliteStore {
     async fn list(&self, query: ListQuery) -> StoreResult<ListPage> {
         self.readers
             .run(move |conn| queries::list(conn, &query))
+            .await
+    }
+
+    async fn find(&self, query: FindQuery) -> StoreResult<FindPage> {
+        self.readers
+            .run(move |conn| queries::find(conn, &query))
             .await
     }
 

@@ -3,8 +3,9 @@
 use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
 use stigmer_store::{
-    AtRevision, Change, ChangeFilter, ChangeType, JsonFilter, JsonPath, ListPage, ListQuery,
-    LogBounds, ResourceVersion, Scope, StoreError, StoreResult, StoredResource, VersionSelector,
+    AtRevision, Change, ChangeFilter, ChangeType, FindCursor, FindPage, FindQuery, JsonFilter,
+    JsonPath, ListPage, ListQuery, LogBounds, ResourceVersion, Scope, StoreError, StoreResult,
+    StoredResource, VersionSelector,
 };
 
 use crate::errors::store_error;
@@ -162,6 +163,92 @@ pub(crate) fn list_statement(query: &ListQuery) -> StoreResult<Statement> {
     }
     sql.push_str(" ORDER BY id");
     Ok(Statement { sql, values })
+}
+
+/// A search page: the org's rows of the kinds asked for, in `(kind, id)` order after the
+/// cursor, that match. It reads `limit + 1` rows to learn whether another page follows.
+pub(crate) fn find(conn: &Connection, query: &FindQuery) -> StoreResult<FindPage> {
+    let tx = conn.unchecked_transaction().map_err(store_error)?;
+    let revision = log_bounds(&tx)?.current;
+    if query.kinds.is_empty() {
+        return Ok(FindPage {
+            items: Vec::new(),
+            next_after: None,
+            revision,
+        });
+    }
+    let Statement { sql, values } = find_statement(query);
+    let mut items = first_rows(
+        conn,
+        &sql,
+        &values,
+        query.limit.saturating_add(1),
+        stored_from_row,
+    )?;
+    let next_after = if items.len() > query.limit {
+        items.truncate(query.limit);
+        items.last().map(|row| FindCursor {
+            kind: row.scope.kind.clone(),
+            id: row.id.clone(),
+        })
+    } else {
+        None
+    };
+    Ok(FindPage {
+        items,
+        next_after,
+        revision,
+    })
+}
+
+/// The search as one statement. SQLite's LIKE ignores the case of ASCII letters; the needle's
+/// wildcards are escaped so that user input matches only as itself.
+pub(crate) fn find_statement(query: &FindQuery) -> Statement {
+    let after = query.after.clone().unwrap_or(FindCursor {
+        kind: String::new(),
+        id: String::new(),
+    });
+    let mut values: Vec<Value> = vec![
+        query.org.clone().into(),
+        after.kind.into(),
+        after.id.into(),
+        like_pattern(&query.needle).into(),
+        i64::from(query.in_text).into(),
+    ];
+    let kinds: Vec<String> = query
+        .kinds
+        .iter()
+        .map(|kind| {
+            values.push(kind.clone().into());
+            format!("?{}", values.len())
+        })
+        .collect();
+    let sql = format!(
+        "SELECT {COLUMNS} FROM resources WHERE org_id = ?1 AND kind IN ({}) \
+         AND (kind > ?2 OR (kind = ?2 AND id > ?3)) \
+         AND (json_extract(data, '$.metadata.name') LIKE ?4 ESCAPE '\\' \
+              OR slug LIKE ?4 ESCAPE '\\' \
+              OR EXISTS (SELECT 1 FROM json_each(data, '$.metadata.labels') \
+                         WHERE key LIKE ?4 ESCAPE '\\' OR value LIKE ?4 ESCAPE '\\') \
+              OR (?5 AND data LIKE ?4 ESCAPE '\\')) \
+         ORDER BY kind, id",
+        kinds.join(", ")
+    );
+    Statement { sql, values }
+}
+
+/// `needle` as a LIKE pattern that matches it anywhere, its wildcards taken literally.
+fn like_pattern(needle: &str) -> String {
+    let mut pattern = String::with_capacity(needle.len() + 2);
+    pattern.push('%');
+    for c in needle.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern.push('%');
+    pattern
 }
 
 /// The resources of one kind in one org, from the table the triggers of migration V7 keep.

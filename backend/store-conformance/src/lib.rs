@@ -55,6 +55,7 @@ macro_rules! store_conformance {
             list_filters_on_json_values,
             list_proto_only_leaves_data_out_of_cached_rows,
             list_totals,
+            find_matches_names_slugs_labels_and_text_within_one_org,
             change_log_filters_by_org_kind_and_id,
             snapshot_reads_at_one_revision,
             watch_sends_a_snapshot_then_live_changes,

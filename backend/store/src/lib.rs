@@ -16,9 +16,9 @@ pub use metrics::{CommitObserver, CommitStats, StoreGauges, WriterCounters};
 pub use queue::{Applied, WriteOp};
 pub use revision_text::with_revision;
 pub use types::{
-    AtRevision, CacheFill, Change, ChangeFilter, ChangeType, Compaction, JsonFilter, JsonPath,
-    ListPage, ListQuery, LogBounds, Mutation, NewResource, ResourceVersion, Retention, Scope,
-    StoreInfo, StoredResource, VersionSelector, unix_millis_now,
+    AtRevision, CacheFill, Change, ChangeFilter, ChangeType, Compaction, FindCursor, FindPage,
+    FindQuery, JsonFilter, JsonPath, ListPage, ListQuery, LogBounds, Mutation, NewResource,
+    ResourceVersion, Retention, Scope, StoreInfo, StoredResource, VersionSelector, unix_millis_now,
 };
 pub use watch::{WatchItem, WatchOptions, watch};
 
@@ -114,6 +114,11 @@ pub trait Store: Send + Sync + 'static {
 
     /// Reads one page of resources in ascending id order (see [`ListQuery`], [`ListPage`]).
     async fn list(&self, query: ListQuery) -> StoreResult<ListPage>;
+
+    /// Reads one page of a search across kinds in one org (see [`FindQuery`], [`FindPage`]):
+    /// at most `limit` matching rows in `(kind, id)` order. It reads the org's rows of those
+    /// kinds one by one until the page is full, so a rare match costs a scan of the org.
+    async fn find(&self, query: FindQuery) -> StoreResult<FindPage>;
 
     /// Live changes, published after they commit, in revision order. A receiver that falls
     /// behind by more than the store's buffer gets `RecvError::Lagged`. Closing the store ends

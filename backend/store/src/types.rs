@@ -378,3 +378,37 @@ pub struct ListPage {
     /// page is also the last; `None` otherwise.
     pub total: Option<u64>,
 }
+
+/// A search across kinds in one org ([`crate::Store::find`]). Rows come in ascending
+/// `(kind, id)` byte order, so a page can resume after the last row of the one before.
+#[derive(Debug, Clone)]
+pub struct FindQuery {
+    pub org: String,
+    /// Only these kinds: the caller names them, so that rows outside every org's kinds (the
+    /// identity kinds) are never reached. An empty list finds nothing.
+    pub kinds: Vec<String>,
+    /// Found, case-insensitively for ASCII letters, as a plain substring (`%`, `_` and `\`
+    /// are characters like any other) of `metadata.name`, the slug, a label key or value, or,
+    /// with `in_text`, of the stored JSON document anywhere.
+    pub needle: String,
+    pub in_text: bool,
+    /// Return only rows after this position.
+    pub after: Option<FindCursor>,
+    pub limit: usize,
+}
+
+/// Where a search page ends: its last row's kind and id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FindCursor {
+    pub kind: String,
+    pub id: String,
+}
+
+/// A page of a search: the rows, the revision they were read at and, when more may follow,
+/// where the next page starts.
+#[derive(Debug, Clone)]
+pub struct FindPage {
+    pub items: Vec<StoredResource>,
+    pub next_after: Option<FindCursor>,
+    pub revision: i64,
+}

@@ -9,9 +9,9 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use stigmer_store::{
-    AtRevision, CacheFill, Change, ChangeFilter, Compaction, ListPage, ListQuery, LogBounds,
-    Mutation, NewResource, ResourceVersion, Retention, Scope, Snapshot, Store, StoreError,
-    StoreInfo, StoreResult, StoredResource, TokenRewrite, VersionSelector,
+    AtRevision, CacheFill, Change, ChangeFilter, Compaction, FindPage, FindQuery, ListPage,
+    ListQuery, LogBounds, Mutation, NewResource, ResourceVersion, Retention, Scope, Snapshot,
+    Store, StoreError, StoreInfo, StoreResult, StoredResource, TokenRewrite, VersionSelector,
 };
 use tokio::sync::broadcast;
 
@@ -241,6 +241,13 @@ impl Store for Overlay {
     /// not listed (an apply never lists what it creates).
     async fn list(&self, query: ListQuery) -> StoreResult<ListPage> {
         let mut page = self.base.list(query).await?;
+        page.items.retain(|row| self.written(&row.id).is_none());
+        Ok(page)
+    }
+
+    /// A batch never searches; what it has written stays out, as in `list`.
+    async fn find(&self, query: FindQuery) -> StoreResult<FindPage> {
+        let mut page = self.base.find(query).await?;
         page.items.retain(|row| self.written(&row.id).is_none());
         Ok(page)
     }

@@ -9,6 +9,7 @@ mod lifecycle;
 mod listing;
 mod log;
 mod maintenance;
+mod search;
 
 pub use blobs::*;
 pub use concurrency::*;
@@ -18,3 +19,4 @@ pub use lifecycle::*;
 pub use listing::*;
 pub use log::*;
 pub use maintenance::*;
+pub use search::*;
