@@ -128,6 +128,16 @@ async fn the_console_follows_the_api_live_in_a_real_browser() {
     browser.wait_text("#live", |t| t == "Live.").await;
     browser.screenshot(&shots, "kind").await;
 
+    // A resource of another kind that only mentions the Agent's id, found through find.
+    call(
+        &server,
+        "/ai.stigmer.agentic.environment.v1.EnvironmentCommandController/create",
+        json!({
+            "metadata": { "name": "Review sandbox" },
+            "spec": { "description": format!("Where {id} runs its checks.") }
+        }),
+    )
+    .await;
     browser
         .client
         .find(Locator::Css(&format!("{row} a")))
@@ -146,6 +156,7 @@ async fn the_console_follows_the_api_live_in_a_real_browser() {
         .wait_text("section[aria-labelledby='references']", |t| {
             t.contains("It references\nAgentInstance ain-")
                 && t.contains("Referenced by\nAgentInstance")
+                && t.contains("Environment Review sandbox (mentions its id)")
         })
         .await;
     browser.screenshot(&shots, "resource").await;

@@ -581,17 +581,28 @@
       }
     });
     const incoming = [];
+    const listed = new Set([id]);
     for (const child of kind.children || []) {
       const answer = await call(child.path, { [child.field]: id, pageSize: 100 });
       const items = answer.metadata ? [answer] : itemsOf(answer);
-      for (const item of items) incoming.push(link(resourceHash(child.kind, item.metadata.id), `${child.kind} ${item.metadata.name || item.metadata.id}`));
+      for (const item of items) {
+        listed.add(item.metadata.id);
+        incoming.push(link(resourceHash(child.kind, item.metadata.id), `${child.kind} ${item.metadata.name || item.metadata.id}`));
+      }
+    }
+    // Any other resource of the org whose document holds this id (ResourceService/find).
+    const found = await call(`${SERVICE}/find`, { query: id, matchText: true, pageSize: 100 });
+    for (const item of found.items || []) {
+      if (listed.has(item.id)) continue;
+      listed.add(item.id);
+      incoming.push([link(resourceHash(item.kind, item.id), `${item.kind} ${item.name || item.id}`), ' (mentions its id)']);
     }
     const list = (entries, none) => (entries.length ? h('ul', {}, entries.map((e) => h('li', {}, e))) : h('p', { class: 'empty', text: none }));
     section.append(
       h('h3', { text: 'It references' }),
       list([...outgoing.values()].map(({ path, item }) => [item, ` (${path.join('.')})`]), 'Nothing.'),
       h('h3', { text: 'Referenced by' }),
-      list(incoming, kind.children && kind.children.length ? 'Nothing.' : `No kind belongs to a ${kind.name}.`),
+      list(incoming, 'Nothing.'),
     );
   }
 
