@@ -69,8 +69,8 @@ enum Command {
     ///
     /// Without -f, the project in the working folder (or --project PATH) is applied: its
     /// Stigmer.yaml names the runtime (go, python, typescript) and main, the entry point. main
-    /// runs there with STIGMER_OUT_DIR=<project>/.stigmer, where a Stigmer SDK writes one
-    /// skill-N.pb, agent-N.pb, mcpserver-N.pb or workflow-N.pb per resource and
+    /// runs there with STIGMER_OUT_DIR set to the project's .stigmer folder, where a Stigmer
+    /// SDK writes one skill-N.pb, agent-N.pb, mcpserver-N.pb or workflow-N.pb per resource and
     /// dependencies.json; those are applied as above, each after what it needs.
     Apply(commands::apply::ApplyArgs),
     /// Show one resource, or list a kind when no name is given.
