@@ -10,7 +10,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 TARGET_DIR = $(shell $(CARGO) metadata --format-version 1 --no-deps --locked | \
 	python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
 
-.PHONY: run test remote-client smoke install build lint lint-tools fmt deps browser-deps check-deps clean bench bench-smoke bench-peers
+.PHONY: print-target-dir run test remote-client smoke install build lint lint-tools fmt deps browser-deps check-deps clean bench bench-smoke bench-peers
 
 ## run: start stigmer-server with zero configuration on 127.0.0.1:50051 (~/.stigmer/stigmer.db)
 run: deps
@@ -97,3 +97,6 @@ browser-deps:
 
 clean:
 	$(CARGO) clean
+
+print-target-dir:
+	@echo "$(TARGET_DIR)"

@@ -314,7 +314,7 @@ fn hot_statements() -> Vec<(&'static str, Statement, &'static str)> {
             "change-log append",
             statement(
                 APPEND_CHANGE,
-                &["1", "created", "Environment", "local", id, "0", "{}"],
+                &["1", "created", "Environment", "local", id, "0", "{}", "1"],
             ),
             "",
         ),
