@@ -150,6 +150,7 @@ pub enum BackendUnary {
     Import,
     ApplyBatch,
     Find,
+    Txn,
 }
 
 /// One RPC of the backend-wide service.
@@ -248,6 +249,17 @@ impl Catalog {
         self.kind_by_name(name).filter(|kind| !kind.is_iam())
     }
 
+    /// What a request naming `name`, which [`Self::org_kind_by_name`] does not know, is told.
+    pub fn not_an_org_kind(&self, name: &str) -> String {
+        let known: Vec<&str> = self
+            .kinds
+            .iter()
+            .filter(|kind| !kind.is_iam())
+            .map(|kind| kind.name.as_str())
+            .collect();
+        format!("{name:?} is not a kind; use one of {}", known.join(", "))
+    }
+
     /// The kind an `ApiResourceKind` value name stands for ("agent" for Agent), as IamPolicy
     /// references name kinds.
     pub fn kind_by_enum_name(&self, name: &str) -> Option<&Arc<KindInfo>> {
@@ -291,6 +303,7 @@ fn backend_methods(
             "import" => BackendVerb::Unary(BackendUnary::Import),
             "applyBatch" => BackendVerb::Unary(BackendUnary::ApplyBatch),
             "find" => BackendVerb::Unary(BackendUnary::Find),
+            "txn" => BackendVerb::Unary(BackendUnary::Txn),
             "backup" => BackendVerb::Stream(BackendStream::Backup),
             other => {
                 return Err(CatalogError::Missing(format!(

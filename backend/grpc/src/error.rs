@@ -167,6 +167,8 @@ impl From<StoreError> for ApiError {
                 expected,
                 current,
             },
+            // Only a transaction's conditions expect, and it answers a failed one itself.
+            err @ StoreError::ExpectationFailed { .. } => Self::FailedPrecondition(err.to_string()),
             err @ StoreError::Compacted { .. } => Self::OutOfRange(err.to_string()),
             err @ StoreError::WatchLagged { .. } => Self::ResourceExhausted(err.to_string()),
             err @ StoreError::WatchStopped { .. } => Self::Unavailable(err.to_string()),

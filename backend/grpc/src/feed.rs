@@ -216,16 +216,9 @@ fn optional_kind<'a>(
     } else {
         let found = app.catalog.org_kind_by_name(name);
         if found.is_none() {
-            let known: Vec<&str> = app
-                .catalog
-                .kinds()
-                .iter()
-                .filter(|k| !k.is_iam())
-                .map(|k| k.name.as_str())
-                .collect();
             violations.push(FieldViolation::new(
                 "kind",
-                format!("{name:?} is not a kind; use one of {}", known.join(", ")),
+                app.catalog.not_an_org_kind(name),
             ));
         }
         found

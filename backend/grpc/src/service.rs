@@ -388,6 +388,7 @@ async fn serve_unary(
                 .apply_batch(caller, request, &method.output)
                 .await?
                 .into(),
+            BackendUnary::Txn => app.txn(caller, request, &method.output).await?.into(),
         },
     };
     Ok(response)

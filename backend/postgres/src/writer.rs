@@ -16,7 +16,7 @@ use stigmer_store::{
     CacheFill, Change, ChangeType, CommitObserver, Compaction, Mutation, NewResource, Retention,
     Scope, StoreError, StoreResult, StoredResource, TokenRewrite, WriterCounters,
 };
-use stigmer_store::{rewrite_text, unix_millis_now};
+use stigmer_store::{expectation, rewrite_text, unix_millis_now};
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::IsolationLevel;
 
@@ -431,6 +431,14 @@ async fn apply_mutation(
                 .await
                 .map_err(store_error)?;
             return Ok(None);
+        }
+        Mutation::Expect {
+            scope,
+            id,
+            revision: expected,
+        } => {
+            let found = current_revision(tx, scope, id).await?;
+            return expectation(scope, id, *expected, found).map(|()| None);
         }
         Mutation::DeleteVersions { resource_id } => {
             let stmt = tx

@@ -1,5 +1,6 @@
 //! ResourceService/applyBatch: all or none, each item through its kind's apply, references to
-//! earlier items resolved, one revision per resource in item order.
+//! earlier items resolved, one revision per resource in item order. ResourceService/txn: the
+//! same under conditions on revisions, with deletes.
 
 mod common;
 
@@ -242,6 +243,237 @@ async fn a_batch_with_any_bad_item_applies_nothing_and_names_every_mistake() {
     assert_eq!(
         common::violated_fields(&refused),
         ["resources[0]", "resources[1]"]
+    );
+    server.stop().await;
+}
+
+const TXN: &str = "/ai.stigmer.backend.v1.ResourceService/txn";
+
+/// A txn from its JSON (puts as `{"put": {"@type": ..., ...}}`), answered as JSON.
+async fn txn(server: &TestServer, request: Json) -> Result<Json, tonic::Status> {
+    server
+        .call_json(TXN, &request.to_string())
+        .await
+        .map(|response| to_json(&response))
+}
+
+fn put_agent(name: &str, instructions: &str) -> Json {
+    json!({"put": {
+        "@type": format!("type.googleapis.com/{AGENT}"),
+        "metadata": {"name": name},
+        "spec": {"instructions": instructions},
+    }})
+}
+
+fn revision_of(json: &Json) -> i64 {
+    json.as_str().unwrap_or("0").parse().expect("an int64")
+}
+
+#[tokio::test]
+async fn a_txn_writes_only_when_every_condition_holds() {
+    let server = TestServer::start().await;
+    let created = txn(
+        &server,
+        json!({"operations": [put_agent("alpha", "Answer every question politely.")]}),
+    )
+    .await
+    .expect("a txn without conditions");
+    assert_eq!(created["succeeded"], true);
+    assert_eq!(created["results"][0]["outcome"], "created");
+    let alpha = created["results"][0]["resource"]["metadata"]["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let at = revision_of(&created["results"][0]["resource"]["metadata"]["revision"]);
+
+    // A stale revision: nothing runs, and the answer says which condition and what it found.
+    let stale = txn(
+        &server,
+        json!({
+            "conditions": [
+                {"kind": "Agent", "id": "agt-absent", "revision": "0"},
+                {"kind": "Agent", "id": alpha, "revision": (at - 1).to_string()},
+            ],
+            "operations": [put_agent("beta", "Review every pull request carefully.")],
+        }),
+    )
+    .await
+    .expect("a failed condition is an answer");
+    assert_eq!(stale["succeeded"], Json::Null, "false: {stale}");
+    assert_eq!(stale["failedCondition"], 1);
+    assert_eq!(revision_of(&stale["foundRevision"]), at);
+    assert_eq!(stale["results"], Json::Null);
+    assert_eq!(count(&server, "Agent"), 1, "beta was not created");
+
+    // Expected absent but present.
+    let present = txn(
+        &server,
+        json!({
+            "conditions": [{"kind": "Agent", "id": alpha, "revision": "0"}],
+            "operations": [put_agent("beta", "Review every pull request carefully.")],
+        }),
+    )
+    .await
+    .expect("an answer");
+    assert_eq!(present["failedCondition"], Json::Null, "index 0: {present}");
+    assert_eq!(revision_of(&present["foundRevision"]), at);
+    assert_eq!(count(&server, "Agent"), 1);
+
+    // Every condition holds: an update and a create, each with its revision, in order.
+    let done = txn(
+        &server,
+        json!({
+            "conditions": [
+                {"kind": "Agent", "id": alpha, "revision": at.to_string()},
+                {"kind": "Environment", "id": "env-absent", "revision": "0"},
+            ],
+            "operations": [
+                put_agent("alpha", "Answer every question briefly."),
+                put_agent("beta", "Review every pull request carefully."),
+            ],
+        }),
+    )
+    .await
+    .expect("the txn");
+    assert_eq!(done["succeeded"], true, "{done}");
+    let outcomes: Vec<&Json> = (0..2).map(|i| &done["results"][i]["outcome"]).collect();
+    assert_eq!(outcomes, [&json!("updated"), &json!("created")]);
+    let updated = revision_of(&done["results"][0]["resource"]["metadata"]["revision"]);
+    assert!(updated > at);
+    assert_eq!(
+        done["results"][0]["resource"]["spec"]["instructions"],
+        "Answer every question briefly."
+    );
+    assert_eq!(count(&server, "Agent"), 2);
+
+    // A delete guarded by the revision just written; the default instance goes with it.
+    let deleted = txn(
+        &server,
+        json!({
+            "conditions": [{"kind": "Agent", "id": alpha, "revision": updated.to_string()}],
+            "operations": [{"delete": {"kind": "Agent", "id": alpha}}],
+        }),
+    )
+    .await
+    .expect("the delete");
+    assert_eq!(deleted["succeeded"], true, "{deleted}");
+    assert_eq!(deleted["results"][0]["outcome"], "deleted");
+    assert_eq!(deleted["results"][0]["resource"]["metadata"]["id"], alpha);
+    assert!(revision_of(&deleted["revision"]) > updated, "{deleted}");
+    assert_eq!(count(&server, "Agent"), 1);
+    assert_eq!(
+        count(&server, "AgentInstance"),
+        1,
+        "beta's default instance is left"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_txn_with_a_bad_operation_writes_nothing_and_names_the_field() {
+    let server = TestServer::start().await;
+    let refused = txn(
+        &server,
+        json!({
+            "conditions": [{"kind": "Gadget", "id": "gdg-1", "revision": "0"}],
+            "operations": [
+                put_agent("fine", "Answer every question politely."),
+                {"delete": {"kind": "Widget", "id": "wdg-1"}},
+                {},
+            ],
+        }),
+    )
+    .await;
+    let status = common::expect_code(refused, Code::InvalidArgument);
+    let fields = common::violated_fields(&status);
+    for field in ["conditions[0].kind", "operations[1].delete.kind"] {
+        assert!(fields.contains(&field.to_string()), "{field} in {fields:?}");
+    }
+    assert!(
+        fields.iter().any(|f| f.starts_with("operations[2]")),
+        "an empty operation: {fields:?}"
+    );
+
+    let invalid = txn(
+        &server,
+        json!({"operations": [
+            put_agent("fine", "Answer every question politely."),
+            put_agent("short", "short"),
+        ]}),
+    )
+    .await;
+    let status = common::expect_code(invalid, Code::InvalidArgument);
+    assert_eq!(
+        common::violated_fields(&status),
+        ["operations[1].put.spec.instructions"]
+    );
+
+    let missing = txn(
+        &server,
+        json!({"operations": [
+            put_agent("fine", "Answer every question politely."),
+            {"delete": {"kind": "Agent", "id": "agt-01j00000000000000000000000"}},
+        ]}),
+    )
+    .await;
+    common::expect_code(missing, Code::NotFound);
+    assert_eq!(
+        count(&server, "Agent"),
+        0,
+        "nothing of any of them was written"
+    );
+    server.stop().await;
+}
+
+/// Many txns guarded by the same revision race to update one Agent: exactly one wins, and
+/// every other learns the winner's revision, whether it lost when reading its conditions or
+/// when committing.
+#[tokio::test]
+async fn racing_txns_on_one_revision_have_one_winner() {
+    let server = TestServer::start().await;
+    let created = txn(
+        &server,
+        json!({"operations": [put_agent("contested", "Answer every question politely.")]}),
+    )
+    .await
+    .expect("create");
+    let id = created["results"][0]["resource"]["metadata"]["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let at = created["results"][0]["resource"]["metadata"]["revision"].clone();
+    let (input, output) = method_types(TXN);
+    let mut racers = tokio::task::JoinSet::new();
+    for n in 0..16 {
+        let request = json!({
+            "conditions": [{"kind": "Agent", "id": id, "revision": at}],
+            "operations": [put_agent("contested", &format!("Answer every question, racer {n}."))],
+        });
+        let request = DynamicMessage::deserialize(input.clone(), request).expect("a TxnRequest");
+        let (channel, output) = (server.channel.clone(), output.clone());
+        racers.spawn(async move { call(&channel, TXN, request, output).await });
+    }
+    let mut answers = Vec::new();
+    while let Some(answer) = racers.join_next().await {
+        answers.push(to_json(&answer.expect("joined").expect("an answer")));
+    }
+    let winners: Vec<&Json> = answers.iter().filter(|a| a["succeeded"] == true).collect();
+    assert_eq!(winners.len(), 1, "{answers:?}");
+    let won_at = &winners[0]["results"][0]["resource"]["metadata"]["revision"];
+    for lost in answers.iter().filter(|a| a["succeeded"] != true) {
+        assert_eq!(&lost["foundRevision"], won_at, "{lost}");
+    }
+    let stored: String = server
+        .sqlite()
+        .query_row(
+            "SELECT json_extract(data, '$.spec.instructions') FROM resources WHERE id = ?1",
+            [&id],
+            |row| row.get(0),
+        )
+        .expect("row");
+    assert_eq!(
+        json!(stored),
+        winners[0]["results"][0]["resource"]["spec"]["instructions"]
     );
     server.stop().await;
 }

@@ -14,7 +14,7 @@ use stigmer_store::{
     CacheFill, Change, ChangeType, CommitObserver, Compaction, Mutation, NewResource, Retention,
     Scope, StoreError, StoreResult, StoredResource, TokenRewrite, WriterCounters,
 };
-use stigmer_store::{rewrite_text, unix_millis_now, with_revision};
+use stigmer_store::{expectation, rewrite_text, unix_millis_now, with_revision};
 use tokio::sync::{broadcast, oneshot};
 
 use crate::config::{AfterCommit, SqliteConfig};
@@ -341,7 +341,7 @@ fn frees_space(op: &WriteOp) -> bool {
         WriteOp::Transact(mutations) => mutations.iter().all(|mutation| {
             matches!(
                 mutation,
-                Mutation::Delete { .. } | Mutation::DeleteVersions { .. }
+                Mutation::Delete { .. } | Mutation::DeleteVersions { .. } | Mutation::Expect { .. }
             )
         }),
         WriteOp::Compact(_) => true,
@@ -491,6 +491,14 @@ fn apply_mutation(
             })
             .map_err(store_error)?;
             return Ok(None);
+        }
+        Mutation::Expect {
+            scope,
+            id,
+            revision: expected,
+        } => {
+            let found = current_revision(conn, scope, id).map_err(store_error)?;
+            return expectation(scope, id, *expected, found).map(|()| None);
         }
         Mutation::DeleteVersions { resource_id } => {
             conn.prepare_cached("DELETE FROM resource_versions WHERE resource_id = ?1")

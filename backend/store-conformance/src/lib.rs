@@ -50,6 +50,7 @@ macro_rules! store_conformance {
             slugs_are_unique_per_kind_and_org,
             stale_or_missing_compare_and_swap_fails,
             transact_applies_all_or_none,
+            expectations_guard_the_whole_transaction,
             revisions_are_consecutive_and_mirrored_in_data,
             list_pages_in_ascending_id_order,
             list_filters_on_json_values,

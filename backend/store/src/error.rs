@@ -28,6 +28,15 @@ pub enum StoreError {
         current: i64,
     },
 
+    /// A transaction's [`crate::Mutation::Expect`] did not hold (`None` = absent).
+    #[error("{kind} {id} is {}, not {}", revision_state(*.found), revision_state(*.expected))]
+    ExpectationFailed {
+        kind: String,
+        id: String,
+        expected: Option<i64>,
+        found: Option<i64>,
+    },
+
     /// The changes asked for were removed from the log by compaction.
     #[error(
         "revision {requested} is older than the retained change log (it starts after revision {compacted}); list again and watch from the list's revision"
@@ -68,6 +77,13 @@ pub enum StoreError {
     /// Anything else; the detail is for operators, not clients.
     #[error("internal storage error: {0}")]
     Internal(String),
+}
+
+fn revision_state(revision: Option<i64>) -> String {
+    match revision {
+        Some(revision) => format!("at revision {revision}"),
+        None => "absent".to_string(),
+    }
 }
 
 fn stopped_message(resume_after: Option<i64>) -> String {

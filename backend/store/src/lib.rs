@@ -245,6 +245,25 @@ pub fn rewrite_text(
     Ok((out, count))
 }
 
+/// Whether a [`Mutation::Expect`] holds, given the revision the resource was `found` at: what
+/// every backend's writer answers for one.
+pub fn expectation(
+    scope: &Scope,
+    id: &str,
+    expected: Option<i64>,
+    found: Option<i64>,
+) -> StoreResult<()> {
+    if expected == found {
+        return Ok(());
+    }
+    Err(StoreError::ExpectationFailed {
+        kind: scope.kind.clone(),
+        id: id.to_string(),
+        expected,
+        found,
+    })
+}
+
 fn single(result: StoreResult<Vec<StoredResource>>) -> StoreResult<StoredResource> {
     result?
         .pop()

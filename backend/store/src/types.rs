@@ -72,6 +72,14 @@ pub enum Mutation {
     /// Forget every version of a resource, and every artifact no version needs any more (a
     /// version needs the artifact whose hash is its `version_hash`).
     DeleteVersions { resource_id: String },
+    /// A condition of the transaction, checked where it stands among the mutations: the
+    /// resource `id` is at `revision`, or (`None`) does not exist. Writes nothing; a failed
+    /// one fails the transaction with [`crate::StoreError::ExpectationFailed`].
+    Expect {
+        scope: Scope,
+        id: String,
+        revision: Option<i64>,
+    },
 }
 
 /// One stored version of a versioned resource.

@@ -4,13 +4,14 @@
 //! at once, each resource taking its own revision in item order.
 
 mod overlay;
+mod txn;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use prost::Message;
 use prost_reflect::{DynamicMessage, MessageDescriptor, ReflectMessage, Value};
-use stigmer_store::Store;
+use stigmer_store::{Store, StoredResource};
 
 use crate::catalog::{KindInfo, Method, Verb};
 use crate::codec::Reply;
@@ -29,6 +30,20 @@ struct Item {
     resource: DynamicMessage,
 }
 
+/// One call of a kind's method inside a batch or transaction, and where the caller's request
+/// holds it (`resources[2]`), to name its mistakes by.
+struct Step {
+    method: Arc<Method>,
+    request: DynamicMessage,
+    at: String,
+}
+
+/// Steps run against an overlay, not yet committed: what each answered, and the writes.
+struct Staged {
+    overlay: Arc<Overlay>,
+    replies: Vec<DynamicMessage>,
+}
+
 impl Controller {
     pub(crate) async fn apply_batch(
         &self,
@@ -37,53 +52,55 @@ impl Controller {
         output: &MessageDescriptor,
     ) -> Result<DynamicMessage, ApiError> {
         check(&self.validator, &request, Vec::new())?;
-        let items = self.batch_items(caller, &request)?;
-        let overlay = Arc::new(Overlay::over(Arc::clone(&self.store)).await?);
-        let staged = self.with_store(Arc::clone(&overlay) as Arc<dyn Store>);
-        let mut replies = Vec::with_capacity(items.len());
-        let mut violations = Vec::new();
-        for (index, item) in items.iter().enumerate() {
-            match staged
-                .handle(&item.apply, caller, item.resource.clone())
-                .await
-            {
-                Ok(reply) => replies.push(decoded(&item.apply.kind, reply)?),
-                // Every item's mistakes are reported, not only the first one's.
-                Err(ApiError::InvalidArgument {
-                    violations: found, ..
-                }) => violations.extend(in_item(index, found)),
-                Err(other) => return Err(other),
-            }
-        }
-        if !violations.is_empty() {
-            return Err(ApiError::invalid(
-                format!("batch of {} resources: nothing was applied", items.len()),
-                violations,
-            ));
-        }
-        let mutations = overlay.mutations();
+        let steps: Vec<Step> = self
+            .batch_items(caller, &request)?
+            .into_iter()
+            .enumerate()
+            .map(|(index, item)| Step {
+                method: item.apply,
+                request: item.resource,
+                at: format!("resources[{index}]"),
+            })
+            .collect();
+        let failed = format!("batch of {} resources: nothing was applied", steps.len());
+        let staged = self.stage(caller, &steps, failed).await?;
+        let mutations = staged.overlay.mutations();
         let committed = if mutations.is_empty() {
             Vec::new()
         } else {
             self.store.transact(mutations).await?
         };
-        let revisions: HashMap<&str, i64> = committed
-            .iter()
-            .map(|row| (row.id.as_str(), row.revision))
-            .collect();
-        let mut results = Vec::with_capacity(replies.len());
-        for mut resource in replies {
-            let id = meta(&resource).id;
-            if let Some(revision) = revisions.get(id.as_str()) {
-                set_revision(&mut resource, *revision);
+        answer(output, staged, &committed)
+    }
+
+    /// Runs every step, in order, against one overlay; nothing reaches the store. Every step's
+    /// mistakes are reported (as `failed`, naming each step's fields), not only the first one's.
+    async fn stage(
+        &self,
+        caller: &Caller,
+        steps: &[Step],
+        failed: String,
+    ) -> Result<Staged, ApiError> {
+        let overlay = Arc::new(Overlay::over(Arc::clone(&self.store)).await?);
+        let staged = self.with_store(Arc::clone(&overlay) as Arc<dyn Store>);
+        let mut replies = Vec::with_capacity(steps.len());
+        let mut violations = Vec::new();
+        for step in steps {
+            match staged
+                .handle(&step.method, caller, step.request.clone())
+                .await
+            {
+                Ok(reply) => replies.push(decoded(&step.method.kind, reply)?),
+                Err(ApiError::InvalidArgument {
+                    violations: found, ..
+                }) => violations.extend(in_item(&step.at, found)),
+                Err(other) => return Err(other),
             }
-            results.push(result(output, resource, overlay.outcome(&id))?);
         }
-        let mut response = DynamicMessage::new(output.clone());
-        set(&mut response, "results", Value::List(results));
-        let last = committed.iter().map(|row| row.revision).max().unwrap_or(0);
-        set(&mut response, "revision", Value::I64(last));
-        Ok(response)
+        if !violations.is_empty() {
+            return Err(ApiError::invalid(failed, violations));
+        }
+        Ok(Staged { overlay, replies })
     }
 
     /// Each item unpacked, of a kind with an apply, in the caller's org and (cloud mode)
@@ -155,20 +172,47 @@ impl Controller {
     }
 }
 
+/// The response of a committed batch or transaction: each step's resource, at the revision it
+/// was written at (a deleted one as it was), with what happened to it.
+fn answer(
+    output: &MessageDescriptor,
+    staged: Staged,
+    committed: &[StoredResource],
+) -> Result<DynamicMessage, ApiError> {
+    let revisions: HashMap<&str, i64> = committed
+        .iter()
+        .map(|row| (row.id.as_str(), row.revision))
+        .collect();
+    let mut results = Vec::with_capacity(staged.replies.len());
+    for mut resource in staged.replies {
+        let id = meta(&resource).id;
+        let outcome = staged.overlay.outcome(&id);
+        if let (Some(revision), false) = (revisions.get(id.as_str()), outcome == Outcome::Deleted) {
+            set_revision(&mut resource, *revision);
+        }
+        results.push(result(output, resource, outcome)?);
+    }
+    let mut response = DynamicMessage::new(output.clone());
+    set(&mut response, "results", Value::List(results));
+    let last = committed.iter().map(|row| row.revision).max().unwrap_or(0);
+    set(&mut response, "revision", Value::I64(last));
+    Ok(response)
+}
+
 enum ItemError {
     Invalid(String),
     Refused(ApiError),
 }
 
-/// Violations of item `index`, named from the request's root.
-fn in_item(index: usize, violations: Vec<FieldViolation>) -> Vec<FieldViolation> {
+/// Violations of the item at `item` (`resources[3]`), named from the request's root.
+fn in_item(item: &str, violations: Vec<FieldViolation>) -> Vec<FieldViolation> {
     violations
         .into_iter()
         .map(|violation| {
             let field = if violation.field.is_empty() {
-                format!("resources[{index}]")
+                item.to_string()
             } else {
-                format!("resources[{index}].{}", violation.field)
+                format!("{item}.{}", violation.field)
             };
             FieldViolation::new(field, violation.description)
         })
@@ -193,7 +237,7 @@ fn result(
     let applied = output
         .get_field_by_name("results")
         .and_then(|field| field.kind().as_message().cloned())
-        .ok_or_else(|| ApiError::internal("ApplyBatchResponse lacks results"))?;
+        .ok_or_else(|| ApiError::internal(format!("{} lacks results", output.full_name())))?;
     let any_type = applied
         .get_field_by_name("resource")
         .and_then(|field| field.kind().as_message().cloned())
@@ -215,6 +259,7 @@ fn result(
         Outcome::Created => "created",
         Outcome::Updated => "updated",
         Outcome::Unchanged => "unchanged",
+        Outcome::Deleted => "deleted",
     };
     set_str(&mut item, "outcome", outcome);
     Ok(Value::Message(item))

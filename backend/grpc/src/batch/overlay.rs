@@ -2,7 +2,8 @@
 //! store with the batch's writes on top, so that an item finds the items before it, and
 //! nothing reaches the real store until [`Overlay::mutations`] are committed there in one
 //! transaction. The real store then checks every write again (slugs, expected revisions), so a
-//! concurrent writer makes the whole batch fail rather than half of it land.
+//! concurrent writer makes the whole batch fail rather than half of it land. A transaction
+//! (`txn`) also deletes through it.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -15,10 +16,11 @@ use stigmer_store::{
 };
 use tokio::sync::broadcast;
 
-/// One resource as the batch left it (a batch only creates and replaces).
+/// One resource as the batch left it.
 #[derive(Clone)]
 enum Written {
     Row(StoredResource),
+    Deleted,
 }
 
 #[derive(Default)]
@@ -26,7 +28,7 @@ struct State {
     /// By id.
     written: HashMap<String, Written>,
     /// One mutation per resource, in the order each was first written; a later write of the
-    /// same resource replaces its data in place.
+    /// same resource replaces its data in place, unless one of them is a delete.
     mutations: Vec<Mutation>,
     /// Where each resource's mutation is in `mutations`, by id.
     position: HashMap<String, usize>,
@@ -45,6 +47,7 @@ pub(crate) enum Outcome {
     Created,
     Updated,
     Unchanged,
+    Deleted,
 }
 
 impl Overlay {
@@ -73,6 +76,7 @@ impl Overlay {
         let state = self.state();
         match state.position.get(id).map(|at| &state.mutations[*at]) {
             Some(Mutation::Create(_)) => Outcome::Created,
+            Some(Mutation::Delete { .. }) => Outcome::Deleted,
             Some(_) => Outcome::Updated,
             None => Outcome::Unchanged,
         }
@@ -116,11 +120,42 @@ impl Overlay {
                 }
                 Ok(Some(self.record(resource, Some(current.revision))))
             }
-            Mutation::Delete { .. }
-            | Mutation::PutArtifact { .. }
-            | Mutation::PutVersion { .. } => Err(StoreError::Internal(
-                "a batch applies resources; it neither deletes nor stores artifacts".into(),
-            )),
+            Mutation::Delete {
+                scope,
+                id,
+                expected_revision,
+            } => {
+                let current = self.get(scope.clone(), id.clone()).await?;
+                match (current, expected_revision) {
+                    (Some(current), Some(expected)) if current.revision != expected => {
+                        Err(StoreError::Conflict {
+                            kind: scope.kind,
+                            id,
+                            expected,
+                            current: current.revision,
+                        })
+                    }
+                    (Some(current), _) => {
+                        self.record_delete(scope, id, current.revision);
+                        Ok(None)
+                    }
+                    // A cascade reaching what the transaction deleted already.
+                    (None, None) if matches!(self.written(&id), Some(Written::Deleted)) => Ok(None),
+                    (None, _) => Err(StoreError::NotFound {
+                        kind: scope.kind,
+                        id,
+                    }),
+                }
+            }
+            Mutation::DeleteVersions { resource_id } => {
+                self.state()
+                    .mutations
+                    .push(Mutation::DeleteVersions { resource_id });
+                Ok(None)
+            }
+            Mutation::PutArtifact { .. } | Mutation::PutVersion { .. } => Err(
+                StoreError::Internal("a batch applies and deletes; it stores no artifacts".into()),
+            ),
             other => Err(StoreError::Internal(format!(
                 "a batch cannot hold {other:?}"
             ))),
@@ -146,7 +181,7 @@ impl Overlay {
         match state.position.get(&resource.id).copied() {
             // Written earlier in the batch: one mutation still, with the latest data and the
             // revision the real store must find.
-            Some(at) => {
+            Some(at) if !matches!(state.mutations[at], Mutation::Delete { .. }) => {
                 let mutation = &mut state.mutations[at];
                 match mutation {
                     Mutation::Create(first) => *first = resource,
@@ -156,7 +191,7 @@ impl Overlay {
                     _ => {}
                 }
             }
-            None => {
+            _ => {
                 let at = state.mutations.len();
                 state.position.insert(resource.id.clone(), at);
                 state.mutations.push(match replaced {
@@ -169,6 +204,20 @@ impl Overlay {
             }
         }
         row
+    }
+
+    /// Records the delete of a resource found at `revision`: the real store must find it there
+    /// too, unless the batch wrote it first (that write's own check then stands).
+    fn record_delete(&self, scope: Scope, id: String, revision: i64) {
+        let mut state = self.state();
+        let earlier = state.written.insert(id.clone(), Written::Deleted);
+        let at = state.mutations.len();
+        state.position.insert(id.clone(), at);
+        state.mutations.push(Mutation::Delete {
+            scope,
+            id,
+            expected_revision: earlier.is_none().then_some(revision),
+        });
     }
 
     fn written(&self, id: &str) -> Option<Written> {
@@ -215,6 +264,7 @@ impl Store for Overlay {
     async fn get(&self, scope: Scope, id: String) -> StoreResult<Option<StoredResource>> {
         match self.written(&id) {
             Some(Written::Row(row)) => Ok((row.scope == scope).then_some(row)),
+            Some(Written::Deleted) => Ok(None),
             None => self.base.get(scope, id).await,
         }
     }
@@ -224,7 +274,7 @@ impl Store for Overlay {
             let state = self.state();
             state.written.values().find_map(|written| match written {
                 Written::Row(row) if row.scope == scope && row.slug == slug => Some(row.clone()),
-                Written::Row(_) => None,
+                Written::Row(_) | Written::Deleted => None,
             })
         };
         if mine.is_some() {

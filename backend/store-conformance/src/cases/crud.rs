@@ -537,3 +537,90 @@ pub async fn revisions_are_consecutive_and_mirrored_in_data(harness: &dyn Harnes
     );
     store.close().await.expect("close");
 }
+
+/// An `Expect` writes nothing and takes no revision; one that does not hold (a resource at
+/// another revision, one expected absent that exists, one expected present that does not)
+/// fails the whole transaction with `ExpectationFailed`, naming what it found.
+pub async fn expectations_guard_the_whole_transaction(harness: &dyn Harness) {
+    let store = harness.open().await;
+    let held = store
+        .create(agent("agt-held", "held"))
+        .await
+        .expect("create");
+    let expect = |id: &str, revision: Option<i64>| Mutation::Expect {
+        scope: scope(),
+        id: id.into(),
+        revision,
+    };
+
+    let failures = [
+        (
+            expect("agt-held", Some(held.revision + 1)),
+            Some(held.revision),
+        ),
+        (expect("agt-held", None), Some(held.revision)),
+        (expect("agt-missing", Some(1)), None),
+        (
+            Mutation::Expect {
+                scope: Scope::new(KIND, OTHER_ORG),
+                id: "agt-held".into(),
+                revision: Some(held.revision),
+            },
+            None,
+        ),
+    ];
+    for (failing, found_then) in failures {
+        let failed = store
+            .transact(vec![
+                Mutation::Create(agent("agt-new", "new")),
+                failing.clone(),
+            ])
+            .await;
+        match failed {
+            Err(StoreError::ExpectationFailed {
+                found, expected, ..
+            }) => {
+                assert_eq!(found, found_then, "{failing:?} names what it found");
+                let Mutation::Expect { revision, .. } = failing else {
+                    unreachable!()
+                };
+                assert_eq!(expected, revision);
+            }
+            other => panic!("{failing:?} must fail the transaction: {other:?}"),
+        }
+        assert_eq!(
+            get(store.as_ref(), scope(), "agt-new").await,
+            None,
+            "the create before {failing:?} rolled back"
+        );
+    }
+    assert_eq!(current_revision(store.as_ref()).await, held.revision);
+
+    let done = store
+        .transact(vec![
+            expect("agt-held", Some(held.revision)),
+            expect("agt-new", None),
+            Mutation::Create(agent("agt-new", "new")),
+        ])
+        .await
+        .expect("every expectation holds");
+    assert_eq!(done.len(), 1, "only the create returns a row");
+    assert_eq!(
+        done[0].revision,
+        held.revision + 1,
+        "expectations take no revision"
+    );
+    let deleted = store
+        .transact(vec![
+            expect("agt-new", Some(done[0].revision)),
+            Mutation::Delete {
+                scope: scope(),
+                id: "agt-new".into(),
+                expected_revision: None,
+            },
+            expect("agt-new", None),
+        ])
+        .await
+        .expect("an expectation sees the writes before it");
+    assert_eq!(deleted.len(), 1);
+}
