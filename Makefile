@@ -10,7 +10,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 TARGET_DIR = $(shell $(CARGO) metadata --format-version 1 --no-deps --locked | \
 	python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
 
-.PHONY: print-target-dir run test remote-client smoke install build lint lint-tools fmt deps browser-deps check-deps clean bench bench-smoke bench-peers
+.PHONY: print-target-dir run test remote-client smoke install build lint lint-tools fmt deps browser-deps keychain-deps check-deps clean bench bench-smoke bench-peers
 
 ## run: start stigmer-server with zero configuration on 127.0.0.1:50051 (~/.stigmer/stigmer.db)
 run: deps
@@ -19,7 +19,7 @@ run: deps
 ## test: formatting, lints, every unit and integration test (SQLite and, on a throwaway cluster
 ## that scripts/with-postgres.sh starts and stops, PostgreSQL; the console in headless chromium),
 ## then the README walk-through with grpcurl
-test: deps browser-deps lint remote-client
+test: deps browser-deps keychain-deps lint remote-client
 	scripts/with-postgres.sh $(CARGO) test --workspace --locked
 	scripts/grpcurl-smoke.sh "$(TARGET_DIR)/debug/stigmer-server"
 
@@ -94,6 +94,14 @@ browser-deps:
 		echo "installing chromium and chromium-driver (Debian packages) for the console's browser tests"; \
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }
+
+## keychain-deps: a D-Bus session bus and a Secret Service (gnome-keyring), for the test that
+## keeps the master key in the OS keychain (backend/server/tests/start_options.rs)
+keychain-deps:
+	@command -v dbus-daemon >/dev/null 2>&1 && command -v gnome-keyring-daemon >/dev/null 2>&1 || { \
+		echo "installing dbus-daemon and gnome-keyring (Debian packages) for the keychain test"; \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends dbus-daemon gnome-keyring >/dev/null; }
 
 clean:
 	$(CARGO) clean

@@ -19,8 +19,9 @@ use crate::controller::{Controller, new_row};
 use crate::error::ApiError;
 use crate::iam::SpecGrant;
 use crate::json::from_json;
+use crate::master_key::load_keyring;
 use crate::naming::is_valid_slug;
-use crate::server::{ServerError, load_keyring, new_app};
+use crate::server::{ServerError, new_app};
 
 /// What `apikey create` asks for.
 #[derive(Debug, Clone)]

@@ -92,6 +92,13 @@ pub struct ServerConfig {
     #[arg(long, env = "STIGMER_MASTER_KEY_FILE")]
     pub master_key_file: Option<PathBuf>,
 
+    /// Where the master key lives when STIGMER_MASTER_KEY is not set: `file` (the key file) or
+    /// `keychain` (the OS keychain: Secret Service on Linux, Keychain on macOS, Credential
+    /// Manager on Windows), so a copy of the database's folder does not carry its key. A key
+    /// file left from before is copied into the keychain on the first start with `keychain`.
+    #[arg(long, env = "STIGMER_MASTER_KEY_STORE", value_enum, default_value_t = MasterKeyStore::File)]
+    pub master_key_store: MasterKeyStore,
+
     /// Seconds to let in-flight calls finish after SIGINT/SIGTERM before closing anyway.
     #[arg(long, env = "STIGMER_SHUTDOWN_GRACE", default_value_t = 30)]
     pub shutdown_grace_secs: u64,
@@ -105,6 +112,13 @@ pub enum AuthMode {
     /// Every call carries an API key; organizations and roles come from IAM policies.
     #[value(name = "apikey")]
     ApiKey,
+}
+
+/// Where the master key lives (`--master-key-store`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum MasterKeyStore {
+    File,
+    Keychain,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

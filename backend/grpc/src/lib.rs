@@ -35,6 +35,7 @@ mod lifecycle;
 pub mod limits;
 mod listing;
 pub mod logging;
+mod master_key;
 mod metrics;
 pub use stigmer_core::naming;
 mod cached_rows;
@@ -55,14 +56,15 @@ mod validation;
 mod workflow_rules;
 
 pub use auth::keys::KEY_PREFIX;
-pub use config::{AuthMode, LogFormat, ServerConfig};
+pub use config::{AuthMode, LogFormat, MasterKeyStore, ServerConfig};
 pub use controller::Controller;
 pub use error::{ApiError, FieldViolation};
+pub use master_key::KEY_SETTING as MASTER_KEY_SETTING;
+pub use master_key::{Rotation, keychain_entry, load_keyring, rotate_master_key};
 pub use resource::API_VERSION;
-pub use server::KEY_SETTING as MASTER_KEY_SETTING;
 pub use server::{
-    InProcessServer, InProcessService, Rotation, ServerError, bind_metrics, check_listen,
-    load_keyring, rotate_master_key, run, run_with_metrics,
+    InProcessServer, InProcessService, ServerError, bind_metrics, check_listen, run,
+    run_with_metrics,
 };
 pub use service::{LOCAL, MAX_MESSAGE_SIZE, ORG_HEADER};
 pub use stigmer_store::Store;

@@ -3,11 +3,10 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use stigmer_secrets::{KeyFile, KeySource, Keyring, SEALED_PREFIX};
+use stigmer_secrets::Keyring;
 use stigmer_store::{Retention, Store};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
@@ -24,6 +23,7 @@ use crate::controller::Controller;
 use crate::incoming::Incoming;
 use crate::kinds::KINDS;
 use crate::logging::RpcLogLayer;
+use crate::master_key::load_keyring;
 use crate::metrics::Metrics;
 use crate::service::{MAX_MESSAGE_SIZE, ResourceRpc};
 use crate::shutdown::Shutdown;
@@ -76,98 +76,6 @@ pub enum ServerError {
         loaded: String,
         origin: &'static str,
     },
-}
-
-/// The setting naming the master key this database's secrets are sealed with (never the key).
-pub const KEY_SETTING: &str = "master_key_id";
-
-/// Loads the master key, creating the key file on a database's first start, and refuses a key
-/// that is not the one the database's secrets were sealed with.
-pub async fn load_keyring(
-    config: &ServerConfig,
-    store: &dyn Store,
-) -> Result<Keyring, ServerError> {
-    let recorded = store.setting(KEY_SETTING.into()).await?;
-    // A key given outright needs no file; the path is then never read.
-    let key_file = match &config.master_key {
-        Some(_) => PathBuf::new(),
-        None => key_file(config)?.to_path_buf(),
-    };
-    let (keyring, source) =
-        stigmer_secrets::load_keyring(config.master_key.as_deref(), &key_file, recorded.is_none())?;
-    let source_name = match source {
-        KeySource::Environment => "STIGMER_MASTER_KEY",
-        KeySource::File => "the key file",
-        KeySource::Created => "a new key file",
-    };
-    match recorded {
-        Some(recorded) if !keyring.contains(&recorded) => Err(ServerError::WrongKey {
-            recorded,
-            loaded: keyring.current_id().to_string(),
-            origin: source_name,
-        }),
-        Some(_) => Ok(keyring),
-        None => {
-            store
-                .put_setting(KEY_SETTING.into(), keyring.current_id().to_string())
-                .await?;
-            if source == KeySource::Created {
-                tracing::info!(key_file = %key_file.display(), key_id = keyring.current_id(), "created the master key file; back it up with the database");
-            }
-            Ok(keyring)
-        }
-    }
-}
-
-/// What a key rotation did.
-#[derive(Debug)]
-pub struct Rotation {
-    pub resealed: u64,
-    pub key_id: String,
-    /// The new key, when it came from STIGMER_MASTER_KEY and so must be handed back.
-    pub new_key: Option<String>,
-}
-
-/// The key file `config` names (the binary fills in the database's default).
-fn key_file(config: &ServerConfig) -> Result<&Path, ServerError> {
-    config
-        .master_key_file
-        .as_deref()
-        .ok_or(ServerError::NoMasterKey)
-}
-
-/// Re-seals every secret of `store` under a new master key in one transaction, then closes
-/// the store. The old key stays in the key file until the database no longer needs it, so a
-/// crash at any point loses nothing.
-pub async fn rotate_master_key(
-    config: &ServerConfig,
-    store: Arc<dyn Store>,
-) -> Result<Rotation, ServerError> {
-    let keyring = load_keyring(config, store.as_ref()).await?;
-    let (rotated, new_key) = keyring.rotated()?;
-    let in_file = config.master_key.is_none();
-    if in_file {
-        KeyFile::write(key_file(config)?, &rotated)?;
-    }
-    let ring = Arc::new(rotated.clone());
-    let resealed = store
-        .rewrite_tokens(
-            SEALED_PREFIX.to_string(),
-            Arc::new(move |token: &str| ring.reseal(token).map_err(|err| err.to_string())),
-        )
-        .await?;
-    store
-        .put_setting(KEY_SETTING.into(), rotated.current_id().to_string())
-        .await?;
-    if in_file {
-        KeyFile::write(key_file(config)?, &rotated.without_old_keys())?;
-    }
-    store.close().await?;
-    Ok(Rotation {
-        resealed,
-        key_id: rotated.current_id().to_string(),
-        new_key: (!in_file).then(|| new_key.to_base64()),
-    })
 }
 
 /// The controller over `store`, with the catalog and the authorization rules read from the

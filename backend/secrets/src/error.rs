@@ -113,6 +113,29 @@ pub enum SecretError {
         path: PathBuf,
     },
 
+    /// The OS keychain could not be reached, or its entry is not a keyring.
+    #[error(
+        "the OS keychain entry {entry} cannot be used: {reason}; start with --master-key-store file \
+         (a key file next to the database) where no keychain runs, e.g. over SSH or in a container"
+    )]
+    Keychain {
+        /// `service/account`.
+        entry: String,
+        /// What the platform said (never the secret).
+        reason: String,
+    },
+
+    /// The keychain has no entry for the database's key.
+    #[error(
+        "the database's secrets are sealed with a master key the OS keychain does not hold \
+         (entry {entry}): run the server as the user whose keychain holds it, or set \
+         STIGMER_MASTER_KEY to that key"
+    )]
+    MissingKeychainKey {
+        /// `service/account`.
+        entry: String,
+    },
+
     /// Neither the environment nor the key file provides a master key.
     #[error(
         "the database holds sealed secrets but no master key was found: set STIGMER_MASTER_KEY \

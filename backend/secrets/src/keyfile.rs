@@ -20,8 +20,12 @@ pub enum KeySource {
     Environment,
     /// From an existing key file.
     File,
-    /// A new key was generated and a new key file written.
+    /// A new key was generated and a new key file (or keychain entry) written.
     Created,
+    /// From the OS keychain.
+    Keychain,
+    /// From the key file, now copied into the OS keychain: the file can go.
+    MovedToKeychain,
 }
 
 /// The key file kept next to the database.
@@ -113,7 +117,7 @@ fn io_error(action: &'static str, path: &Path, source: io::Error) -> SecretError
 }
 
 /// Reads the key file, or `None` if it does not exist.
-fn read(path: &Path) -> Result<Option<Keyring>, SecretError> {
+pub(crate) fn read(path: &Path) -> Result<Option<Keyring>, SecretError> {
     let mut file = match File::open(path) {
         Ok(file) => file,
         Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -155,7 +159,7 @@ fn check_permissions(_path: &Path, _metadata: &fs::Metadata) -> Result<(), Secre
     Ok(())
 }
 
-fn parse(path: &Path, text: &str) -> Result<Keyring, SecretError> {
+pub(crate) fn parse(path: &Path, text: &str) -> Result<Keyring, SecretError> {
     let mut keys = Vec::new();
     for (index, raw) in text.lines().enumerate() {
         let line = raw.trim();
@@ -201,7 +205,7 @@ fn parse(path: &Path, text: &str) -> Result<Keyring, SecretError> {
     Ok(Keyring::with_old_keys(current, keys))
 }
 
-fn render(keyring: &Keyring) -> String {
+pub(crate) fn render(keyring: &Keyring) -> String {
     // Sized up front so growing the string does not leave copies of keys in freed memory.
     let line_len = KEY_ID_LEN + 1 + KEY_LEN.div_ceil(3) * 4 + 1;
     let mut text = String::with_capacity(HEADER.len() + line_len * keyring.keys().count());

@@ -9,7 +9,8 @@
 //!   a single string that fits in a JSON string field ([`Keyring::seal`], [`Keyring::open`],
 //!   [`is_sealed`], [`key_id_of`]);
 //! * the key file next to the database ([`KeyFile`]) and the choice between it and the
-//!   `STIGMER_MASTER_KEY` environment variable ([`load_keyring`]).
+//!   `STIGMER_MASTER_KEY` environment variable ([`load_keyring`]), or the OS keychain instead
+//!   of the file ([`load_from_vault`]).
 //!
 //! It knows nothing about gRPC, SQL or which fields are secret: callers hand it strings.
 //!
@@ -21,11 +22,15 @@
 
 mod error;
 mod key;
+mod keychain;
 mod keyfile;
 mod keyring;
 
 pub use error::SecretError;
 pub use key::{KEY_ID_LEN, KEY_LEN, MasterKey};
+pub use keychain::{
+    KeyVault, MemoryVault, OsKeychain, SERVICE, keychain_account, load_from_vault, save,
+};
 pub use keyfile::{KeyFile, KeySource, load_keyring};
 pub use keyring::{Keyring, SEALED_PREFIX, is_sealed, key_id_of};
 

@@ -280,6 +280,13 @@ async fn restore(config: &ServerConfig, file: &Path, db: &str, force: bool) -> a
         );
         return Ok(());
     }
+    if config.master_key_store == stigmer_grpc::MasterKeyStore::Keychain {
+        println!(
+            "its secrets are sealed under master key {key_id}: the OS keychain of the user who starts the server must hold {}",
+            stigmer_grpc::keychain_entry(key_id)
+        );
+        return Ok(());
+    }
     let key_file = config
         .master_key_file
         .clone()
