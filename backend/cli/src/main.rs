@@ -83,6 +83,9 @@ enum Command {
     Delete(commands::delete::DeleteArgs),
     /// Follow changes as they happen, until Ctrl-C.
     Watch(commands::watch::WatchArgs),
+    /// Search every kind (or those given with -k) for resources whose name, slug or labels
+    /// contain QUERY, ignoring case; with --text, anywhere in the resource.
+    Find(commands::find::FindArgs),
     /// Write every resource (or those of some kinds) exactly as stored, ids included.
     Export(commands::export::ExportArgs),
     /// Write exported resources back, keeping their ids; importing twice changes nothing.
@@ -182,6 +185,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::List(args) => commands::list::run(&ctx, args).await,
         Command::Delete(args) => commands::delete::run(&ctx, args).await,
         Command::Watch(args) => commands::watch::run(&ctx, args).await,
+        Command::Find(args) => commands::find::run(&ctx, args).await,
         Command::Export(args) => commands::export::run(&ctx, args).await,
         Command::Import(args) => commands::import::run(&ctx, args).await,
         Command::Backup(args) => commands::backup::run(&ctx, args).await,

@@ -94,6 +94,29 @@ fn apply_get_list_delete_round_trip() {
     assert!(out.contains("agent/code-reviewer updated"), "{out}");
     assert!(out.contains("environment/dev unchanged"), "{out}");
 
+    // Found across kinds by name, by text with --text, narrowed with -k.
+    let found = env.ok(&["find", "REVIEW"]);
+    let rows: Vec<Vec<&str>> = found
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(rows[0], ["KIND", "NAME", "ID", "MATCHED"], "{found}");
+    assert_eq!(rows.len(), 3, "the agent and its default instance: {found}");
+    assert_eq!(
+        (rows[1][0], rows[1][1], rows[1][2]),
+        ("agent", "Code", "Reviewer")
+    );
+    assert_eq!(rows[1][4], "name", "{found}");
+    assert_eq!(rows[2][0], "agentinstance", "{found}");
+    let by_text: Value =
+        serde_json::from_str(&env.ok(&["find", "debug", "--text", "-o", "json"])).expect("json");
+    assert_eq!(by_text.as_array().map(Vec::len), Some(1), "{by_text}");
+    assert_eq!(by_text[0]["metadata"]["slug"], "dev");
+    assert_eq!(env.ok(&["find", "debug"]), "", "names only without --text");
+    assert_eq!(env.ok(&["find", "review", "-k", "environment"]), "");
+    let (_, said) = env.fails(&["find", "x"]);
+    assert!(said.contains("query"), "names the field: {said}");
+
     // By name, as a table, and as JSON; then by id with another spelling of the kind.
     let table = env.ok(&["get", "agent", "code-reviewer"]);
     assert!(table.starts_with("NAME"), "{table}");

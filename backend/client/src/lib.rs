@@ -14,6 +14,7 @@ mod in_process;
 mod kinds;
 mod references;
 mod resources;
+mod search;
 mod skill_package;
 mod skills;
 mod transport;

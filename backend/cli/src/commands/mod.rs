@@ -8,6 +8,7 @@ pub mod completion;
 pub mod context;
 pub mod delete;
 pub mod export;
+pub mod find;
 pub mod get;
 pub mod import;
 pub mod list;
