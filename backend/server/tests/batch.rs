@@ -299,7 +299,7 @@ async fn a_txn_writes_only_when_every_condition_holds() {
     )
     .await
     .expect("a failed condition is an answer");
-    assert_eq!(stale["succeeded"], Json::Null, "false: {stale}");
+    assert_eq!(stale["succeeded"], false, "{stale}");
     assert_eq!(stale["failedCondition"], 1);
     assert_eq!(revision_of(&stale["foundRevision"]), at);
     assert_eq!(stale["results"], Json::Null);
@@ -315,7 +315,7 @@ async fn a_txn_writes_only_when_every_condition_holds() {
     )
     .await
     .expect("an answer");
-    assert_eq!(present["failedCondition"], Json::Null, "index 0: {present}");
+    assert_eq!(present["failedCondition"], 0, "{present}");
     assert_eq!(revision_of(&present["foundRevision"]), at);
     assert_eq!(count(&server, "Agent"), 1);
 
@@ -458,9 +458,10 @@ async fn racing_txns_on_one_revision_have_one_winner() {
         answers.push(to_json(&answer.expect("joined").expect("an answer")));
     }
     let winners: Vec<&Json> = answers.iter().filter(|a| a["succeeded"] == true).collect();
+    assert!(answers.iter().all(|a| a["succeeded"].is_boolean()), "{answers:?}");
     assert_eq!(winners.len(), 1, "{answers:?}");
     let won_at = &winners[0]["results"][0]["resource"]["metadata"]["revision"];
-    for lost in answers.iter().filter(|a| a["succeeded"] != true) {
+    for lost in answers.iter().filter(|a| a["succeeded"] == false) {
         assert_eq!(&lost["foundRevision"], won_at, "{lost}");
     }
     let stored: String = server
