@@ -458,7 +458,10 @@ async fn racing_txns_on_one_revision_have_one_winner() {
         answers.push(to_json(&answer.expect("joined").expect("an answer")));
     }
     let winners: Vec<&Json> = answers.iter().filter(|a| a["succeeded"] == true).collect();
-    assert!(answers.iter().all(|a| a["succeeded"].is_boolean()), "{answers:?}");
+    assert!(
+        answers.iter().all(|a| a["succeeded"].is_boolean()),
+        "{answers:?}"
+    );
     assert_eq!(winners.len(), 1, "{answers:?}");
     let won_at = &winners[0]["results"][0]["resource"]["metadata"]["revision"];
     for lost in answers.iter().filter(|a| a["succeeded"] == false) {

@@ -627,3 +627,66 @@ async fn on_postgresql_replicas_share_keys_and_grants_and_a_revocation_reaches_b
     one.stop().await;
     two.stop().await;
 }
+
+/// A txn is authorized operation by operation as the kind's own RPC would be: a member, who
+/// may create but not delete, has a txn with a delete refused whole; an admin's goes through.
+/// Conditions are reads, and never reach another org.
+#[tokio::test]
+async fn a_txn_is_authorized_as_each_of_its_operations() {
+    const TXN: &str = "/ai.stigmer.backend.v1.ResourceService/txn";
+    let (server, keys, _dir) =
+        server_with(&[("a", "member"), ("a", "admin"), ("b", "owner")]).await;
+    let (member, admin, stranger) = (&keys[0].key, &keys[1].key, &keys[2].key);
+    let put = |name: &str| {
+        let mut any = agent(name);
+        any["@type"] = json!("type.googleapis.com/ai.stigmer.agentic.agent.v1.Agent");
+        json!({"put": any})
+    };
+    let created = rpc(
+        &server,
+        TXN,
+        json!({"operations": [put("kept")]}),
+        member,
+        None,
+    )
+    .await
+    .expect("a member creates through a txn");
+    let id = created["results"][0]["resource"]["metadata"]["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let delete = json!({"operations": [put("other"), {"delete": {"kind": "Agent", "id": id}}]});
+    let refused = rpc(&server, TXN, delete.clone(), member, None).await;
+    assert_eq!(code(refused), Code::PermissionDenied);
+    let listed = rpc(
+        &server,
+        &format!("{AGENT_QUERIES}/list"),
+        json!({}),
+        admin,
+        None,
+    )
+    .await
+    .expect("list");
+    assert_eq!(
+        listed["items"].as_array().map(Vec::len),
+        Some(1),
+        "nothing of the refused txn was written: {listed}"
+    );
+
+    // Org b's owner cannot learn a's revisions through a condition, nor delete there.
+    let probe = json!({"conditions": [{"kind": "Agent", "id": id, "revision": "0"}]});
+    let answer = rpc(&server, TXN, probe, stranger, None)
+        .await
+        .expect("an answer about org b");
+    assert_eq!(
+        answer["succeeded"], true,
+        "{id} does not exist in b: {answer}"
+    );
+    let elsewhere = rpc(&server, TXN, delete.clone(), stranger, None).await;
+    assert_eq!(code(elsewhere), Code::NotFound);
+
+    let done = rpc(&server, TXN, delete, admin, None)
+        .await
+        .expect("an admin's txn");
+    assert_eq!(done["results"][1]["outcome"], "deleted", "{done}");
+}
