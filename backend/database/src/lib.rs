@@ -104,6 +104,11 @@ pub struct Database {
 }
 
 impl Database {
+    /// Whether the database lives only as long as this process (`:memory:`).
+    pub fn is_scratch(&self) -> bool {
+        self.scratch.is_some()
+    }
+
     /// Where the master key file goes when none is named: beside a SQLite file. A PostgreSQL
     /// database has no such place, and replicas must share one key, so it must be given.
     pub fn default_key_file(&self) -> Option<PathBuf> {

@@ -186,6 +186,13 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
     let metrics = stigmer_grpc::bind_metrics(&config).await?;
     let database = stigmer_database::open(&database).await?;
     config.master_key_file = config.master_key_file.or(database.default_key_file());
+    if database.is_scratch() && config.master_key_store == stigmer_grpc::MasterKeyStore::Keychain {
+        // Its key dies with it; an entry in the keychain would outlive both.
+        tracing::info!(
+            "a --db :memory: database keeps its master key in its own folder, not in the keychain"
+        );
+        config.master_key_store = stigmer_grpc::MasterKeyStore::File;
+    }
     stigmer_grpc::run_with_metrics(&config, database.store, listener, metrics, shutdown).await?;
     Ok(())
 }

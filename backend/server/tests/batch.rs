@@ -417,6 +417,33 @@ async fn a_txn_with_a_bad_operation_writes_nothing_and_names_the_field() {
     )
     .await;
     common::expect_code(missing, Code::NotFound);
+
+    // A resource put and then deleted in one txn is refused: its delete would miss what the
+    // put made with it (the default instance).
+    let created = txn(
+        &server,
+        json!({"operations": [put_agent("twice", "Answer every question politely.")]}),
+    )
+    .await
+    .expect("create");
+    let id = created["results"][0]["resource"]["metadata"]["id"].clone();
+    let twice = txn(
+        &server,
+        json!({"operations": [
+            put_agent("twice", "Answer every question briefly."),
+            {"delete": {"kind": "Agent", "id": id}},
+        ]}),
+    )
+    .await;
+    let status = common::expect_code(twice, Code::InvalidArgument);
+    assert_eq!(common::violated_fields(&status), ["operations[1].delete"]);
+    let removed = txn(
+        &server,
+        json!({"operations": [{"delete": {"kind": "Agent", "id": id}}]}),
+    )
+    .await
+    .expect("a delete alone");
+    assert_eq!(removed["results"][0]["outcome"], "deleted");
     assert_eq!(
         count(&server, "Agent"),
         0,

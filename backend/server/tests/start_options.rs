@@ -15,8 +15,11 @@ async fn an_in_memory_database_serves_and_leaves_no_file_behind() {
     let home = tempfile::tempdir().expect("home");
     let cwd = tempfile::tempdir().expect("working directory");
     let mut command = Binary::configure(Command::new(BINARY), home.path(), None, "info");
+    // Its key dies with it, so it never goes to a keychain (none answers here anyway).
     command
         .env("STIGMER_DB", ":memory:")
+        .env("STIGMER_MASTER_KEY_STORE", "keychain")
+        .env("DBUS_SESSION_BUS_ADDRESS", "unix:path=/nonexistent/bus")
         .current_dir(cwd.path());
     let mut server = Binary::spawn(command).await;
     let files = server

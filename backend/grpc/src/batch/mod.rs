@@ -15,7 +15,7 @@ use stigmer_store::{Store, StoredResource};
 
 use crate::catalog::{KindInfo, Method, Verb};
 use crate::codec::Reply;
-use crate::controller::Controller;
+use crate::controller::{Controller, id_of};
 use crate::error::{ApiError, FieldViolation};
 use crate::fields::{get_str, set, set_str};
 use crate::resource::{Caller, meta, set_revision};
@@ -86,6 +86,14 @@ impl Controller {
         let mut replies = Vec::with_capacity(steps.len());
         let mut violations = Vec::new();
         for step in steps {
+            if step.method.verb == Verb::Delete && overlay.holds_write_of(&id_of(&step.request)) {
+                // Its cascade would see only committed children, not those the write made.
+                violations.push(FieldViolation::new(
+                    step.at.clone(),
+                    "deletes a resource an operation before it wrote: put or delete each resource once in a transaction",
+                ));
+                continue;
+            }
             match staged
                 .handle(&step.method, caller, step.request.clone())
                 .await

@@ -220,6 +220,11 @@ impl Overlay {
         });
     }
 
+    /// Whether the batch created or replaced the resource `id` (and has not deleted it since).
+    pub(crate) fn holds_write_of(&self, id: &str) -> bool {
+        matches!(self.written(id), Some(Written::Row(_)))
+    }
+
     fn written(&self, id: &str) -> Option<Written> {
         self.state().written.get(id).cloned()
     }
