@@ -3,13 +3,24 @@
 //! database records, and rotated.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
-use stigmer_secrets::{KeyFile, KeySource, KeyVault, Keyring, OsKeychain, SEALED_PREFIX};
+use stigmer_secrets::{KeyFile, KeySource, KeyVault, Keyring, SEALED_PREFIX};
 use stigmer_store::Store;
 
 use crate::config::{MasterKeyStore, ServerConfig};
 use crate::server::ServerError;
+
+/// The OS keychain, when the program installed one ([`install_os_keychain`]).
+static OS_KEYCHAIN: OnceLock<Arc<dyn KeyVault>> = OnceLock::new();
+
+/// Makes `vault` (the platform's keychain, `stigmer_secrets::OsKeychain`) what
+/// `--master-key-store keychain` uses. The binary does this in `main`, so that only it links the
+/// platform's keychain code (a D-Bus client on Linux), not every program built on this crate.
+pub fn install_os_keychain(vault: Arc<dyn KeyVault>) {
+    // A second install keeps the first: one keychain per process.
+    let _ = OS_KEYCHAIN.set(vault);
+}
 
 /// The setting naming the master key this database's secrets are sealed with (never the key).
 pub const KEY_SETTING: &str = "master_key_id";
@@ -90,7 +101,8 @@ async fn find(
 async fn in_keychain<T: Send + 'static>(
     work: impl FnOnce(&dyn KeyVault) -> Result<T, stigmer_secrets::SecretError> + Send + 'static,
 ) -> Result<T, ServerError> {
-    Ok(tokio::task::spawn_blocking(move || work(&OsKeychain)).await??)
+    let vault = OS_KEYCHAIN.get().cloned().ok_or(ServerError::NoKeychain)?;
+    Ok(tokio::task::spawn_blocking(move || work(vault.as_ref())).await??)
 }
 
 /// The keychain entry (`service/account`) holding the key `key_id` and any older keys.

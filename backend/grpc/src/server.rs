@@ -52,6 +52,10 @@ pub enum ServerError {
         "no master key: this database has no default key file; set STIGMER_MASTER_KEY or pass --master-key-file, the same on every server sharing the database"
     )]
     NoMasterKey,
+    #[error(
+        "--master-key-store keychain: this program offers no OS keychain; use --master-key-store file"
+    )]
+    NoKeychain,
     #[error("the API descriptors are inconsistent: {0}")]
     Catalog(#[from] CatalogError),
     #[error("the authorization rules in the API descriptors: {0}")]

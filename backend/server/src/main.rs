@@ -110,6 +110,7 @@ fn parse_expiry(text: &str) -> Result<Expiry, String> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    stigmer_grpc::install_os_keychain(std::sync::Arc::new(stigmer_grpc::OsKeychain));
     let matches = Cli::command().get_matches();
     let mut cli = match Cli::from_arg_matches(&matches) {
         Ok(cli) => cli,
