@@ -554,10 +554,13 @@ fn is_just_in_time(kind: &KindInfo) -> bool {
     kind.name == "ExecutionContext"
 }
 
-/// The resource id an id-style request carries (`value` in the *Id messages,
-/// `resource_id` in ApiResourceDeleteInput).
+/// The fields an id-style request carries its resource id in: `value` in the *Id messages,
+/// `resource_id` in ApiResourceDeleteInput.
+pub(crate) const ID_FIELDS: [&str; 2] = ["value", "resource_id"];
+
+/// The resource id an id-style request carries (see [`ID_FIELDS`]).
 pub(crate) fn id_of(request: &DynamicMessage) -> String {
-    ["value", "resource_id"]
+    ID_FIELDS
         .iter()
         .map(|field| get_str(request, field))
         .find(|id| !id.is_empty())

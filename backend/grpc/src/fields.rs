@@ -53,6 +53,17 @@ pub(crate) fn child_mut<'a>(
     message.get_field_by_name_mut(field)?.as_message_mut()
 }
 
+/// Copies of the messages in the repeated field `field` (none when it is absent).
+pub(crate) fn repeated(message: &DynamicMessage, field: &str) -> Vec<DynamicMessage> {
+    match message.get_field_by_name(field).as_deref() {
+        Some(Value::List(items)) => items
+            .iter()
+            .filter_map(|item| item.as_message().cloned())
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
 /// A copy of the sub-message in `field` (its default when unset).
 pub(crate) fn child(message: &DynamicMessage, field: &str) -> Option<DynamicMessage> {
     message

@@ -4,14 +4,14 @@
 //! the conditions again as [`Mutation::Expect`]s ahead of the writes, so a writer that slips
 //! in between makes the transaction answer as a failed condition, never half-apply.
 
-use prost_reflect::{DynamicMessage, MessageDescriptor, ReflectMessage, Value};
+use prost_reflect::{DynamicMessage, MessageDescriptor, Value};
 use stigmer_store::{ChangeFilter, Mutation, Scope, StoreError, StoredResource};
 
 use super::{ItemError, Step, answer};
 use crate::catalog::{Method, Verb};
-use crate::controller::Controller;
+use crate::controller::{Controller, ID_FIELDS};
 use crate::error::{ApiError, FieldViolation};
-use crate::fields::{get_i64, get_str, set, set_str};
+use crate::fields::{child, get_i64, get_str, has, repeated, set, set_str};
 use crate::resource::Caller;
 use crate::validation::check;
 
@@ -120,7 +120,7 @@ impl Controller {
         violations: &mut Vec<FieldViolation>,
     ) -> Result<Vec<Condition>, ApiError> {
         let mut conditions = Vec::new();
-        for (index, condition) in messages(request, "conditions").iter().enumerate() {
+        for (index, condition) in repeated(request, "conditions").iter().enumerate() {
             let (kind, id) = (get_str(condition, "kind"), get_str(condition, "id"));
             let Some(get) = self.kind_method(&kind, Verb::Get, violations, || {
                 format!("conditions[{index}].kind")
@@ -146,10 +146,9 @@ impl Controller {
         violations: &mut Vec<FieldViolation>,
     ) -> Result<Vec<Step>, ApiError> {
         let mut steps = Vec::new();
-        for (index, operation) in messages(request, "operations").iter().enumerate() {
-            if let Some(put) = operation
-                .get_field_by_name("put")
-                .filter(|_| has(operation, "put"))
+        for (index, operation) in repeated(request, "operations").iter().enumerate() {
+            if has(operation, "put")
+                && let Some(put) = operation.get_field_by_name("put")
             {
                 let at = format!("operations[{index}].put");
                 match self.batch_item(caller, put.as_ref()) {
@@ -164,7 +163,8 @@ impl Controller {
                 continue;
             }
             // The validator saw to it that an operation is a put or a delete.
-            let Some(delete) = messages(operation, "delete").pop() else {
+            let Some(delete) = child(operation, "delete").filter(|_| has(operation, "delete"))
+            else {
                 continue;
             };
             let (kind, id) = (get_str(&delete, "kind"), get_str(&delete, "id"));
@@ -260,7 +260,7 @@ fn failed_response(output: &MessageDescriptor, failed: Failed) -> Result<Dynamic
 /// `ApiResourceDeleteInput`, ...).
 fn id_request(method: &Method, id: &str) -> Result<DynamicMessage, ApiError> {
     let mut request = DynamicMessage::new(method.input.clone());
-    let field = ["value", "resource_id"]
+    let field = ID_FIELDS
         .into_iter()
         .find(|field| method.input.get_field_by_name(field).is_some())
         .ok_or_else(|| {
@@ -268,26 +268,4 @@ fn id_request(method: &Method, id: &str) -> Result<DynamicMessage, ApiError> {
         })?;
     set_str(&mut request, field, id);
     Ok(request)
-}
-
-fn has(message: &DynamicMessage, field: &str) -> bool {
-    message
-        .descriptor()
-        .get_field_by_name(field)
-        .is_some_and(|field| message.has_field(&field))
-}
-
-/// The messages in `field`, repeated or singular (absent = none).
-fn messages(message: &DynamicMessage, field: &str) -> Vec<DynamicMessage> {
-    if !has(message, field) {
-        return Vec::new();
-    }
-    match message.get_field_by_name(field).as_deref() {
-        Some(Value::List(items)) => items
-            .iter()
-            .filter_map(|item| item.as_message().cloned())
-            .collect(),
-        Some(Value::Message(item)) => vec![item.clone()],
-        _ => Vec::new(),
-    }
 }
