@@ -60,14 +60,12 @@ pub use config::{AuthMode, LogFormat, MasterKeyStore, ServerConfig};
 pub use controller::Controller;
 pub use error::{ApiError, FieldViolation};
 pub use master_key::KEY_SETTING as MASTER_KEY_SETTING;
-pub use master_key::{
-    Rotation, install_os_keychain, keychain_entry, load_keyring, rotate_master_key,
-};
+pub use master_key::{Rotation, install_os_keychain, load_keyring, rotate_master_key};
 pub use resource::API_VERSION;
 pub use server::{
     InProcessServer, InProcessService, ServerError, bind_metrics, check_listen, run,
     run_with_metrics,
 };
 pub use service::{LOCAL, MAX_MESSAGE_SIZE, ORG_HEADER};
-pub use stigmer_secrets::OsKeychain;
+pub use stigmer_secrets::{OsKeychain, keychain_entry};
 pub use stigmer_store::Store;

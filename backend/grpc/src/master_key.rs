@@ -59,7 +59,7 @@ pub async fn load_keyring(
                         tracing::info!(key_file = %key_file(config)?.display(), key_id = keyring.current_id(), "created the master key file; back it up with the database")
                     }
                     MasterKeyStore::Keychain => {
-                        tracing::info!(keychain_entry = %keychain_entry(keyring.current_id()), key_id = keyring.current_id(), "created the master key in the OS keychain; back it up apart from the database")
+                        tracing::info!(keychain_entry = %stigmer_secrets::keychain_entry(keyring.current_id()), key_id = keyring.current_id(), "created the master key in the OS keychain; back it up apart from the database")
                     }
                 }
             }
@@ -103,15 +103,6 @@ async fn in_keychain<T: Send + 'static>(
 ) -> Result<T, ServerError> {
     let vault = OS_KEYCHAIN.get().cloned().ok_or(ServerError::NoKeychain)?;
     Ok(tokio::task::spawn_blocking(move || work(vault.as_ref())).await??)
-}
-
-/// The keychain entry (`service/account`) holding the key `key_id` and any older keys.
-pub fn keychain_entry(key_id: &str) -> String {
-    format!(
-        "{}/{}",
-        stigmer_secrets::SERVICE,
-        stigmer_secrets::keychain_account(key_id)
-    )
 }
 
 /// What a key rotation did.

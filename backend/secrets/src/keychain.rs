@@ -62,7 +62,7 @@ impl KeyVault for OsKeychain {
 /// The `keyring` crate's errors name the platform's failure, never the secret.
 fn keychain_error(account: &str, err: &keyring::Error) -> SecretError {
     SecretError::Keychain {
-        entry: format!("{SERVICE}/{account}"),
+        entry: entry_name(account),
         reason: err.to_string(),
     }
 }
@@ -95,6 +95,16 @@ impl KeyVault for MemoryVault {
     }
 }
 
+/// How messages name an account's entry: `service/account`.
+fn entry_name(account: &str) -> String {
+    format!("{SERVICE}/{account}")
+}
+
+/// The entry (`service/account`) holding the keyring whose current key is `key_id`.
+pub fn keychain_entry(key_id: &str) -> String {
+    entry_name(&keychain_account(key_id))
+}
+
 /// The account of the entry holding the keyring whose current key is `key_id`.
 pub fn keychain_account(key_id: &str) -> String {
     format!("master-key-{key_id}")
@@ -124,7 +134,7 @@ pub fn load_from_vault(
         let parsed = parse(Path::new(&account), &text);
         wipe_string(text);
         let ring = parsed.map_err(|err| SecretError::Keychain {
-            entry: format!("{SERVICE}/{account}"),
+            entry: entry_name(&account),
             reason: format!("it holds no valid keyring: {err}"),
         })?;
         return Ok((ring, KeySource::Keychain));
@@ -136,7 +146,7 @@ pub fn load_from_vault(
         return Ok((ring, KeySource::MovedToKeychain));
     }
     Err(SecretError::MissingKeychainKey {
-        entry: format!("{SERVICE}/{account}"),
+        entry: entry_name(&account),
     })
 }
 

@@ -29,7 +29,8 @@ mod keyring;
 pub use error::SecretError;
 pub use key::{KEY_ID_LEN, KEY_LEN, MasterKey};
 pub use keychain::{
-    KeyVault, MemoryVault, OsKeychain, SERVICE, keychain_account, load_from_vault, save,
+    KeyVault, MemoryVault, OsKeychain, SERVICE, keychain_account, keychain_entry, load_from_vault,
+    save,
 };
 pub use keyfile::{KeyFile, KeySource, load_keyring};
 pub use keyring::{Keyring, SEALED_PREFIX, is_sealed, key_id_of};
